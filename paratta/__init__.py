@@ -1,0 +1,29 @@
+"""paratta: parallel sampling of diffusion models with Triangular Anderson Acceleration (ParaTAA).
+
+Tang et al., "Accelerating Parallel Sampling of Diffusion Models", ICML 2024 (arXiv 2402.09970).
+Importing paratta imports torch only; diffusers is loaded when a diffusers model is asked for.
+"""
+
+from .config import SolverConfig
+from .problem import Problem, Request, make_problem
+from .registry import BUILTIN_MODELS, load_model
+from .schedule import Coefficients, SchedulerConfig, ddim_coefficients
+from .sequential import iterate_sequential, sample_sequential
+from .solver import Iterate, run, solve
+
+__all__ = [
+    "BUILTIN_MODELS",
+    "Coefficients",
+    "Iterate",
+    "Problem",
+    "Request",
+    "SchedulerConfig",
+    "SolverConfig",
+    "ddim_coefficients",
+    "iterate_sequential",
+    "load_model",
+    "make_problem",
+    "run",
+    "sample_sequential",
+    "solve",
+]

@@ -1,0 +1,57 @@
+"""The model protocol: everything a sampler needs from a diffusion model, and nothing more.
+
+A model turns a prompt into a condition, predicts the guided network output for a batch of
+states at a batch of timesteps, and decodes states to RGB. The embedded mixture models, the
+trained embedded UNet and the diffusers adapters (Stable Diffusion, DiT) all implement it.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol, runtime_checkable
+
+import torch
+from torch import Tensor
+
+
+@runtime_checkable
+class DiffusionModel(Protocol):
+    """A diffusion model as paratta sees it.
+
+    Attributes:
+        name: short human-readable name.
+        latent_shape: shape of one state x_t, without the batch axis, e.g. (3, 32, 32).
+        scheduler_config: the diffusers DDIMScheduler config the model was trained with
+            (a mapping; read it with ``paratta.schedule.SchedulerConfig.from_dict``).
+        device, dtype: where and in which precision the network runs.
+        takes_prompt: whether ``encode`` reads a text prompt (False for class labels or none).
+        takes_negative_prompt: whether a negative prompt means anything to this model.
+    """
+
+    name: str
+    latent_shape: tuple[int, ...]
+    scheduler_config: dict[str, Any]
+    device: torch.device
+    dtype: torch.dtype
+    takes_prompt: bool
+    takes_negative_prompt: bool
+
+    def encode(self, prompt: str, negative_prompt: str = "") -> Any:
+        """Encode the condition once per run; raises ``ValueError`` on a prompt it cannot use."""
+        ...
+
+    def predict(self, x: Tensor, t: Tensor, cond: Any, guidance: float) -> Tensor:
+        """Guided network output for states ``x`` (n, *latent_shape) at integer timesteps ``t`` (n,).
+
+        The output is what the scheduler's ``prediction_type`` names (ε, v or x̂_0) after
+        classifier-free guidance  u + s·(c − u); conditional and unconditional halves are one
+        batch. ``x`` arrives in ``self.dtype`` on ``self.device``.
+        """
+        ...
+
+    def decode(self, x0: Tensor) -> Tensor:
+        """Final states (n, *latent_shape) → RGB images (n, 3, H, W), float in [0, 1], on CPU."""
+        ...
+
+    def preview(self, x0: Tensor) -> Tensor:
+        """A cheap version of ``decode`` for per-iteration previews (same convention)."""
+        ...

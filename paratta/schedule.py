@@ -1,0 +1,236 @@
+"""DDIM(η) coefficients: the single source of truth for every sampler in paratta.
+
+One DDIM(η) step, exactly as diffusers' ``DDIMScheduler.step`` takes it, on the grid
+τ_{T-1} > … > τ_0 (index 0 is the last, least noisy step):
+
+    x̂_0   = (x_{i+1} − √(1−ᾱ_i) ε) / √ᾱ_i            (or the v / sample forms)
+    x_i    = √ᾱ_i⁻ · x̂_0 + √(1 − ᾱ_i⁻ − c_i²) · ε + c_i · ξ_i
+
+with σ_i = √((1−ᾱ_i⁻)/(1−ᾱ_i)) · √(1 − ᾱ_i/ᾱ_i⁻) and c_i = η σ_i. Without clipping the step is
+affine in x_{i+1}:  x_i = a_i · x_{i+1} + d_i,  where d_i depends on x_{i+1} only through the
+network. ``Coefficients.step`` computes x_i and ``Coefficients.increment`` computes d_i; the
+sequential sampler and the parallel solver both call them, nothing else.
+
+Everything is computed in float64 from the scheduler config (betas are built in float64 too,
+so ᾱ differs from diffusers' float32 table by float32 round-off only).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, fields, replace
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2")
+SPACINGS = ("leading", "trailing", "linspace")
+PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
+
+
+@dataclass(frozen=True)
+class SchedulerConfig:
+    """The subset of a diffusers ``DDIMScheduler`` config that defines the sampler.
+
+    Defaults are diffusers' own ``DDIMScheduler()`` defaults.
+    """
+
+    num_train_timesteps: int = 1000
+    beta_start: float = 0.0001
+    beta_end: float = 0.02
+    beta_schedule: str = "linear"
+    trained_betas: tuple[float, ...] | None = None
+    clip_sample: bool = True
+    clip_sample_range: float = 1.0
+    set_alpha_to_one: bool = True
+    steps_offset: int = 0
+    prediction_type: str = "epsilon"
+    thresholding: bool = False
+    timestep_spacing: str = "leading"
+    rescale_betas_zero_snr: bool = False
+
+    @classmethod
+    def from_dict(cls, config: Mapping[str, Any]) -> SchedulerConfig:
+        """Read a diffusers scheduler config (any scheduler class); unknown keys are ignored."""
+        names = {f.name for f in fields(cls)}
+        kwargs = {k: v for k, v in dict(config).items() if k in names and v is not None}
+        if "trained_betas" in kwargs:
+            kwargs["trained_betas"] = tuple(float(b) for b in kwargs["trained_betas"])
+        out = cls(**kwargs)
+        out.validate()
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    def validate(self) -> None:
+        if self.num_train_timesteps < 1:
+            raise ValueError(f"num_train_timesteps must be >= 1, got {self.num_train_timesteps}")
+        if self.trained_betas is None and self.beta_schedule not in BETA_SCHEDULES:
+            raise ValueError(f"beta_schedule must be one of {BETA_SCHEDULES}, got {self.beta_schedule!r}")
+        if self.timestep_spacing not in SPACINGS:
+            raise ValueError(f"timestep_spacing must be one of {SPACINGS}, got {self.timestep_spacing!r}")
+        if self.prediction_type not in PREDICTION_TYPES:
+            raise ValueError(
+                f"prediction_type must be one of {PREDICTION_TYPES}, got {self.prediction_type!r}"
+            )
+        if self.thresholding:
+            raise ValueError("thresholding=True (dynamic thresholding) is not supported by paratta")
+
+    def with_(self, **changes: Any) -> SchedulerConfig:
+        return replace(self, **changes)
+
+
+def betas(config: SchedulerConfig) -> Tensor:
+    """β_1…β_N in float64, following diffusers' schedule definitions."""
+    n = config.num_train_timesteps
+    if config.trained_betas is not None:
+        beta = torch.tensor(config.trained_betas, dtype=torch.float64)
+    elif config.beta_schedule == "linear":
+        beta = torch.linspace(config.beta_start, config.beta_end, n, dtype=torch.float64)
+    elif config.beta_schedule == "scaled_linear":
+        beta = torch.linspace(config.beta_start**0.5, config.beta_end**0.5, n, dtype=torch.float64) ** 2
+    else:  # squaredcos_cap_v2: the Glide cosine schedule, capped at 0.999
+
+        def alpha_bar(t: float) -> float:
+            return math.cos((t + 0.008) / 1.008 * math.pi / 2) ** 2
+
+        beta = torch.tensor(
+            [min(1 - alpha_bar((i + 1) / n) / alpha_bar(i / n), 0.999) for i in range(n)],
+            dtype=torch.float64,
+        )
+    if config.rescale_betas_zero_snr:
+        beta = _rescale_zero_terminal_snr(beta)
+    return beta
+
+
+def _rescale_zero_terminal_snr(beta: Tensor) -> Tensor:
+    """Lin et al. 2023, Algorithm 1: shift and scale √ᾱ so that ᾱ_N = 0 and ᾱ_1 is unchanged."""
+    s = torch.cumprod(1 - beta, 0).sqrt()
+    s0, sN = s[0].clone(), s[-1].clone()
+    s = (s - sN) * s0 / (s0 - sN)
+    ab = s**2
+    alphas = torch.cat([ab[:1], ab[1:] / ab[:-1]])
+    return 1 - alphas
+
+
+def alphas_cumprod(config: SchedulerConfig) -> Tensor:
+    """ᾱ_t for t = 0…N−1, float64."""
+    return torch.cumprod(1 - betas(config), 0)
+
+
+def inference_timesteps(config: SchedulerConfig, num_steps: int) -> Tensor:
+    """diffusers' ``DDIMScheduler.set_timesteps`` grid, noisiest first (int64)."""
+    n = config.num_train_timesteps
+    if not 1 <= num_steps <= n:
+        raise ValueError(f"steps must be in [1, {n}] for this scheduler, got {num_steps}")
+    if config.timestep_spacing == "linspace":
+        ts = np.linspace(0, n - 1, num_steps).round()[::-1].copy().astype(np.int64)
+    elif config.timestep_spacing == "leading":
+        ratio = n // num_steps
+        ts = (np.arange(0, num_steps) * ratio).round()[::-1].copy().astype(np.int64)
+        ts += config.steps_offset
+    else:
+        ts = np.round(np.arange(n, 0, -n / num_steps)).astype(np.int64) - 1
+    return torch.from_numpy(ts)
+
+
+@dataclass(frozen=True)
+class Coefficients:
+    """Per-step DDIM(η) coefficients, indexed i = 0…T−1 with i = 0 the least noisy step.
+
+    Step i maps x_{i+1} (at timestep τ_i) to x_i. All tensors have shape (T,).
+    """
+
+    timesteps: Tensor  # τ_i, int64
+    alpha_bar: Tensor  # ᾱ_i = ᾱ(τ_i)
+    alpha_bar_prev: Tensor  # ᾱ_i⁻, the ᾱ the step lands on
+    sigma: Tensor  # DDPM posterior std σ_i
+    c: Tensor  # noise coefficient η σ_i
+    a: Tensor  # linear coefficient of x_{i+1} when nothing clips
+    eta: float
+    prediction_type: str
+    clip_range: float | None  # x̂_0 is clamped to [−r, r] when set
+
+    @property
+    def num_steps(self) -> int:
+        return int(self.timesteps.shape[0])
+
+    def to(self, device: torch.device | str, dtype: torch.dtype) -> Coefficients:
+        moved = {
+            f.name: getattr(self, f.name).to(device=device, dtype=dtype)
+            for f in fields(self)
+            if isinstance(getattr(self, f.name), Tensor) and f.name != "timesteps"
+        }
+        return replace(self, timesteps=self.timesteps.to(device), **moved)
+
+    def step(self, i: Tensor, x: Tensor, out: Tensor, xi: Tensor | None) -> Tensor:
+        """x_i from x_{i+1} = ``x`` and the guided network output ``out``, batched over indices ``i``.
+
+        ``x``, ``out`` (and ``xi``) have shape (n, *latent); ``i`` has shape (n,).
+        """
+        view = (-1,) + (1,) * (x.dim() - 1)
+        abp, c = (v[i].view(view) for v in (self.alpha_bar_prev, self.c))
+        x0, eps = self.x0_eps(i, x, out)
+        x_prev = abp.sqrt() * x0 + (1 - abp - c**2).clamp_min(0).sqrt() * eps
+        if self.eta > 0 and xi is not None:
+            x_prev = x_prev + c * xi
+        return x_prev
+
+    def increment(self, i: Tensor, x: Tensor, out: Tensor, xi: Tensor | None) -> Tensor:
+        """d_i = step_i(x_{i+1}) − a_i · x_{i+1}: the part of the step that is not the linear map."""
+        view = (-1,) + (1,) * (x.dim() - 1)
+        return self.step(i, x, out, xi) - self.a[i].view(view) * x
+
+    def x0_eps(self, i: Tensor, x: Tensor, out: Tensor) -> tuple[Tensor, Tensor]:
+        """(x̂_0, ε̂) at step i from the state x_{i+1} and the network output; x̂_0 clipped if configured."""
+        ab = self.alpha_bar[i].view((-1,) + (1,) * (x.dim() - 1))
+        if self.prediction_type == "epsilon":
+            x0, eps = (x - (1 - ab).sqrt() * out) / ab.sqrt(), out
+        elif self.prediction_type == "v_prediction":
+            x0, eps = ab.sqrt() * x - (1 - ab).sqrt() * out, ab.sqrt() * out + (1 - ab).sqrt() * x
+        else:
+            x0, eps = out, (x - ab.sqrt() * out) / (1 - ab).sqrt()
+        if self.clip_range is not None:
+            x0 = x0.clamp(-self.clip_range, self.clip_range)
+        return x0, eps
+
+
+def ddim_coefficients(config: SchedulerConfig, num_steps: int, eta: float = 0.0) -> Coefficients:
+    """DDIM(η) coefficients for ``num_steps`` steps, in float64, as ``DDIMScheduler.step`` takes them.
+
+    As in diffusers, the step from τ lands on τ − N // T (not on the next grid point; the two
+    differ only for "linspace" spacing), and the last step lands on ᾱ = 1 when
+    ``set_alpha_to_one`` else on ᾱ(0).
+    """
+    if not (isinstance(eta, (int, float)) and 0.0 <= eta <= 1.0):
+        raise ValueError(f"eta must be in [0, 1], got {eta!r}")
+    ac = alphas_cumprod(config)
+    ts = inference_timesteps(config, num_steps).flip(0)  # index i = 0 is the least noisy
+    prev = ts - config.num_train_timesteps // num_steps
+    final = torch.tensor(1.0, dtype=torch.float64) if config.set_alpha_to_one else ac[0]
+    ab = ac[ts]
+    abp = torch.where(prev >= 0, ac[prev.clamp_min(0)], final)
+    sigma = ((1 - abp) / (1 - ab) * (1 - ab / abp)).clamp_min(0).sqrt()
+    c = eta * sigma
+    direction = (1 - abp - c**2).clamp_min(0).sqrt()
+    if config.prediction_type == "epsilon":
+        a = (abp / ab).sqrt()
+    elif config.prediction_type == "v_prediction":
+        a = (abp * ab).sqrt() + direction * (1 - ab).sqrt()
+    else:
+        a = direction / (1 - ab).sqrt()
+    return Coefficients(
+        timesteps=ts,
+        alpha_bar=ab,
+        alpha_bar_prev=abp,
+        sigma=sigma,
+        c=c,
+        a=a,
+        eta=float(eta),
+        prediction_type=config.prediction_type,
+        clip_range=float(config.clip_sample_range) if config.clip_sample else None,
+    )

@@ -1,0 +1,55 @@
+"""Sequential DDIM(η): T network calls, one after another — the reference every solver must reproduce."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from .evaluate import evaluate
+from .problem import Problem
+
+
+@dataclass(frozen=True)
+class SequentialStep:
+    """State after one sequential step: x_i has just been computed from x_{i+1}."""
+
+    index: int  # i; 0 is the last step
+    x: Tensor  # x_i
+    model_seconds: float  # cumulative time inside the network
+    seconds: float  # cumulative time inside the sampler (the caller's time between steps excluded)
+
+
+def iterate_sequential(
+    problem: Problem, device: torch.device | str | None = None, dtype: torch.dtype = torch.float64
+) -> Iterator[SequentialStep]:
+    """x_i = step_i(x_{i+1}, ε(x_{i+1}, τ_i)) for i = T−1…0, yielding after each step."""
+    device = torch.device(device) if device is not None else problem.model.device
+    coef = problem.coef.to(device, dtype)
+    x = problem.x_T.to(device, dtype)
+    xi = problem.xi.to(device, dtype) if problem.xi is not None else None
+    model_seconds, seconds = 0.0, 0.0
+    for i in reversed(range(problem.steps)):
+        start = time.perf_counter()  # restarted per step: time spent by the caller is not counted
+        idx = torch.tensor([i], device=device)
+        t0 = time.perf_counter()
+        out = evaluate(problem, coef.timesteps[idx], x[None])
+        model_seconds += time.perf_counter() - t0
+        x = coef.step(idx, x[None], out, xi[i][None] if xi is not None else None)[0]
+        seconds += time.perf_counter() - start
+        yield SequentialStep(i, x, model_seconds, seconds)
+
+
+def sample_sequential(
+    problem: Problem, device: torch.device | str | None = None, dtype: torch.dtype = torch.float64
+) -> Tensor:
+    """The whole sequential trajectory x_0…x_T, shape (T+1, *latent), in ``dtype``."""
+    device = torch.device(device) if device is not None else problem.model.device
+    traj = torch.empty((problem.steps + 1, *problem.x_T.shape), device=device, dtype=dtype)
+    traj[-1] = problem.x_T.to(device, dtype)
+    for s in iterate_sequential(problem, device, dtype):
+        traj[s.index] = s.x
+    return traj

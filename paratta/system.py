@@ -1,0 +1,73 @@
+"""The triangular nonlinear system of order k, on a window below the anchor.
+
+Unknowns are x_lo…x_{top−1}; x_top (the anchor) is final. With d_s = step_s(x_{s+1}) − a_s x_{s+1}
+(network evaluated at the current iterate) and P_{i,s} = a_i a_{i+1} ⋯ a_{s−1}:
+
+    F_i^(k)(x) = P_{i,j} x_j + Σ_{s=i}^{j−1} P_{i,s} d_s,      j = min(i + k, top)
+
+Every order has the sequential trajectory as its unique solution. Two quantities drive the solver:
+
+- the anchor flow y_i = F_i^(top−i)(x), i.e. y_top = x_top, y_i = a_i y_{i+1} + d_i, and the
+  anchor residual G_i = y_i − x_i. G measures how far x_i is from where the current network
+  outputs carry the anchor: errors accumulated over many steps show up in it, which a
+  per-step residual cannot see.
+- the order-k residual R_i = F_i^(k)(x) − x_i = G_i − P_{i,j} G_j  (G_top = 0), which
+  follows from F_i^(k) = y_i + P_{i,j} (x_j − y_j).
+
+All work is O(window × latent): one scan over the window and elementwise products.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+
+def anchor_flow(a: Tensor, d: Tensor, x_top: Tensor) -> Tensor:
+    """y_i for the window rows (row r is index lo + r): y_i = a_i y_{i+1} + d_i from y_top = x_top.
+
+    ``a`` holds a_lo…a_{top−1} (n,), ``d`` the increments (n, D), ``x_top`` the anchor (D,).
+    A scan rather than a cumulative-product formula: exact for any a (some a_i may be 0) and
+    without cancellation in float32.
+    """
+    y = torch.empty_like(d)
+    acc = x_top
+    for r in range(d.shape[0] - 1, -1, -1):
+        acc = a[r] * acc + d[r]
+        y[r] = acc
+    return y
+
+
+def order_products(a: Tensor, order: int) -> Tensor:
+    """P_{i, min(i+k, top)} for each window row, from a_lo…a_{top−1} (n,)."""
+    n = a.shape[0]
+    if bool((a > 0).all()):
+        logs = torch.cat([a.new_zeros(1), torch.cumsum(a.log(), 0)])  # L_r = Σ_{q<r} log a_q
+        r = torch.arange(n, device=a.device)
+        j = (r + order).clamp_max(n)
+        return (logs[j] - logs[r]).exp()
+    p = torch.ones_like(a)
+    for m in range(min(order, n)):
+        rows = torch.arange(n - m, device=a.device)
+        p[rows] = p[rows] * a[rows + m]
+    return p
+
+
+def order_residual(G: Tensor, P: Tensor, order: int) -> Tensor:
+    """R_i = G_i − P_{i,j} G_j with j = min(i + k, top) and G_top = 0 (rows: index lo + r)."""
+    n = G.shape[0]
+    if order >= n:
+        return G
+    shifted = torch.zeros_like(G)
+    shifted[: n - order] = G[order:]
+    return G - P[:, None] * shifted
+
+
+def step_residual(a: Tensor, d: Tensor, x_above: Tensor, x: Tensor) -> Tensor:
+    """First-order residual r_i = a_i x_{i+1} + d_i − x_i; ``x_above`` row r holds x_{i+1}."""
+    return a[:, None] * x_above + d - x
+
+
+def rms(v: Tensor) -> Tensor:
+    """Root mean square over the latent axis: (n, D) → (n,)."""
+    return v.pow(2).mean(1).sqrt()
