@@ -1,0 +1,1 @@
+"""Embedded diffusion models: exact-score Gaussian mixtures that run anywhere in milliseconds."""

@@ -1,0 +1,176 @@
+"""The exact ε of a noised isotropic Gaussian mixture: a "network" with no training error.
+
+Data distribution  p_0 = Σ_k π_k N(μ_k, s_k² I)  in D dimensions. The forward process
+x_t = √ᾱ_t x_0 + √(1−ᾱ_t) ε keeps it a mixture:
+
+    p_t = Σ_k π_k N(√ᾱ_t μ_k, v_k I),        v_k = ᾱ_t s_k² + 1 − ᾱ_t
+
+and the ε the network would ideally predict is  ε*(x, t) = −√(1−ᾱ_t) ∇ log p_t(x):
+
+    ε*(x, t) = √(1−ᾱ_t) Σ_k w_k (x − √ᾱ_t μ_k) / v_k
+             = √(1−ᾱ_t) (x Σ_k w_k/v_k − √ᾱ_t Σ_k (w_k/v_k) μ_k)
+
+with posterior responsibilities  w_k ∝ π_k N(x; √ᾱ_t μ_k, v_k I)  (a softmax of log-terms).
+Squared distances come from ‖x‖² − 2√ᾱ x·μ_k + ᾱ‖μ_k‖² (one matmul), so nothing of size
+n × K × D is ever formed. Everything runs in float64 whatever the input dtype.
+
+Weights are given as log-weights so that a condition can drop components with −inf.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+
+
+def embedded_scheduler_config() -> dict[str, Any]:
+    """The DDIMScheduler config of the embedded models: DDPM's linear betas, with SD 1.x's conventions."""
+    return {
+        "_class_name": "DDIMScheduler",
+        "num_train_timesteps": 1000,
+        "beta_start": 0.0001,
+        "beta_end": 0.02,
+        "beta_schedule": "linear",
+        "clip_sample": False,
+        "set_alpha_to_one": False,
+        "steps_offset": 1,
+        "prediction_type": "epsilon",
+        "timestep_spacing": "leading",
+    }
+
+
+@dataclass(frozen=True)
+class IsotropicMixture:
+    """Components of p_0, float64, with ‖μ_k‖² precomputed (the weights live in the condition)."""
+
+    means: Tensor  # μ_k, (K, D)
+    variances: Tensor  # s_k², (K,)
+    means_sq: Tensor  # ‖μ_k‖², (K,)
+
+    @classmethod
+    def create(
+        cls, means: Tensor, scales: Tensor | float, device: torch.device | str = "cpu"
+    ) -> IsotropicMixture:
+        mu = means.reshape(means.shape[0], -1).to(device=device, dtype=torch.float64)
+        s = torch.as_tensor(scales, dtype=torch.float64, device=device).expand(mu.shape[0])
+        return cls(means=mu, variances=(s**2).contiguous(), means_sq=(mu * mu).sum(1))
+
+    @property
+    def num_components(self) -> int:
+        return int(self.means.shape[0])
+
+    @property
+    def dim(self) -> int:
+        return int(self.means.shape[1])
+
+
+def _prepare(x: Tensor, alpha_bar: Tensor | float, mix: IsotropicMixture) -> tuple[Tensor, Tensor]:
+    x64 = x.reshape(x.shape[0], -1).to(device=mix.means.device, dtype=torch.float64)
+    ab = torch.as_tensor(alpha_bar, dtype=torch.float64, device=x64.device).reshape(-1).expand(x64.shape[0])
+    return x64, ab
+
+
+def component_log_likelihoods(x64: Tensor, ab: Tensor, mix: IsotropicMixture) -> tuple[Tensor, Tensor]:
+    """log N(x; √ᾱ μ_k, v_k I) and v_k, both (n, K), for float64 x (n, D) and ᾱ (n,)."""
+    v = ab[:, None] * mix.variances[None, :] + (1 - ab)[:, None]
+    # ‖x − √ᾱ μ‖² by expansion; clamp because round-off can make a tiny distance negative.
+    sq = (x64 * x64).sum(1, keepdim=True) - 2 * ab.sqrt()[:, None] * (x64 @ mix.means.T)
+    sq = (sq + ab[:, None] * mix.means_sq[None, :]).clamp_min(0)
+    return -0.5 * (sq / v + mix.dim * torch.log(2 * math.pi * v)), v
+
+
+def _check_log_weights(log_weights: Tensor, mix: IsotropicMixture) -> Tensor:
+    lw = log_weights.to(device=mix.means.device, dtype=torch.float64)
+    if lw.shape[-1] != mix.num_components:
+        raise ValueError(f"log_weights has {lw.shape[-1]} entries, the mixture {mix.num_components}")
+    if torch.isneginf(lw).all(-1).any():
+        raise ValueError("log_weights leave no component with positive weight")
+    return lw
+
+
+def mixture_eps(
+    x: Tensor,
+    alpha_bar: Tensor | float,
+    mix: IsotropicMixture,
+    log_weights: Tensor,
+    out_dtype: torch.dtype | None = None,
+) -> Tensor:
+    """ε*(x, t) of the module docstring, batched over rows with their own ᾱ_t.
+
+    Args:
+        x: states (n, D) (any trailing shape is flattened).
+        alpha_bar: ᾱ_t per row, (n,) or a scalar.
+        mix: the components.
+        log_weights: log π_k, (K,) or (G, K) for G weightings of the same components (e.g. the
+            conditional and unconditional halves of guidance) sharing one distance computation.
+        out_dtype: output dtype; default x's.
+
+    Returns:
+        ε of shape (n, D), or (G, n, D) when log_weights is (G, K).
+    """
+    x64, ab = _prepare(x, alpha_bar, mix)
+    lw = _check_log_weights(log_weights, mix)
+    log_lik, v = component_log_likelihoods(x64, ab, mix)
+    w = torch.softmax(lw.unsqueeze(-2) + log_lik, dim=-1)  # (…, n, K) responsibilities
+    u = w / v  # w_k / v_k
+    eps = (1 - ab).sqrt()[:, None] * (x64 * u.sum(-1, keepdim=True) - ab.sqrt()[:, None] * (u @ mix.means))
+    return eps.to(out_dtype or x.dtype)
+
+
+def guided_mixture_eps(
+    x: Tensor, alpha_bar: Tensor, mix: IsotropicMixture, log_weights: Tensor, guidance: float
+) -> Tensor:
+    """Classifier-free guidance ε_u + s(ε_c − ε_u) with log_weights (2, K) = [conditional, unconditional].
+
+    The unconditional half is skipped when it cannot matter (s = 1, or identical weightings).
+    Combined in float64, returned in x's dtype.
+    """
+    if guidance == 1 or torch.equal(log_weights[0], log_weights[1]):
+        return mixture_eps(x, alpha_bar, mix, log_weights[0])
+    eps_c, eps_u = mixture_eps(x, alpha_bar, mix, log_weights, out_dtype=torch.float64)
+    return (eps_u + guidance * (eps_c - eps_u)).to(x.dtype)
+
+
+def mixture_log_density(
+    x: Tensor, alpha_bar: Tensor | float, mix: IsotropicMixture, log_weights: Tensor
+) -> Tensor:
+    """log p_t(x) = logsumexp_k(log π_k + log N(x; √ᾱ μ_k, v_k I)), π normalised; float64, (n,) or (G, n)."""
+    x64, ab = _prepare(x, alpha_bar, mix)
+    lw = _check_log_weights(log_weights, mix)
+    lw = lw - torch.logsumexp(lw, dim=-1, keepdim=True)
+    log_lik, _ = component_log_likelihoods(x64, ab, mix)
+    return torch.logsumexp(lw.unsqueeze(-2) + log_lik, dim=-1)
+
+
+@dataclass(frozen=True)
+class MixtureCondition:
+    """What ``encode`` returns for a mixture model: log-weights (2, K) = [conditional, unconditional].
+
+    Following Stable Diffusion's negative-prompt convention, the unconditional half is the
+    mixture restricted to the negative prompt's components (all of them when it is empty).
+    """
+
+    log_weights: Tensor
+    prompt: str
+    negative_prompt: str
+
+    @property
+    def num_matching(self) -> int:
+        """Number of components the (positive) prompt keeps."""
+        return int(torch.isfinite(self.log_weights[0]).sum())
+
+
+def mask_log_weights(mask: Tensor) -> Tensor:
+    """Uniform log-weights over the components where ``mask`` is True, −inf elsewhere (float64)."""
+    return torch.where(mask, 0.0, -math.inf).to(torch.float64)
+
+
+def nearest_component(x: Tensor, mix: IsotropicMixture) -> Tensor:
+    """Index of the mean closest to each row of x (n, …): which image a final sample landed on."""
+    x64 = x.reshape(x.shape[0], -1).to(device=mix.means.device, dtype=torch.float64)
+    sq = mix.means_sq[None, :] - 2 * (x64 @ mix.means.T)  # ‖x − μ‖² − ‖x‖²
+    return sq.argmin(1)
