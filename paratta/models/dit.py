@@ -1,0 +1,108 @@
+"""DiT (class-conditional latent transformer, Peebles & Xie 2023) as a paratta ``DiffusionModel``.
+
+As in ``DiTPipeline.__call__``: the batch is [cond, null] with the null class id
+``num_embeds_ada_norm`` (1000 for ImageNet DiT; the pipeline hard-codes 1000), guidance is
+ε_null + s·(ε_c − ε_null) on the ε channels, and a ``learn_sigma`` transformer (2C output
+channels) has its variance half dropped. The prompt is a class: an ImageNet label known to
+``pipe.labels`` (from ``id2label``), or an integer id; "" samples the null class (unconditional).
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from diffusers import DiTPipeline
+from torch import Tensor
+
+from .diffusers_adapter import DiffusersModel, ddim_scheduler_config
+
+
+@dataclass(frozen=True)
+class ClassCondition:
+    """The class id fed to the label embedding, and the null id used for the unconditional half."""
+
+    class_id: int
+    null_id: int
+    prompt: str
+
+
+class DiTModel(DiffusersModel):
+    """A ``DiTPipeline`` (transformer + VAE) for paratta; ``pipe`` moves to ``device``/``dtype`` in place."""
+
+    takes_prompt = True
+    takes_negative_prompt = False
+
+    def __init__(
+        self,
+        pipe: DiTPipeline,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+        name: str | None = None,
+        tiny_vae: Any = None,
+    ) -> None:
+        if not isinstance(pipe, DiTPipeline):
+            raise ValueError(f"DiTModel needs a DiTPipeline, got {type(pipe).__name__}")
+        name = name or (getattr(pipe, "name_or_path", None) or "dit")
+        super().__init__(pipe, str(name), device, dtype, tiny_vae)
+        self.transformer = pipe.transformer.eval()
+        config = self.transformer.config
+        self.channels = int(config.in_channels)
+        # learn_sigma: the transformer predicts [ε, variance]; DDIM only uses ε (the pipeline's split).
+        self.learn_sigma = int(config.out_channels or config.in_channels) // 2 == self.channels
+        self.num_classes = int(config.num_embeds_ada_norm or 1000)
+        self.latent_shape = (self.channels, int(config.sample_size), int(config.sample_size))
+        self.scheduler_config = ddim_scheduler_config(pipe.scheduler)
+        # Label → id, lower-cased (pipe.labels maps every comma-separated synonym of id2label).
+        self.labels: dict[str, int] = {
+            k.lower(): int(v) for k, v in (getattr(pipe, "labels", None) or {}).items()
+        }
+
+    def class_id(self, prompt: str) -> int:
+        """An integer id in [0, num_classes) or a ``pipe.labels`` label (any case); "" → the null class."""
+        if not isinstance(prompt, str):
+            raise ValueError(f"a DiT prompt is a class label or id (a string), got {type(prompt).__name__}")
+        text = prompt.strip()
+        if not text:
+            return self.num_classes
+        if text.lstrip("-").isdigit():
+            k = int(text)
+            if not 0 <= k < self.num_classes:
+                raise ValueError(f"class id {k} is outside [0, {self.num_classes - 1}]")
+            return k
+        if not self.labels:
+            raise ValueError(
+                f"{self.name} has no class labels (no id2label): give a class id 0…{self.num_classes - 1}"
+            )
+        key = text.lower()
+        if key not in self.labels:
+            close = difflib.get_close_matches(key, list(self.labels), n=5)
+            hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+            raise ValueError(f"unknown class label {prompt!r} (an ImageNet class name or an id){hint}")
+        return self.labels[key]
+
+    def encode(self, prompt: str, negative_prompt: str = "") -> ClassCondition:
+        """The class of ``prompt``; ``negative_prompt`` is ignored (the unconditional half is class null)."""
+        return ClassCondition(self.class_id(prompt), self.num_classes, prompt)
+
+    def predict(self, x: Tensor, t: Tensor, cond: ClassCondition, guidance: float) -> Tensor:
+        """Guided ε for n states at n timesteps; rows [cond, null] (2n) unless guidance == 1."""
+        n = x.shape[0]
+        t = torch.as_tensor(t, device=self.device).reshape(-1).expand(n)
+        labels = torch.full((n,), cond.class_id, device=self.device, dtype=torch.long)
+        if guidance == 1.0:
+            return self._network(lambda: self._eps(x, t, labels), n)
+        null = torch.full((n,), cond.null_id, device=self.device, dtype=torch.long)
+        out = self._network(
+            lambda: self._eps(torch.cat([x, x]), torch.cat([t, t]), torch.cat([labels, null])), 2 * n
+        )
+        c, u = out.chunk(2)
+        if out.dtype in (torch.float16, torch.bfloat16):
+            c, u = c.float(), u.float()
+        return u + guidance * (c - u)
+
+    def _eps(self, x: Tensor, t: Tensor, labels: Tensor) -> Tensor:
+        out = self.transformer(x, timestep=t, class_labels=labels, return_dict=False)[0]
+        return out[:, : self.channels] if self.learn_sigma else out

@@ -1,0 +1,109 @@
+"""Stable Diffusion (1.x, 2.x incl. v-prediction) as a paratta ``DiffusionModel``.
+
+The guided output is the pipeline's own:  o = o_u + s·(o_c − o_u), with the unconditional
+(negative-prompt) and conditional halves in ONE UNet batch ordered [uncond, cond], as
+``StableDiffusionPipeline.__call__`` orders them. The states are UNet-space latents
+(VAE latents × ``scaling_factor``), so x_T ~ N(0, I) exactly as the pipeline draws it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from diffusers import StableDiffusionPipeline
+from torch import Tensor
+
+from .diffusers_adapter import DiffusersModel, ddim_scheduler_config
+
+
+@dataclass(frozen=True)
+class TextCondition:
+    """CLIP hidden states (1, L, D) of prompt and negative prompt ("" → the empty-prompt embedding)."""
+
+    prompt_embeds: Tensor
+    negative_embeds: Tensor
+    prompt: str
+    negative_prompt: str
+
+
+class StableDiffusionModel(DiffusersModel):
+    """A ``StableDiffusionPipeline`` (UNet2DConditionModel + VAE + CLIP text encoder) for paratta.
+
+    ``pipe`` is moved to ``device``/``dtype`` (in place, as ``pipe.to`` does). ``height``/``width``
+    default to the pipeline's own default (``unet.config.sample_size × vae_scale_factor``).
+    """
+
+    takes_prompt = True
+    takes_negative_prompt = True
+
+    def __init__(
+        self,
+        pipe: StableDiffusionPipeline,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+        name: str | None = None,
+        tiny_vae: Any = None,
+        height: int | None = None,
+        width: int | None = None,
+    ) -> None:
+        if not isinstance(pipe, StableDiffusionPipeline):
+            raise ValueError(
+                f"StableDiffusionModel needs a StableDiffusionPipeline, got {type(pipe).__name__}"
+            )
+        unet_config = pipe.unet.config
+        if getattr(unet_config, "time_cond_proj_dim", None) is not None:
+            raise ValueError("guidance-embedded UNets (time_cond_proj_dim, e.g. LCM) are not supported")
+        if getattr(unet_config, "addition_embed_type", None) is not None:
+            raise ValueError(
+                f"UNets with addition_embed_type={unet_config.addition_embed_type!r} are not supported"
+            )
+        super().__init__(pipe, name or _pipe_name(pipe, "stable-diffusion"), device, dtype, tiny_vae)
+        self.unet = pipe.unet.eval()
+        self.text_encoder = pipe.text_encoder.eval()
+        f = self.vae_scale_factor
+        height = height or unet_config.sample_size * f
+        width = width or unet_config.sample_size * f
+        multiple = 8 if f >= 8 else f  # diffusers' own check is "multiple of 8"; tiny test VAEs have f = 2
+        if height % multiple or width % multiple:
+            raise ValueError(f"height and width must be multiples of {multiple}, got {height}×{width}")
+        self.latent_shape = (int(unet_config.in_channels), height // f, width // f)
+        # Read after the pipeline's __init__, which rewrites steps_offset 0 → 1 and clip_sample → False.
+        self.scheduler_config = ddim_scheduler_config(pipe.scheduler, stable_diffusion_rewrites=True)
+
+    def encode(self, prompt: str, negative_prompt: str = "") -> TextCondition:
+        """CLIP-encode both prompts with the pipeline's own ``encode_prompt`` (truncation, clip_skip=None)."""
+        if not isinstance(prompt, str) or not isinstance(negative_prompt, str):
+            raise ValueError("prompt and negative_prompt must be strings")
+        with torch.inference_mode():
+            cond, uncond = self.pipe.encode_prompt(
+                prompt, self.device, 1, True, negative_prompt=negative_prompt or None
+            )
+        return TextCondition(cond, uncond, prompt, negative_prompt)
+
+    def predict(self, x: Tensor, t: Tensor, cond: TextCondition, guidance: float) -> Tensor:
+        """Guided UNet output for n states at n (possibly different) timesteps; 2n rows unless guidance == 1.
+
+        With a float16 model the guidance combination is done in float32 and returned in float32.
+        """
+        n = x.shape[0]
+        t = torch.as_tensor(t, device=self.device).reshape(-1).expand(n)
+        if guidance == 1.0:
+            # u + 1·(c − u) = c: the unconditional half is not needed.
+            emb = cond.prompt_embeds.expand(n, -1, -1)
+            return self._network(lambda: self._unet(x, t, emb), n)
+        emb = torch.cat([cond.negative_embeds.expand(n, -1, -1), cond.prompt_embeds.expand(n, -1, -1)])
+        out = self._network(lambda: self._unet(torch.cat([x, x]), torch.cat([t, t]), emb), 2 * n)
+        uncond, text = out.chunk(2)
+        if out.dtype in (torch.float16, torch.bfloat16):
+            uncond, text = uncond.float(), text.float()
+        return uncond + guidance * (text - uncond)
+
+    def _unet(self, x: Tensor, t: Tensor, emb: Tensor) -> Tensor:
+        return self.unet(x, t, encoder_hidden_states=emb, return_dict=False)[0]
+
+
+def _pipe_name(pipe: Any, default: str) -> str:
+    path = getattr(pipe, "name_or_path", None) or getattr(pipe.config, "_name_or_path", None)
+    return str(path) if path else default
