@@ -1,0 +1,302 @@
+"""The Gradio app in-process, driven by gradio_client as a user of the documented API would."""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import socket
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+import pytest
+from PIL import Image
+
+# Run outputs, in order (gradio_client gets all but the last, a gr.State that is not part of the API).
+IMAGE, SEQUENTIAL, DIFF, HEATMAP, CURVES, STATS, INFO, DOWNLOADS, RECORD = range(9)
+DEFAULTS: dict[str, Any] = dict(
+    model="shapes", prompt="red circle on blue", negative_prompt="", seed=0, steps=50, eta=0.0, guidance=1.0,
+    solver="anderson", order=20, window=50, history=2, tol=1e-3, max_iters=50, init="xT",
+)
+FAST = dict(DEFAULTS, model="toy2d", prompt="north", steps=20, order=20, window=20, max_iters=20)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    tmp = tmp_path_factory.mktemp("gradio")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("GRADIO_ANALYTICS_ENABLED", "False")
+        mp.setenv("GRADIO_TEMP_DIR", str(tmp / "cache"))
+        mp.setenv("TMPDIR", str(tmp / "tmp"))
+        mp.delenv("SPACE_ID", raising=False)
+        (tmp / "tmp").mkdir()
+        mp.setattr(tempfile, "tempdir", None)  # re-read TMPDIR
+
+        from ui import handlers
+        from ui.app import build_demo
+
+        events: list[str] = []  # every event the session generator hands to the UI, for the Stop test
+
+        def recording(*args: Any, _inner: Any = handlers.gpu_run_events) -> Iterator[dict[str, Any]]:
+            for event in _inner(*args):
+                events.append(event["kind"])
+                yield event
+
+        mp.setattr(handlers, "gpu_run_events", recording)
+        demo = build_demo()
+        demo.queue(default_concurrency_limit=2)
+        demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=free_port(), quiet=True)
+        try:
+            yield SimpleNamespace(local_url=demo.local_url, events=events)
+        finally:
+            demo.close()
+
+
+def client(app: Any) -> Any:
+    """A client that leaves files on the server (downloading every streamed image is slow)."""
+    from gradio_client import Client
+
+    return Client(app.local_url, verbose=False, download_files=False)
+
+
+def fetch(file: dict[str, Any]) -> bytes:
+    import httpx
+
+    response = httpx.get(file["url"], timeout=30)
+    response.raise_for_status()
+    return response.content
+
+
+def pixels(file: dict[str, Any]) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(fetch(file))).convert("RGB"), dtype=np.int16)
+
+
+def test_run_streams_every_iteration_and_ends_on_the_sequential_image(app: Any) -> None:
+    c = client(app)
+    job = c.submit(**DEFAULTS, api_name="/run")
+    updates = list(job)
+    final = job.result()
+    phases = [u[INFO].get("phase") for u in updates if isinstance(u[INFO], dict)]
+    assert "sequential" in phases and phases.count("parallel") >= 3, phases
+    info = final[INFO]
+    assert info["phase"] == "done" and info["converged"] and info["final_steps"] == 50
+    assert 1 < info["iteration"] < 50  # far fewer parallel iterations than steps
+    assert info["max_pixel_diff"] <= 2 / 255
+    assert info["distance_to_sequential"] < 1e-2
+    # The returned PNGs themselves: ParaTAA's last image is the sequential one (within one grey level).
+    ours, reference = pixels(final[IMAGE]), pixels(final[SEQUENTIAL])
+    assert ours.shape == reference.shape == (256, 256, 3)
+    assert np.abs(ours - reference).max() <= 2
+    assert pixels(final[HEATMAP]).shape[0] >= 50
+    assert "✓ converged" in final[STATS] and "final timesteps **50/50**" in final[STATS]
+    assert f"speed-up in steps **50/{info['iteration']} = " in final[STATS]
+    # Downloads: a GIF with one frame per iteration, the residual history as CSV.
+    files = {Path(f["orig_name"]).suffix: f for f in final[DOWNLOADS]}
+    assert set(files) == {".gif", ".csv", ".json"}
+    assert Image.open(io.BytesIO(fetch(files[".gif"]))).n_frames == info["iteration"]
+    rows = list(csv.DictReader(io.StringIO(fetch(files[".csv"]).decode())))
+    assert len(rows) == info["iteration"] and rows[-1]["anchor"] == "0"
+
+
+def test_stop_ends_the_run_within_an_iteration_and_the_app_keeps_serving(app: Any) -> None:
+    c = client(app)
+    slow = dict(DEFAULTS, solver="jacobi", order=1)  # ~50 iterations if left alone
+    app.events.clear()
+    job = c.submit(**slow, api_name="/run")
+    deadline = time.monotonic() + 60
+    while app.events.count("iterate") < 2:
+        assert time.monotonic() < deadline and not job.done(), "run did not start"
+        time.sleep(0.05)
+    job.cancel()
+    time.sleep(2.0)  # an iteration is ~0.5 s here: the server must have stopped by now
+    seen = app.events.count("iterate")
+    time.sleep(1.5)
+    assert app.events.count("iterate") == seen < 20, app.events
+    assert "done" not in app.events
+    result = c.predict(**FAST, api_name="/run")
+    assert result[INFO]["converged"]
+
+
+def test_bad_input_is_a_clear_error_and_the_next_run_works(app: Any) -> None:
+    from gradio_client.exceptions import AppError
+
+    c = client(app)
+    bad = [
+        (dict(prompt="purple dragon on blue"), "unknown word 'dragon'"),
+        (dict(window=60), "window must be an integer in [1, 50]"),
+        (dict(seed="abc"), "seed must be a number"),
+        (dict(steps=500), "at most 200"),
+        (dict(init="trajectory"), "none is stored"),
+        (dict(model="elsewhere/model"), "model must be one of"),
+    ]
+    for change, message in bad:
+        with pytest.raises(AppError, match=message.replace("[", r"\[").replace("]", r"\]")):
+            c.predict(**dict(DEFAULTS, **change), api_name="/run")
+    assert c.predict(**FAST, api_name="/run")[INFO]["converged"]
+
+
+def test_two_clients_at_once_both_finish(app: Any) -> None:
+    results: dict[int, Any] = {}
+
+    def go(seed: int) -> None:
+        results[seed] = client(app).predict(**dict(DEFAULTS, steps=20, window=20, max_iters=20, seed=seed),
+                                            api_name="/run")
+
+    threads = [threading.Thread(target=go, args=(s,)) for s in (1, 2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert sorted(results) == [1, 2]
+    assert all(r[INFO]["converged"] and r[INFO]["max_pixel_diff"] <= 2 / 255 for r in results.values())
+    assert not np.array_equal(pixels(results[1][IMAGE]), pixels(results[2][IMAGE]))  # different seeds
+
+
+def test_previous_trajectory_as_initialisation(app: Any) -> None:
+    from gradio_client.exceptions import AppError
+
+    c = client(app)  # one client = one session: the stored trajectory lives in its gr.State
+    cold = c.predict(**FAST, api_name="/run")[INFO]
+    c.predict(api_name="/use_as_init")
+    warm = c.predict(**dict(FAST, init="trajectory"), api_name="/run")[INFO]
+    assert warm["converged"] and warm["iteration"] < cold["iteration"]
+    with pytest.raises(AppError, match="T = 20"):
+        longer = dict(FAST, init="trajectory", steps=30, window=30, max_iters=30)
+        c.predict(**longer, api_name="/run")
+
+
+def test_race_streams_both_solvers_to_the_sequential_image(app: Any) -> None:
+    c = client(app)
+    args = {k: v for k, v in FAST.items() if k not in ("solver", "init")}
+    job = c.submit(*args.values(), api_name="/race")
+    updates = list(job)
+    final = job.result()
+    lanes = [set(u[-1]) for u in updates if isinstance(u[-1], dict) and "phase" not in u[-1]]
+    assert {"jacobi"} in lanes or {"jacobi", "anderson"} in lanes
+    info = final[-1]
+    assert info["jacobi"]["converged"] and info["anderson"]["converged"]
+    assert info["anderson"]["iteration"] <= info["jacobi"]["iteration"]
+
+
+def test_teach_tab_runs_both_solvers(app: Any) -> None:
+    from gradio_client.exceptions import AppError
+
+    c = client(app)
+    plot, summary = c.predict("", 3, 20, 1, api_name="/teach")
+    assert plot["type"] == "matplotlib" and plot["plot"].startswith("data:image/png")
+    assert "Jacobi: converged" in summary and "Anderson: converged" in summary
+    with pytest.raises(AppError, match="unknown word 'up'"):
+        c.predict("up north", 3, 20, 1, api_name="/teach")
+
+
+def test_scrub_and_stop_handlers_use_the_stored_record(tmp_path: Path, monkeypatch: Any) -> None:
+    """The private events (slider, after-Stop), called directly on a record from a real run."""
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    from ui.handlers import after_stop, make_run_handler, scrub
+
+    run = make_run_handler(["shapes", "toy2d"])
+    outs = list(run(*FAST.values(), None))
+    record = outs[-1][RECORD]
+    n = record.iterations
+    assert n > 2 and record.converged and record.trajectory.shape == (21, 2)
+    first = scrub(record, 1)
+    assert first[INFO]["iteration"] == 1 and first[INFO]["phase"] == "scrub"
+    assert not np.array_equal(first[IMAGE], scrub(record, n)[IMAGE])
+    assert scrub(record, 99)[INFO]["iteration"] == n  # clamped to the run
+    # A run cut short by Stop: downloads and scrubbing for what exists, and the stats say so.
+    record.final_image = None
+    del record.rows[2:], record.previews[2:]
+    files, slider, line = after_stop(record)
+    assert len(files) == 3 and all(os.path.exists(f) for f in files)
+    assert slider["maximum"] == 2 and "stopped by the user after iteration 2" in line
+
+
+def test_settings_refuse_empty_prompt_for_a_text_model() -> None:
+    from ui.settings import Caps, parse_settings
+
+    args = list(DEFAULTS.values())
+    args[0], args[1] = "some/stable-diffusion", "  "
+    with pytest.raises(ValueError, match="prompt is empty"):
+        parse_settings(*args, caps=Caps(200, 200), needs_prompt=True)
+    args[0] = "shapes"  # the embedded model's empty prompt means "any shape"
+    assert parse_settings(*args, caps=Caps(200, 200)).request.prompt == ""
+    with pytest.raises(ValueError, match="steps must be at most 40"):
+        parse_settings(*DEFAULTS.values(), caps=Caps(40, 100))
+
+
+def test_zerogpu_wrapper_gets_picklable_arguments_and_events(monkeypatch: Any) -> None:
+    """With the ``spaces`` package, the GPU generators run in a worker: arguments and every yielded
+    value cross a process boundary by pickle. A stand-in ``spaces.GPU`` does exactly that."""
+    import pickle
+    import sys
+    import types
+
+    from ui.gpu import gpu
+    from ui.session import race_events, run_events
+    from ui.settings import Caps, parse_settings
+
+    durations: list[int] = []
+
+    def GPU(duration: int = 60) -> Any:  # noqa: N802 - the real decorator's name
+        def decorate(fn: Any) -> Any:
+            def worker(*args: Any) -> Iterator[Any]:
+                durations.append(duration)
+                for value in fn(*pickle.loads(pickle.dumps(args))):
+                    yield pickle.loads(pickle.dumps(value))
+
+            return worker
+
+        return decorate
+
+    monkeypatch.setitem(sys.modules, "spaces", types.SimpleNamespace(GPU=GPU))
+    settings = parse_settings(*FAST.values(), caps=Caps(200, 200))
+    events = list(gpu(run_events)(settings, None))
+    assert durations and events[-1]["kind"] == "done" and events[-1]["trajectory"].shape == (21, 2)
+    lanes = {e.get("lane") for e in gpu(race_events)(settings) if e["kind"] == "done"}
+    assert lanes == {"jacobi", "anderson"}
+
+
+@pytest.fixture(scope="module")
+def sd_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """The app opened on a tiny random-weight Stable Diffusion folder, as ``app.py --model FOLDER`` does."""
+    from tiny_pipelines import save_tiny_sd
+
+    from ui.app import build_demo
+
+    tmp = tmp_path_factory.mktemp("sd")
+    folder = str(save_tiny_sd(tmp / "tiny-sd"))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("GRADIO_TEMP_DIR", str(tmp / "cache"))
+        mp.setattr(tempfile, "tempdir", str(tmp))
+        demo = build_demo(extra_model=folder)
+        demo.queue(default_concurrency_limit=2)
+        demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=free_port(), quiet=True)
+        try:
+            yield SimpleNamespace(local_url=demo.local_url, folder=folder)
+        finally:
+            demo.close()
+
+
+def test_stable_diffusion_needs_a_prompt_and_matches_sequential(sd_app: Any) -> None:
+    from gradio_client.exceptions import AppError
+
+    c = client(sd_app)
+    sd = dict(DEFAULTS, model=sd_app.folder, guidance=5.0, steps=10, window=10, order=10, max_iters=10)
+    with pytest.raises(AppError, match="prompt is empty"):
+        c.predict(**dict(sd, prompt=" "), api_name="/run")
+    final = c.predict(**dict(sd, prompt="a red fox"), api_name="/run")
+    info = final[INFO]
+    assert info["converged"] and info["max_pixel_diff"] <= 2 / 255
+    assert pixels(final[IMAGE]).shape == pixels(final[SEQUENTIAL]).shape

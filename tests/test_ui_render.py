@@ -1,0 +1,162 @@
+"""The app's pure render functions: heatmap, difference map, CSV/JSON history, GIF, previews."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from ui.record import IterationRow, RunRecord
+from ui.render import (
+    COLOURS,
+    EMPTY,
+    FINAL,
+    FRONTIER,
+    LUT,
+    PENDING,
+    TOL,
+    convergence_chart,
+    difference_map,
+    gif_bytes,
+    heatmap_scale,
+    history_csv,
+    history_json,
+    residual_heatmap,
+    shrink,
+    to_uint8,
+    upscale,
+)
+
+
+def cell(img: np.ndarray, T: int, ch: int, cw: int, iteration: int, step: int) -> np.ndarray:
+    """Centre pixel of the heatmap cell for (iteration j, 0-based; step i)."""
+    return img[(T - 1 - step) * ch + ch // 2, iteration * cw + cw // 2]
+
+
+def test_heatmap_shape_log_scale_and_nan_regions() -> None:
+    T, tol = 10, 1e-3
+    res = np.full((3, T), np.nan)
+    res[0, 4:10] = [1e-4, 1e-3, 1e-2, 1e-1, 1.0, 1.0]  # window [4, 10)
+    res[1, 2:7] = 1e-2  # window [2, 7): steps >= 7 final
+    res[2, 0:3] = 1e-3
+    anchors, windows = [7, 3, 0], [(4, 10), (2, 7), (0, 3)]
+    img, scale = residual_heatmap(res, anchors, windows, tol, min_columns=4, height=100, width=80)
+    ch, cw = 10, 20
+    assert img.dtype == np.uint8 and img.ndim == 3 and img.shape[0] == T * ch
+    assert img.shape[1] > 4 * cw  # four iteration columns plus the colour bar
+    assert (scale.lo, scale.hi) == (-4.0, 0.0)
+    # Log scale: decades are evenly spaced along the lookup table, 1e-4 → darkest, 1 → brightest.
+    for step, expected in [(4, 0), (5, 64), (6, 128), (7, 191), (8, 255)]:
+        assert tuple(cell(img, T, ch, cw, 0, step)) == tuple(LUT[expected]), step
+    assert tuple(cell(img, T, ch, cw, 0, 1)) == tuple(PENDING)  # below the window: not reached
+    assert tuple(cell(img, T, ch, cw, 1, 8)) == tuple(FINAL)  # above the window: final
+    assert tuple(cell(img, T, ch, cw, 3, 5)) == tuple(EMPTY)  # a column still to come
+
+
+def test_heatmap_draws_frontier_and_tolerance_mark() -> None:
+    T = 8
+    res = np.full((2, T), 1e-2)
+    img, scale = residual_heatmap(res, [5, 0], [(0, 8), (0, 5)], 1e-3, min_columns=2, height=80, width=40)
+    ch, cw = 10, 20
+    # Anchor 5 after iteration 1: the boundary between step 5 and step 4 is pixel row (T − 5)·ch.
+    y = (T - 5) * ch
+    assert (img[y - 1 : y + 1, cw // 2 + 2 : cw - 1] == FRONTIER).all()
+    assert not (img[y + 4, cw // 2] == FRONTIER).all()
+    # The colour bar carries the tolerance mark where log10(tol) falls in the scale.
+    bar = img[:, 2 * cw + 6 :]
+    rows = np.where((bar == TOL).all(axis=(1, 2)))[0]
+    t = (math.log10(1e-3) - scale.lo) / (scale.hi - scale.lo)
+    assert rows.size and abs(rows.mean() - (1 - t) * (T * ch - 1)) <= 1.5
+
+
+def test_heatmap_all_nan_and_zero_residuals_do_not_crash() -> None:
+    res = np.full((1, 5), np.nan)
+    res[0, 0] = 0.0
+    img, scale = residual_heatmap(res, [0], [(0, 1)], 1e-3)
+    assert img.shape[2] == 3 and np.isfinite(scale.lo) and scale.hi > scale.lo
+    empty, _ = residual_heatmap(np.zeros((0, 5)), [], [], 1e-3)
+    assert (empty[5, 5] == EMPTY).all()
+
+
+def test_heatmap_scale_is_decade_aligned() -> None:
+    s = heatmap_scale(np.array([[3e-5, 0.4, np.nan]]), 1e-3)
+    assert (s.lo, s.hi) == (-4.0, 0.0)
+    assert "1e-4" in s.caption() and "1e+0" in s.caption()
+
+
+def test_difference_map_amplifies_and_reports_max() -> None:
+    a = np.zeros((4, 4, 3), np.uint8)
+    b = a.copy()
+    b[1, 2, 0] = 51  # 0.2 of the range
+    img, max_diff = difference_map(a, b, gain=2.0)
+    assert max_diff == pytest.approx(0.2)
+    assert tuple(img[1, 2]) == tuple(LUT[round(0.4 * 255)])
+    assert tuple(img[0, 0]) == tuple(LUT[0])
+    with pytest.raises(ValueError):
+        difference_map(a, np.zeros((2, 2, 3), np.uint8))
+
+
+def test_preview_conversions() -> None:
+    x = np.linspace(0, 1, 3 * 8 * 8).reshape(3, 8, 8)
+    u = to_uint8(x)
+    assert u.shape == (8, 8, 3) and u.dtype == np.uint8 and u.max() == 255 and u.min() == 0
+    assert upscale(u, 64).shape == (64, 64, 3) and (upscale(u, 64)[::8, ::8] == u).all()
+    assert shrink(np.zeros((512, 512, 3), np.uint8), 128).shape == (128, 128, 3)
+
+
+def _record(T: int = 4) -> RunRecord:
+    settings = {"solver": "anderson", "prompt": "red circle"}
+    rec = RunRecord(settings=settings, steps=T, tol=1e-3, latent_shape=(3, 2, 2))
+    rec.rows = [
+        IterationRow(1, (0, 4), 2, 4, 0.5, 0.3, 0.2, np.array([0.1, 0.2, 0.3, 0.05])),
+        IterationRow(2, (0, 2), 0, 6, 0.75, 1e-4, 5e-5, np.array([1e-4, 2e-5, np.nan, np.nan]), True),
+    ]
+    rec.sequential_seconds = 0.25
+    return rec
+
+
+def test_csv_round_trip() -> None:
+    rec = _record()
+    rows = list(csv.DictReader(io.StringIO(history_csv(rec.rows))))
+    assert len(rows) == 2
+    assert rows[1]["iteration"] == "2" and rows[1]["anchor"] == "0" and rows[1]["window_hi"] == "2"
+    assert float(rows[0]["r_2"]) == 0.3 and rows[1]["r_2"] == ""
+    assert float(rows[1]["max_residual"]) == 1e-4 and float(rows[1]["distance_to_sequential"]) == 5e-5
+    back = np.array([[float(r[f"r_{i}"]) if r[f"r_{i}"] else np.nan for i in range(4)] for r in rows])
+    np.testing.assert_array_equal(back, rec.residual_matrix())
+
+
+def test_json_round_trip() -> None:
+    rec = _record()
+    doc = json.loads(history_json(rec))
+    assert doc["steps"] == 4 and doc["converged"] is True and doc["settings"]["solver"] == "anderson"
+    assert doc["sequential"] == {"seconds": 0.25, "evaluations": 4}
+    assert [it["iteration"] for it in doc["iterations"]] == [1, 2]
+    assert doc["iterations"][1]["residual"] == [1e-4, 2e-5, None, None]
+    assert doc["iterations"][0]["window"] == [0, 4]
+
+
+def test_gif_has_one_frame_per_preview() -> None:
+    frames = [np.full((8, 8, 3), v, np.uint8) for v in (0, 80, 160, 240)]
+    gif = Image.open(io.BytesIO(gif_bytes(frames, target=32)))
+    assert gif.n_frames == 4 and gif.size == (32, 32)
+    with pytest.raises(ValueError):
+        gif_bytes([])
+
+
+def test_convergence_chart_draws_each_solver_in_its_colour() -> None:
+    series = {"jacobi": ([1, 2, 3], [1.0, 0.1, 1e-4], [0.5, 0.05, 0.0]), "anderson": ([1], [1.0], [0.5])}
+    img = convergence_chart(series, 1e-3, marker=2)
+    assert img.shape == (330, 520, 3) and img.dtype == np.uint8
+    for colour in COLOURS[:2]:
+        close = np.abs(img.astype(int) - colour).sum(-1) < 30
+        assert close.sum() > 50, colour
+    assert not (np.abs(img.astype(int) - COLOURS[2]).sum(-1) < 30).any()  # no third solver
+    # Log scale: the jacobi residual falls 4 decades, so its line spans most of the plot height.
+    rows = np.where((np.abs(img.astype(int) - COLOURS[0]).sum(-1) < 30).any(1))[0]
+    assert rows.max() - rows.min() > 0.6 * img.shape[0]

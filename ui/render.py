@@ -1,0 +1,264 @@
+"""Pure rendering: numpy in, numpy/bytes/text out. No Gradio, no torch; testable on their own.
+
+The residual heatmap is drawn straight into an RGB array by a colour-map lookup and the curves
+with PIL (``ui.plot``): both take milliseconds, far less than a matplotlib figure.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from matplotlib import colormaps
+from PIL import Image
+
+from .plot import Series, log_chart
+from .record import IterationRow, RunRecord
+
+LUT = (colormaps["magma"](np.linspace(0.0, 1.0, 256))[:, :3] * 255).round().astype(np.uint8)
+FINAL = np.array([14, 14, 20], np.uint8)  # above the window: final states, nothing to evaluate
+PENDING = np.array([72, 74, 84], np.uint8)  # below the window: not reached yet
+EMPTY = np.array([36, 37, 44], np.uint8)  # columns of iterations still to come
+WINDOW = np.array([190, 190, 200], np.uint8)  # window edges
+FRONTIER = np.array([0, 220, 255], np.uint8)  # the converged frontier (anchor)
+TOL = np.array([255, 255, 255], np.uint8)  # tolerance mark on the colour bar
+
+
+def to_uint8(image: np.ndarray) -> np.ndarray:
+    """A float image in [0, 1], (3, H, W) or (H, W, 3), → uint8 (H, W, 3)."""
+    a = np.asarray(image, dtype=np.float32)
+    if a.ndim == 3 and a.shape[0] in (1, 3) and a.shape[-1] not in (1, 3):
+        a = a.transpose(1, 2, 0)
+    if a.shape[-1] == 1:
+        a = np.repeat(a, 3, axis=-1)
+    return (np.clip(np.nan_to_num(a), 0.0, 1.0) * 255 + 0.5).astype(np.uint8)
+
+
+def shrink(image: np.ndarray, max_side: int = 128) -> np.ndarray:
+    """Box-downsample a uint8 (H, W, 3) image by an integer factor so its longer side is ≤ ``max_side``."""
+    f = math.ceil(max(image.shape[:2]) / max_side)
+    if f <= 1:
+        return image
+    h, w = image.shape[0] // f * f, image.shape[1] // f * f
+    blocks = image[:h, :w].reshape(h // f, f, w // f, f, -1).astype(np.float32)
+    return (blocks.mean(axis=(1, 3)) + 0.5).astype(np.uint8)
+
+
+def upscale(image: np.ndarray, target: int = 256) -> np.ndarray:
+    """Nearest-neighbour upscale (H, W, C) by the largest integer factor with longer side ≤ ``target``."""
+    f = max(1, target // max(image.shape[:2]))
+    return image if f == 1 else np.repeat(np.repeat(image, f, axis=0), f, axis=1)
+
+
+def colourise(values: np.ndarray) -> np.ndarray:
+    """Values in [0, 1] (NaN → 0) → uint8 RGB via the magma lookup table."""
+    idx = (np.clip(np.nan_to_num(values), 0.0, 1.0) * 255 + 0.5).astype(np.int64)
+    return LUT[idx]
+
+
+def difference_map(a: np.ndarray, b: np.ndarray, gain: float = 10.0) -> tuple[np.ndarray, float]:
+    """|a − b| (max over channels, in [0, 1] pixel units) × ``gain``, coloured; and the max difference.
+
+    ``a`` and ``b`` are uint8 (H, W, 3) or float in [0, 1]; they must have the same shape.
+    """
+    if a.shape != b.shape:
+        raise ValueError(f"images differ in shape: {a.shape} vs {b.shape}")
+    fa = a.astype(np.float64) / 255 if a.dtype == np.uint8 else a.astype(np.float64)
+    fb = b.astype(np.float64) / 255 if b.dtype == np.uint8 else b.astype(np.float64)
+    d = np.abs(fa - fb).max(axis=-1)
+    return colourise(d * gain), float(d.max()) if d.size else 0.0
+
+
+@dataclass(frozen=True)
+class HeatmapScale:
+    """The log10 colour range of a heatmap: ``lo`` is the darkest colour, ``hi`` the brightest."""
+
+    lo: float
+    hi: float
+
+    def caption(self) -> str:
+        return f"colour: log₁₀ residual from 1e{self.lo:+.0f} (black) to 1e{self.hi:+.0f} (yellow)"
+
+    @classmethod
+    def for_tolerance(cls, tol: float, decades: int = 5) -> HeatmapScale:
+        """A fixed range for a whole run, so colours compare across iterations: tol/10 … 10^decades × that."""
+        lo = math.floor(math.log10(tol)) - 1
+        return cls(float(lo), float(lo + decades))
+
+
+def heatmap_scale(residuals: np.ndarray, tol: float) -> HeatmapScale:
+    """Decade-aligned range: one decade below the tolerance up to the largest residual seen."""
+    lo = math.floor(math.log10(tol)) - 1
+    finite = residuals[np.isfinite(residuals) & (residuals > 0)]
+    top = math.ceil(math.log10(finite.max())) if finite.size else lo + 1
+    return HeatmapScale(float(lo), float(max(top, lo + 1)))
+
+
+def residual_heatmap(
+    residuals: np.ndarray,
+    anchors: Sequence[int],
+    windows: Sequence[tuple[int, int]],
+    tol: float,
+    *,
+    min_columns: int = 10,
+    height: int = 300,
+    width: int = 420,
+    scale: HeatmapScale | None = None,
+) -> tuple[np.ndarray, HeatmapScale]:
+    """Timestep × iteration heatmap of RMS residuals on a log colour scale, as uint8 (H, W, 3).
+
+    ``residuals`` is (n, T): row j is iteration j + 1, column i is step i (0 = least noisy), NaN
+    outside that iteration's window. Image rows go from step T−1 (noisiest, top) to step 0
+    (bottom); image columns are iterations. Cells above the window are final (near black), below
+    it not reached yet (grey). Window edges are drawn light grey and the converged frontier
+    (the anchor after each iteration) as a cyan staircase. A colour bar on the right carries a
+    white mark at the tolerance.
+    """
+    residuals = np.asarray(residuals, dtype=np.float64)
+    n, T = residuals.shape
+    if len(windows) != n or len(anchors) != n:
+        raise ValueError(f"{n} residual rows but {len(windows)} windows and {len(anchors)} anchors")
+    scale = scale or heatmap_scale(residuals, tol)
+    cols = max(n, min_columns)
+    ch = max(1, height // max(T, 1))
+    cw = max(2, width // cols)
+    H, W = T * ch, cols * cw
+    bar = 14
+    img = np.empty((H, W + 6 + bar, 3), np.uint8)
+    img[:] = 255
+    img[:, :W] = EMPTY
+
+    with np.errstate(divide="ignore", invalid="ignore"):
+        logs = np.log10(residuals)
+    cells = colourise((logs - scale.lo) / (scale.hi - scale.lo))  # (n, T, 3)
+    step = np.arange(T)
+    for j, (lo, hi) in enumerate(windows):
+        outside = np.isnan(residuals[j])
+        cells[j, outside & (step >= hi)] = FINAL
+        cells[j, outside & (step < lo)] = PENDING
+    # (n, T, 3) → image block: rows are steps reversed (T−1 at the top), columns iterations.
+    block = cells[:, ::-1].transpose(1, 0, 2)
+    img[:, : n * cw] = np.repeat(np.repeat(block, ch, axis=0), cw, axis=1)
+
+    def y_of(index: int) -> int:  # pixel row of the top edge of step ``index − 1`` = bottom of ``index``
+        return min(max((T - index) * ch, 0), H)
+
+    for j, (lo, hi) in enumerate(windows):
+        x0, x1 = j * cw, (j + 1) * cw
+        img[min(y_of(hi), H - 1), x0:x1] = WINDOW
+        img[max(y_of(lo) - 1, 0), x0:x1] = WINDOW
+    previous = T
+    for j, anchor in enumerate(anchors):
+        x0, x1 = j * cw, (j + 1) * cw
+        y = y_of(anchor)
+        ya, yb = max(min(y - 1, H - 2), 0), max(min(y + 1, H), 1)
+        img[ya:yb, x0:x1] = FRONTIER
+        yp = y_of(previous)
+        top, bottom = min(yp, y), max(yp, y)
+        img[max(top - 1, 0) : min(bottom + 1, H), x0 : min(x0 + 2, W)] = FRONTIER
+        previous = anchor
+
+    ramp = np.linspace(1.0, 0.0, H)[:, None]
+    img[:, W + 6 :] = colourise(np.repeat(ramp, bar, axis=1))
+    t = (math.log10(tol) - scale.lo) / (scale.hi - scale.lo)
+    ty = int(round((1 - t) * (H - 1)))
+    img[max(ty - 1, 0) : ty + 1, W + 6 :] = TOL
+    return img, scale
+
+
+COLOURS = [(228, 87, 46), (46, 134, 222), (23, 163, 152), (142, 68, 173)]
+
+
+def convergence_chart(
+    series: dict[str, tuple[Sequence[int], Sequence[float], Sequence[float]]],
+    tol: float,
+    marker: int | None = None,
+) -> np.ndarray:
+    """Log-scale curves per solver as an RGB image: max residual (solid) and distance to sequential (dashed).
+
+    ``series`` maps a label to (iterations, max residuals, distances); ``marker`` draws a vertical
+    line at that iteration (the one shown while scrubbing).
+    """
+    lines = []
+    for colour, (label, (its, res, dist)) in zip(COLOURS, series.items(), strict=False):
+        lines.append(Series(f"{label}: max residual", its, res, colour))
+        lines.append(Series(f"{label}: distance to sequential", its, dist, colour, dashed=True))
+    return log_chart(lines, hline=tol, hline_label=f"tolerance {tol:g}", vline=marker,
+                     y_label="RMS, latent units")
+
+
+def gif_bytes(frames: Sequence[np.ndarray], target: int = 192, ms: int = 250, hold_ms: int = 1500) -> bytes:
+    """An animated GIF of uint8 (H, W, 3) frames, upscaled nearest, the last frame held longer."""
+    if not frames:
+        raise ValueError("no frames to animate")
+    images = [Image.fromarray(upscale(f, target)) for f in frames]
+    buffer = io.BytesIO()
+    durations = [ms] * (len(images) - 1) + [hold_ms]
+    images[0].save(buffer, format="GIF", save_all=True, append_images=images[1:], duration=durations, loop=0)
+    return buffer.getvalue()
+
+
+CSV_FIELDS = (
+    "iteration",
+    "window_lo",
+    "window_hi",
+    "anchor",
+    "evaluations",
+    "seconds",
+    "max_residual",
+    "distance_to_sequential",
+)
+
+
+def history_csv(rows: Sequence[IterationRow]) -> str:
+    """One line per iteration: the fields above, then r_0 … r_{T−1} (empty outside the window)."""
+    steps = len(rows[0].residual) if rows else 0
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow([*CSV_FIELDS, *(f"r_{i}" for i in range(steps))])
+    for r in rows:
+        writer.writerow(
+            [
+                r.iteration,
+                r.window[0],
+                r.window[1],
+                r.anchor,
+                r.evaluations,
+                f"{r.seconds:.6f}",
+                repr(r.max_residual),
+                repr(r.distance),
+                *("" if math.isnan(v) else repr(float(v)) for v in r.residual),
+            ]
+        )
+    return out.getvalue()
+
+
+def history_json(record: RunRecord) -> str:
+    """The settings, the sequential reference's cost and every iteration (NaN → null)."""
+    doc = {
+        "settings": record.settings,
+        "steps": record.steps,
+        "tol": record.tol,
+        "converged": record.converged,
+        "sequential": {"seconds": record.sequential_seconds, "evaluations": record.steps},
+        "notes": record.notes,
+        "iterations": [
+            {
+                "iteration": r.iteration,
+                "window": list(r.window),
+                "anchor": r.anchor,
+                "evaluations": r.evaluations,
+                "seconds": r.seconds,
+                "max_residual": r.max_residual,
+                "distance_to_sequential": r.distance,
+                "residual": [None if math.isnan(v) else float(v) for v in r.residual],
+            }
+            for r in record.rows
+        ],
+    }
+    return json.dumps(doc, indent=1)

@@ -1,0 +1,154 @@
+"""The run generators: drive the library and yield small picklable events, one per solver step.
+
+``run_events`` computes the sequential reference first (streaming its progress), then yields one
+event per ``paratta.solve`` iterate, then a "done" event with the full decode and the last
+trajectory. ``race_events`` interleaves two solvers on the same problem one iteration at a time.
+Nothing here re-implements the solver or touches Gradio.
+
+Wall-clock figures are the time spent inside the library's generators only (``Busy``): the UI's
+own work while a generator is suspended at a ``yield`` is not charged to either sampler.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Generator, Iterator
+from dataclasses import replace
+from typing import Any, Generic, TypeVar
+
+import numpy as np
+import torch
+
+from paratta import Iterate, Problem, iterate_sequential, load_model, make_problem, solve
+from paratta.protocol import DiffusionModel
+
+from .gpu import DEVICE
+from .record import IterationRow
+from .render import shrink, to_uint8
+from .settings import RunSettings
+
+Event = dict[str, Any]
+T_ = TypeVar("T_")
+PREVIEW_SIDE = 128  # stored previews are at most this big: memory stays small for long runs
+RACE_SOLVERS = ("jacobi", "anderson")
+
+
+class Busy(Generic[T_]):
+    """Iterate over a generator, adding up the time spent inside it (``seconds``)."""
+
+    def __init__(self, iterator: Iterator[T_]) -> None:
+        self.iterator, self.seconds = iterator, 0.0
+
+    def __iter__(self) -> Iterator[T_]:
+        while True:
+            t0 = time.perf_counter()
+            item = next(self.iterator, None)
+            self.seconds += time.perf_counter() - t0
+            if item is None:
+                return
+            yield item
+
+
+def get_model(name: str) -> DiffusionModel:
+    return load_model(name, device=DEVICE)
+
+
+def preview(model: DiffusionModel, x: torch.Tensor) -> np.ndarray:
+    """The model's cheap preview of one state, as a small uint8 (h, w, 3) array."""
+    return shrink(to_uint8(model.preview(x[None].to(model.dtype))[0].numpy()), PREVIEW_SIDE)
+
+
+def decode(model: DiffusionModel, x: torch.Tensor) -> np.ndarray:
+    return to_uint8(model.decode(x[None].to(model.dtype))[0].numpy())
+
+
+def rms(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a.double() - b.double()).pow(2).mean().sqrt())
+
+
+def check_init(settings: RunSettings, init: dict[str, Any] | None, model: DiffusionModel,
+               ) -> torch.Tensor | None:
+    """The stored trajectory for init="trajectory", checked against this run's T and latent shape."""
+    if settings.config.init != "trajectory":
+        return None
+    if not init or init.get("trajectory") is None:
+        raise ValueError("init is 'previous run's trajectory' but none is stored: finish a run and press "
+                         "'Use this run as initialisation' first")
+    traj = np.asarray(init["trajectory"])
+    expected = (settings.request.steps + 1, *model.latent_shape)
+    if traj.shape != expected:
+        raise ValueError(f"the stored trajectory has T = {traj.shape[0] - 1} and latent shape "
+                         f"{traj.shape[1:]}; this run needs T = {settings.request.steps} and "
+                         f"{tuple(model.latent_shape)}")
+    return torch.from_numpy(traj)
+
+
+def reference_events(problem: Problem, model: DiffusionModel, frames: int = 10,
+                     ) -> Generator[Event, None, torch.Tensor]:
+    """Stream the sequential reference (about ``frames`` previews, then its full decode); return its x_0."""
+    T = problem.steps
+    every = max(1, T // frames)
+    steps = Busy(iterate_sequential(problem))
+    x0 = problem.x_T
+    for step in steps:
+        x0, done = step.x, T - step.index
+        if step.index == 0 or done % every == 0:
+            yield {"kind": "sequential", "step": done, "steps": T, "seconds": steps.seconds,
+                   "preview": preview(model, step.x)}
+    yield {"kind": "reference", "image": decode(model, x0), "seconds": steps.seconds}
+    return x0
+
+
+def iterate_row(it: Iterate, reference: torch.Tensor, seconds: float) -> IterationRow:
+    return IterationRow(iteration=it.iteration, window=tuple(it.window), anchor=it.anchor,
+                        evaluations=it.evaluations, seconds=seconds, max_residual=it.max_residual,
+                        distance=rms(it.x0, reference), residual=it.residual.numpy().copy(),
+                        converged=it.converged)
+
+
+def solver_events(problem: Problem, settings: RunSettings, model: DiffusionModel, reference: torch.Tensor,
+                  init: torch.Tensor | None, lane: str) -> Iterator[Event]:
+    """One "iterate" event per ``solve`` record, then "done" with the full decode and the trajectory."""
+    iterates = Busy(solve(problem, settings.config, init_trajectory=init))
+    last = None
+    for it in iterates:
+        last = it
+        yield {"kind": "iterate", "lane": lane, "row": iterate_row(it, reference, iterates.seconds),
+               "preview": preview(model, it.x0)}
+    if last is not None:
+        yield {"kind": "done", "lane": lane, "image": decode(model, last.x0),
+               "trajectory": last.trajectory.to(torch.float32).numpy()}
+
+
+def _setup(settings: RunSettings) -> tuple[DiffusionModel, Problem]:
+    model = get_model(settings.model)
+    problem = make_problem(model, settings.request)
+    settings.config.validate(problem.steps)
+    return model, problem
+
+
+def run_events(settings: RunSettings, init: dict[str, Any] | None = None) -> Iterator[Event]:
+    """Sequential reference, then one event per parallel iteration, then "done". Picklable events."""
+    model, problem = _setup(settings)
+    init_trajectory = check_init(settings, init, model)
+    reference = yield from reference_events(problem, model)
+    yield from solver_events(problem, settings, model, reference, init_trajectory, "main")
+
+
+def race_events(settings: RunSettings) -> Iterator[Event]:
+    """The sequential reference, then Jacobi and Anderson interleaved one iteration at a time (lanes)."""
+    model, problem = _setup(settings)
+    reference = yield from reference_events(problem, model)
+    lanes = {}
+    for name in RACE_SOLVERS:
+        lane_settings = replace(settings, config=replace(settings.config, solver=name, init="xT"))
+        lanes[name] = solver_events(problem, lane_settings, model, reference, None, name)
+    while lanes:
+        for name in list(lanes):
+            # Advance each lane to its next iterate (or to its end, through the "done" event).
+            for event in lanes[name]:
+                yield event
+                if event["kind"] == "iterate":
+                    break
+            else:
+                del lanes[name]
