@@ -19,10 +19,11 @@ class SolverConfig:
     Attributes:
         solver: "sequential" (window 1, T iterations), "jacobi" (plain fixed point),
             "anderson" (Triangular Anderson Acceleration) or "anderson-global" (one γ per window).
-        order: k, steps each equation is unrolled (1…T; clamped to the window at run time).
+        order: k, steps each equation is unrolled (1…T); None means min(20, T), the reference default.
         window: W, unknowns per parallel iteration (1…T); None means T.
         history: m, iterates Anderson remembers (1…10); m = 1 is plain fixed point.
-        tol: convergence threshold on the RMS anchor residual, in latent units.
+        tol: error budget of the whole trajectory (RMS, latent units), spent evenly over the T steps;
+            the converged x_0 is within about tol of the sequential x_0.
         max_iters: iteration budget (1…T); None means T, where termination is guaranteed.
         lam: relative Tikhonov regularisation λ of the Anderson least-squares problem.
         init: "xT" (copies of x_T), "trajectory" (a given one) or "coarse" (a cheap sequential pass).
@@ -32,7 +33,7 @@ class SolverConfig:
     """
 
     solver: str = "anderson"
-    order: int = 20
+    order: int | None = None
     window: int | None = None
     history: int = 2
     tol: float = 1e-3
@@ -48,7 +49,8 @@ class SolverConfig:
         _choice("solver", self.solver, SOLVERS)
         _choice("init", self.init, INITS)
         _choice("state_dtype", self.state_dtype, tuple(STATE_DTYPES))
-        _int_range("order", self.order, 1, steps)
+        if self.order is not None:
+            _int_range("order", self.order, 1, steps)
         if self.window is not None:
             _int_range("window", self.window, 1, steps)
         _int_range("history", self.history, 1, 10)
@@ -66,6 +68,7 @@ class SolverConfig:
         self.validate(steps)
         cfg = replace(
             self,
+            order=min(20, steps) if self.order is None else self.order,
             window=steps if self.window is None else self.window,
             max_iters=steps if self.max_iters is None else self.max_iters,
             coarse_steps=max(2, steps // 10) if self.coarse_steps is None else self.coarse_steps,

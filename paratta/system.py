@@ -14,7 +14,7 @@ Every order has the sequential trajectory as its unique solution. Two quantities
 - the order-k residual R_i = F_i^(k)(x) − x_i = G_i − P_{i,j} G_j  (G_top = 0), which
   follows from F_i^(k) = y_i + P_{i,j} (x_j − y_j).
 
-All work is O(window × latent): one scan over the window and elementwise products.
+All work is O(window × latent): cumulative sums over the window and elementwise products.
 """
 
 from __future__ import annotations
@@ -27,9 +27,21 @@ def anchor_flow(a: Tensor, d: Tensor, x_top: Tensor) -> Tensor:
     """y_i for the window rows (row r is index lo + r): y_i = a_i y_{i+1} + d_i from y_top = x_top.
 
     ``a`` holds a_lo…a_{top−1} (n,), ``d`` the increments (n, D), ``x_top`` the anchor (D,).
-    A scan rather than a cumulative-product formula: exact for any a (some a_i may be 0) and
-    without cancellation in float32.
+    With C_r = Π_{q<r} a_q (relative to lo) and S_r = Σ_{q<r} C_q d_q the recurrence unrolls to
+    y_r = (C_n x_top + S_n − S_r) / C_r: two cumulative sums, no loop. The sums run in float64
+    whatever the state dtype (cancellation in S_n − S_r). A zero a_q (the "sample" prediction
+    type lands there on the last step) makes C vanish: that case takes the exact scan instead.
     """
+    if not bool((a > 0).all()):
+        return _anchor_scan(a, d, x_top)
+    a64, d64 = a.double(), d.double()
+    C = torch.cat([a64.new_ones(1), torch.cumprod(a64, 0)])
+    S = torch.cat([d64.new_zeros(1, d.shape[1]), torch.cumsum(C[:-1, None] * d64, 0)])
+    y = (C[-1] * x_top.double() + S[-1] - S[:-1]) / C[:-1, None]
+    return y.to(d.dtype)
+
+
+def _anchor_scan(a: Tensor, d: Tensor, x_top: Tensor) -> Tensor:
     y = torch.empty_like(d)
     acc = x_top
     for r in range(d.shape[0] - 1, -1, -1):
