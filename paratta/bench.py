@@ -132,10 +132,33 @@ def add_bench_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tol", type=float, default=1e-3)
     p.add_argument("--device", default=None)
     p.add_argument("--json", action="store_true", help="print rows as JSON instead of a table")
+    p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
+    p.add_argument(
+        "--report",
+        nargs="?",
+        const="docs/BENCHMARKS.md",
+        default=None,
+        help="write the full report (sweeps and plots for every embedded model) to this path",
+    )
+    p.add_argument(
+        "--models", nargs="+", default=None, help="models for --report (default: the embedded ones)"
+    )
 
 
 def bench_command(args: argparse.Namespace) -> list[Row]:
+    if args.threads:
+        torch.set_num_threads(args.threads)
     n_seeds = args.seeds or (1 if args.quick else 3)
+    if args.report:
+        from pathlib import Path
+
+        from .registry import BUILTIN_MODELS
+        from .report import report
+
+        models = args.models or [m for m in ("shapes", "shapes-unet") if m in BUILTIN_MODELS]
+        report(models, Path(args.report), args.guidance, args.seeds or 2, quick=args.quick)
+        print(f"wrote {args.report}")
+        return []
     rows = []
     for steps in args.steps:
         for eta in args.eta:

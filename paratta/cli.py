@@ -67,7 +67,7 @@ def sample_command(args: argparse.Namespace) -> dict:
     problem = make_problem(model, request, latents)
     config = SolverConfig(
         solver=args.solver,
-        order=args.order if args.order is not None else min(20, args.steps),
+        order=args.order,
         window=args.window,
         history=args.history,
         tol=args.tol,

@@ -1,0 +1,141 @@
+"""``python -m paratta sample`` and ``bench`` round trips, in a subprocess as a user runs them."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from paratta import Request, load_model, make_problem, sample_sequential
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def cli(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PYTHONPATH=str(ROOT), HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
+    return subprocess.run(
+        [sys.executable, "-m", "paratta", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=check,
+        timeout=300,
+    )
+
+
+def test_sample_png_with_json_summary_and_comparison(tmp_path: Path) -> None:
+    out = tmp_path / "img.png"
+    proc = cli(
+        "sample",
+        "--prompt",
+        "red circle",
+        "--seed",
+        "3",
+        "--steps",
+        "40",
+        "--guidance",
+        "3",
+        "--solver",
+        "anderson",
+        "--order",
+        "10",
+        "--output",
+        str(out),
+        "--json",
+        "--compare-sequential",
+    )
+    summary = json.loads(proc.stdout)
+    assert summary["converged"] and 1 <= summary["iterations"] < 40
+    assert summary["model_evaluations"] >= 40
+    assert summary["distance_to_sequential_rms"] <= 2e-3
+    for key in ("seconds", "max_residual", "model_seconds", "solver_seconds", "sequential_seconds"):
+        assert summary[key] >= 0
+    image = np.asarray(Image.open(out))
+    assert image.shape == (32, 32, 3)
+    model = load_model("shapes")
+    reference = sample_sequential(make_problem(model, Request("red circle", "", 3, 40, 0.0, 3.0)))
+    expected = (model.decode(reference[:1].float())[0].permute(1, 2, 0).numpy() * 255).round()
+    assert np.abs(image.astype(float) - expected).max() <= 2  # the same picture, to 8-bit rounding
+
+
+def test_latent_output_given_latents_and_trajectory_round_trip(tmp_path: Path) -> None:
+    x_T = torch.randn(3, 32, 32, generator=torch.Generator().manual_seed(9)).numpy()
+    np.save(tmp_path / "xT.npy", x_T)
+    cli(
+        "sample",
+        "--prompt",
+        "square",
+        "--steps",
+        "30",
+        "--latents",
+        str(tmp_path / "xT.npy"),
+        "--output-type",
+        "latent",
+        "--output",
+        str(tmp_path / "x0.npy"),
+        "--save-trajectory",
+        str(tmp_path / "traj.npy"),
+    )
+    x0 = np.load(tmp_path / "x0.npy")
+    traj = np.load(tmp_path / "traj.npy")
+    assert x0.shape == (3, 32, 32) and traj.shape == (31, 3, 32, 32)
+    assert np.allclose(traj[-1], x_T, atol=1e-6)
+    model = load_model("shapes")
+    problem = make_problem(model, Request("square", "", 0, 30, 0.0, 3.0), latents=torch.from_numpy(x_T))
+    assert np.sqrt(((x0 - sample_sequential(problem)[0].numpy()) ** 2).mean()) <= 2e-3
+    # warm start from that trajectory with another prompt: still the exact sample of the new prompt
+    proc = cli(
+        "sample",
+        "--prompt",
+        "ring",
+        "--steps",
+        "30",
+        "--latents",
+        str(tmp_path / "xT.npy"),
+        "--init",
+        "trajectory",
+        "--init-trajectory",
+        str(tmp_path / "traj.npy"),
+        "--json",
+        "--compare-sequential",
+        "--output",
+        str(tmp_path / "ring.png"),
+    )
+    assert json.loads(proc.stdout)["distance_to_sequential_rms"] <= 2e-3
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--window", "0"], "window"),
+        (["--steps", "20", "--order", "21"], "order"),
+        (["--eta", "2"], "eta"),
+        (["--prompt", "purple elephant"], "elephant"),
+        (["--model", "no-such-model"], "unknown model"),
+        (["--init", "trajectory"], "init-trajectory"),
+    ],
+)
+def test_bad_input_exits_2_with_a_clear_message(tmp_path: Path, args: list[str], message: str) -> None:
+    proc = cli("sample", "--output", str(tmp_path / "x.png"), *args, check=False)
+    assert proc.returncode == 2
+    assert message in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_bench_json_on_the_2d_model() -> None:
+    proc = cli(
+        "bench", "--model", "toy2d", "--quick", "--steps", "25", "--eta", "0", "--guidance", "1", "--json"
+    )
+    report = json.loads(proc.stdout)
+    assert "machine" in report
+    rows = {r["solver"]: r for r in report["rows"]}
+    assert set(rows) == {"jacobi", "anderson", "anderson-global"}
+    for row in rows.values():
+        assert row["converged"] and 1 <= row["iterations"] <= 25
+        assert row["distance_to_sequential"] <= 2e-3
