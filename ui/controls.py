@@ -51,7 +51,7 @@ class Controls:
     init: gr.Radio
 
     def run_inputs(self) -> list[gr.components.Component]:
-        """In the order of the ``/run`` API (see ui/API.md)."""
+        """In the order of the ``/run`` API (see the README, "Driving the app from Python")."""
         return [self.model, self.prompt, self.negative_prompt, self.seed, self.steps, self.eta, self.guidance,
                 self.solver, self.order, self.window, self.history, self.tol, self.max_iters, self.init]
 
