@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import time
 from dataclasses import asdict, dataclass
@@ -45,7 +46,15 @@ class Row:
 def machine() -> str:
     """A one-line description of where the figures were measured."""
     cpu = platform.processor() or platform.machine()
-    line = f"{platform.system()} {cpu}, {torch.get_num_threads()} torch threads, torch {torch.__version__}"
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    line = (
+        f"{cpu}, {os.cpu_count()} cores, {platform.system()}, {torch.get_num_threads()} torch thread(s), "
+        f"torch {torch.__version__}"
+    )
     if torch.cuda.is_available():
         line += f", {torch.cuda.get_device_name()}"
     return line
