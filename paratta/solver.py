@@ -112,7 +112,7 @@ def solve(
         if iteration > 1:
             started = time.perf_counter()
         model_before = model_seconds if iteration > 1 else 0.0  # iteration 1 also pays for the init
-        lo = max(top - cfg.window, 0)
+        lo, hi = max(top - cfg.window, 0), top
         if lo < initialised:
             x[lo:initialised] = x[initialised]
             initialised = lo
@@ -130,7 +130,8 @@ def solve(
         G = anchor_flow(a, d, x[top]) - X
         R = order_residual(G, order_products(a, min(cfg.order, top - lo)), min(cfg.order, top - lo))
         g_rms = rms(G)
-        unconverged = (g_rms > cfg.tol * (top - rows).to(g_rms.dtype) / T).nonzero()
+        budget = cfg.tol * (top - rows).to(g_rms.dtype) / T  # this index's share of tol
+        unconverged = (g_rms > budget).nonzero()
         u = lo + int(unconverged[-1]) if unconverged.numel() else lo
 
         X_new = X + R
@@ -151,7 +152,7 @@ def solve(
         solver_seconds += time.perf_counter() - started - (model_seconds - model_before)
         yield Iterate(
             iteration=iteration,
-            window=(lo, lo + len(rows)),
+            window=(lo, hi),
             anchor=top,
             residual=residual,
             step_residual=r_rms,
