@@ -71,7 +71,15 @@ def sweep(
         value = getattr(config, label) if label != "init" else config.init
         n = len(seeds)
         rows.append(
-            Sweep(f"{label} {value}", sum(its) / n, sum(evals) / n, sum(secs) / n, max(dist), max(pix), ok)
+            Sweep(
+                f"{config.solver}, {label} {value}",
+                sum(its) / n,
+                sum(evals) / n,
+                sum(secs) / n,
+                max(dist),
+                max(pix),
+                ok,
+            )
         )
     return rows
 
@@ -216,8 +224,7 @@ def report(models: list[str], out: Path, guidance: float, seeds: int, quick: boo
             f"![iterations vs T](bench_{name}_iterations.png) ![convergence](bench_{name}_convergence.png)",
         ]
         for title, rows in sweeps.items():
-            note = " (jacobi rows last)" if title == "Order" else ""
-            note += f" — warm start from prompt {_warm_prompt(name)!r}" if title == "Initialisation" else ""
+            note = f" — warm start from prompt {_warm_prompt(name)!r}" if title == "Initialisation" else ""
             parts += ["", f"### {title} sweep{note}", "", sweep_table(rows)]
     text = "\n".join(parts) + "\n"
     out.write_text(text)
