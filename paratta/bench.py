@@ -23,7 +23,7 @@ from .registry import load_model
 from .sequential import sample_sequential
 from .solver import run
 
-PROMPTS = {"shapes": "circle", "toy2d": ""}
+PROMPTS = {"shapes": "circle", "toy2d": "", "shapes-unet": "red circle"}
 
 
 @dataclass(frozen=True)
