@@ -21,6 +21,11 @@ BUILTIN_MODELS: dict[str, tuple[str, str, str]] = {
         "exact-score Gaussian mixture over coloured shapes, 3×32×32",
     ),
     "toy2d": ("paratta.models.toy2d", "build_toy2d_model", "2-D Gaussian mixture for teaching"),
+    "shapes-unet": (
+        "paratta.models.unet",
+        "build_shapes_unet_model",
+        "small trained UNet (1.1 M parameters) on the coloured shapes, 3×32×32",
+    ),
 }
 
 _cache: dict[tuple[str, str, str], DiffusionModel] = {}
