@@ -139,6 +139,8 @@ def make_run_handler(models: list[str]) -> Callable[..., Iterator[tuple[Any, ...
         screen = Screen(RUN_OUTPUTS)
         yield screen.show(stats="Starting…", info={"phase": "start"}, record=record)
         for event in guarded(gpu_run_events(settings, init_state)):
+            if record.stopped:  # Stop was handled already; what it showed stays true
+                return
             kind = event["kind"]
             if kind in ("sequential", "reference"):
                 yield screen.show(**sequential_view(event, record))
@@ -167,6 +169,7 @@ def after_stop(record: RunRecord | None) -> tuple[Any, Any, Any]:
     """Once Stop has cancelled a run: make the partial run scrubbable and downloadable, and say so."""
     if record is None or not record.rows or record.final_image is not None:
         return gr.skip(), gr.skip(), gr.skip()
+    record.stopped = True
     k = record.iterations
     record.notes.append(f"stopped by the user after iteration {k}")
     line, _ = views.stats(record, k, "done")
