@@ -18,7 +18,7 @@ from .config import SolverConfig
 from .problem import Request, make_problem
 from .registry import load_model
 from .sequential import sample_sequential
-from .solver import Iterate, solve
+from .solver import run, solve
 
 
 @dataclass(frozen=True)
@@ -59,9 +59,9 @@ def sweep(
             warm = None
             if config.init == "trajectory":
                 other = make_problem(model, Request(warm_prompt or "", "", seed, steps, 0.0, guidance))
-                warm = _last(solve(other, SolverConfig())).trajectory
+                warm = run(other, SolverConfig()).trajectory
             t0 = time.perf_counter()
-            last = _last(solve(p, config, warm))
+            last = run(p, config, warm)
             secs.append(time.perf_counter() - t0)
             its.append(last.iteration)
             evals.append(last.evaluations)
@@ -82,14 +82,6 @@ def sweep(
             )
         )
     return rows
-
-
-def _last(records) -> Iterate:
-    last = None
-    for last in records:  # noqa: B007 - only the final record is wanted
-        pass
-    assert last is not None
-    return last
 
 
 def sweep_table(rows: list[Sweep]) -> str:
