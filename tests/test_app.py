@@ -21,8 +21,20 @@ from PIL import Image
 # Run outputs, in order (gradio_client gets all but the last, a gr.State that is not part of the API).
 IMAGE, SEQUENTIAL, DIFF, HEATMAP, CURVES, STATS, INFO, DOWNLOADS, RECORD = range(9)
 DEFAULTS: dict[str, Any] = dict(
-    model="shapes", prompt="red circle on blue", negative_prompt="", seed=0, steps=50, eta=0.0, guidance=1.0,
-    solver="anderson", order=20, window=50, history=2, tol=1e-3, max_iters=50, init="xT",
+    model="shapes",
+    prompt="red circle on blue",
+    negative_prompt="",
+    seed=0,
+    steps=50,
+    eta=0.0,
+    guidance=1.0,
+    solver="anderson",
+    order=20,
+    window=50,
+    history=2,
+    tol=1e-3,
+    max_iters=50,
+    init="xT",
 )
 FAST = dict(DEFAULTS, model="toy2d", prompt="north", steps=20, order=20, window=20, max_iters=20)
 
@@ -151,8 +163,9 @@ def test_two_clients_at_once_both_finish(app: Any) -> None:
     results: dict[int, Any] = {}
 
     def go(seed: int) -> None:
-        results[seed] = client(app).predict(**dict(DEFAULTS, steps=20, window=20, max_iters=20, seed=seed),
-                                            api_name="/run")
+        results[seed] = client(app).predict(
+            **dict(DEFAULTS, steps=20, window=20, max_iters=20, seed=seed), api_name="/run"
+        )
 
     threads = [threading.Thread(target=go, args=(s,)) for s in (1, 2)]
     for t in threads:

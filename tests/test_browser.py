@@ -16,8 +16,16 @@ from typing import Any
 import pytest
 
 CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic"]
+ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-quic",
+]
 SCREENSHOT = Path(__file__).resolve().parents[1] / "docs" / "screenshot.png"
 
 if not os.path.exists(CHROMIUM):  # pragma: no cover - the dev box and CI image have it
@@ -40,8 +48,13 @@ def url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             port = s.getsockname()[1]
         demo = build_demo()
         demo.queue(default_concurrency_limit=2)
-        demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=port, quiet=True,
-                    **launch_options())
+        demo.launch(
+            prevent_thread_lock=True,
+            server_name="127.0.0.1",
+            server_port=port,
+            quiet=True,
+            **launch_options(),
+        )
         try:
             yield demo.local_url
         finally:
@@ -72,8 +85,9 @@ def test_run_in_the_browser_converges_and_shows_every_image(page: Any) -> None:
         )
         SCREENSHOT.parent.mkdir(exist_ok=True)
         page.screenshot(path=str(SCREENSHOT))  # the viewport: title, controls, live outputs
-    page.wait_for_function("() => document.querySelector('#stats').innerText.includes('✓ converged')",
-                           timeout=60_000)
+    page.wait_for_function(
+        "() => document.querySelector('#stats').innerText.includes('✓ converged')", timeout=60_000
+    )
     text = stats.inner_text()
     assert re.search(r"final timesteps 50/50", text), text
     assert re.search(r"speed-up in steps 50/\d+ = [\d.]+×", text), text
@@ -98,11 +112,13 @@ def test_stop_button_ends_the_run_and_keeps_what_was_computed(page: Any) -> None
     page.locator("input[aria-label='number input for Order k']").fill("1")
     page.keyboard.press("Enter")  # plain one-step Jacobi: ~50 iterations if left alone
     page.locator("#run").click()
-    page.wait_for_function("() => /Iteration [2-9]/.test(document.querySelector('#stats').innerText)",
-                           timeout=60_000)
+    page.wait_for_function(
+        "() => /Iteration [2-9]/.test(document.querySelector('#stats').innerText)", timeout=60_000
+    )
     page.locator("#stop").click()
-    page.wait_for_function("() => document.querySelector('#stats').innerText.includes('stopped by the user')",
-                           timeout=10_000)
+    page.wait_for_function(
+        "() => document.querySelector('#stats').innerText.includes('stopped by the user')", timeout=10_000
+    )
     page.wait_for_timeout(1500)  # a run that had not really stopped would overwrite the stats by now
     text = page.locator("#stats").inner_text()
     assert "stopped by the user" in text and "✓ converged" not in text and "ended before convergence" in text

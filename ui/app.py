@@ -54,8 +54,9 @@ def concurrency_limit() -> int:
 
 
 def image(label: str, elem_id: str | None = None, height: int = 270) -> gr.Image:
-    return gr.Image(label=label, format="png", interactive=False, elem_id=elem_id, buttons=["download"],
-                    height=height)
+    return gr.Image(
+        label=label, format="png", interactive=False, elem_id=elem_id, buttons=["download"], height=height
+    )
 
 
 def build_demo(extra_model: str | None = None) -> gr.Blocks:
@@ -79,14 +80,19 @@ def build_demo(extra_model: str | None = None) -> gr.Blocks:
                 run_btn, stop_btn = c.run, c.stop
                 use_btn = gr.Button("Use this run as initialisation", size="sm")
                 init_note = gr.Markdown()
-                gr.Markdown(f"Caps here: T ≤ {caps.max_steps}, window ≤ {caps.max_window}; larger values are "
-                            "refused with a message.", elem_classes="legend")
+                gr.Markdown(
+                    f"Caps here: T ≤ {caps.max_steps}, window ≤ {caps.max_window}; larger values are "
+                    "refused with a message.",
+                    elem_classes="legend",
+                )
             with gr.Column(scale=3):
                 with gr.Tabs():
                     with gr.Tab("Run"):
-                        stats = gr.Markdown("Press **Run**: the sequential reference is computed first, then "
-                                            "the parallel solver streams one frame per iteration.",
-                                            elem_id="stats")
+                        stats = gr.Markdown(
+                            "Press **Run**: the sequential reference is computed first, then "
+                            "the parallel solver streams one frame per iteration.",
+                            elem_id="stats",
+                        )
                         with gr.Row():
                             img = image("ParaTAA: current iterate", "paratta-image")
                             seq = image("Sequential reference", "sequential-image")
@@ -97,15 +103,29 @@ def build_demo(extra_model: str | None = None) -> gr.Blocks:
                                 gr.Markdown(HEATMAP_LEGEND, elem_classes="legend")
                             curves = image("Convergence (log scale)", "curves", 340)
                         with gr.Row(equal_height=True):
-                            slider = gr.Slider(1, 2, 1, step=1, label="Scrub iterations (no recomputation)",
-                                               interactive=False, scale=3)
-                            downloads = gr.File(label="Downloads: previews GIF, residuals CSV, run JSON",
-                                                file_count="multiple", interactive=False, height=110, scale=2)
+                            slider = gr.Slider(
+                                1,
+                                2,
+                                1,
+                                step=1,
+                                label="Scrub iterations (no recomputation)",
+                                interactive=False,
+                                scale=3,
+                            )
+                            downloads = gr.File(
+                                label="Downloads: previews GIF, residuals CSV, run JSON",
+                                file_count="multiple",
+                                interactive=False,
+                                height=110,
+                                scale=2,
+                            )
                         with gr.Accordion("Numbers of the frame shown (JSON)", open=False):
                             info = gr.JSON(label="stats")
                     with gr.Tab("Race: Jacobi vs Anderson"):
-                        gr.Markdown("Same problem, seed, window and order: plain fixed point against "
-                                    "Triangular Anderson Acceleration, one iteration of each in turn.")
+                        gr.Markdown(
+                            "Same problem, seed, window and order: plain fixed point against "
+                            "Triangular Anderson Acceleration, one iteration of each in turn."
+                        )
                         race_btn = gr.Button("Race", variant="primary", elem_id="race")
                         race_stats = gr.Markdown()
                         with gr.Row():
@@ -128,22 +148,46 @@ def build_demo(extra_model: str | None = None) -> gr.Blocks:
         wire(c, describe)
         run_btn.click(lock_scrub, None, slider, queue=False, api_visibility="private")
         run_event = run_btn.click(
-            make_run_handler(models), [*c.run_inputs(), init_state],
+            make_run_handler(models),
+            [*c.run_inputs(), init_state],
             [img, seq, diff, heatmap, curves, stats, info, downloads, record],
-            api_name="run", preprocess=False, show_progress="hidden",
+            api_name="run",
+            preprocess=False,
+            show_progress="hidden",
         )
         run_event.then(scrub_ready, record, slider, api_visibility="private", queue=False)
-        race_inputs = [c.model, c.prompt, c.negative_prompt, c.seed, c.steps, c.eta, c.guidance, c.order,
-                       c.window, c.history, c.tol, c.max_iters]
+        race_inputs = [
+            c.model,
+            c.prompt,
+            c.negative_prompt,
+            c.seed,
+            c.steps,
+            c.eta,
+            c.guidance,
+            c.order,
+            c.window,
+            c.history,
+            c.tol,
+            c.max_iters,
+        ]
         race_event = race_btn.click(
-            make_race_handler(models), race_inputs,
+            make_race_handler(models),
+            race_inputs,
             [r_jacobi, r_anderson, r_seq, r_jheat, r_aheat, r_curves, race_stats, r_info],
-            api_name="race", preprocess=False, show_progress="hidden",
+            api_name="race",
+            preprocess=False,
+            show_progress="hidden",
         )
         stop_btn.click(None, cancels=[run_event, race_event, teach_event]).then(
             after_stop, record, [downloads, slider, stats], api_visibility="private"
         )
-        slider.input(scrub, [record, slider], [img, seq, diff, heatmap, curves, stats, info],
-                     api_visibility="private", trigger_mode="always_last", concurrency_limit=4)
+        slider.input(
+            scrub,
+            [record, slider],
+            [img, seq, diff, heatmap, curves, stats, info],
+            api_visibility="private",
+            trigger_mode="always_last",
+            concurrency_limit=4,
+        )
         use_btn.click(use_as_init, record, [init_state, init_note], api_name="use_as_init")
     return demo

@@ -52,8 +52,22 @@ class Controls:
 
     def run_inputs(self) -> list[gr.components.Component]:
         """In the order of the ``/run`` API (see the README, "Driving the app from Python")."""
-        return [self.model, self.prompt, self.negative_prompt, self.seed, self.steps, self.eta, self.guidance,
-                self.solver, self.order, self.window, self.history, self.tol, self.max_iters, self.init]
+        return [
+            self.model,
+            self.prompt,
+            self.negative_prompt,
+            self.seed,
+            self.steps,
+            self.eta,
+            self.guidance,
+            self.solver,
+            self.order,
+            self.window,
+            self.history,
+            self.tol,
+            self.max_iters,
+            self.init,
+        ]
 
 
 def prompt_hint(model: Any) -> str:
@@ -80,11 +94,20 @@ def model_defaults(name: str, model: Any) -> dict[str, Any]:
 def build_controls(models: list[str], default_model: str, defaults: dict[str, Any], caps: Caps) -> Controls:
     """Create the components (inside the current Blocks context), Run and Stop right under the prompt."""
     T = 50
-    model = gr.Dropdown(models, value=default_model, label="Model",
-                        info="built-in exact-score models run on a CPU; a diffusers model comes from --model")
+    model = gr.Dropdown(
+        models,
+        value=default_model,
+        label="Model",
+        info="built-in exact-score models run on a CPU; a diffusers model comes from --model",
+    )
     prompt = gr.Textbox(defaults["prompt"], label="Prompt", info=defaults["prompt_hint"], max_lines=2)
-    negative = gr.Textbox("", label="Negative prompt", visible=defaults["negative"], max_lines=2,
-                          info="steered away from when guidance > 1")
+    negative = gr.Textbox(
+        "",
+        label="Negative prompt",
+        visible=defaults["negative"],
+        max_lines=2,
+        info="steered away from when guidance > 1",
+    )
     with gr.Row():
         run = gr.Button("Run", variant="primary", elem_id="run")
         stop = gr.Button("Stop", variant="stop", elem_id="stop")
@@ -92,28 +115,91 @@ def build_controls(models: list[str], default_model: str, defaults: dict[str, An
         with gr.Row():
             seed = gr.Number(0, label="Seed", precision=0, minimum=0, info="fixes x_T and the DDPM noises")
             steps = gr.Slider(2, caps.max_steps, T, step=1, label="Steps T", info="sequential network calls")
-        eta_preset = gr.Radio(list(ETA_PRESETS), value="DDIM (η = 0)", label="Sampler",
-                              info="DDPM noises are drawn once from the seed: the system stays deterministic")
+        eta_preset = gr.Radio(
+            list(ETA_PRESETS),
+            value="DDIM (η = 0)",
+            label="Sampler",
+            info="DDPM noises are drawn once from the seed: the system stays deterministic",
+        )
         eta = gr.Slider(0.0, 1.0, 0.0, step=0.05, label="η", info="0 = DDIM … 1 = DDPM-like stochastic steps")
-        guidance = gr.Slider(0.0, 15.0, defaults["guidance"], step=0.5, label="Guidance s",
-                             info="classifier-free guidance ε_u + s(ε_c − ε_u); 1 = plain conditional")
+        guidance = gr.Slider(
+            0.0,
+            15.0,
+            defaults["guidance"],
+            step=0.5,
+            label="Guidance s",
+            info="classifier-free guidance ε_u + s(ε_c − ε_u); 1 = plain conditional",
+        )
     with gr.Accordion("Solver", open=True):
-        solver = gr.Dropdown(SOLVER_CHOICES, value="anderson", label="Solver",
-                             info="how the triangular system is solved; Sequential = one step per iteration")
-        order = gr.Slider(1, T, 20, step=1, label="Order k",
-                          info="equations unrolled k steps: larger k spreads fixes faster, same network cost")
-        window = gr.Slider(1, T, T, step=1, label="Window W",
-                           info="timesteps evaluated per parallel iteration, in one batched network call")
-        history = gr.Slider(1, 5, 2, step=1, label="History m",
-                            info="iterates Anderson remembers; 1 = plain fixed point, 2 = the paper default")
-        tol = gr.Number(1e-3, label="Tolerance", minimum=0,
-                        info="a timestep is final when its RMS residual against the anchor is below this")
-        max_iters = gr.Slider(1, T, T, step=1, label="Max iterations",
-                              info="iteration budget; T always suffices (≥ 1 timestep final per iteration)")
-        init = gr.Radio(INIT_CHOICES, value="xT", label="Initialisation",
-                        info="every start converges to the same sample; a good one saves iterations")
-    return Controls(model, prompt, negative, run, stop, seed, steps, eta_preset, eta, guidance, solver, order,
-                    window, history, tol, max_iters, init)
+        solver = gr.Dropdown(
+            SOLVER_CHOICES,
+            value="anderson",
+            label="Solver",
+            info="how the triangular system is solved; Sequential = one step per iteration",
+        )
+        order = gr.Slider(
+            1,
+            T,
+            20,
+            step=1,
+            label="Order k",
+            info="equations unrolled k steps: larger k spreads fixes faster, same network cost",
+        )
+        window = gr.Slider(
+            1,
+            T,
+            T,
+            step=1,
+            label="Window W",
+            info="timesteps evaluated per parallel iteration, in one batched network call",
+        )
+        history = gr.Slider(
+            1,
+            5,
+            2,
+            step=1,
+            label="History m",
+            info="iterates Anderson remembers; 1 = plain fixed point, 2 = the paper default",
+        )
+        tol = gr.Number(
+            1e-3,
+            label="Tolerance",
+            minimum=0,
+            info="a timestep is final when its RMS residual against the anchor is below this",
+        )
+        max_iters = gr.Slider(
+            1,
+            T,
+            T,
+            step=1,
+            label="Max iterations",
+            info="iteration budget; T always suffices (≥ 1 timestep final per iteration)",
+        )
+        init = gr.Radio(
+            INIT_CHOICES,
+            value="xT",
+            label="Initialisation",
+            info="every start converges to the same sample; a good one saves iterations",
+        )
+    return Controls(
+        model,
+        prompt,
+        negative,
+        run,
+        stop,
+        seed,
+        steps,
+        eta_preset,
+        eta,
+        guidance,
+        solver,
+        order,
+        window,
+        history,
+        tol,
+        max_iters,
+        init,
+    )
 
 
 def solver_visibility(solver: str) -> tuple[dict, dict, dict]:
@@ -126,8 +212,11 @@ def solver_visibility(solver: str) -> tuple[dict, dict, dict]:
 def steps_changed(steps: float, order: float, window: float) -> tuple[dict, dict, dict]:
     """Keep order, window and the budget within 1…T when T changes; the budget follows T."""
     T = int(steps)
-    return (gr.update(maximum=T, value=min(int(order), T)), gr.update(maximum=T, value=min(int(window), T)),
-            gr.update(maximum=T, value=T))
+    return (
+        gr.update(maximum=T, value=min(int(order), T)),
+        gr.update(maximum=T, value=min(int(window), T)),
+        gr.update(maximum=T, value=T),
+    )
 
 
 def eta_preset_changed(preset: str, eta: float) -> dict:
@@ -149,8 +238,12 @@ def wire(c: Controls, describe: Any) -> None:
 
     def model_changed(name: str) -> tuple[dict, dict, dict]:
         d = describe(name)
-        return (gr.update(value=d["prompt"], info=d["prompt_hint"]), gr.update(visible=d["negative"]),
-                gr.update(value=d["guidance"]))
+        return (
+            gr.update(value=d["prompt"], info=d["prompt_hint"]),
+            gr.update(visible=d["negative"]),
+            gr.update(value=d["guidance"]),
+        )
 
-    c.model.change(model_changed, c.model, [c.prompt, c.negative_prompt, c.guidance],
-                   api_visibility="private")
+    c.model.change(
+        model_changed, c.model, [c.prompt, c.negative_prompt, c.guidance], api_visibility="private"
+    )

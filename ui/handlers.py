@@ -30,8 +30,16 @@ gpu_race_events = gpu(race_events)
 
 # Outputs of /run and /race, in the order ui.app passes their components (gr.State last: not in the API).
 RUN_OUTPUTS = ("image", "sequential", "diff", "heatmap", "curves", "stats", "info", "downloads", "record")
-RACE_OUTPUTS = ("jacobi", "anderson", "sequential", "jacobi_heatmap", "anderson_heatmap", "curves", "stats",
-                "info")
+RACE_OUTPUTS = (
+    "jacobi",
+    "anderson",
+    "sequential",
+    "jacobi_heatmap",
+    "anderson_heatmap",
+    "curves",
+    "stats",
+    "info",
+)
 SCRUB_OUTPUTS = RUN_OUTPUTS[:7]
 
 
@@ -70,8 +78,12 @@ def needs_prompt(model: Any) -> bool:
 
 def new_record(settings: RunSettings) -> RunRecord:
     model = get_model(settings.model)
-    return RunRecord(settings=settings.as_dict(), steps=settings.request.steps, tol=settings.config.tol,
-                     latent_shape=tuple(model.latent_shape))
+    return RunRecord(
+        settings=settings.as_dict(),
+        steps=settings.request.steps,
+        tol=settings.config.tol,
+        latent_shape=tuple(model.latent_shape),
+    )
 
 
 def guarded(events: Iterator[Any]) -> Iterator[Any]:
@@ -110,30 +122,72 @@ def sequential_view(event: dict[str, Any], record: RunRecord) -> dict[str, Any]:
     record.sequential_seconds = event["seconds"]
     if event["kind"] == "reference":
         record.sequential_image = event["image"]
-        stats = (f"Sequential reference done: {record.steps} steps in "
-                 f"{views.fmt_seconds(record.sequential_seconds)}. Starting the parallel solver…")
+        stats = (
+            f"Sequential reference done: {record.steps} steps in "
+            f"{views.fmt_seconds(record.sequential_seconds)}. Starting the parallel solver…"
+        )
         return {"sequential": upscale(event["image"], views.DISPLAY), "stats": stats}
     record.sequential_preview = event["preview"]
-    stats = (f"Computing the sequential reference first: step {event['step']}/{event['steps']}, "
-             f"{views.fmt_seconds(event['seconds'])}. The parallel run starts right after it.")
-    return {"sequential": upscale(event["preview"], views.DISPLAY), "stats": stats,
-            "info": {"phase": "sequential", "step": event["step"], "steps": event["steps"]}}
+    stats = (
+        f"Computing the sequential reference first: step {event['step']}/{event['steps']}, "
+        f"{views.fmt_seconds(event['seconds'])}. The parallel run starts right after it."
+    )
+    return {
+        "sequential": upscale(event["preview"], views.DISPLAY),
+        "stats": stats,
+        "info": {"phase": "sequential", "step": event["step"], "steps": event["steps"]},
+    }
 
 
 def frame_outputs(record: RunRecord, k: int, phase: str) -> dict[str, Any]:
     t0 = time.perf_counter()
     f = views.frame(record, k, phase)
     f.info["ui_seconds"] = time.perf_counter() - t0
-    return {"image": f.image, "sequential": f.sequential, "diff": f.diff, "heatmap": f.heatmap,
-            "curves": f.curves, "stats": f.stats, "info": f.info}
+    return {
+        "image": f.image,
+        "sequential": f.sequential,
+        "diff": f.diff,
+        "heatmap": f.heatmap,
+        "curves": f.curves,
+        "stats": f.stats,
+        "info": f.info,
+    }
 
 
 def make_run_handler(models: list[str]) -> Callable[..., Iterator[tuple[Any, ...]]]:
-    def run(model: str, prompt: str, negative_prompt: str, seed: int, steps: int, eta: float, guidance: float,
-            solver: str, order: int, window: int, history: int, tol: float, max_iters: int, init: str,
-            init_state: dict[str, Any] | None) -> Iterator[tuple[Any, ...]]:
-        values = (model, prompt, negative_prompt, seed, steps, eta, guidance, solver, order, window, history,
-                  tol, max_iters, init)
+    def run(
+        model: str,
+        prompt: str,
+        negative_prompt: str,
+        seed: int,
+        steps: int,
+        eta: float,
+        guidance: float,
+        solver: str,
+        order: int,
+        window: int,
+        history: int,
+        tol: float,
+        max_iters: int,
+        init: str,
+        init_state: dict[str, Any] | None,
+    ) -> Iterator[tuple[Any, ...]]:
+        values = (
+            model,
+            prompt,
+            negative_prompt,
+            seed,
+            steps,
+            eta,
+            guidance,
+            solver,
+            order,
+            window,
+            history,
+            tol,
+            max_iters,
+            init,
+        )
         settings = settings_from(models, values)
         record = new_record(settings)
         screen = Screen(RUN_OUTPUTS)
@@ -151,8 +205,9 @@ def make_run_handler(models: list[str]) -> Callable[..., Iterator[tuple[Any, ...
             elif kind == "done":
                 record.final_image = event["image"]
                 record.trajectory = event["trajectory"]
-                yield screen.show(**frame_outputs(record, record.iterations, "done"),
-                                  downloads=write_downloads(record))
+                yield screen.show(
+                    **frame_outputs(record, record.iterations, "done"), downloads=write_downloads(record)
+                )
 
     return run
 
@@ -179,13 +234,21 @@ def after_stop(record: RunRecord | None) -> tuple[Any, Any, Any]:
 def use_as_init(record: RunRecord | None) -> tuple[dict[str, Any], str]:
     """Keep the last run's final trajectory for a next run with init = previous run's trajectory."""
     if record is None or record.trajectory is None:
-        raise gr.Error("No finished run to use yet: run to the end first (a stopped run keeps no "
-                       "trajectory).", print_exception=False)
+        raise gr.Error(
+            "No finished run to use yet: run to the end first (a stopped run keeps no trajectory).",
+            print_exception=False,
+        )
     s = record.settings
-    stored = {"trajectory": record.trajectory, "steps": record.steps, "model": s["model"],
-              "prompt": s["prompt"]}
-    note = (f"Stored the final trajectory of “{s['prompt']}” (T = {record.steps}, model {s['model']}). "
-            "Choose *previous run's trajectory* as initialisation; the next run must use the same T.")
+    stored = {
+        "trajectory": record.trajectory,
+        "steps": record.steps,
+        "model": s["model"],
+        "prompt": s["prompt"],
+    }
+    note = (
+        f"Stored the final trajectory of “{s['prompt']}” (T = {record.steps}, model {s['model']}). "
+        "Choose *previous run's trajectory* as initialisation; the next run must use the same T."
+    )
     return stored, note
 
 
@@ -193,11 +256,36 @@ RACE_LANES = {"jacobi": "Jacobi", "anderson": "Anderson"}
 
 
 def make_race_handler(models: list[str]) -> Callable[..., Iterator[tuple[Any, ...]]]:
-    def race(model: str, prompt: str, negative_prompt: str, seed: int, steps: int, eta: float,
-             guidance: float, order: int, window: int, history: int, tol: float,
-             max_iters: int) -> Iterator[tuple[Any, ...]]:
-        values = (model, prompt, negative_prompt, seed, steps, eta, guidance, "anderson", order, window,
-                  history, tol, max_iters, "xT")
+    def race(
+        model: str,
+        prompt: str,
+        negative_prompt: str,
+        seed: int,
+        steps: int,
+        eta: float,
+        guidance: float,
+        order: int,
+        window: int,
+        history: int,
+        tol: float,
+        max_iters: int,
+    ) -> Iterator[tuple[Any, ...]]:
+        values = (
+            model,
+            prompt,
+            negative_prompt,
+            seed,
+            steps,
+            eta,
+            guidance,
+            "anderson",
+            order,
+            window,
+            history,
+            tol,
+            max_iters,
+            "xT",
+        )
         settings = settings_from(models, values)
         records = {lane: new_record(settings) for lane in RACE_LANES}
         reference = new_record(settings)  # holds the sequential reference for both lanes
@@ -227,13 +315,19 @@ def make_race_handler(models: list[str]) -> Callable[..., Iterator[tuple[Any, ..
 def race_view(records: dict[str, RunRecord], lane: str, tol: float) -> dict[str, Any]:
     """Update the lane that moved, and the shared curves and stats."""
     record = records[lane]
-    f = views.frame(record, record.iterations, "done" if record.final_image is not None else "parallel",
-                    with_curves=False)
+    f = views.frame(
+        record, record.iterations, "done" if record.final_image is not None else "parallel", with_curves=False
+    )
     lines, info = [], {}
     for name, r in records.items():
         if r.rows:
             line, info[name] = views.stats(r, r.iterations, "parallel")
             lines.append(f"**{RACE_LANES[name]}** — {line}")
     live = {RACE_LANES[n]: r for n, r in records.items() if r.rows}
-    return {lane: f.image, f"{lane}_heatmap": f.heatmap, "curves": views.curves(live, tol),
-            "stats": "  \n".join(lines), "info": info}
+    return {
+        lane: f.image,
+        f"{lane}_heatmap": f.heatmap,
+        "curves": views.curves(live, tol),
+        "stats": "  \n".join(lines),
+        "info": info,
+    }

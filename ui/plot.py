@@ -50,8 +50,9 @@ def decades(values: np.ndarray, floor: float | None) -> tuple[int, int]:
     return lo, max(hi, lo + 1)
 
 
-def dashed_line(draw: ImageDraw.ImageDraw, pts: list[tuple[float, float]], fill: tuple, width: int,
-                dash: float = 10.0) -> None:
+def dashed_line(
+    draw: ImageDraw.ImageDraw, pts: list[tuple[float, float]], fill: tuple, width: int, dash: float = 10.0
+) -> None:
     on, carry = True, 0.0
     for (x0, y0), (x1, y1) in zip(pts, pts[1:], strict=False):
         length = math.hypot(x1 - x0, y1 - y0)
@@ -68,9 +69,16 @@ def dashed_line(draw: ImageDraw.ImageDraw, pts: list[tuple[float, float]], fill:
                 on, carry = not on, 0.0
 
 
-def log_chart(series: Sequence[Series], *, hline: float | None = None, hline_label: str = "",
-              vline: float | None = None, x_label: str = "parallel iteration", y_label: str = "",
-              size: tuple[int, int] = (520, 330)) -> np.ndarray:
+def log_chart(
+    series: Sequence[Series],
+    *,
+    hline: float | None = None,
+    hline_label: str = "",
+    vline: float | None = None,
+    x_label: str = "parallel iteration",
+    y_label: str = "",
+    size: tuple[int, int] = (520, 330),
+) -> np.ndarray:
     """Lines (log y) with decade grid, integer x ticks, a legend; uint8 (H, W, 3)."""
     W, H = size[0] * SS, size[1] * SS
     img = Image.new("RGB", (W, H), "white")
@@ -129,8 +137,12 @@ def log_chart(series: Sequence[Series], *, hline: float | None = None, hline_lab
         line_h = 15 * SS
         width = max(d.textlength(t, font=small) for t, _, _ in entries) + 34 * SS
         x0, y0 = right - width - 6 * SS, top + 6 * SS
-        d.rectangle([x0, y0, x0 + width, y0 + line_h * len(entries) + 6 * SS], fill=(255, 255, 255),
-                    outline=GRID, width=SS)
+        d.rectangle(
+            [x0, y0, x0 + width, y0 + line_h * len(entries) + 6 * SS],
+            fill=(255, 255, 255),
+            outline=GRID,
+            width=SS,
+        )
         for i, (text, colour, dashed) in enumerate(entries):
             y = y0 + 3 * SS + line_h * i + line_h / 2
             seg = [(x0 + 6 * SS, y), (x0 + 26 * SS, y)]

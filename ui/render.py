@@ -188,8 +188,9 @@ def convergence_chart(
     for colour, (label, (its, res, dist)) in zip(COLOURS, series.items(), strict=False):
         lines.append(Series(f"{label}: max residual", its, res, colour))
         lines.append(Series(f"{label}: distance to sequential", its, dist, colour, dashed=True))
-    return log_chart(lines, hline=tol, hline_label=f"tolerance {tol:g}", vline=marker,
-                     y_label="RMS, latent units")
+    return log_chart(
+        lines, hline=tol, hline_label=f"tolerance {tol:g}", vline=marker, y_label="RMS, latent units"
+    )
 
 
 def gif_bytes(frames: Sequence[np.ndarray], target: int = 192, ms: int = 250, hold_ms: int = 1500) -> bytes:

@@ -66,25 +66,35 @@ def rms(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a.double() - b.double()).pow(2).mean().sqrt())
 
 
-def check_init(settings: RunSettings, init: dict[str, Any] | None, model: DiffusionModel,
-               ) -> torch.Tensor | None:
+def check_init(
+    settings: RunSettings,
+    init: dict[str, Any] | None,
+    model: DiffusionModel,
+) -> torch.Tensor | None:
     """The stored trajectory for init="trajectory", checked against this run's T and latent shape."""
     if settings.config.init != "trajectory":
         return None
     if not init or init.get("trajectory") is None:
-        raise ValueError("init is 'previous run's trajectory' but none is stored: finish a run and press "
-                         "'Use this run as initialisation' first")
+        raise ValueError(
+            "init is 'previous run's trajectory' but none is stored: finish a run and press "
+            "'Use this run as initialisation' first"
+        )
     traj = np.asarray(init["trajectory"])
     expected = (settings.request.steps + 1, *model.latent_shape)
     if traj.shape != expected:
-        raise ValueError(f"the stored trajectory has T = {traj.shape[0] - 1} and latent shape "
-                         f"{traj.shape[1:]}; this run needs T = {settings.request.steps} and "
-                         f"{tuple(model.latent_shape)}")
+        raise ValueError(
+            f"the stored trajectory has T = {traj.shape[0] - 1} and latent shape "
+            f"{traj.shape[1:]}; this run needs T = {settings.request.steps} and "
+            f"{tuple(model.latent_shape)}"
+        )
     return torch.from_numpy(traj)
 
 
-def reference_events(problem: Problem, model: DiffusionModel, frames: int = 10,
-                     ) -> Generator[Event, None, torch.Tensor]:
+def reference_events(
+    problem: Problem,
+    model: DiffusionModel,
+    frames: int = 10,
+) -> Generator[Event, None, torch.Tensor]:
     """Stream the sequential reference (about ``frames`` previews, then its full decode); return its x_0."""
     T = problem.steps
     every = max(1, T // frames)
@@ -93,31 +103,57 @@ def reference_events(problem: Problem, model: DiffusionModel, frames: int = 10,
     for step in steps:
         x0, done = step.x, T - step.index
         if step.index == 0 or done % every == 0:
-            yield {"kind": "sequential", "step": done, "steps": T, "seconds": steps.seconds,
-                   "preview": preview(model, step.x)}
+            yield {
+                "kind": "sequential",
+                "step": done,
+                "steps": T,
+                "seconds": steps.seconds,
+                "preview": preview(model, step.x),
+            }
     yield {"kind": "reference", "image": decode(model, x0), "seconds": steps.seconds}
     return x0
 
 
 def iterate_row(it: Iterate, reference: torch.Tensor, seconds: float) -> IterationRow:
-    return IterationRow(iteration=it.iteration, window=tuple(it.window), anchor=it.anchor,
-                        evaluations=it.evaluations, seconds=seconds, max_residual=it.max_residual,
-                        distance=rms(it.x0, reference), residual=it.residual.numpy().copy(),
-                        converged=it.converged)
+    return IterationRow(
+        iteration=it.iteration,
+        window=tuple(it.window),
+        anchor=it.anchor,
+        evaluations=it.evaluations,
+        seconds=seconds,
+        max_residual=it.max_residual,
+        distance=rms(it.x0, reference),
+        residual=it.residual.numpy().copy(),
+        converged=it.converged,
+    )
 
 
-def solver_events(problem: Problem, settings: RunSettings, model: DiffusionModel, reference: torch.Tensor,
-                  init: torch.Tensor | None, lane: str) -> Iterator[Event]:
+def solver_events(
+    problem: Problem,
+    settings: RunSettings,
+    model: DiffusionModel,
+    reference: torch.Tensor,
+    init: torch.Tensor | None,
+    lane: str,
+) -> Iterator[Event]:
     """One "iterate" event per ``solve`` record, then "done" with the full decode and the trajectory."""
     iterates = Busy(solve(problem, settings.config, init_trajectory=init))
     last = None
     for it in iterates:
         last = it
-        yield {"kind": "iterate", "lane": lane, "row": iterate_row(it, reference, iterates.seconds),
-               "preview": preview(model, it.x0)}
+        yield {
+            "kind": "iterate",
+            "lane": lane,
+            "row": iterate_row(it, reference, iterates.seconds),
+            "preview": preview(model, it.x0),
+        }
     if last is not None:
-        yield {"kind": "done", "lane": lane, "image": decode(model, last.x0),
-               "trajectory": last.trajectory.to(torch.float32).numpy()}
+        yield {
+            "kind": "done",
+            "lane": lane,
+            "image": decode(model, last.x0),
+            "trajectory": last.trajectory.to(torch.float32).numpy(),
+        }
 
 
 def _setup(settings: RunSettings) -> tuple[DiffusionModel, Problem]:

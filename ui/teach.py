@@ -152,9 +152,14 @@ def build_teach_tab() -> Any:
         "differs."
     )
     with gr.Row():
-        prompt = gr.Textbox("", label="Clusters", scale=2, placeholder="all eight clusters",
-                            info="clusters to sample from: east, northeast, north, …, southeast (or n, "
-                                 "ne, …); empty = all eight")
+        prompt = gr.Textbox(
+            "",
+            label="Clusters",
+            scale=2,
+            placeholder="all eight clusters",
+            info="clusters to sample from: east, northeast, north, …, southeast (or n, "
+            "ne, …); empty = all eight",
+        )
         seed = gr.Number(3, label="Seed", precision=0, minimum=0, info="fixes x_T")
         steps = gr.Slider(5, 100, 50, step=1, label="Steps T", info="length of the trajectory")
         order = gr.Slider(1, 100, 1, step=1, label="Order k", info="unrolled steps per equation")
@@ -164,9 +169,16 @@ def build_teach_tab() -> Any:
     slider = gr.Slider(1, 2, 1, step=1, label="Scrub iterations (after the run)", interactive=False)
     state = gr.State(None, time_to_live=3600)
     go.click(lambda: gr.update(interactive=False), None, slider, queue=False, api_visibility="private")
-    event = go.click(teach_run, [prompt, seed, steps, order], [plot, stats, state], api_name="teach",
-                     preprocess=False, show_progress="hidden")
+    event = go.click(
+        teach_run,
+        [prompt, seed, steps, order],
+        [plot, stats, state],
+        api_name="teach",
+        preprocess=False,
+        show_progress="hidden",
+    )
     event.then(slider_ready, state, slider, api_visibility="private", queue=False)
-    slider.input(teach_scrub, [state, slider], [plot, stats], api_visibility="private",
-                 trigger_mode="always_last")
+    slider.input(
+        teach_scrub, [state, slider], [plot, stats], api_visibility="private", trigger_mode="always_last"
+    )
     return event

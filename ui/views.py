@@ -57,8 +57,11 @@ def heatmap(record: RunRecord, k: int) -> np.ndarray:
 
 def curves(records: dict[str, RunRecord], tol: float, marker: int | None = None) -> np.ndarray:
     series = {
-        label: ([r.iteration for r in rec.rows], [r.max_residual for r in rec.rows],
-                [r.distance for r in rec.rows])
+        label: (
+            [r.iteration for r in rec.rows],
+            [r.max_residual for r in rec.rows],
+            [r.distance for r in rec.rows],
+        )
         for label, rec in records.items()
     }
     return convergence_chart(series, tol, marker)
@@ -79,7 +82,8 @@ def stats(record: RunRecord, k: int, phase: str) -> tuple[str, dict[str, Any]]:
         f"(sequential: {T} in {T} calls)",
         f"wall-clock ParaTAA **{fmt_seconds(row.seconds)}**, "
         f"sequential {fmt_seconds(record.sequential_seconds)} (measured, UI excluded)",
-        f"speed-up in steps **{T}/{row.iteration} = {speedup:.1f}×**" if row.converged
+        f"speed-up in steps **{T}/{row.iteration} = {speedup:.1f}×**"
+        if row.converged
         else "speed-up in steps: once converged",
     ]
     if max_diff is not None:
