@@ -1,70 +1,214 @@
-"""Solver settings, validated in one place (the CLI, the bench and the app all go through here)."""
+"""Every setting, declared once: its type, default, range and hint.
+
+``Request`` (what to sample) and ``SolverConfig`` (how to solve) are frozen dataclasses whose
+fields carry their declaration in ``metadata`` (``setting(...)``). ``__post_init__`` validates each
+field once, with a ``ValueError`` that names the setting and its range; settings whose upper end is
+T are checked against T by ``SolverConfig.resolved``. The CLI's arguments, the app's controls and
+the bench's defaults are generated from ``specs(...)``, never re-typed.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
-from typing import Any
+import math
+from dataclasses import MISSING, dataclass, field, fields, replace
+from typing import Any, Literal, get_args
 
 import torch
 
-SOLVERS = ("sequential", "jacobi", "anderson", "anderson-global")
-INITS = ("xT", "trajectory", "coarse")
+Solver = Literal["sequential", "jacobi", "anderson", "anderson-global"]
+Init = Literal["xT", "trajectory", "coarse"]
+Stopping = Literal["budget", "per-step"]
+StateDtype = Literal["float64", "float32"]
+
+SOLVERS: tuple[str, ...] = get_args(Solver)
+INITS: tuple[str, ...] = get_args(Init)
+STOPPINGS: tuple[str, ...] = get_args(Stopping)
 STATE_DTYPES = {"float64": torch.float64, "float32": torch.float32}
+
+MAX_STEPS = 1000  # diffusers' training grids have 1,000 timesteps
+MAX_SEED = 2**63 - 1  # torch.Generator.manual_seed takes any signed 64-bit integer
+
+
+@dataclass(frozen=True)
+class Spec:
+    """The declaration of one setting.
+
+    ``lo``/``hi`` bound numbers (``hi="T"``: at most the run's number of steps); ``choices`` lists a
+    ``Literal``'s values; ``optional`` settings accept ``None``, which means ``auto`` (described in
+    the hint); ``symbol`` is the paper's letter, for labels.
+    """
+
+    name: str
+    kind: type  # int, float or str
+    default: Any
+    hint: str
+    lo: float | None = None
+    hi: float | str | None = None
+    choices: tuple[str, ...] = ()
+    optional: bool = False
+    symbol: str = ""
+    label: str = ""
+
+    @property
+    def range_text(self) -> str:
+        if self.choices:
+            return "one of " + ", ".join(self.choices)
+        hi = "T" if self.hi == "T" else self._fmt(self.hi) if self.hi is not None else "∞"
+        return f"{'an integer' if self.kind is int else 'a number'} in [{self._fmt(self.lo)}, {hi}]"
+
+    def _fmt(self, v: float | None) -> str:
+        if v == MAX_SEED:
+            return "2**63 − 1"
+        return str(int(v)) if self.kind is int else f"{v:g}"
+
+    def check(self, value: Any, steps: int | None = None) -> None:
+        """Raise ``ValueError`` naming this setting and its range when ``value`` is outside it."""
+        if value is None and self.optional:
+            return
+        if self.choices:
+            if value not in self.choices:
+                raise ValueError(f"{self.name} must be {self.range_text}; got {value!r}")
+            return
+        if self.kind is str:
+            if not isinstance(value, str):
+                raise ValueError(f"{self.name} must be a string; got {type(value).__name__}")
+            return
+        numeric = (int,) if self.kind is int else (int, float)
+        if isinstance(value, bool) or not isinstance(value, numeric) or not math.isfinite(value):
+            raise ValueError(f"{self.name} must be {self.range_text}; got {value!r}")
+        hi = steps if self.hi == "T" else self.hi
+        if (self.lo is not None and value < self.lo) or (isinstance(hi, (int, float)) and value > hi):
+            where = f" (T = {steps})" if self.hi == "T" and steps is not None else ""
+            raise ValueError(f"{self.name} must be {self.range_text}{where}; got {value!r}")
+
+
+def setting(
+    default: Any,
+    hint: str,
+    lo: float | None = None,
+    hi: float | str | None = None,
+    *,
+    optional: bool = False,
+    symbol: str = "",
+    label: str = "",
+) -> Any:
+    """A dataclass field carrying its declaration (type and choices are read from the annotation)."""
+    meta = {"hint": hint, "lo": lo, "hi": hi, "optional": optional, "symbol": symbol, "label": label}
+    return field(default=default, metadata=meta)
+
+
+_KINDS = {"int": int, "float": float, "str": str, "int | None": int, "float | None": float}
+
+
+def specs(cls: type) -> dict[str, Spec]:
+    """The declarations of a settings dataclass, by field name, in declaration order."""
+    out = {}
+    for f in fields(cls):
+        if "hint" not in f.metadata:
+            continue
+        annotation = str(f.type)
+        choices = _LITERALS.get(annotation, ())
+        kind = str if choices else _KINDS[annotation]
+        default = None if f.default is MISSING else f.default
+        out[f.name] = Spec(name=f.name, kind=kind, default=default, choices=choices, **f.metadata)
+    return out
+
+
+def _validate(obj: Any) -> None:
+    for name, spec in specs(type(obj)).items():
+        spec.check(getattr(obj, name))
+
+
+@dataclass(frozen=True)
+class Request:
+    """What to sample: the condition, the noise and the sampler (T steps of DDIM(η))."""
+
+    prompt: str = setting("", "what to draw; the embedded models know a small vocabulary")
+    negative_prompt: str = setting("", "steered away from when guidance > 1 (text-to-image models)")
+    seed: int = setting(0, "fixes x_T and, for η > 0, the DDPM noises", 0, MAX_SEED)
+    steps: int = setting(50, "sequential network calls of DDIM", 1, MAX_STEPS, symbol="T", label="Steps")
+    eta: float = setting(
+        0.0, "0 = DDIM, 1 = DDPM-like; noises are drawn once from the seed", 0.0, 1.0, symbol="η"
+    )
+    guidance: float = setting(
+        1.0, "classifier-free guidance ε_u + s(ε_c − ε_u); 1 = plain conditional", 0.0, 50.0, symbol="s"
+    )
+
+    def __post_init__(self) -> None:
+        _validate(self)
+
+    def validate(self) -> None:
+        """Kept for callers that build a Request with ``object.__setattr__``; construction validates."""
+        _validate(self)
 
 
 @dataclass(frozen=True)
 class SolverConfig:
-    """How to solve the triangular system.
+    """How to solve the triangular system (see ``paratta.solver`` for the iteration and its rule)."""
 
-    Attributes:
-        solver: "sequential" (window 1, T iterations), "jacobi" (plain fixed point),
-            "anderson" (Triangular Anderson Acceleration) or "anderson-global" (one γ per window).
-        order: k, steps each equation is unrolled (1…T); None means min(20, T), the reference default.
-        window: W, unknowns per parallel iteration (1…T); None means T.
-        history: m, iterates Anderson remembers (1…10); m = 1 is plain fixed point.
-        tol: error budget of the whole trajectory (RMS, latent units), spent evenly over the T steps;
-            the converged x_0 is within about tol of the sequential x_0.
-        max_iters: iteration budget (1…T); None means T, where termination is guaranteed.
-        lam: relative Tikhonov regularisation λ of the Anderson least-squares problem.
-        init: "xT" (copies of x_T), "trajectory" (a given one) or "coarse" (a cheap sequential pass).
-        coarse_steps: steps of the coarse pass; None means max(2, T // 10).
-        max_batch: timesteps per network call (each is two rows under guidance); None means all.
-        state_dtype: precision of the solver state ("float64" or "float32").
-    """
+    solver: Solver = setting(
+        "anderson",
+        "sequential (T calls), jacobi (plain fixed point), anderson (TAA: one γ per timestep), "
+        "anderson-global (one γ for the window)",
+    )
+    order: int | None = setting(
+        None,
+        "each equation unrolled k steps towards the anchor; same network cost (auto: min(20, T))",
+        1,
+        "T",
+        optional=True,
+        symbol="k",
+        label="Order",
+    )
+    window: int | None = setting(
+        None, "unknowns evaluated per iteration, in one batched network call (auto: T)", 1, "T",
+        optional=True, symbol="W", label="Window",
+    )  # fmt: skip
+    history: int = setting(
+        2, "iterates Anderson remembers; 1 = plain fixed point, 2 = the paper's default", 1, 10,
+        symbol="m", label="History",
+    )  # fmt: skip
+    stopping: Stopping = setting(
+        "budget",
+        "budget: x_0 within tol of sequential (each frozen segment charged its share of tol); "
+        "per-step: the published rule, one-step residual ≤ tol (or ≤ tol2·σ), no such bound",
+    )
+    tol: float = setting(
+        1e-3,
+        "error budget of the whole trajectory: RMS distance of x_0 to the sequential x_0, latent units",
+        1e-12,
+        10.0,
+        label="Tolerance",
+    )
+    tol2: float = setting(
+        1e-3, "per-step rule only: a step is also converged when its residual ≤ tol2 × its noise σ", 0.0, 10.0
+    )
+    max_iters: int | None = setting(
+        None, "iteration budget; T always suffices (auto: T)", 1, "T", optional=True, label="Max iterations"
+    )
+    lam: float = setting(
+        1e-3, "Anderson's Tikhonov regularisation, relative to the Gram scale", 0.0, 1e3, symbol="λ"
+    )
+    init: Init = setting("xT", "xT (copies of x_T), trajectory (a given one), coarse (a T/10-step DDIM pass)")
+    coarse_steps: int | None = setting(
+        None, "steps of the coarse pass (auto: max(2, T // 10))", 1, "T", optional=True
+    )
+    max_batch: int | None = setting(
+        None, "timesteps per network call, to fit a large window in memory (auto: all)", 1, 1 << 20,
+        optional=True,
+    )  # fmt: skip
+    state_dtype: StateDtype = setting("float64", "precision of the solver state; the network runs in its own")
 
-    solver: str = "anderson"
-    order: int | None = None
-    window: int | None = None
-    history: int = 2
-    tol: float = 1e-3
-    max_iters: int | None = None
-    lam: float = 1e-3
-    init: str = "xT"
-    coarse_steps: int | None = None
-    max_batch: int | None = None
-    state_dtype: str = "float64"
+    def __post_init__(self) -> None:
+        _validate(self)
 
     def validate(self, steps: int) -> None:
         """Raise ``ValueError`` naming the first setting outside its range for a T = ``steps`` run."""
-        _choice("solver", self.solver, SOLVERS)
-        _choice("init", self.init, INITS)
-        _choice("state_dtype", self.state_dtype, tuple(STATE_DTYPES))
-        if self.order is not None:
-            _int_range("order", self.order, 1, steps)
-        if self.window is not None:
-            _int_range("window", self.window, 1, steps)
-        _int_range("history", self.history, 1, 10)
-        if self.max_iters is not None:
-            _int_range("max_iters", self.max_iters, 1, steps)
-        if self.coarse_steps is not None:
-            _int_range("coarse_steps", self.coarse_steps, 1, steps)
-        if self.max_batch is not None:
-            _int_range("max_batch", self.max_batch, 1, 1 << 20)
-        _float_range("tol", self.tol, 1e-12, 10.0)
-        _float_range("lam", self.lam, 0.0, 1e3)
+        for name, spec in specs(SolverConfig).items():
+            spec.check(getattr(self, name), steps)
 
     def resolved(self, steps: int) -> SolverConfig:
-        """Fill the None defaults for a T = ``steps`` run; "sequential" becomes window-1 Jacobi."""
+        """Fill the ``None`` (auto) settings for a T = ``steps`` run; "sequential" becomes window-1 Jacobi."""
         self.validate(steps)
         cfg = replace(
             self,
@@ -82,16 +226,4 @@ class SolverConfig:
         return STATE_DTYPES[self.state_dtype]
 
 
-def _choice(name: str, value: Any, allowed: tuple[str, ...]) -> None:
-    if value not in allowed:
-        raise ValueError(f"{name} must be one of {', '.join(allowed)}; got {value!r}")
-
-
-def _int_range(name: str, value: Any, lo: int, hi: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
-        raise ValueError(f"{name} must be an integer in [{lo}, {hi}]; got {value!r}")
-
-
-def _float_range(name: str, value: Any, lo: float, hi: float) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not lo <= value <= hi:
-        raise ValueError(f"{name} must be a number in [{lo:g}, {hi:g}]; got {value!r}")
+_LITERALS = {"Solver": SOLVERS, "Init": INITS, "Stopping": STOPPINGS, "StateDtype": tuple(STATE_DTYPES)}

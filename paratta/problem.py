@@ -2,9 +2,9 @@
 
 For η > 0 the noises ξ_0…ξ_{T−1} are drawn once, so the stochastic sampler becomes a
 deterministic system whose unique solution is the sequential run with those noises. They are
-drawn from one CPU generator in the order diffusers' pipelines draw them (x_T first, then one
-ξ per step from the noisiest down), so a diffusers pipeline given ``torch.Generator().manual_seed(seed)``
-draws the same numbers.
+drawn from one CPU generator in the order diffusers' pipelines draw them (x_T first, unless it is
+given as ``latents``, then one ξ per step from the noisiest down), so a diffusers pipeline given
+``torch.Generator().manual_seed(seed)`` (and the same ``latents``) draws the same numbers.
 """
 
 from __future__ import annotations
@@ -15,30 +15,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from .config import Request
 from .protocol import DiffusionModel
 from .schedule import Coefficients, SchedulerConfig, ddim_coefficients
-
-
-@dataclass(frozen=True)
-class Request:
-    """What the user asks for."""
-
-    prompt: str = ""
-    negative_prompt: str = ""
-    seed: int = 0
-    steps: int = 50
-    eta: float = 0.0
-    guidance: float = 1.0
-
-    def validate(self) -> None:
-        if not isinstance(self.steps, int) or self.steps < 1:
-            raise ValueError(f"steps must be an integer >= 1, got {self.steps!r}")
-        if not isinstance(self.seed, int) or not 0 <= self.seed < 2**63:
-            raise ValueError(f"seed must be an integer in [0, 2**63), got {self.seed!r}")
-        if not 0.0 <= float(self.eta) <= 1.0:
-            raise ValueError(f"eta must be in [0, 1], got {self.eta!r}")
-        if not 0.0 <= float(self.guidance) <= 50.0:
-            raise ValueError(f"guidance must be in [0, 50], got {self.guidance!r}")
 
 
 @dataclass(frozen=True)
@@ -58,10 +37,13 @@ class Problem:
         return self.coef.num_steps
 
 
-def draw_noise(seed: int, shape: tuple[int, ...], steps: int, eta: float) -> tuple[Tensor, Tensor | None]:
-    """x_T and, for η > 0, ξ_i for i = T−1…0, from one seeded CPU generator, in that order."""
+def draw_noise(
+    seed: int, shape: tuple[int, ...], steps: int, eta: float, draw_x_T: bool = True
+) -> tuple[Tensor | None, Tensor | None]:
+    """x_T (unless ``draw_x_T`` is False: a pipeline given ``latents`` draws none) and, for η > 0,
+    ξ_i for i = T−1…0, from one seeded CPU generator, in that order."""
     g = torch.Generator().manual_seed(seed)
-    x_T = torch.randn((1, *shape), generator=g)[0]
+    x_T = torch.randn((1, *shape), generator=g)[0] if draw_x_T else None
     if eta == 0:
         return x_T, None
     xi = torch.empty((steps, *shape))
@@ -75,11 +57,10 @@ def make_problem(model: DiffusionModel, request: Request, latents: Tensor | None
 
     ``latents`` (shape ``latent_shape``, or with a leading batch axis of 1) replaces the drawn x_T.
     """
-    request.validate()
     config = SchedulerConfig.from_dict(model.scheduler_config)
     coef = ddim_coefficients(config, request.steps, request.eta)
     cond = model.encode(request.prompt, request.negative_prompt)
-    x_T, xi = draw_noise(request.seed, tuple(model.latent_shape), request.steps, request.eta)
+    x_T, xi = draw_noise(request.seed, tuple(model.latent_shape), request.steps, request.eta, latents is None)
     if latents is not None:
         latents = torch.as_tensor(latents).detach().to("cpu", torch.float32)
         if latents.dim() == len(model.latent_shape) + 1 and latents.shape[0] == 1:
