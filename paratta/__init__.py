@@ -6,7 +6,7 @@ Importing paratta imports torch only; diffusers is loaded when a diffusers model
 
 from .config import SolverConfig
 from .problem import Problem, Request, make_problem
-from .registry import BUILTIN_MODELS, load_model
+from .registry import BUILTIN_MODELS, ModelDefaults, load_model, model_defaults
 from .schedule import Coefficients, SchedulerConfig, ddim_coefficients
 from .sequential import iterate_sequential, sample_sequential
 from .solver import Iterate, run, solve
@@ -15,6 +15,7 @@ __all__ = [
     "BUILTIN_MODELS",
     "Coefficients",
     "Iterate",
+    "ModelDefaults",
     "Problem",
     "Request",
     "SchedulerConfig",
@@ -23,6 +24,7 @@ __all__ = [
     "iterate_sequential",
     "load_model",
     "make_problem",
+    "model_defaults",
     "run",
     "sample_sequential",
     "solve",

@@ -7,33 +7,69 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from dataclasses import dataclass, replace
 from importlib import import_module
 
 import torch
 
 from .protocol import DiffusionModel
 
-# name → (module, builder, one-line description); modules are imported only when asked for.
-BUILTIN_MODELS: dict[str, tuple[str, str, str]] = {
-    "shapes": (
+
+@dataclass(frozen=True)
+class ModelDefaults:
+    """The settings a model is best shown with: the one place a model's default prompt, guidance and
+    steps are stated (the CLI, the app and the bench all read them from here)."""
+
+    prompt: str = ""
+    guidance: float = 1.0
+    steps: int = 50
+    requires_prompt: bool = False  # text-to-image models need one; the others read "" as "anything"
+
+
+@dataclass(frozen=True)
+class BuiltinModel:
+    module: str
+    builder: str  # a function taking ``device`` and ``dtype``
+    description: str
+    defaults: ModelDefaults
+
+
+# Modules are imported only when a model is asked for.
+BUILTIN_MODELS: dict[str, BuiltinModel] = {
+    "shapes": BuiltinModel(
         "paratta.models.shapes",
         "build_shapes_model",
         "exact-score Gaussian mixture over coloured shapes, 3×32×32",
+        ModelDefaults(prompt="red circle on blue", guidance=1.0),
     ),
-    "toy2d": ("paratta.models.toy2d", "build_toy2d_model", "2-D Gaussian mixture for teaching"),
-    "shapes-unet": (
+    "toy2d": BuiltinModel(
+        "paratta.models.toy2d",
+        "build_toy2d_model",
+        "2-D Gaussian mixture for teaching",
+        ModelDefaults(prompt="north", guidance=1.0),
+    ),
+    "shapes-unet": BuiltinModel(
         "paratta.models.unet",
         "build_shapes_unet_model",
         "small trained UNet (1.1 M parameters) on the coloured shapes, 3×32×32",
+        ModelDefaults(prompt="red circle", guidance=3.0),
     ),
 }
+TEXT_TO_IMAGE_DEFAULTS = ModelDefaults("a watercolour painting of a lighthouse at dawn", 7.5, 50, True)
+CLASS_CONDITIONAL_DEFAULTS = ModelDefaults("", 4.0, 50, False)  # "" = unconditional
+
+
+def model_defaults(name: str, model: DiffusionModel | None = None) -> ModelDefaults:
+    """A built-in's declared defaults; for a diffusers model, those of its kind (text or class)."""
+    if name in BUILTIN_MODELS:
+        return BUILTIN_MODELS[name].defaults
+    if model is not None and getattr(model, "text_encoder", None) is None:
+        has_label = "golden retriever" in (getattr(model, "labels", None) or {})  # an ImageNet class
+        return replace(CLASS_CONDITIONAL_DEFAULTS, prompt="golden retriever" if has_label else "")
+    return TEXT_TO_IMAGE_DEFAULTS
+
 
 _cache: dict[tuple[str, str, str], DiffusionModel] = {}
-
-
-def register(name: str, module: str, builder: str, description: str) -> None:
-    """Add a built-in model (a builder taking ``device`` and ``dtype``)."""
-    BUILTIN_MODELS[name] = (module, builder, description)
 
 
 def load_model(
@@ -51,8 +87,8 @@ def load_model(
 
 def _build(name: str, device: torch.device | str | None, dtype: torch.dtype | None) -> DiffusionModel:
     if name in BUILTIN_MODELS:
-        module, builder, _ = BUILTIN_MODELS[name]
-        build: Callable[..., DiffusionModel] = getattr(import_module(module), builder)
+        entry = BUILTIN_MODELS[name]
+        build: Callable[..., DiffusionModel] = getattr(import_module(entry.module), entry.builder)
         kwargs = {}
         if device is not None:
             kwargs["device"] = device
