@@ -1,0 +1,140 @@
+"""Projected wall-clock on the hardware ParaTAA was made for, from a measured batch-latency table.
+
+On a CPU a batch of W network rows costs about W single calls, so a parallel iteration buys nothing
+there; on a GPU a batch costs about one call until the device is full. The honest way to show what
+the method is for is to take the *measured* latency of one network call at each batch size on a
+GPU (``paratta/data/latency.json``, written by ``benchmarks/gpu_latency.py``) and charge each
+iteration of a run with it:
+
+    projected ParaTAA   = Σ_iterations latency(rows evaluated in that iteration)
+    projected sequential = T · latency(rows of one step)
+
+A timestep is one row, or two under classifier-free guidance (guidance ≠ 1: conditional and
+unconditional halves in one batch). ``latency`` interpolates linearly between measured batch sizes;
+beyond the largest one the batch is split into chunks of that size (as ``max_batch`` does). Every
+figure made here is a projection and is labelled so (``Projection.label``); none is measured here.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+TABLE_PATH = Path(__file__).with_name("data") / "latency.json"
+TABLE_NAME = "paratta/data/latency.json"
+NO_TABLE = "no latency table measured for this model on a GPU"
+
+
+@dataclass(frozen=True)
+class LatencyTable:
+    """Median latency ``ms[j]`` of one network call on ``rows[j]`` batch rows, for one model on one device."""
+
+    model: str
+    device: str
+    rows: tuple[int, ...]
+    ms: tuple[float, ...]
+    dtype: str = ""
+    date: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.rows or len(self.rows) != len(self.ms):
+            raise ValueError(f"latency table for {self.model}: rows and ms must be non-empty, equally long")
+        if any(b <= a for a, b in zip(self.rows, self.rows[1:], strict=False)) or self.rows[0] < 1:
+            raise ValueError(f"latency table for {self.model}: rows must be increasing positive batch sizes")
+        if not all(math.isfinite(m) and m > 0 for m in self.ms):
+            raise ValueError(f"latency table for {self.model}: ms must be positive numbers")
+
+    def call_ms(self, rows: int) -> float:
+        """Latency of one call on ``rows`` batch rows: linear between measured sizes; chunked beyond the
+        largest (a call that does not fit is split, as ``max_batch`` splits it); below the smallest,
+        the smallest's (a call costs at least its fixed overhead)."""
+        if rows <= 0:
+            return 0.0
+        largest = self.rows[-1]
+        if rows > largest:
+            full, rest = divmod(rows, largest)
+            return full * self.ms[-1] + self.call_ms(rest)
+        if rows <= self.rows[0]:
+            return self.ms[0]
+        j = next(j for j, r in enumerate(self.rows) if r >= rows)
+        r0, r1, m0, m1 = self.rows[j - 1], self.rows[j], self.ms[j - 1], self.ms[j]
+        return m0 + (m1 - m0) * (rows - r0) / (r1 - r0)
+
+
+@dataclass(frozen=True)
+class Projection:
+    """Projected seconds of a run and of the sequential sampler on the table's device."""
+
+    parallel_s: float
+    sequential_s: float
+    device: str
+
+    @property
+    def speedup(self) -> float:
+        return self.sequential_s / self.parallel_s if self.parallel_s > 0 else math.inf
+
+    @property
+    def label(self) -> str:
+        return (
+            f"projected on {self.device} from a measured batch-latency table ({TABLE_NAME}), "
+            "not measured here"
+        )
+
+
+def rows_per_step(guidance: float) -> int:
+    """Network rows one timestep costs: two under classifier-free guidance (s ≠ 1), else one."""
+    return 1 if guidance == 1 else 2
+
+
+def project(
+    table: LatencyTable,
+    timesteps_per_iteration: Sequence[int],
+    steps: int,
+    guidance: float,
+    max_batch: int | None = None,
+    sequential_steps_before: int = 0,
+) -> Projection:
+    """Σ_iterations latency(rows of that iteration) against T · latency(rows of one step).
+
+    ``timesteps_per_iteration`` are the window sizes evaluated, one per parallel iteration;
+    ``max_batch`` (timesteps per call) splits an iteration into several calls, as the solver does;
+    ``sequential_steps_before`` charges an initialisation run step by step (the coarse pass).
+    """
+    per_step = rows_per_step(guidance)
+    one_step_ms = table.call_ms(per_step)
+    parallel_ms = sequential_steps_before * one_step_ms
+    for timesteps in timesteps_per_iteration:
+        chunk = timesteps if max_batch is None else min(max_batch, timesteps)
+        full, rest = divmod(timesteps, chunk) if chunk > 0 else (0, 0)
+        parallel_ms += full * table.call_ms(chunk * per_step) + table.call_ms(rest * per_step)
+    return Projection(parallel_ms / 1000, steps * one_step_ms / 1000, table.device)
+
+
+def load_tables(path: Path = TABLE_PATH) -> dict[str, LatencyTable]:
+    """Every model's table in the file, under its key and each of its aliases; {} when none is measured."""
+    if not path.exists():
+        return {}
+    doc: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+    device = str(doc.get("device", "a GPU"))
+    tables: dict[str, LatencyTable] = {}
+    for key, entry in doc.get("models", {}).items():
+        table = LatencyTable(
+            model=key,
+            device=device,
+            rows=tuple(int(r) for r in entry["rows"]),
+            ms=tuple(float(m) for m in entry["ms"]),
+            dtype=str(entry.get("dtype", "")),
+            date=str(doc.get("date", "")),
+        )
+        for name in (key, *entry.get("aliases", ())):
+            tables[name] = table
+    return tables
+
+
+def table_for(model: str, path: Path = TABLE_PATH) -> LatencyTable | None:
+    """The measured table of ``model`` (a built-in name, hub id or alias), or None (say ``NO_TABLE``)."""
+    return load_tables(path).get(model.strip().rstrip("/"))
