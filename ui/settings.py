@@ -74,6 +74,7 @@ def parse_settings(
     init: str,
     caps: Caps,
     needs_prompt: bool = False,
+    stopping: str = "budget",
 ) -> RunSettings:
     """Validate everything a run needs; raises ``ValueError`` with a message meant for the user."""
     prompt, negative_prompt = (prompt or "").strip(), (negative_prompt or "").strip()
@@ -112,6 +113,7 @@ def parse_settings(
         tol=as_float("tolerance", tol),
         max_iters=as_int("max_iters", max_iters),
         init=init,
+        stopping=stopping,
     )
     config.validate(steps_)
     return RunSettings(model=model, request=request, config=config)
