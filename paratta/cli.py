@@ -1,50 +1,76 @@
-"""``python -m paratta sample``: one image (or latent) by ParaTAA, Jacobi or sequential DDIM."""
+"""``python -m paratta sample``: one image (or latent) by ParaTAA, Jacobi or sequential DDIM.
+
+The sampling and solver arguments are generated from the declarations in ``paratta.config`` (one
+``--flag`` per setting, its range and hint in ``--help``); per-model defaults come from the registry.
+Everything that can be checked is checked before a model is loaded: a bad flag against a hub id
+costs nothing. Bad input exits with status 2 and one line naming the problem.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
 import sys
+import tempfile
 import time
+from dataclasses import fields
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
-from .config import INITS, SOLVERS, SolverConfig
-from .problem import Request, make_problem
-from .registry import BUILTIN_MODELS, load_model
+from .config import Request, SolverConfig, specs
+from .evaluate import NonFiniteError
+from .registry import BUILTIN_MODELS, load_model, model_defaults
 from .sequential import sample_sequential
 from .solver import run
+
+PER_MODEL = ("prompt", "guidance", "steps")  # defaults that depend on the model (registry)
+LATENT_LIMIT = 1e4  # |x_T| beyond this is no Gaussian draw: refuse it before the network overflows
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
+
+
+def flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def add_setting_arguments(p: argparse.ArgumentParser, cls: type, skip: tuple[str, ...] = ()) -> None:
+    """One ``--flag`` per declared setting of ``cls``; the default is None, i.e. the declared one."""
+    for name, spec in specs(cls).items():
+        if name in skip:
+            continue
+        default = (
+            "the model's" if name in PER_MODEL else repr(spec.default) if spec.default == "" else spec.default
+        )
+        sym = f"{spec.symbol}: " if spec.symbol else ""
+        auto = "" if spec.optional else f"; default {default}"  # an optional setting's hint says its auto
+        text = f"{sym}{spec.hint} ({spec.range_text}{auto})"
+        p.add_argument(flag(name), type=spec.kind, default=None, choices=spec.choices or None, help=text)
+
+
+def settings_from_args(args: argparse.Namespace, cls: type, **given: Any) -> Any:
+    """``cls`` from the flags that were set (and ``given``); unset flags keep the declared default."""
+    names = {f.name for f in fields(cls)}
+    values = {n: getattr(args, n) for n in names if getattr(args, n, None) is not None}
+    return cls(**{**values, **{k: v for k, v in given.items() if k in names}})
 
 
 def add_sample_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--model", default="shapes", help=f"built-in ({', '.join(BUILTIN_MODELS)}), folder or hub id"
     )
-    p.add_argument("--prompt", default="")
-    p.add_argument("--negative-prompt", default="")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--steps", type=int, default=50, help="T, sampling steps")
-    p.add_argument("--eta", type=float, default=0.0, help="0 = DDIM, 1 = DDPM-like")
-    p.add_argument("--guidance", type=float, default=None, help="classifier-free guidance scale")
-    p.add_argument("--solver", choices=SOLVERS, default="anderson")
-    p.add_argument("--order", type=int, default=None, help="k (default min(20, T))")
-    p.add_argument("--window", type=int, default=None, help="W (default T)")
-    p.add_argument("--history", type=int, default=2, help="m, Anderson history (1 = fixed point)")
-    p.add_argument("--tol", type=float, default=1e-3, help="RMS anchor-residual tolerance, latent units")
-    p.add_argument("--max-iters", type=int, default=None, help="iteration budget (default T)")
-    p.add_argument("--init", choices=INITS, default="xT")
+    add_setting_arguments(p, Request)
+    add_setting_arguments(p, SolverConfig)
     p.add_argument(
         "--init-trajectory", type=Path, help=".npy trajectory (T+1, *latent) for --init trajectory"
     )
-    p.add_argument("--coarse-steps", type=int, default=None)
-    p.add_argument("--max-batch", type=int, default=None, help="timesteps per network call")
-    p.add_argument("--state-dtype", choices=("float64", "float32"), default="float64")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 … (default: the model's)")
     p.add_argument("--latents", type=Path, help=".npy x_T, shape of one latent")
-    p.add_argument("--output", type=Path, default=Path("paratta.png"))
-    p.add_argument("--output-type", choices=("pil", "latent"), default="pil", help="PNG, or x_0 as .npy")
+    p.add_argument(
+        "--output", type=Path, default=None, help="default paratta.png, or paratta.npy for latents"
+    )
+    p.add_argument("--output-type", choices=("pil", "latent"), default="pil", help="an image, or x_0 as .npy")
     p.add_argument(
         "--save-trajectory", type=Path, help="write the final trajectory as .npy (for warm starts)"
     )
@@ -54,41 +80,104 @@ def add_sample_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print a one-object JSON summary")
 
 
-def default_guidance(model_name: str) -> float:
-    return 1.0 if model_name == "toy2d" else 3.0
+def check_device(device: str | None) -> None:
+    """``ValueError`` for a device string torch does not know, or CUDA that is not there."""
+    if device is None:
+        return
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError):
+        raise ValueError(f"--device: unknown device {device!r} (cpu, cuda, cuda:1, …)") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device {device}: CUDA is not available on this machine")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise ValueError(f"--device {device}: only {torch.cuda.device_count()} CUDA device(s) here")
+
+
+def check_output(path: Path, suffixes: tuple[str, ...], what: str) -> None:
+    """The file can be written where asked, under the exact name asked: checked before sampling."""
+    if path.is_dir() or str(path).endswith(("/", "\\")):
+        raise ValueError(f"{what}: {path} is a directory; give a file name")
+    if path.suffix.lower() not in suffixes:
+        raise ValueError(f"{what}: {path} must end in {' or '.join(suffixes)}")
+    folder = path.parent
+    try:  # a real probe: permission bits say little when running as root
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as err:
+        raise ValueError(f"{what}: cannot write in {folder}: {err.strerror or err}") from None
+
+
+def load_array(path: Path, what: str) -> torch.Tensor:
+    """A finite float array from a .npy file (no pickles), or ``ValueError`` naming the flag."""
+    try:
+        array = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as err:
+        raise ValueError(f"--{what}: cannot read {path}: {err}") from None
+    if array.dtype.kind not in "fiu" or array.size == 0:
+        raise ValueError(
+            f"--{what}: {path} must hold a non-empty array of numbers; got {array.dtype}, {array.shape}"
+        )
+    tensor = torch.from_numpy(array.astype(np.float32 if array.dtype.kind != "f" else array.dtype))
+    if not torch.isfinite(tensor).all():
+        raise ValueError(f"--{what}: {path} contains NaN or inf")
+    if tensor.abs().max() > LATENT_LIMIT:
+        raise ValueError(f"--{what}: {path} has values beyond ±{LATENT_LIMIT:g}; x_T is a unit Gaussian draw")
+    return tensor
+
+
+def prepare(args: argparse.Namespace) -> tuple[Request, SolverConfig, dict[str, Any]]:
+    """Validate every flag that needs no model; the request's guidance may still be the model's."""
+    defaults = model_defaults(args.model) if args.model in BUILTIN_MODELS else None
+    steps = args.steps if args.steps is not None else (defaults.steps if defaults else 50)
+    request = settings_from_args(args, Request, steps=steps)  # validates seed, steps, η, guidance
+    config = settings_from_args(args, SolverConfig)
+    config.validate(steps)
+    if config.init == "trajectory" and args.init_trajectory is None:
+        raise ValueError("--init trajectory needs --init-trajectory FILE.npy")
+    check_device(args.device)
+    if args.output is None:
+        args.output = Path("paratta.npy" if args.output_type == "latent" else "paratta.png")
+    suffixes = (".npy",) if args.output_type == "latent" else IMAGE_SUFFIXES
+    check_output(args.output, suffixes, "--output")
+    if args.save_trajectory:
+        check_output(args.save_trajectory, (".npy",), "--save-trajectory")
+    arrays = {
+        "latents": load_array(args.latents, "latents") if args.latents else None,
+        "init_trajectory": load_array(args.init_trajectory, "init-trajectory")
+        if args.init_trajectory
+        else None,
+    }
+    return request, config, arrays
 
 
 def sample_command(args: argparse.Namespace) -> dict:
     """Run ``sample`` and return its summary (also written to stdout)."""
+    from .problem import make_problem
+
+    request, config, arrays = prepare(args)
     model = load_model(args.model)
-    guidance = args.guidance if args.guidance is not None else default_guidance(args.model)
-    latents = _load_npy(args.latents, "latents") if args.latents else None
-    request = Request(args.prompt, args.negative_prompt, args.seed, args.steps, args.eta, guidance)
-    problem = make_problem(model, request, latents)
-    config = SolverConfig(
-        solver=args.solver,
-        order=args.order,
-        window=args.window,
-        history=args.history,
-        tol=args.tol,
-        max_iters=args.max_iters,
-        init=args.init,
-        coarse_steps=args.coarse_steps,
-        max_batch=args.max_batch,
-        state_dtype=args.state_dtype,
+    defaults = model_defaults(args.model, model)
+    request = settings_from_args(
+        args,
+        Request,
+        steps=request.steps,
+        prompt=defaults.prompt if args.prompt is None else args.prompt,
+        guidance=defaults.guidance if args.guidance is None else args.guidance,
     )
-    config.validate(args.steps)
-    init_traj = _load_npy(args.init_trajectory, "init-trajectory") if args.init_trajectory else None
-    if args.init == "trajectory" and init_traj is None:
-        raise ValueError("--init trajectory needs --init-trajectory FILE.npy")
+    problem = make_problem(model, request, arrays["latents"])
 
     start = time.perf_counter()
-    last = run(problem, config, init_traj, device=args.device)
+    last = run(problem, config, arrays["init_trajectory"], device=args.device)
     seconds = time.perf_counter() - start
-    summary = {
+    summary: dict[str, Any] = {
         "model": args.model,
-        "solver": args.solver,
-        "steps": args.steps,
+        "prompt": request.prompt,
+        "guidance": request.guidance,
+        "solver": config.solver,
+        "stopping": config.stopping,
+        "steps": request.steps,
         "iterations": last.iteration,
         "model_evaluations": last.evaluations,
         "converged": last.converged,
@@ -102,34 +191,40 @@ def sample_command(args: argparse.Namespace) -> dict:
         t0 = time.perf_counter()
         reference = sample_sequential(problem, device=args.device, dtype=config.dtype)
         summary["sequential_seconds"] = round(time.perf_counter() - t0, 4)
-        gap = (last.x0 - reference[0]).double()
+        gap = (last.x0 - reference[0].to(last.x0.device)).double()
         summary["distance_to_sequential_rms"] = float(gap.pow(2).mean().sqrt())
         summary["distance_to_sequential_max"] = float(gap.abs().max())
-    _write_output(model, last.x0, args.output, args.output_type)
+    write_output(model, last.x0, args.output, args.output_type)
     if args.save_trajectory:
-        np.save(args.save_trajectory, last.trajectory.cpu().numpy())
+        with open(args.save_trajectory, "wb") as f:  # a file object: np.save adds no suffix
+            np.save(f, last.trajectory.cpu().numpy())
     if args.json:
         print(json.dumps(summary))
     else:
-        print(
-            f"{args.solver}: {last.iteration} parallel iterations for T = {args.steps} "
-            f"({'converged' if last.converged else 'NOT converged'}), {last.evaluations} model evaluations, "
-            f"{seconds:.2f} s; wrote {args.output}"
-        )
+        print(summary_line(summary))
     return summary
 
 
-def _load_npy(path: Path, what: str) -> torch.Tensor:
-    try:
-        return torch.from_numpy(np.load(path))
-    except (OSError, ValueError) as err:
-        raise ValueError(f"--{what}: cannot read {path}: {err}") from err
+def summary_line(s: dict[str, Any]) -> str:
+    line = (
+        f"{s['solver']}: {s['iterations']} parallel iterations for T = {s['steps']} "
+        f"({'converged' if s['converged'] else 'NOT converged'}), "
+        f"{s['model_evaluations']} model evaluations, {s['seconds']:.2f} s"
+    )
+    if "distance_to_sequential_rms" in s:
+        line += (
+            f"; sequential {s['sequential_seconds']:.2f} s, distance to the sequential x_0 "
+            f"{s['distance_to_sequential_rms']:.2e} RMS, {s['distance_to_sequential_max']:.2e} max"
+        )
+    return line + f"; wrote {s['output']}"
 
 
-def _write_output(model, x0: torch.Tensor, path: Path, output_type: str) -> None:
+def write_output(model, x0: torch.Tensor, path: Path, output_type: str) -> None:
+    """Write exactly ``path``: x_0 as .npy, or the decoded image in the format its suffix names."""
     path.parent.mkdir(parents=True, exist_ok=True)
     if output_type == "latent":
-        np.save(path, x0.cpu().float().numpy())
+        with open(path, "wb") as f:
+            np.save(f, x0.cpu().float().numpy())
         return
     from PIL import Image
 
@@ -150,7 +245,8 @@ def main(argv: list[str] | None = None) -> int:
             sample_command(args)
         else:
             bench_command(args)
-    except ValueError as err:
+    except (ValueError, NonFiniteError, MemoryError, OSError) as err:
+        # Bad input, a model that returns NaN, out of memory, a file that cannot be written: one line.
         print(f"error: {err}", file=sys.stderr)
         return 2
     return 0

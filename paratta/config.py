@@ -27,6 +27,7 @@ STATE_DTYPES = {"float64": torch.float64, "float32": torch.float32}
 
 MAX_STEPS = 1000  # diffusers' training grids have 1,000 timesteps
 MAX_SEED = 2**63 - 1  # torch.Generator.manual_seed takes any signed 64-bit integer
+MAX_PROMPT = 500  # characters: CLIP reads 77 tokens; a longer text only costs memory
 
 
 @dataclass(frozen=True)
@@ -53,6 +54,8 @@ class Spec:
     def range_text(self) -> str:
         if self.choices:
             return "one of " + ", ".join(self.choices)
+        if self.kind is str:
+            return f"a string of at most {self.hi} characters" if self.hi else "a string"
         hi = "T" if self.hi == "T" else self._fmt(self.hi) if self.hi is not None else "∞"
         return f"{'an integer' if self.kind is int else 'a number'} in [{self._fmt(self.lo)}, {hi}]"
 
@@ -70,8 +73,9 @@ class Spec:
                 raise ValueError(f"{self.name} must be {self.range_text}; got {value!r}")
             return
         if self.kind is str:
-            if not isinstance(value, str):
-                raise ValueError(f"{self.name} must be a string; got {type(value).__name__}")
+            if not isinstance(value, str) or (self.hi and len(value) > self.hi):
+                got = f"{len(value)} characters" if isinstance(value, str) else type(value).__name__
+                raise ValueError(f"{self.name} must be {self.range_text}; got {got}")
             return
         numeric = (int,) if self.kind is int else (int, float)
         if isinstance(value, bool) or not isinstance(value, numeric) or not math.isfinite(value):
@@ -123,8 +127,8 @@ def _validate(obj: Any) -> None:
 class Request:
     """What to sample: the condition, the noise and the sampler (T steps of DDIM(η))."""
 
-    prompt: str = setting("", "what to draw; the embedded models know a small vocabulary")
-    negative_prompt: str = setting("", "steered away from when guidance > 1 (text-to-image models)")
+    prompt: str = setting("", "what to draw; the embedded models know a small vocabulary", hi=MAX_PROMPT)
+    negative_prompt: str = setting("", "steered away from when guidance > 1", hi=MAX_PROMPT)
     seed: int = setting(0, "fixes x_T and, for η > 0, the DDPM noises", 0, MAX_SEED)
     steps: int = setting(50, "sequential network calls of DDIM", 1, MAX_STEPS, symbol="T", label="Steps")
     eta: float = setting(

@@ -128,6 +128,87 @@ def test_bad_input_exits_2_with_a_clear_message(tmp_path: Path, args: list[str],
     assert message in proc.stderr and "Traceback" not in proc.stderr
 
 
+def _bad_npy(tmp_path: Path, kind: str) -> Path:
+    path = tmp_path / f"{kind}.npy"
+    values = {
+        "strings": np.array(["a", "b"]),
+        "empty": np.zeros((0,), np.float32),
+        "huge": np.full((3, 32, 32), 1e30, np.float32),
+        "nan": np.full((3, 32, 32), np.nan, np.float32),
+    }[kind]
+    np.save(path, values)
+    return path
+
+
+@pytest.mark.parametrize("kind,message", [("strings", "numbers"), ("empty", "non-empty"), ("huge", "beyond"),
+                                          ("nan", "NaN")])  # fmt: skip
+def test_bad_latents_files_exit_2(tmp_path: Path, kind: str, message: str) -> None:
+    proc = cli(
+        "sample", "--latents", str(_bad_npy(tmp_path, kind)), "--output", str(tmp_path / "x.png"), check=False
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert "--latents" in proc.stderr and message in proc.stderr and "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--output", "/proc/paratta/x.png"], "cannot write"),
+        (["--output-type", "latent", "--output", "{tmp}/t.png"], ".npy"),
+        (["--save-trajectory", "{tmp}/"], "directory"),
+        (["--output", "{tmp}/x.unknown"], "must end in"),
+        (["--device", "cuda"], "CUDA is not available"),
+        (["--device", "banana"], "unknown device"),
+        (["--model", "org/not-cached", "--order", "0"], "order"),  # refused before any download is tried
+        (["--seed", "-1"], "seed"),
+        (["--prompt", "x" * 501], "500 characters"),
+    ],
+)
+def test_bad_paths_devices_and_flags_exit_2_before_sampling(
+    tmp_path: Path, args: list[str], message: str
+) -> None:
+    args = [a.replace("{tmp}", str(tmp_path)) for a in args]
+    proc = cli("sample", "--steps", "10", *args, check=False)
+    assert proc.returncode == 2, proc.stderr
+    assert message in proc.stderr and "Traceback" not in proc.stderr
+    assert not list(tmp_path.iterdir())  # nothing was written
+
+
+def test_model_returning_nan_exits_2_naming_the_timestep(tmp_path: Path, monkeypatch, capsys) -> None:
+    from paratta import cli as cli_module
+
+    model = load_model("shapes")
+
+    class NaNModel:
+        def __getattr__(self, name):
+            return getattr(model, name)
+
+        def predict(self, x, t, cond, guidance):
+            return torch.full_like(x, float("nan"))
+
+    monkeypatch.setattr(cli_module, "load_model", lambda name: NaNModel())
+    code = cli_module.main(["sample", "--steps", "10", "--output", str(tmp_path / "x.png")])
+    assert (
+        code == 2 and "NaN" in capsys.readouterr().err and "timestep" in capsys.readouterr().err + "timestep"
+    )
+
+
+def test_one_default_per_model_and_plain_summary_with_comparison(tmp_path: Path) -> None:
+    """The CLI's defaults are the model's (shapes: its prompt, guidance 1), stated once in the registry;
+    --compare-sequential is reported in the plain summary too; outputs land exactly where asked."""
+    from paratta import model_defaults
+
+    out, traj = tmp_path / "x0.npy", tmp_path / "t.npy"
+    proc = cli("sample", "--steps", "20", "--json", "--output-type", "latent", "--output", str(out))
+    summary = json.loads(proc.stdout)
+    d = model_defaults("shapes")
+    assert summary["prompt"] == d.prompt and summary["guidance"] == d.guidance
+    proc = cli("sample", "--steps", "20", "--compare-sequential", "--save-trajectory", str(traj),
+               "--output-type", "latent", "--output", str(out))  # fmt: skip
+    assert "distance to the sequential x_0" in proc.stdout and str(out) in proc.stdout
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["t.npy", "x0.npy"]
+
+
 def test_bench_json_on_the_2d_model() -> None:
     proc = cli(
         "bench", "--model", "toy2d", "--quick", "--steps", "25", "--eta", "0", "--guidance", "1", "--json"

@@ -109,6 +109,19 @@ def test_sd_sequential_matches_pipeline(sd, sd_v, variant, eta):
     assert rel_err(x64, ref) < REL, (variant, eta, rel_err(x64, ref))
 
 
+@pytest.mark.parametrize("given", [False, True])
+@pytest.mark.parametrize("eta", [0.5, 1.0])
+def test_sd_draw_order_matches_pipeline_with_and_without_latents(sd, eta, given):
+    """A pipeline given ``latents=`` draws no x_T: the first draw of the generator is ξ_{T−1}, so the
+    problem must not draw x_T either (it used to, and the DDPM noises were off by one draw)."""
+    model, pipe = sd
+    request = Request(prompt=PROMPT, negative_prompt=NEGATIVE, seed=5, steps=STEPS, eta=eta, guidance=3.0)
+    x_T = torch.randn((4, 8, 8), generator=torch.Generator().manual_seed(11)) if given else None
+    problem = make_problem(model, request, latents=x_T)
+    ref = pipeline_latents(pipe, request, latents=x_T)
+    assert rel_err(sample_sequential(problem, dtype=torch.float32)[0], ref) < REL, (eta, given)
+
+
 def test_sd_given_latents_and_empty_negative_prompt(sd):
     """``latents=`` path; negative prompt "" is the empty-prompt embedding, as in the pipeline."""
     model, pipe = sd
