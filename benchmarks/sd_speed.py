@@ -30,7 +30,7 @@ from typing import Any
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+sys.path.insert(0, str(ROOT))
 
 from paratta import Request, SolverConfig, make_problem, run, sample_sequential  # noqa: E402
 from paratta.models.diffusers_adapter import ModelOutOfMemoryError  # noqa: E402
@@ -94,10 +94,10 @@ SD15_SCHEDULER: dict[str, Any] = dict(
 def build_sd15(device: torch.device, dtype: torch.dtype):
     """SD 1.5-sized StableDiffusionModel with random weights, initialised directly on ``device``."""
     from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
-    from tiny_pipelines import tiny_tokenizer
     from transformers import CLIPTextConfig, CLIPTextModel
 
     from paratta.models.sd import StableDiffusionModel
+    from paratta.testing import tiny_tokenizer
 
     torch.manual_seed(0)
     with torch.device(device):  # random init on the GPU takes seconds, on the CPU a minute
@@ -118,9 +118,8 @@ def build_sd15(device: torch.device, dtype: torch.dtype):
 
 
 def build_tiny(device: torch.device, dtype: torch.dtype):
-    from tiny_pipelines import tiny_sd_pipeline
-
     from paratta.models.sd import StableDiffusionModel
+    from paratta.testing import tiny_sd_pipeline
 
     return StableDiffusionModel(tiny_sd_pipeline(sample_size=8), device=device, dtype=dtype, name="tiny-sd")
 

@@ -284,8 +284,7 @@ def test_zerogpu_wrapper_gets_picklable_arguments_and_events(monkeypatch: Any) -
 @pytest.fixture(scope="module")
 def sd_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     """The app opened on a tiny random-weight Stable Diffusion folder, as ``app.py --model FOLDER`` does."""
-    from tiny_pipelines import save_tiny_sd
-
+    from paratta.testing import save_tiny_sd
     from ui.app import build_demo
 
     tmp = tmp_path_factory.mktemp("sd")

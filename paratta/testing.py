@@ -1,5 +1,6 @@
 """Tiny random-weight diffusers pipelines built from configs: offline, seeded, deterministic.
 
+Used by the tests and by ``benchmarks/sd_speed.py --tiny``; imported only on demand (diffusers is slow).
 Nothing here touches the hub. Each builder seeds torch before constructing every module, so two
 calls give bit-identical weights. The sizes follow the ecosystem notes (a 25-step guided run of
 the tiny Stable Diffusion takes well under a second on 2 CPU cores).
