@@ -1,10 +1,18 @@
-"""Batched network evaluation with chunking and a finiteness check, shared by both samplers."""
+"""Batched network evaluation with chunking and a finiteness check, shared by both samplers.
+
+This is the one place the network is called. Inside a process group (``paratta.distributed``) a
+call with several rows is split: each rank evaluates its contiguous share and every rank gets all
+rows back, in order, so the callers (``solve``) run unchanged and identically on every rank. A
+single row (the sequential sampler, the coarse initialisation, a one-row window) is evaluated by
+every rank locally: splitting it would only add a round trip.
+"""
 
 from __future__ import annotations
 
 import torch
 from torch import Tensor
 
+from . import distributed
 from .problem import Problem
 
 
@@ -16,8 +24,28 @@ def evaluate(problem: Problem, t: Tensor, x: Tensor, max_batch: int | None = Non
     """Guided network output at states ``x`` (n, *latent) and integer timesteps ``t`` (n,).
 
     ``x`` is cast to the model's dtype for the call and the output back to ``x``'s dtype.
-    ``max_batch`` caps the timesteps per network call (each is two rows under guidance).
+    ``max_batch`` caps the timesteps per network call (each is two rows under guidance); in a
+    process group it applies within each rank's share.
     """
+    group = distributed.current()
+    n = x.shape[0]
+    if group is None or n < 2:
+        return _evaluate_rows(problem, t, x, max_batch)
+    # Outputs travel in the model's precision (at least float32): the cast to x's dtype is exact after.
+    wire = torch.promote_types(problem.model.dtype, torch.float32)
+    out = distributed.gather_rows(
+        group,
+        lambda start, stop: _evaluate_rows(problem, t[start:stop], x[start:stop], max_batch),
+        n,
+        tuple(x.shape[1:]),
+        wire,
+        t0=int(t[0]),
+    )
+    return out.to(x.device, x.dtype)
+
+
+def _evaluate_rows(problem: Problem, t: Tensor, x: Tensor, max_batch: int | None) -> Tensor:
+    """The network on this process: chunks of ``max_batch`` timesteps, then the finiteness check."""
     model = problem.model
     t = t.to(model.device)
     xm = x.to(model.device, model.dtype)

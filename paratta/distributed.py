@@ -1,0 +1,247 @@
+"""One ParaTAA run across several processes: torch.distributed, launched by ``torchrun``.
+
+Per parallel iteration the window's W unknowns are W independent network evaluations. Each rank
+evaluates a balanced contiguous share of those rows (``shares``), an ``all_gather`` reassembles
+them in order on every rank (``gather_rows``), and every rank then computes the identical solver
+update from identical inputs: the state never travels, only the network outputs do (W rows per
+iteration, the smallest message this split can have). A row is one timestep, so a guided row
+pair (conditional, unconditional) stays on one rank: the model's ``predict`` batches both halves.
+
+Failure. Before the data gather every rank sends a small status record (``exchange_status``): ok
+or the error it raised (type and message), plus the window it is evaluating. Any error makes every
+rank raise ``RankFailure`` carrying the failing rank's message; a rank whose window differs from
+the others' (ranks out of step) does too. The same record ends a command (``finish``), so a rank
+that fails outside the solver still meets its peers at their next exchange. A collective that does
+not complete within the group's timeout (set explicitly in ``init_from_env``) raises
+``CollectiveTimeout`` (gloo); NCCL's watchdog aborts the process after the same timeout.
+
+Backends: NCCL when the run's device is CUDA (one device per rank, ``cuda:LOCAL_RANK``), gloo on CPU.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+import torch
+import torch.distributed as dist
+from torch import Tensor
+
+MESSAGE_BYTES = 1000  # an error message longer than this is cut
+_HEADER = 4  # int64 fields before the message: flag, window rows n, first timestep, message length
+OK, BAD_INPUT, FAILED = 0, 1, 2  # status flags; BAD_INPUT: the rank raised a ValueError
+
+
+class RankFailure(RuntimeError):
+    """A rank raised: every rank raises this, with the failing rank's message."""
+
+    def __init__(self, rank: int, message: str, bad_input: bool = False) -> None:
+        super().__init__(f"rank {rank}: {message}")
+        self.rank, self.message, self.bad_input = rank, message, bad_input
+
+
+class CollectiveTimeout(RuntimeError):
+    """A collective did not complete: a peer stopped, crashed or is stuck past the timeout."""
+
+
+@dataclass
+class Timers:
+    """Seconds this rank spent in its network share and in collectives (waiting for peers included)."""
+
+    network: float = 0.0
+    communication: float = 0.0
+
+    def reset(self) -> None:
+        self.network, self.communication = 0.0, 0.0
+
+
+@dataclass(frozen=True)
+class Group:
+    """This rank's view of the process group that shares each iteration's network evaluations."""
+
+    rank: int
+    world: int
+    device: torch.device  # where collective buffers live: cuda:LOCAL_RANK under NCCL, else cpu
+    timeout_s: float | None
+    handle: dist.ProcessGroup | None = None  # None: the default (world) group
+    timers: Timers = field(default_factory=Timers, compare=False)
+
+
+_group: Group | None = None  # the group ``evaluate`` splits over; set by init_from_env / use_group
+
+
+def launched() -> bool:
+    """Whether this process was started by torchrun (or anything that sets its environment)."""
+    return all(k in os.environ for k in ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"))
+
+
+def backend_for(device: torch.device | str | None) -> str:
+    """NCCL when the run's device is CUDA (or unspecified with CUDA present), gloo otherwise."""
+    if device is None:
+        return "nccl" if torch.cuda.is_available() else "gloo"
+    return "nccl" if torch.device(device).type == "cuda" else "gloo"
+
+
+def init_from_env(timeout_s: float = 300.0, device: torch.device | str | None = None) -> Group:
+    """Join the process group described by torchrun's environment (RANK, WORLD_SIZE, LOCAL_RANK,
+    MASTER_ADDR, MASTER_PORT) and make it the one ``evaluate`` splits over.
+
+    ``timeout_s`` bounds every collective. Under NCCL the rank's CUDA device is ``cuda:LOCAL_RANK``
+    and becomes the current one, so ``"cuda"`` means that device everywhere in this process.
+    """
+    global _group
+    if not launched():
+        raise ValueError("no torchrun environment: RANK, WORLD_SIZE, MASTER_ADDR and MASTER_PORT must be set")
+    if not timeout_s > 0:
+        raise ValueError(f"timeout_s must be a number of seconds > 0; got {timeout_s!r}")
+    backend = backend_for(device)
+    comm_device = torch.device("cpu")
+    options = {}
+    if backend == "nccl":
+        comm_device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+        torch.cuda.set_device(comm_device)
+        options["device_id"] = comm_device
+    if not dist.is_initialized():
+        dist.init_process_group(backend, timeout=timedelta(seconds=timeout_s), **options)
+    _group = Group(dist.get_rank(), dist.get_world_size(), comm_device, timeout_s)
+    return _group
+
+
+def current() -> Group | None:
+    """The group ``evaluate`` splits over: the one set up here, or else any initialised default group."""
+    global _group
+    if _group is None and dist.is_available() and dist.is_initialized():
+        nccl = dist.get_backend() == "nccl"
+        device = torch.device("cuda", torch.cuda.current_device()) if nccl else torch.device("cpu")
+        _group = Group(dist.get_rank(), dist.get_world_size(), device, None)
+    return _group
+
+
+@contextmanager
+def use_group(group: Group | None) -> Iterator[Group | None]:
+    """Split over ``group`` (None: evaluate locally) inside the block, e.g. a subgroup in the bench."""
+    global _group
+    before, _group = _group, group
+    try:
+        yield group
+    finally:
+        _group = before
+
+
+def shutdown() -> None:
+    """Leave the process group (idempotent)."""
+    global _group
+    _group = None
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def shares(n: int, world: int) -> list[tuple[int, int]]:
+    """Balanced contiguous row ranges [start, stop) of n rows over ``world`` ranks, in rank order.
+
+    The first n mod world ranks take one row more, so shares differ by at most one row.
+    """
+    base, extra = divmod(n, world)
+    bounds = [0]
+    for r in range(world):
+        bounds.append(bounds[-1] + base + (r < extra))
+    return list(zip(bounds[:-1], bounds[1:], strict=True))
+
+
+def _status_record(error: BaseException | None, n: int, t0: int) -> Tensor:
+    """flag, n, t0, message length (int64), then the UTF-8 message, packed into one uint8 tensor."""
+    message = b"" if error is None else f"{type(error).__name__}: {error}".encode()[:MESSAGE_BYTES]
+    flag = OK if error is None else BAD_INPUT if isinstance(error, ValueError) else FAILED
+    header = torch.tensor([flag, n, t0, len(message)], dtype=torch.int64).view(torch.uint8)
+    body = torch.zeros(MESSAGE_BYTES, dtype=torch.uint8)
+    body[: len(message)] = torch.frombuffer(bytearray(message), dtype=torch.uint8) if message else body[:0]
+    return torch.cat([header, body])
+
+
+def _collective(group: Group, call: Callable[[], object], what: str) -> None:
+    """Run one collective, counting its time; a failed or timed-out one becomes ``CollectiveTimeout``."""
+    t0 = time.perf_counter()
+    try:
+        call()
+        if group.device.type == "cuda":
+            torch.cuda.synchronize(group.device)  # NCCL is asynchronous: count the transfer itself
+    except RuntimeError as err:  # gloo's timeouts and closed connections (DistError is one)
+        limit = f"{group.timeout_s:g} s" if group.timeout_s else "the group's"
+        raise CollectiveTimeout(
+            f"rank {group.rank}: {what} did not complete within {limit} timeout "
+            f"(a peer stopped, crashed or is stuck): {err}"
+        ) from err
+    finally:
+        group.timers.communication += time.perf_counter() - t0
+
+
+def exchange_status(group: Group, error: BaseException | None, n: int = -1, t0: int = -1) -> None:
+    """Tell every rank whether this one failed, and check that all evaluate the same window (n, t0).
+
+    Raises ``RankFailure`` on every rank when any rank failed (the lowest failing rank's message) or
+    when the ranks' windows differ; returns normally only when all ranks are ok and in step.
+    """
+    record = _status_record(error, n, t0).to(group.device)
+    records = [torch.empty_like(record) for _ in range(group.world)]
+    _collective(group, lambda: dist.all_gather(records, record, group=group.handle), "the status exchange")
+    windows = set()
+    for rank, rec in enumerate(records):
+        rec = rec.cpu()
+        flag, rn, rt0, length = rec[: 8 * _HEADER].view(torch.int64).tolist()
+        if flag != OK:
+            message = bytes(rec[8 * _HEADER : 8 * _HEADER + length].tolist()).decode(errors="replace")
+            raise RankFailure(rank, message, bad_input=flag == BAD_INPUT) from error
+        windows.add((rn, rt0))
+    if len(windows) > 1:
+        raise RankFailure(group.rank, f"ranks out of step: windows (rows, first timestep) {sorted(windows)}")
+
+
+def gather_rows(
+    group: Group,
+    compute: Callable[[int, int], Tensor],
+    n: int,
+    row_shape: tuple[int, ...],
+    dtype: torch.dtype,
+    t0: int = -1,
+) -> Tensor:
+    """All n rows on every rank, in order: this rank computes ``compute(start, stop)`` for its share.
+
+    Shares are padded to the largest one for ``all_gather`` and trimmed after. ``row_shape`` and
+    ``dtype`` describe one row (a rank with no rows still sends its padding). ``t0`` (the window's
+    first timestep) is checked to agree across ranks. Returns a tensor on ``group.device``.
+    """
+    spans = shares(n, group.world)
+    start, stop = spans[group.rank]
+    local, error = None, None
+    started = time.perf_counter()
+    try:
+        if stop > start:
+            local = compute(start, stop)
+            if group.device.type == "cuda":
+                torch.cuda.synchronize()
+    except Exception as err:  # any failure is reported to every rank, not left to hang them
+        error = err
+    group.timers.network += time.perf_counter() - started
+    exchange_status(group, error, n, t0)
+    width = max(b - a for a, b in spans)
+    send = torch.zeros((width, *row_shape), dtype=dtype, device=group.device)
+    if local is not None:
+        send[: stop - start] = local.to(group.device, dtype)
+    parts = [torch.empty_like(send) for _ in range(group.world)]
+    _collective(group, lambda: dist.all_gather(parts, send, group=group.handle), "the row gather")
+    return torch.cat([p[: b - a] for p, (a, b) in zip(parts, spans, strict=True)])
+
+
+def finish(group: Group | None, error: BaseException | None) -> None:
+    """End a command in step with the peers: report this rank's outcome once more.
+
+    A rank that failed outside an exchange meets its peers at their next exchange, which then
+    raises its message everywhere. Nothing to do after a ``RankFailure`` (every rank already knows).
+    """
+    if group is None or isinstance(error, (RankFailure, CollectiveTimeout)):
+        return
+    exchange_status(group, error)

@@ -1,0 +1,199 @@
+"""One ParaTAA run split over 2 CPU processes (gloo) equals the single-process run; failures stop every rank.
+
+Ranks are spawned with ``torch.multiprocessing`` running ``_worker`` below (the same entry point
+torchrun would run: ``init_from_env`` from the environment); each writes its results to a temp file
+and the test compares them with a single-process run in the test's own process.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.multiprocessing as mp
+
+from paratta import Request, SolverConfig, distributed, load_model, make_problem, solve
+
+WORLD = 2
+STEPS = 10
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _cases(model: str) -> list[dict]:
+    """Jacobi and Anderson, η = 0 and 1, window < T; one case with max_batch (chunks within a rank)."""
+    cases = [
+        {"model": model, "solver": solver, "eta": eta, "window": 7, "max_batch": None}
+        for solver in ("jacobi", "anderson")
+        for eta in (0.0, 1.0)
+    ]
+    cases.append({"model": model, "solver": "anderson", "eta": 1.0, "window": 7, "max_batch": 2})
+    return cases
+
+
+def _run_case(case: dict) -> dict:
+    """One solve; what must match: (iteration, window, anchor) per iterate and the final x_0."""
+    model = load_model(case["model"])
+    problem = make_problem(model, Request("red circle", seed=3, steps=STEPS, eta=case["eta"], guidance=3.0))
+    config = SolverConfig(solver=case["solver"], window=case["window"], max_batch=case["max_batch"])
+    its = list(solve(problem, config))
+    return {"path": [(i.iteration, i.window, i.anchor) for i in its], "x0": its[-1].x0}
+
+
+class _FailingModel:
+    """A model that raises (``mode="raise"``) or returns NaN (``mode="nan"``) on one rank only."""
+
+    def __init__(self, inner, rank: int, mode: str) -> None:
+        self._inner, self._fail, self._mode = inner, rank == 1, mode
+
+    def __getattr__(self, name: str):
+        return getattr(self._inner, name)
+
+    def predict(self, x, t, cond, guidance):
+        out = self._inner.predict(x, t, cond, guidance)
+        if self._fail and self._mode == "raise":
+            raise RuntimeError("CUDA out of memory (simulated on rank 1)")
+        return out * float("nan") if self._fail else out
+
+
+def _failure_case(rank: int, mode: str) -> dict:
+    problem = make_problem(load_model("shapes"), Request("circle", steps=STEPS, guidance=3.0))
+    problem = replace(problem, model=_FailingModel(problem.model, rank, mode))
+    t0 = time.perf_counter()
+    try:
+        list(solve(problem, SolverConfig(window=7)))
+        return {"error": None}
+    except (distributed.RankFailure, distributed.CollectiveTimeout) as err:
+        return {"error": str(err), "type": type(err).__name__, "seconds": time.perf_counter() - t0}
+
+
+def _worker(rank: int, port: int, out: str, job: str, arg: str, timeout_s: float) -> None:
+    torch.set_num_threads(1)
+    os.environ.update(
+        RANK=str(rank), WORLD_SIZE=str(WORLD), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port)
+    )
+    distributed.init_from_env(timeout_s=timeout_s, device="cpu")
+    if job == "equal":
+        result = [_run_case(case) for case in _cases(arg)]
+    elif job == "fail":
+        result = [_failure_case(rank, mode) for mode in ("raise", "nan")]
+    else:  # "hang": rank 1 never reaches the first exchange; rank 0 must give up after the timeout
+        if rank == 1:
+            time.sleep(timeout_s + 6)
+            result = []
+        else:
+            result = [_failure_case(rank, "none")]
+    torch.save(result, f"{out}/rank{rank}.pt")
+    distributed.shutdown()
+
+
+def _spawn(tmp_path: Path, job: str, arg: str = "", timeout_s: float = 60.0) -> list:
+    ctx = mp.start_processes(
+        _worker, args=(_free_port(), str(tmp_path), job, arg, timeout_s), nprocs=WORLD, join=False
+    )
+    deadline = time.monotonic() + 300
+    while not ctx.join(timeout=5):
+        assert time.monotonic() < deadline, "ranks did not finish"
+    return [torch.load(tmp_path / f"rank{r}.pt") for r in range(WORLD)]
+
+
+def test_shares_are_balanced_contiguous_and_ordered():
+    for n in range(0, 30):
+        for world in (1, 2, 3, 8):
+            spans = distributed.shares(n, world)
+            sizes = [b - a for a, b in spans]
+            assert spans[0][0] == 0 and spans[-1][1] == n
+            assert all(spans[r][1] == spans[r + 1][0] for r in range(world - 1))
+            assert max(sizes) - min(sizes) <= 1
+
+
+def test_status_record_carries_the_message_and_the_kind():
+    record = distributed._status_record(ValueError("window must be in [1, T]"), 7, 981)
+    flag, n, t0, length = record[:32].view(torch.int64).tolist()
+    assert (flag, n, t0) == (distributed.BAD_INPUT, 7, 981)
+    assert bytes(record[32 : 32 + length].tolist()).decode() == "ValueError: window must be in [1, T]"
+
+
+def test_backend_follows_the_device():
+    assert distributed.backend_for("cpu") == "gloo"
+    assert distributed.backend_for("cuda:1") == "nccl"
+
+
+def _assert_equal_to_single_process(results: list, model: str) -> None:
+    torch.set_num_threads(1)
+    for case, *ranks in zip(_cases(model), *results, strict=True):
+        single = _run_case(case)
+        for got in ranks:
+            assert got["path"] == single["path"], case  # iterations, windows and anchors identical
+            torch.testing.assert_close(got["x0"], single["x0"], rtol=0, atol=1e-5)
+
+
+def test_two_ranks_match_single_process_on_shapes(tmp_path):
+    _assert_equal_to_single_process(_spawn(tmp_path, "equal", "shapes"), "shapes")
+
+
+@pytest.mark.slow
+def test_two_ranks_match_single_process_on_shapes_unet(tmp_path):
+    _assert_equal_to_single_process(_spawn(tmp_path, "equal", "shapes-unet"), "shapes-unet")
+
+
+def test_a_failing_rank_stops_both_with_its_message(tmp_path):
+    for rank_results in _spawn(tmp_path, "fail"):
+        raised, nan = rank_results
+        assert raised["type"] == "RankFailure"
+        assert raised["error"] == "rank 1: RuntimeError: CUDA out of memory (simulated on rank 1)"
+        assert nan["type"] == "RankFailure"
+        assert nan["error"].startswith("rank 1: NonFiniteError: model returned NaN/inf at timestep")
+
+
+@pytest.mark.slow
+def test_a_silent_rank_ends_the_run_at_the_timeout(tmp_path):
+    waiting, _ = _spawn(tmp_path, "hang", timeout_s=3.0)
+    assert waiting[0]["type"] == "CollectiveTimeout"
+    assert "did not complete within 3 s timeout" in waiting[0]["error"]
+
+
+def _torchrun(*args: str, nproc: int = WORLD) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}", "--master_port"]
+    cmd += [str(_free_port()), "-m", "paratta", *args]
+    return subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=REPO, timeout=300)
+
+
+@pytest.mark.slow
+def test_torchrun_sample_writes_once_and_matches_single_process(tmp_path):
+    common = ["sample", "--model", "shapes", "--prompt", "circle", "--steps", str(STEPS), "--window", "7"]
+    common += ["--output-type", "latent", "--json"]
+    dist_run = _torchrun(*common, "--output", str(tmp_path / "x0_dist.npy"))
+    assert dist_run.returncode == 0, dist_run.stderr
+    lines = [line for line in dist_run.stdout.splitlines() if line.startswith("{")]
+    assert len(lines) == 1  # only rank 0 prints the summary
+    single = subprocess.run(
+        [sys.executable, "-m", "paratta", *common, "--output", str(tmp_path / "x0.npy")],
+        capture_output=True, text=True, cwd=REPO, timeout=300,
+    )  # fmt: skip
+    assert json.loads(lines[0])["iterations"] == json.loads(single.stdout)["iterations"]
+    np.testing.assert_allclose(np.load(tmp_path / "x0_dist.npy"), np.load(tmp_path / "x0.npy"), atol=1e-5)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["x0.npy", "x0_dist.npy"]
+
+
+@pytest.mark.slow
+def test_torchrun_bad_input_exits_2_with_one_line(tmp_path):
+    run = _torchrun("sample", "--steps", str(STEPS), "--window", "0", "--output", str(tmp_path / "x.png"))
+    assert run.returncode != 0
+    errors = [line for line in run.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "window" in errors[0]
