@@ -83,9 +83,9 @@ def _failure_case(rank: int, mode: str) -> dict:
 
 def _worker(rank: int, port: int, out: str, job: str, arg: str, timeout_s: float) -> None:
     torch.set_num_threads(1)
-    os.environ.update(
-        RANK=str(rank), WORLD_SIZE=str(WORLD), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port)
-    )
+    env = {"RANK": rank, "WORLD_SIZE": WORLD, "LOCAL_RANK": rank, "MASTER_ADDR": "127.0.0.1"}
+    env["MASTER_PORT"] = port
+    os.environ.update({k: str(v) for k, v in env.items()})
     distributed.init_from_env(timeout_s=timeout_s, device="cpu")
     if job == "equal":
         result = [_run_case(case) for case in _cases(arg)]
