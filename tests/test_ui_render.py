@@ -5,21 +5,22 @@ from __future__ import annotations
 import csv
 import io
 import json
-import math
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from ui.plot import TEXT_PX, int_ticks, matrix_box, nice_step
 from ui.record import IterationRow, RunRecord
 from ui.render import (
+    CHART_SIZE,
     COLOURS,
     EMPTY,
     FINAL,
     FRONTIER,
+    HEATMAP_SIZE,
     LUT,
     PENDING,
-    TOL,
     convergence_chart,
     difference_map,
     gif_bytes,
@@ -28,14 +29,25 @@ from ui.render import (
     history_json,
     residual_heatmap,
     shrink,
+    staircase,
     to_uint8,
     upscale,
 )
 
+DARK = 120  # a pixel darker than this in every channel is ink (text) on the white margins
 
-def cell(img: np.ndarray, T: int, ch: int, cw: int, iteration: int, step: int) -> np.ndarray:
+
+def cell(img: np.ndarray, T: int, cols: int, iteration: int, step: int) -> np.ndarray:
     """Centre pixel of the heatmap cell for (iteration j, 0-based; step i)."""
-    return img[(T - 1 - step) * ch + ch // 2, iteration * cw + cw // 2]
+    box = matrix_box((img.shape[1], img.shape[0]))
+    x = box.left + (iteration + 0.5) * round(box.width) / cols
+    y = box.top + (T - 1 - step + 0.5) * round(box.height) / T
+    return img[int(y), int(x)]
+
+
+def ink_rows(region: np.ndarray) -> np.ndarray:
+    """Row indices of ``region`` that hold text (dark pixels)."""
+    return np.where((region < DARK).all(axis=-1).any(axis=1))[0]
 
 
 def test_heatmap_shape_log_scale_and_nan_regions() -> None:
@@ -45,33 +57,96 @@ def test_heatmap_shape_log_scale_and_nan_regions() -> None:
     res[1, 2:7] = 1e-2  # window [2, 7): steps >= 7 final
     res[2, 0:3] = 1e-3
     anchors, windows = [7, 3, 0], [(4, 10), (2, 7), (0, 3)]
-    img, scale = residual_heatmap(res, anchors, windows, tol, min_columns=4, height=100, width=80)
-    ch, cw = 10, 20
-    assert img.dtype == np.uint8 and img.ndim == 3 and img.shape[0] == T * ch
-    assert img.shape[1] > 4 * cw  # four iteration columns plus the colour bar
+    img, scale = residual_heatmap(res, anchors, windows, tol, min_columns=4, size=(400, 300))
+    assert img.dtype == np.uint8 and img.shape == (300, 400, 3)
     assert (scale.lo, scale.hi) == (-4.0, 0.0)
     # Log scale: decades are evenly spaced along the lookup table, 1e-4 → darkest, 1 → brightest.
     for step, expected in [(4, 0), (5, 64), (6, 128), (7, 191), (8, 255)]:
-        assert tuple(cell(img, T, ch, cw, 0, step)) == tuple(LUT[expected]), step
-    assert tuple(cell(img, T, ch, cw, 0, 1)) == tuple(PENDING)  # below the window: not reached
-    assert tuple(cell(img, T, ch, cw, 1, 8)) == tuple(FINAL)  # above the window: final
-    assert tuple(cell(img, T, ch, cw, 3, 5)) == tuple(EMPTY)  # a column still to come
+        assert tuple(cell(img, T, 4, 0, step)) == tuple(LUT[expected]), step
+    assert tuple(cell(img, T, 4, 0, 1)) == tuple(PENDING)  # below the window: not reached
+    assert tuple(cell(img, T, 4, 1, 8)) == tuple(FINAL)  # above the window: final
+    assert tuple(cell(img, T, 4, 3, 5)) == tuple(EMPTY)  # a column still to come
 
 
-def test_heatmap_draws_frontier_and_tolerance_mark() -> None:
-    T = 8
-    res = np.full((2, T), 1e-2)
-    img, scale = residual_heatmap(res, [5, 0], [(0, 8), (0, 5)], 1e-3, min_columns=2, height=80, width=40)
-    ch, cw = 10, 20
-    # Anchor 5 after iteration 1: the boundary between step 5 and step 4 is pixel row (T − 5)·ch.
-    y = (T - 5) * ch
-    assert (img[y - 1 : y + 1, cw // 2 + 2 : cw - 1] == FRONTIER).all()
-    assert not (img[y + 4, cw // 2] == FRONTIER).all()
-    # The colour bar carries the tolerance mark where log10(tol) falls in the scale.
-    bar = img[:, 2 * cw + 6 :]
-    rows = np.where((bar == TOL).all(axis=(1, 2)))[0]
-    t = (math.log10(1e-3) - scale.lo) / (scale.hi - scale.lo)
-    assert rows.size and abs(rows.mean() - (1 - t) * (T * ch - 1)) <= 1.5
+def test_heatmap_draws_the_records_anchors_not_a_tolerance_threshold() -> None:
+    T, size = 8, (400, 300)
+    res = np.full((2, T), 1e-2)  # every residual far above tol: colour says "not converged"
+    img, scale = residual_heatmap(res, [5, 0], [(0, 8), (0, 5)], 1e-3, min_columns=2, size=size)
+    box = matrix_box(size)
+    cw, ch = round(box.width) / 2, round(box.height) / T
+    # Anchor 5 after iteration 1: the staircase runs along the edge between step 5 and step 4.
+    y = int(box.top + (T - 5) * ch)
+    row = img[y - 1 : y + 2, int(box.left + cw * 0.3) : int(box.left + cw * 0.9)]
+    assert (row == FRONTIER).all(axis=-1).any(axis=0).all()
+    assert not (img[int(y + ch / 2), int(box.left + cw / 2)] == FRONTIER).all()
+    # Anchor 0 after iteration 2: the staircase reaches the bottom edge in the second column.
+    bottom = img[
+        int(box.bottom) - 2 : int(box.bottom) + 1, int(box.left + cw * 1.3) : int(box.left + cw * 1.9)
+    ]
+    assert (bottom == FRONTIER).all(axis=-1).any(axis=0).all()
+    # The colour bar is the colour map alone: no mark at the tolerance (which is not the rule applied).
+    bar = img[
+        int(box.top) : int(box.bottom),
+        int(box.right + 0.6 * TEXT_PX) + 2 : int(box.right + 0.6 * TEXT_PX) + 10,
+    ]
+    lut = {tuple(c) for c in LUT}
+    assert all(tuple(px) in lut for px in bar.reshape(-1, 3))
+
+
+def test_staircase_follows_the_anchors() -> None:
+    assert staircase([7, 3, 0], 10) == [
+        (0, 10),
+        (0, 7),
+        (1, 7),
+        (1, 7),
+        (1, 3),
+        (2, 3),
+        (2, 3),
+        (2, 0),
+        (3, 0),
+    ]
+    assert staircase([], 10) == []
+
+
+def test_heatmap_has_tick_labels_on_both_axes_and_the_colour_bar() -> None:
+    T, size = 50, HEATMAP_SIZE
+    res = np.full((4, T), 1e-2)
+    img, scale = residual_heatmap(res, [40, 30, 20, 10], [(0, 50)] * 4, 1e-3, size=size)
+    box = matrix_box(size)
+    assert img.shape == (size[1], size[0], 3)
+    # y ticks: text left of the matrix beside every tick (steps 0, 10, …, 40).
+    left = img[:, int(box.left) - 2 * TEXT_PX : int(box.left) - 4]
+    for i in range(0, T, 10):
+        y = int(box.top + (T - 1 - i + 0.5) * round(box.height) / T)
+        assert ink_rows(left[y - 4 : y + 5]).size, i
+    # x ticks: text under the matrix, at least as tall as an 11 px font's digits (~0.73 em).
+    under = img[
+        int(box.bottom) + 2 : int(box.bottom) + 2 + int(1.4 * TEXT_PX), int(box.left) : int(box.right)
+    ]
+    rows = ink_rows(under)
+    assert rows.size and rows.max() - rows.min() + 1 >= 0.73 * 11
+    # Colour bar: a decade label at each whole decade of the scale.
+    right = img[:, int(box.right + 0.6 * TEXT_PX) + 14 : size[0] - 2 * TEXT_PX]
+    for e in range(int(scale.lo), int(scale.hi) + 1):
+        y = box.bottom - (e - scale.lo) / (scale.hi - scale.lo) * round(box.height)
+        y = int(min(max(y, box.top + TEXT_PX / 2), box.bottom - TEXT_PX / 2))
+        assert ink_rows(right[y - 4 : y + 5]).size, e
+    assert TEXT_PX >= 11
+
+
+@pytest.mark.parametrize("size", [(420, 330), (280, 340), (600, 300)])
+def test_charts_take_the_size_they_are_given(size: tuple[int, int]) -> None:
+    img, _ = residual_heatmap(np.full((3, 20), 1e-2), [15, 8, 0], [(0, 20)] * 3, 1e-3, size=size)
+    assert img.shape == (size[1], size[0], 3)
+    chart = convergence_chart({"jacobi": ([1, 2], [1.0, 0.1], [0.5, 0.05])}, 1e-3, size=size)
+    assert chart.shape == (size[1], size[0], 3)
+
+
+def test_ticks_are_few_and_round() -> None:
+    assert [nice_step(s, 6) for s in (4, 9, 20, 49, 99, 199)] == [1, 2, 5, 10, 20, 50]
+    assert int_ticks(0, 49, 6) == [0, 10, 20, 30, 40]
+    assert int_ticks(1, 10, 6) == [1, 3, 5, 7, 9]
+    assert int_ticks(1, 40, 5) == [1, 10, 20, 30, 40]
 
 
 def test_heatmap_all_nan_and_zero_residuals_do_not_crash() -> None:
@@ -80,7 +155,7 @@ def test_heatmap_all_nan_and_zero_residuals_do_not_crash() -> None:
     img, scale = residual_heatmap(res, [0], [(0, 1)], 1e-3)
     assert img.shape[2] == 3 and np.isfinite(scale.lo) and scale.hi > scale.lo
     empty, _ = residual_heatmap(np.zeros((0, 5)), [], [], 1e-3)
-    assert (empty[5, 5] == EMPTY).all()
+    assert tuple(cell(empty, 5, 10, 5, 2)) == tuple(EMPTY)
 
 
 def test_heatmap_scale_is_decade_aligned() -> None:
@@ -152,7 +227,7 @@ def test_gif_has_one_frame_per_preview() -> None:
 def test_convergence_chart_draws_each_solver_in_its_colour() -> None:
     series = {"jacobi": ([1, 2, 3], [1.0, 0.1, 1e-4], [0.5, 0.05, 0.0]), "anderson": ([1], [1.0], [0.5])}
     img = convergence_chart(series, 1e-3, marker=2)
-    assert img.shape == (330, 520, 3) and img.dtype == np.uint8
+    assert img.shape == (CHART_SIZE[1], CHART_SIZE[0], 3) and img.dtype == np.uint8
     for colour in COLOURS[:2]:
         close = np.abs(img.astype(int) - colour).sum(-1) < 30
         assert close.sum() > 50, colour

@@ -17,16 +17,22 @@ import numpy as np
 from matplotlib import colormaps
 from PIL import Image
 
-from .plot import Series, log_chart
+from .plot import INK, ColourBar, LegendEntry, Series, int_ticks, log_chart, matrix_chart
 from .record import IterationRow, RunRecord
 
 LUT = (colormaps["magma"](np.linspace(0.0, 1.0, 256))[:, :3] * 255).round().astype(np.uint8)
 FINAL = np.array([14, 14, 20], np.uint8)  # above the window: final states, nothing to evaluate
 PENDING = np.array([72, 74, 84], np.uint8)  # below the window: not reached yet
 EMPTY = np.array([36, 37, 44], np.uint8)  # columns of iterations still to come
-WINDOW = np.array([190, 190, 200], np.uint8)  # window edges
-FRONTIER = np.array([0, 220, 255], np.uint8)  # the converged frontier (anchor)
-TOL = np.array([255, 255, 255], np.uint8)  # tolerance mark on the colour bar
+WINDOW = (190, 190, 200)  # window edges
+FRONTIER = (0, 220, 255)  # the anchor after each iteration: states above it are final
+HEATMAP_SIZE = (420, 330)  # pixels; pass the size of the slot the image is shown in
+HEATMAP_LEGEND = (
+    "Rows: timesteps i, noisiest at the top. Columns: parallel iterations. Colour: each state's residual "
+    "(RMS, log scale, numbers on the bar). Cyan staircase: the solver's anchor after each iteration; "
+    "every state above it is final (near black once it has left the window). Grey below the window: not "
+    "reached yet. Colour alone does not mean converged: the staircase is the solver's own decision."
+)
 
 
 def to_uint8(image: np.ndarray) -> np.ndarray:
@@ -99,6 +105,16 @@ def heatmap_scale(residuals: np.ndarray, tol: float) -> HeatmapScale:
     return HeatmapScale(float(lo), float(max(top, lo + 1)))
 
 
+def staircase(anchors: Sequence[int], T: int) -> list[tuple[float, float]]:
+    """The anchor after each iteration as a polyline in (iteration column, timestep) units: column j
+    spans x ∈ [j, j+1], index i spans y ∈ [i, i+1], and the anchor a sits on the edge y = a."""
+    pts, previous = [], T
+    for j, anchor in enumerate(anchors):
+        pts += [(j, previous), (j, anchor), (j + 1, anchor)]
+        previous = anchor
+    return pts
+
+
 def residual_heatmap(
     residuals: np.ndarray,
     anchors: Sequence[int],
@@ -106,18 +122,18 @@ def residual_heatmap(
     tol: float,
     *,
     min_columns: int = 10,
-    height: int = 300,
-    width: int = 420,
+    size: tuple[int, int] = HEATMAP_SIZE,
     scale: HeatmapScale | None = None,
 ) -> tuple[np.ndarray, HeatmapScale]:
-    """Timestep × iteration heatmap of RMS residuals on a log colour scale, as uint8 (H, W, 3).
+    """Timestep × iteration chart of RMS residuals on a log colour scale, as uint8 (H, W, 3).
 
     ``residuals`` is (n, T): row j is iteration j + 1, column i is step i (0 = least noisy), NaN
-    outside that iteration's window. Image rows go from step T−1 (noisiest, top) to step 0
-    (bottom); image columns are iterations. Cells above the window are final (near black), below
-    it not reached yet (grey). Window edges are drawn light grey and the converged frontier
-    (the anchor after each iteration) as a cyan staircase. A colour bar on the right carries a
-    white mark at the tolerance.
+    outside that iteration's window. The chart's rows go from step T−1 (noisiest, top) to step 0
+    (bottom), its columns are iterations (at least ``min_columns``, so early frames keep their
+    shape), with tick labels on both axes and a colour bar with decade labels. Cells above the
+    window are final (near black), below it not reached yet (grey). Window edges are drawn light
+    grey and the records' anchors (states ≥ anchor are final) as a cyan staircase: which states
+    are converged is the solver's decision, read from its records, not a colour threshold.
     """
     residuals = np.asarray(residuals, dtype=np.float64)
     n, T = residuals.shape
@@ -125,14 +141,6 @@ def residual_heatmap(
         raise ValueError(f"{n} residual rows but {len(windows)} windows and {len(anchors)} anchors")
     scale = scale or heatmap_scale(residuals, tol)
     cols = max(n, min_columns)
-    ch = max(1, height // max(T, 1))
-    cw = max(2, width // cols)
-    H, W = T * ch, cols * cw
-    bar = 14
-    img = np.empty((H, W + 6 + bar, 3), np.uint8)
-    img[:] = 255
-    img[:, :W] = EMPTY
-
     with np.errstate(divide="ignore", invalid="ignore"):
         logs = np.log10(residuals)
     cells = colourise((logs - scale.lo) / (scale.hi - scale.lo))  # (n, T, 3)
@@ -141,55 +149,59 @@ def residual_heatmap(
         outside = np.isnan(residuals[j])
         cells[j, outside & (step >= hi)] = FINAL
         cells[j, outside & (step < lo)] = PENDING
-    # (n, T, 3) → image block: rows are steps reversed (T−1 at the top), columns iterations.
-    block = cells[:, ::-1].transpose(1, 0, 2)
-    img[:, : n * cw] = np.repeat(np.repeat(block, ch, axis=0), cw, axis=1)
+    matrix = np.empty((T, cols, 3), np.uint8)
+    matrix[:] = EMPTY
+    matrix[:, :n] = cells[:, ::-1].transpose(1, 0, 2)  # rows: step T−1 at the top; columns: iterations
 
-    def y_of(index: int) -> int:  # pixel row of the top edge of step ``index − 1`` = bottom of ``index``
-        return min(max((T - index) * ch, 0), H)
-
-    for j, (lo, hi) in enumerate(windows):
-        x0, x1 = j * cw, (j + 1) * cw
-        img[min(y_of(hi), H - 1), x0:x1] = WINDOW
-        img[max(y_of(lo) - 1, 0), x0:x1] = WINDOW
-    previous = T
-    for j, anchor in enumerate(anchors):
-        x0, x1 = j * cw, (j + 1) * cw
-        y = y_of(anchor)
-        ya, yb = max(min(y - 1, H - 2), 0), max(min(y + 1, H), 1)
-        img[ya:yb, x0:x1] = FRONTIER
-        yp = y_of(previous)
-        top, bottom = min(yp, y), max(yp, y)
-        img[max(top - 1, 0) : min(bottom + 1, H), x0 : min(x0 + 2, W)] = FRONTIER
-        previous = anchor
-
-    ramp = np.linspace(1.0, 0.0, H)[:, None]
-    img[:, W + 6 :] = colourise(np.repeat(ramp, bar, axis=1))
-    t = (math.log10(tol) - scale.lo) / (scale.hi - scale.lo)
-    ty = int(round((1 - t) * (H - 1)))
-    img[max(ty - 1, 0) : ty + 1, W + 6 :] = TOL
+    edges = [([(j, lo), (j + 1, lo)], WINDOW, 1) for j, (lo, _) in enumerate(windows)]
+    edges += [([(j, hi), (j + 1, hi)], WINDOW, 1) for j, (_, hi) in enumerate(windows)]
+    lines = [*edges, (staircase(anchors, T), FRONTIER, 2)] if n else []
+    ticks_x = [(j - 0.5, str(j)) for j in int_ticks(1, cols, max(2, size[0] // 45))]
+    ticks_y = [(i + 0.5, str(i)) for i in int_ticks(0, max(T - 1, 0), max(2, size[1] // 40))]
+    bar = ColourBar(LUT, scale.lo, scale.hi, "residual (RMS)")
+    img = matrix_chart(
+        matrix,
+        x_ticks=ticks_x,
+        y_ticks=ticks_y,
+        x_label="parallel iteration",
+        y_label="timestep i",
+        bar=bar,
+        lines=lines,
+        size=size,
+    )
     return img, scale
 
 
 COLOURS = [(228, 87, 46), (46, 134, 222), (23, 163, 152), (142, 68, 173)]
+CHART_SIZE = (420, 330)  # pixels; pass the size of the slot the image is shown in
+STYLE_KEY = (LegendEntry("max residual", INK), LegendEntry("distance to sequential", INK, dashed=True))
 
 
 def convergence_chart(
     series: dict[str, tuple[Sequence[int], Sequence[float], Sequence[float]]],
     tol: float,
     marker: int | None = None,
+    size: tuple[int, int] = CHART_SIZE,
 ) -> np.ndarray:
     """Log-scale curves per solver as an RGB image: max residual (solid) and distance to sequential (dashed).
 
     ``series`` maps a label to (iterations, max residuals, distances); ``marker`` draws a vertical
-    line at that iteration (the one shown while scrubbing).
+    line at that iteration (the one shown while scrubbing). The legend names each solver once by
+    its colour and the two line styles once, so it stays short with two solvers in a narrow slot.
     """
     lines = []
-    for colour, (label, (its, res, dist)) in zip(COLOURS, series.items(), strict=False):
-        lines.append(Series(f"{label}: max residual", its, res, colour))
-        lines.append(Series(f"{label}: distance to sequential", its, dist, colour, dashed=True))
+    for colour, (its, res, dist) in zip(COLOURS, series.values(), strict=False):
+        lines.append(Series("max residual", its, res, colour))
+        lines.append(Series("distance to sequential", its, dist, colour, dashed=True))
+    solvers = [LegendEntry(label, colour) for colour, label in zip(COLOURS, series, strict=False)]
     return log_chart(
-        lines, hline=tol, hline_label=f"tolerance {tol:g}", vline=marker, y_label="RMS, latent units"
+        lines,
+        hline=tol,
+        hline_label=f"tolerance {tol:g}",
+        vline=marker,
+        y_label="RMS, latent units",
+        legend=[*solvers, *STYLE_KEY],
+        size=size,
     )
 
 
