@@ -6,6 +6,9 @@ Decorated functions run in a worker process on ZeroGPU, so they must only yield 
 
 from __future__ import annotations
 
+import ctypes
+import gc
+import sys
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -22,3 +25,20 @@ def gpu(fn: F, duration: int = 120) -> F:
     except ImportError:
         return fn
     return spaces.GPU(duration=duration)(fn)
+
+
+def release_memory() -> None:
+    """After a run: hand cached allocator memory back where the backend allows it.
+
+    A large batch leaves its blocks in the allocator's cache: CUDA's caching allocator keeps them
+    until ``empty_cache``; glibc's malloc keeps freed arenas until ``malloc_trim`` (a server was seen
+    at 2.37 GB after a 3.1 GB peak). Both calls only return memory nothing refers to.
+    """
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    if sys.platform.startswith("linux"):
+        try:
+            ctypes.CDLL("libc.so.6").malloc_trim(0)
+        except (OSError, AttributeError):  # not glibc (musl, …): nothing to trim
+            pass

@@ -1,0 +1,211 @@
+"""Bounded work per run and per visitor: a worst-case cost cap, a wall-clock budget, one job per session.
+
+- **Work cap** (checked before a run starts): the most network time a run's settings could cost,
+  ``work_bound``, must stay under ``Caps.max_work_s``. The bound is exact in its assumptions: each
+  parallel iteration finalises at least one more timestep, so iteration k evaluates at most
+  min(W, T − k + 1) states; the sequential reference costs T; guidance doubles the rows; a row costs
+  what it was measured to cost for that model (``ROW_MS``).
+- **Budget** (checked between streamed events): a run older than ``Caps.budget_s`` ends as if stopped.
+- **One job per session**: a session's new job (Run, Race or Teach) replaces the one still running,
+  which ends at its next event as if stopped; a job that starts while a newer one from its session is
+  already waiting in the queue ends at once, so only the newest of a burst runs.
+- **Files**: each session writes its downloads into its own folder, removed when the session ends.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import shutil
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, TypeVar
+
+import torch
+
+from paratta import SolverConfig
+
+from .settings import Caps, RunSettings
+
+E = TypeVar("E")
+
+# Milliseconds per network row (one state, one condition), batch of 50, 1 torch thread, measured on
+# the 2-core AMD EPYC development box (CPU only); the unit of ``Caps.max_work_s``.
+ROW_MS = {"toy2d": 0.01, "shapes": 4.1, "shapes-unet": 24.0}
+# Other networks (diffusers folders, hub ids): scaled by parameter count from shapes-unet (1.12 M).
+MS_PER_PARAMETER = 24.0 / 1_117_667
+REPLACED = "replaced by a newer job from the same session"
+JOB_APIS = frozenset({"run", "race", "teach"})
+
+
+def row_ms(name: str, model: Any) -> float:
+    """Measured cost of one network row for a built-in; by parameter count for any other network."""
+    if name in ROW_MS:
+        return ROW_MS[name]
+    modules = [m for m in vars(model).values() if isinstance(m, torch.nn.Module)]
+    parameters = sum(p.numel() for m in modules for p in m.parameters())
+    return max(ROW_MS["shapes"], parameters * MS_PER_PARAMETER)
+
+
+def evaluation_bound(steps: int, config: SolverConfig) -> int:
+    """Most guided evaluations one solve can make: Σ_{k=1}^{K} min(W, T − k + 1) (+ the coarse pass).
+
+    At iteration k the anchor is at most T − k + 1 (one more timestep final per iteration) and the
+    window holds min(W, anchor) states; K = min(max_iters, T).
+    """
+    cfg = config.resolved(steps)
+    W, K = cfg.window, min(cfg.max_iters, steps)
+    coarse = cfg.coarse_steps if cfg.init == "coarse" else 0
+    return coarse + sum(min(W, steps - k + 1) for k in range(1, K + 1))
+
+
+def work_bound(settings: RunSettings, model: Any, lanes: int = 1) -> tuple[int, float]:
+    """(evaluations, seconds of network time) at worst: the sequential reference plus ``lanes`` solves."""
+    T = settings.request.steps
+    evaluations = T + lanes * evaluation_bound(T, settings.config)
+    rows = 2 if settings.request.guidance != 1 else 1  # classifier-free guidance: two rows per state
+    return evaluations, evaluations * rows * row_ms(settings.model, model) / 1000
+
+
+def check_work(settings: RunSettings, model: Any, caps: Caps, lanes: int = 1) -> None:
+    """``ValueError`` when the settings could cost more network time than ``caps.max_work_s``, naming the
+    largest max_iters that would fit (when one does)."""
+    evaluations, seconds = work_bound(settings, model, lanes)
+    if seconds <= caps.max_work_s:
+        return
+    fits = [
+        k
+        for k in range(settings.request.steps, 0, -1)
+        if work_bound(_with_max_iters(settings, k), model, lanes)[1] <= caps.max_work_s
+    ]
+    hint = f"max iterations ≤ {fits[0]} fits" if fits else "no max iterations fits at this T and window"
+    raise ValueError(
+        f"these settings could need up to {evaluations:,} network evaluations (T = {settings.request.steps}, "
+        f"window {settings.config.window or settings.request.steps}, guidance {settings.request.guidance:g}"
+        f"{', two solvers' if lanes == 2 else ''}), about {seconds:.0f} s on {settings.model} at worst; the "
+        f"cap here is {caps.max_work_s:g} s: lower the steps, the window or max iterations ({hint})"
+    )
+
+
+def _with_max_iters(settings: RunSettings, k: int) -> RunSettings:
+    return replace(settings, config=replace(settings.config, max_iters=k))
+
+
+@dataclass
+class Ticket:
+    """One job's right to run: ``check()`` names why it must end (budget spent, replaced), else None."""
+
+    session: str
+    budget_s: float
+    jobs: Jobs
+    started: float = field(default_factory=time.monotonic)
+    reason: str | None = None
+    finished: threading.Event = field(default_factory=threading.Event)
+
+    def check(self) -> str | None:
+        if self.reason is None and time.monotonic() - self.started > self.budget_s:
+            self.reason = f"reached this app's time budget of {self.budget_s:g} s per run"
+        if self.reason is None and self.jobs.newer_waiting(self.session):
+            self.reason = REPLACED
+        return self.reason
+
+    def end(self) -> None:
+        self.jobs.end(self)
+
+
+class Jobs:
+    """The running job of each session (at most one). ``waiting`` tells whether a session has a job of
+    ``JOB_APIS`` waiting in Gradio's queue (``queue_probe``); without it, only running jobs are seen."""
+
+    def __init__(self, wait_s: float = 30.0) -> None:
+        self.lock = threading.Lock()
+        self.current: dict[str, Ticket] = {}
+        self.wait_s = wait_s  # how long a new job waits for the replaced one to hand over
+        self.waiting: Callable[[str], bool] = lambda session: False
+
+    def begin(self, request: Any, caps: Caps) -> Ticket:
+        """A ticket for a new job of ``request``'s session; the session's running job is told to end, and
+        this one waits (at most ``wait_s``) until it has, so one session never runs two jobs at once."""
+        ticket = Ticket(session_key(request), caps.budget_s, self)
+        with self.lock:
+            old = self.current.get(ticket.session)
+            self.current[ticket.session] = ticket
+        if old is not None:
+            old.reason = old.reason or REPLACED
+            old.finished.wait(self.wait_s)
+        return ticket
+
+    def end(self, ticket: Ticket) -> None:
+        with self.lock:
+            if self.current.get(ticket.session) is ticket:
+                del self.current[ticket.session]
+        ticket.finished.set()
+
+    def newer_waiting(self, session: str) -> bool:
+        try:
+            return self.waiting(session)
+        except RuntimeError:  # the queue changed while it was read: ask again at the next event
+            return False
+
+    def running(self) -> int:
+        with self.lock:
+            return len(self.current)
+
+
+JOBS = Jobs()
+
+
+def queue_probe(demo: Any) -> Callable[[str], bool]:
+    """Whether a session has a Run, Race or Teach job waiting in ``demo``'s queue (read-only; Gradio's
+    queue keeps waiting events per concurrency id, each with its session hash and function)."""
+
+    def waiting(session: str) -> bool:
+        queue = getattr(demo, "_queue", None)
+        for event_queue in list(getattr(queue, "event_queue_per_concurrency_id", {}).values()):
+            for event in list(event_queue.queue):
+                if event.session_hash == session and getattr(event.fn, "api_name", None) in JOB_APIS:
+                    return True
+        return False
+
+    return waiting
+
+
+def bounded(events: Iterator[E], ticket: Ticket) -> Iterator[E]:
+    """``events`` until the ticket says stop (checked after each one); the source is then closed."""
+    try:
+        for event in events:
+            yield event
+            if ticket.check():
+                return
+    finally:
+        close = getattr(events, "close", None)
+        if close is not None:
+            close()
+
+
+def session_key(request: Any) -> str:
+    """The session hash of a ``gr.Request`` (``"local"`` when called without one, as tests do)."""
+    return getattr(request, "session_hash", None) or "local"
+
+
+def session_folder(session: str) -> Path:
+    """This session's folder for downloads (one set per session, overwritten by its next run)."""
+    safe = session if re.fullmatch(r"[A-Za-z0-9_-]{1,64}", session) else hashlib.sha256(session.encode())
+    safe = safe if isinstance(safe, str) else safe.hexdigest()  # never a path made of what a client sent
+    folder = Path(tempfile.gettempdir()) / "paratta-sessions" / safe
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def forget_session(request: Any) -> None:
+    """``demo.unload``: end the session's job and remove its folder."""
+    session = session_key(request)
+    with JOBS.lock:
+        ticket = JOBS.current.get(session)
+    if ticket is not None:
+        ticket.reason = ticket.reason or "the page was closed"
+    shutil.rmtree(session_folder(session), ignore_errors=True)
