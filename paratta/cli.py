@@ -240,11 +240,16 @@ def main(argv: list[str] | None = None) -> int:
 
     add_bench_arguments(sub.add_parser("bench", help="iterations and wall-clock against sequential"))
     args = parser.parse_args(argv)
+    from . import distributed
+
     try:
-        if args.command == "sample":
-            sample_command(args)
-        else:
-            bench_command(args)
+        with distributed.command_scope(args):  # under torchrun: rank 0 prints and writes; failures shared
+            if args.command == "sample":
+                sample_command(args)
+            else:
+                bench_command(args)
+    except (distributed.RankFailure, distributed.CollectiveTimeout) as err:
+        return distributed.report_failure(err)
     except (ValueError, NonFiniteError, MemoryError, OSError) as err:
         # Bad input, a model that returns NaN, out of memory, a file that cannot be written: one line.
         print(f"error: {err}", file=sys.stderr)

@@ -20,12 +20,16 @@ Backends: NCCL when the run's device is CUDA (one device per rank, ``cuda:LOCAL_
 
 from __future__ import annotations
 
+import argparse
 import os
+import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager, redirect_stdout, suppress
 from dataclasses import dataclass, field
 from datetime import timedelta
+from pathlib import Path
 
 import torch
 import torch.distributed as dist
@@ -245,3 +249,50 @@ def finish(group: Group | None, error: BaseException | None) -> None:
     if group is None or isinstance(error, (RankFailure, CollectiveTimeout)):
         return
     exchange_status(group, error)
+
+
+def report_failure(error: RankFailure | CollectiveTimeout) -> int:
+    """Say a failure once (rank 0 says an agreed one; a timeout is said by each rank that saw it),
+    let the peers reach the same point, leave the group; the CLI's exit status (2)."""
+    group = current()
+    agreed = isinstance(error, RankFailure)
+    if not agreed or group is None or group.rank == 0:
+        print(f"error: {error}", file=sys.stderr, flush=True)
+    if agreed and group is not None:
+        # Every rank raised at the same exchange: wait here so that torchrun, which stops the others
+        # as soon as one rank exits with an error, cannot cut rank 0 off before it has said why.
+        with suppress(RuntimeError):
+            dist.barrier(group=group.handle)
+    shutdown()
+    return 2
+
+
+@contextmanager
+def command_scope(args: argparse.Namespace) -> Iterator[Group | None]:
+    """One CLI command under torchrun; outside torchrun, nothing changes.
+
+    Joins the group from the environment (NCCL when ``args.device`` is CUDA; timeout from
+    ``PARATTA_TIMEOUT_S``, default 300 s). Only rank 0 prints and writes files: the other ranks'
+    stdout goes to /dev/null and their ``--output``/``--save-trajectory`` into a temporary folder.
+    A rank that fails meets its peers at ``finish``, so every rank ends with its message.
+    """
+    if not launched():
+        yield None
+        return
+    group = init_from_env(float(os.environ.get("PARATTA_TIMEOUT_S", 300)), getattr(args, "device", None))
+    with ExitStack() as stack:
+        if group.rank != 0:
+            folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="paratta-rank")))
+            stack.enter_context(redirect_stdout(stack.enter_context(open(os.devnull, "w"))))
+            if hasattr(args, "output"):  # the default name would land beside rank 0's file: name one
+                suffix = ".npy" if args.output_type == "latent" else ".png"
+                args.output = folder / (Path(args.output).name if args.output else f"rank{suffix}")
+            if getattr(args, "save_trajectory", None):
+                args.save_trajectory = folder / Path(args.save_trajectory).name
+        try:
+            yield group
+        except Exception as err:
+            finish(group, err)  # raises RankFailure on every rank (or a timeout)
+            raise
+        finish(group, None)
+    shutdown()
