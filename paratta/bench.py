@@ -155,6 +155,10 @@ def add_bench_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def bench_command(args: argparse.Namespace) -> list[Row]:
+    if int(os.environ.get("WORLD_SIZE", 1)) > 1:  # under torchrun: one run split over 1 … N ranks
+        from .scaling import scaling_command
+
+        return scaling_command(args)  # type: ignore[return-value]
     if args.threads:
         torch.set_num_threads(args.threads)
     n_seeds = args.seeds or (1 if args.quick else 3)
