@@ -23,7 +23,6 @@ class DiffusionModel(Protocol):
         scheduler_config: the diffusers DDIMScheduler config the model was trained with
             (a mapping; read it with ``paratta.schedule.SchedulerConfig.from_dict``).
         device, dtype: where and in which precision the network runs.
-        takes_prompt: whether ``encode`` reads a text prompt (False for class labels or none).
         takes_negative_prompt: whether a negative prompt means anything to this model.
     """
 
@@ -32,7 +31,6 @@ class DiffusionModel(Protocol):
     scheduler_config: dict[str, Any]
     device: torch.device
     dtype: torch.dtype
-    takes_prompt: bool
     takes_negative_prompt: bool
 
     def encode(self, prompt: str, negative_prompt: str = "") -> Any:

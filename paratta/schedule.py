@@ -63,9 +63,6 @@ class SchedulerConfig:
         out.validate()
         return out
 
-    def to_dict(self) -> dict[str, Any]:
-        return {f.name: getattr(self, f.name) for f in fields(self)}
-
     def validate(self) -> None:
         if self.num_train_timesteps < 1:
             raise ValueError(f"num_train_timesteps must be >= 1, got {self.num_train_timesteps}")
@@ -79,9 +76,6 @@ class SchedulerConfig:
             )
         if self.thresholding:
             raise ValueError("thresholding=True (dynamic thresholding) is not supported by paratta")
-
-    def with_(self, **changes: Any) -> SchedulerConfig:
-        return replace(self, **changes)
 
 
 def betas(config: SchedulerConfig) -> Tensor:

@@ -89,7 +89,7 @@ def test_sd_model_attributes(sd):
     model, pipe = sd
     assert isinstance(model, DiffusionModel)
     assert model.latent_shape == (4, 8, 8) and model.image_size == (16, 16)
-    assert model.takes_prompt and model.takes_negative_prompt
+    assert model.takes_negative_prompt
     # StableDiffusionPipeline.__init__ rewrote steps_offset 0 → 1; the adapter reads the rewritten config.
     assert model.scheduler_config["steps_offset"] == 1 == pipe.scheduler.config.steps_offset
     assert model.scheduler_config["_class_name"] == "DDIMScheduler"

@@ -50,7 +50,7 @@ def test_protocol(model: ShapesUNetModel) -> None:
     assert isinstance(model, DiffusionModel)
     assert model.name == "shapes-unet"
     assert model.latent_shape == (3, 32, 32)
-    assert model.takes_prompt and model.takes_negative_prompt
+    assert model.takes_negative_prompt
     assert model.scheduler_config == embedded_scheduler_config()
     x = torch.randn(2, 3, 32, 32) * 3
     for out in (model.decode(x), model.preview(x)):

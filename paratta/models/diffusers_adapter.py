@@ -87,7 +87,6 @@ class DiffusersModel:
     Subclasses set ``latent_shape``, ``scheduler_config`` and implement ``encode``/``predict``.
     """
 
-    takes_prompt = True
     takes_negative_prompt = False
 
     def __init__(

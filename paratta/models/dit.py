@@ -32,7 +32,6 @@ class ClassCondition:
 class DiTModel(DiffusersModel):
     """A ``DiTPipeline`` (transformer + VAE) for paratta; ``pipe`` moves to ``device``/``dtype`` in place."""
 
-    takes_prompt = True
     takes_negative_prompt = False
 
     def __init__(

@@ -169,6 +169,46 @@ def mask_log_weights(mask: Tensor) -> Tensor:
     return torch.where(mask, 0.0, -math.inf).to(torch.float64)
 
 
+class MixtureModel:
+    """A ``DiffusionModel`` whose ε is a mixture's exact ε: the shared part of the embedded models.
+
+    A subclass sets ``name`` and says which components a prompt keeps (``_select``: log-weights
+    over the K means); ε is computed in float64 and returned in the state's dtype.
+    """
+
+    name = "mixture"
+    takes_negative_prompt = True
+
+    def __init__(self, means: Tensor, scale: float, device: torch.device | str, dtype: torch.dtype) -> None:
+        from paratta.schedule import SchedulerConfig, alphas_cumprod  # schedule imports nothing from here
+
+        self.device, self.dtype = torch.device(device), dtype
+        self.latent_shape: tuple[int, ...] = tuple(means.shape[1:])
+        self.scale = scale
+        self.mixture = IsotropicMixture.create(means, scale, self.device)
+        self.scheduler_config = embedded_scheduler_config()
+        self.alphas_cumprod = alphas_cumprod(SchedulerConfig.from_dict(self.scheduler_config)).to(self.device)
+
+    @property
+    def num_components(self) -> int:
+        return self.mixture.num_components
+
+    def _select(self, prompt: str) -> Tensor:
+        raise NotImplementedError
+
+    def encode(self, prompt: str, negative_prompt: str = "") -> MixtureCondition:
+        """Log-weights [prompt's components, negative prompt's components]; ``ValueError`` on bad prompts."""
+        log_weights = torch.stack([self._select(prompt), self._select(negative_prompt)]).to(self.device)
+        return MixtureCondition(log_weights=log_weights, prompt=prompt, negative_prompt=negative_prompt)
+
+    def predict(self, x: Tensor, t: Tensor, cond: MixtureCondition, guidance: float) -> Tensor:
+        """Exact guided ε at integer timesteps ``t`` (n,), one ᾱ_t per row."""
+        alpha_bar = self.alphas_cumprod[torch.as_tensor(t, device=self.device).long().reshape(-1)]
+        flat = x.reshape(x.shape[0], -1)
+        eps = guided_mixture_eps(flat, alpha_bar, self.mixture, cond.log_weights, guidance)
+        return eps.reshape(x.shape).to(x.dtype)
+
+
 def nearest_component(x: Tensor, mix: IsotropicMixture) -> Tensor:
     """Index of the mean closest to each row of x (n, …): which image a final sample landed on."""
     x64 = x.reshape(x.shape[0], -1).to(device=mix.means.device, dtype=torch.float64)

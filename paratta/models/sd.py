@@ -35,7 +35,6 @@ class StableDiffusionModel(DiffusersModel):
     default to the pipeline's own default (``unet.config.sample_size × vae_scale_factor``).
     """
 
-    takes_prompt = True
     takes_negative_prompt = True
 
     def __init__(

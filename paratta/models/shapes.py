@@ -15,14 +15,7 @@ import re
 import torch
 from torch import Tensor
 
-from paratta.models.mixture import (
-    IsotropicMixture,
-    MixtureCondition,
-    embedded_scheduler_config,
-    guided_mixture_eps,
-    mask_log_weights,
-)
-from paratta.schedule import SchedulerConfig, alphas_cumprod
+from paratta.models.mixture import MixtureModel, mask_log_weights
 
 SHAPES = ("circle", "square", "triangle", "ring", "cross", "diamond")
 COLOURS = {  # shape colours, RGB in [0, 1]
@@ -239,27 +232,16 @@ def match(attributes: list[dict[str, str]], query: dict[str, set[str]]) -> Tenso
     return torch.tensor([all(a[c] in values for c, values in query.items()) for a in attributes])
 
 
-class ShapesModel:
+class ShapesModel(MixtureModel):
     """The mixture of ``shapes_dataset()`` images with exact ε; implements ``DiffusionModel``."""
 
     name = "shapes"
-    takes_prompt = True
-    takes_negative_prompt = True
 
     def __init__(self, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> None:
         images, self.captions, self.attributes = shapes_dataset()
         self.images = images  # μ_k, (K, 3, 32, 32), CPU float32
-        self.latent_shape: tuple[int, ...] = tuple(images.shape[1:])
-        self.device, self.dtype = torch.device(device), dtype
-        self.scale = SCALE
-        self.mixture = IsotropicMixture.create(images, SCALE, self.device)
-        self.scheduler_config = embedded_scheduler_config()
-        self.alphas_cumprod = alphas_cumprod(SchedulerConfig.from_dict(self.scheduler_config)).to(self.device)
+        super().__init__(images, SCALE, device, dtype)
         self.vocabulary = vocabulary()
-
-    @property
-    def num_components(self) -> int:
-        return self.mixture.num_components
 
     def _select(self, prompt: str) -> Tensor:
         mask = match(self.attributes, parse_prompt(prompt))
@@ -269,18 +251,6 @@ class ShapesModel:
                 "size and position, and a shape never has its background's colour)"
             )
         return mask_log_weights(mask)
-
-    def encode(self, prompt: str, negative_prompt: str = "") -> MixtureCondition:
-        """Log-weights [prompt's components, negative prompt's components]; ``ValueError`` on bad prompts."""
-        log_weights = torch.stack([self._select(prompt), self._select(negative_prompt)]).to(self.device)
-        return MixtureCondition(log_weights=log_weights, prompt=prompt, negative_prompt=negative_prompt)
-
-    def predict(self, x: Tensor, t: Tensor, cond: MixtureCondition, guidance: float) -> Tensor:
-        """Exact guided ε at integer timesteps ``t`` (n,), one ᾱ_t per row."""
-        alpha_bar = self.alphas_cumprod[torch.as_tensor(t, device=self.device).long().reshape(-1)]
-        flat = x.reshape(x.shape[0], -1)
-        eps = guided_mixture_eps(flat, alpha_bar, self.mixture, cond.log_weights, guidance)
-        return eps.reshape(x.shape).to(x.dtype)
 
     def decode(self, x0: Tensor) -> Tensor:
         return ((x0.detach().float().cpu() + 1) / 2).clamp(0, 1)

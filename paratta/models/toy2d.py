@@ -13,15 +13,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from paratta.models.mixture import (
-    IsotropicMixture,
-    MixtureCondition,
-    embedded_scheduler_config,
-    guided_mixture_eps,
-    mask_log_weights,
-    mixture_log_density,
-)
-from paratta.schedule import SchedulerConfig, alphas_cumprod
+from paratta.models.mixture import MixtureModel, mask_log_weights, mixture_log_density
 
 CLUSTERS = ("east", "northeast", "north", "northwest", "west", "southwest", "south", "southeast")
 ALIASES = {
@@ -91,37 +83,20 @@ def colour_map(values: np.ndarray) -> np.ndarray:
     return np.stack([np.interp(values, pos, _CMAP_STOPS[:, ch]) for ch in range(3)], axis=-1)
 
 
-class Toy2DModel:
+class Toy2DModel(MixtureModel):
     """Eight labelled 2-D clusters with exact ε; implements ``DiffusionModel`` (latent_shape (2,))."""
 
     name = "toy2d"
-    takes_prompt = True
-    takes_negative_prompt = True
-    latent_shape: tuple[int, ...] = (2,)
 
     def __init__(self, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> None:
-        self.device, self.dtype = torch.device(device), dtype
         self.means = cluster_means()
-        self.scale = SCALE
-        self.mixture = IsotropicMixture.create(self.means, SCALE, self.device)
-        self.scheduler_config = embedded_scheduler_config()
-        self.alphas_cumprod = alphas_cumprod(SchedulerConfig.from_dict(self.scheduler_config)).to(self.device)
+        super().__init__(self.means, SCALE, device, dtype)
         self.vocabulary = vocabulary()
         self._backdrop = self._density_picture(self.density_grid(1.0, EXTENT, IMAGE_SIZE))
 
     def _select(self, prompt: str) -> Tensor:
         names = parse_prompt(prompt)
         return mask_log_weights(torch.tensor([not names or c in names for c in CLUSTERS]))
-
-    def encode(self, prompt: str, negative_prompt: str = "") -> MixtureCondition:
-        """Log-weights [prompt's clusters, negative prompt's clusters]; ``ValueError`` on unknown words."""
-        log_weights = torch.stack([self._select(prompt), self._select(negative_prompt)]).to(self.device)
-        return MixtureCondition(log_weights=log_weights, prompt=prompt, negative_prompt=negative_prompt)
-
-    def predict(self, x: Tensor, t: Tensor, cond: MixtureCondition, guidance: float) -> Tensor:
-        """Exact guided ε at integer timesteps ``t`` (n,), one ᾱ_t per row."""
-        alpha_bar = self.alphas_cumprod[torch.as_tensor(t, device=self.device).long().reshape(-1)]
-        return guided_mixture_eps(x, alpha_bar, self.mixture, cond.log_weights, guidance).to(x.dtype)
 
     def density_grid(
         self, t_or_alpha_bar: int | float, extent: float = EXTENT, n: int = 128, prompt: str = ""

@@ -160,7 +160,6 @@ class ShapesUNetModel:
     """The trained shapes UNet; implements ``paratta.protocol.DiffusionModel``."""
 
     name = "shapes-unet"
-    takes_prompt = True
     takes_negative_prompt = True
 
     def __init__(
