@@ -155,7 +155,9 @@ def add_bench_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def bench_command(args: argparse.Namespace) -> list[Row]:
-    if int(os.environ.get("WORLD_SIZE", 1)) > 1:  # under torchrun: one run split over 1 … N ranks
+    from . import distributed
+
+    if distributed.launched():  # under torchrun: one run split over 1, 2 … N ranks
         from .scaling import scaling_command
 
         return scaling_command(args)  # type: ignore[return-value]

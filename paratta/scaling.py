@@ -1,4 +1,4 @@
-"""``torchrun --nproc_per_node=N -m paratta bench``: one ParaTAA run on 1, 2, 4 … N ranks.
+"""``torchrun --nproc_per_node=N -m paratta bench``: one ParaTAA run on 1, 2, 4 … N ranks (N ≥ 1).
 
 For each rank count k the first k ranks form a subgroup and solve the same problem, the others
 wait. Per iteration, the wall-clock is split into the rank's share of the network, communication
@@ -98,7 +98,7 @@ def _measure(sub: distributed.Group, problem, config: SolverConfig, device: str 
 
 
 def scaling_command(args: argparse.Namespace) -> list[ScalingRow]:
-    """The bench under torchrun (WORLD_SIZE > 1): rows on rank 0, printed as a table or JSON."""
+    """The bench under torchrun: rows on rank 0, printed as a table or JSON."""
     from .bench import machine
 
     if args.threads:
@@ -107,7 +107,7 @@ def scaling_command(args: argparse.Namespace) -> list[ScalingRow]:
     if group is None:
         raise ValueError("the scaling bench runs under torchrun (python -m paratta's CLI joins the group)")
     subgroups = _subgroups(group)
-    model = load_model(args.model)
+    model = load_model(args.model, device=args.device)
     prompt = model_defaults(args.model, model).prompt
     rows: list[ScalingRow] = []
     for steps in args.steps:
