@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 import shutil
 import tempfile
@@ -38,6 +39,8 @@ E = TypeVar("E")
 ROW_MS = {"toy2d": 0.01, "shapes": 4.1, "shapes-unet": 24.0}
 # Other networks (diffusers folders, hub ids): scaled by parameter count from shapes-unet (1.12 M).
 MS_PER_PARAMETER = 24.0 / 1_117_667
+CACHE_FREQUENCY_S, CACHE_AGE_S = 300, 3600  # Gradio's cache: swept every 5 min, files kept for an hour
+STATE_SESSIONS = 200  # sessions whose gr.State Gradio keeps (the oldest go first)
 REPLACED = "replaced by a newer job from the same session"
 JOB_APIS = frozenset({"run", "race", "teach"})
 
@@ -175,8 +178,10 @@ def queue_probe(demo: Any) -> Callable[[str], bool]:
 
 
 def bounded(events: Iterator[E], ticket: Ticket) -> Iterator[E]:
-    """``events`` until the ticket says stop (checked after each one); the source is then closed."""
+    """``events`` until the ticket says stop (checked first and after each one); the source is then closed."""
     try:
+        if ticket.check():  # a newer job of the session already waits: this one does no work
+            return
         for event in events:
             yield event
             if ticket.check():
@@ -192,13 +197,65 @@ def session_key(request: Any) -> str:
     return getattr(request, "session_hash", None) or "local"
 
 
+def delete_cache() -> tuple[int, int]:
+    """``gr.Blocks(delete_cache=(frequency, age))``: every ``frequency`` s, Gradio deletes the files it
+    cached (streamed frames, downloads) older than ``age`` s; ``PARATTA_DELETE_CACHE="60,600"`` sets it."""
+    text = os.environ.get("PARATTA_DELETE_CACHE", f"{CACHE_FREQUENCY_S},{CACHE_AGE_S}")
+    try:
+        frequency, age = (int(v) for v in text.split(","))
+    except ValueError:
+        message = f"PARATTA_DELETE_CACHE must be two whole seconds 'frequency,age'; got {text!r}"
+        raise ValueError(message) from None
+    return frequency, age
+
+
+class NoUploads:
+    """ASGI middleware: the app has no file inputs, so Gradio's upload route is closed (403) before a
+    byte of the body is read. ``launch(max_file_size=0)`` stays as a second guard."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope.get("path", "").rstrip("/").endswith("/upload"):
+            headers = [(b"content-type", b"text/plain; charset=utf-8")]
+            await send({"type": "http.response.start", "status": 403, "headers": headers})
+            await send({"type": "http.response.body", "body": b"this app takes no file uploads"})
+            return
+        await self.app(scope, receive, send)
+
+
+def launch_limits() -> dict[str, Any]:
+    """``demo.launch`` keywords that bound what a visitor can leave on the server."""
+    from starlette.middleware import Middleware
+
+    return {
+        "max_file_size": 0,
+        "app_kwargs": {"middleware": [Middleware(NoUploads)]},
+        "state_session_capacity": STATE_SESSIONS,
+    }
+
+
 def session_folder(session: str) -> Path:
     """This session's folder for downloads (one set per session, overwritten by its next run)."""
     safe = session if re.fullmatch(r"[A-Za-z0-9_-]{1,64}", session) else hashlib.sha256(session.encode())
     safe = safe if isinstance(safe, str) else safe.hexdigest()  # never a path made of what a client sent
-    folder = Path(tempfile.gettempdir()) / "paratta-sessions" / safe
+    root = Path(tempfile.gettempdir()) / "paratta-sessions"
+    prune(root, delete_cache()[1])
+    folder = root / safe
     folder.mkdir(parents=True, exist_ok=True)
     return folder
+
+
+def prune(root: Path, age_s: float) -> None:
+    """Remove session folders untouched for ``age_s`` (API clients may never send the unload event)."""
+    now = time.time()
+    for folder in root.glob("*") if root.is_dir() else ():
+        try:
+            if now - folder.stat().st_mtime > age_s:
+                shutil.rmtree(folder, ignore_errors=True)
+        except FileNotFoundError:
+            continue
 
 
 def forget_session(request: Any) -> None:

@@ -200,14 +200,30 @@ def _normalise(word: str) -> str:
     return word
 
 
+def prompt_words(prompt: str) -> list[str]:
+    """The prompt's words, lower-cased: runs of letters or digits in any script, so that a word outside
+    the vocabulary ("红色", "3") is named rather than silently dropped."""
+    return re.findall(r"[^\W_]+", prompt.lower())
+
+
+def unknown_words_error(words: list[str], prompt: str, vocabulary_text: str) -> ValueError:
+    """One error naming every unknown word (each, and the prompt, cut short: the message stays small)."""
+    cut = [w if len(w) <= 30 else w[:30] + "…" for w in dict.fromkeys(words)]
+    named = ", ".join(repr(w) for w in cut[:12]) + (f" and {len(cut) - 12} more" if len(cut) > 12 else "")
+    quoted = repr(prompt if len(prompt) <= 80 else prompt[:80] + "…")
+    plural = "s" if len(cut) > 1 else ""
+    return ValueError(f"unknown word{plural} {named} in prompt {quoted}; vocabulary: {vocabulary_text}")
+
+
 def parse_prompt(prompt: str) -> dict[str, set[str]]:
     """Attribute values named by a prompt, by category; empty dict for an empty prompt.
 
     A colour right after "on" or right before "background" is a background colour; so is a
     colour that only exists as a background ("black", "gray"); any other colour is the shape's.
     """
-    words = [_normalise(w) for w in re.findall(r"[a-z]+", prompt.lower())]
+    words = [_normalise(w) for w in prompt_words(prompt)]
     query: dict[str, set[str]] = {}
+    unknown = []
     for i, w in enumerate(words):
         if w in STOP_WORDS:
             continue
@@ -222,8 +238,11 @@ def parse_prompt(prompt: str) -> dict[str, set[str]]:
         else:
             category = next((c for c in CATEGORIES if w in vocabulary()[c]), "")
             if not category:
-                raise ValueError(f"unknown word {w!r} in prompt {prompt!r}; vocabulary: {_vocabulary_text()}")
+                unknown.append(w)
+                continue
         query.setdefault(category, set()).add(w)
+    if unknown:
+        raise unknown_words_error(unknown, prompt, _vocabulary_text())
     return query
 
 

@@ -7,13 +7,13 @@ compass direction. Small enough to watch every trajectory of a sampler on top of
 from __future__ import annotations
 
 import math
-import re
 
 import numpy as np
 import torch
 from torch import Tensor
 
 from paratta.models.mixture import MixtureModel, mask_log_weights, mixture_log_density
+from paratta.models.shapes import prompt_words, unknown_words_error
 
 CLUSTERS = ("east", "northeast", "north", "northwest", "west", "southwest", "south", "southeast")
 ALIASES = {
@@ -55,19 +55,15 @@ def vocabulary() -> dict[str, tuple[str, ...]]:
 
 def parse_prompt(prompt: str) -> set[str]:
     """Cluster names in a prompt (aliases resolved); empty set = every cluster."""
-    names = set()
-    for word in re.findall(r"[a-z]+", prompt.lower()):
-        word = ALIASES.get(word, word)
-        if word in STOP_WORDS:
-            continue
-        if word not in CLUSTERS:
-            aliases = ", ".join(f"{a}={c}" for a, c in ALIASES.items())
-            raise ValueError(
-                f"unknown word {word!r} in prompt {prompt!r}; vocabulary: cluster: {', '.join(CLUSTERS)}; "
-                f"aliases: {aliases}; ignored: {', '.join(sorted(STOP_WORDS))}"
-            )
-        names.add(word)
-    return names
+    words = [ALIASES.get(w, w) for w in prompt_words(prompt)]
+    unknown = [w for w in words if w not in CLUSTERS and w not in STOP_WORDS]
+    if unknown:
+        aliases = ", ".join(f"{a}={c}" for a, c in ALIASES.items())
+        vocabulary_text = (
+            f"cluster: {', '.join(CLUSTERS)}; aliases: {aliases}; ignored: {', '.join(sorted(STOP_WORDS))}"
+        )
+        raise unknown_words_error(unknown, prompt, vocabulary_text)
+    return {w for w in words if w in CLUSTERS}
 
 
 def grid_points(extent: float, n: int) -> Tensor:
