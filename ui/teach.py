@@ -1,5 +1,13 @@
-"""The teaching tab: on the 2-D model, every iteration's whole trajectory over the density, against the
-sequential trajectory, Jacobi and Anderson side by side; a slider scrubs the iterations afterwards.
+"""The Teach tab, made for a lecture: Jacobi and Anderson on the 2-D model, one frame per parallel iteration.
+
+Each frame draws, over the density p_0, every state x_0 … x_T of the current iterate against the
+sequential trajectory, for plain fixed point (Jacobi) and Triangular Anderson Acceleration side by
+side; the part from the anchor up (states ≥ anchor, final by the solver's own records) is drawn in
+cyan. Both solvers are run to the end first (the 2-D model takes milliseconds), so the view is
+zoomed once to where the iterates go, the verdict is known, and a lecturer can step back and forth
+through the frames (slider, previous/next) without anything being recomputed.
+
+The tab has its own controls: the sidebar's settings do not apply to it.
 """
 
 from __future__ import annotations
@@ -14,171 +22,327 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from paratta import Request, SolverConfig, load_model, make_problem, sample_sequential, solve
+from paratta.config import Spec, specs
+from paratta.registry import model_defaults
 
-from .handlers import guarded, scrub_update, user_error
-from .settings import as_int
+from .limits import JOBS
+from .settings import Caps, as_int, as_text
 
+MODEL = "toy2d"
 LANES = ("jacobi", "anderson")
-EXTENT = 3.2  # the picture shows [−EXTENT, EXTENT]²; x_T ~ N(0, I) and the clusters at radius 2 fit
+LANE_NAMES = {"jacobi": "Jacobi (fixed point)", "anderson": "Anderson (TAA)"}
+SHORT_NAMES = {"jacobi": "Jacobi", "anderson": "Anderson"}
+EXTENT = 3.2  # the backdrop shows [−EXTENT, EXTENT]²: x_T ~ N(0, I) and the ring of radius 2 fit
+MIN_SIDE = 1.5  # the zoomed view is at least this wide, so a short trajectory keeps its context
+ITERATE, FINAL_PART, SEQUENTIAL = "#ff7a3d", "#22d3ee", "white"
+REQUEST, SOLVER = specs(Request), specs(SolverConfig)
+
+
+@dataclass(frozen=True)
+class LectureDefaults:
+    """The tab's own starting point: the model's prompt, seed and steps (registry and ``Request``)
+    with the order raised to T, where the acceleration shows. Measured on the 2-core AMD EPYC
+    development box (CPU only), Nov 2026, "north", T = 50, seeds 0–9, parallel iterations:
+    order 1: Jacobi 46, Anderson 41–46 (no visible gain); order 20: Jacobi 17–18, Anderson 10–11;
+    order 50 (= T): Jacobi 17–18, Anderson 9–11."""
+
+    prompt: str = model_defaults(MODEL).prompt
+    seed: int = REQUEST["seed"].default
+    steps: int = model_defaults(MODEL).steps
+    order: int = model_defaults(MODEL).steps  # k = T: every equation unrolled to the anchor
+
+
+DEFAULTS = LectureDefaults()
 
 
 @dataclass(frozen=True)
 class Snapshot:
+    """One lane after ``iteration`` parallel iterations (0 = the initial guess: every state = x_T)."""
+
     iteration: int
     trajectory: np.ndarray  # (T+1, 2): x_0 … x_T
-    anchor: int
+    anchor: int  # states ≥ anchor are final
     max_residual: float
     converged: bool
 
 
+@dataclass(frozen=True)
+class Lesson:
+    """A finished run of both lanes: everything the frames, the verdict and the stepping need."""
+
+    prompt: str
+    steps: int
+    order: int
+    tol: float
+    sequential: np.ndarray  # (T+1, 2)
+    lanes: dict[str, list[Snapshot]]  # per lane, iterations 0 … n
+    view: tuple[float, float, float, float]  # x_lo, x_hi, y_lo, y_hi (square)
+
+    @property
+    def frames(self) -> int:
+        """The last frame index: the slowest lane's iteration count."""
+        return max(len(s) for s in self.lanes.values()) - 1
+
+    def at(self, k: int) -> dict[str, Snapshot]:
+        """Each lane at frame k (a lane that finished earlier stays on its last iterate)."""
+        return {name: snaps[min(max(k, 0), len(snaps) - 1)] for name, snaps in self.lanes.items()}
+
+
 @lru_cache(maxsize=16)
-def backdrop(prompt: str) -> np.ndarray:
-    """RGB picture of p_0 for the prompt (colour ∝ √p, so the tails stay visible)."""
+def backdrop(prompt: str, n: int = 400) -> np.ndarray:
+    """RGB picture of p_0 on [−EXTENT, EXTENT]² for the prompt (colour ∝ √p, so the tails stay visible)."""
     from paratta.models.toy2d import colour_map
 
-    log_p = load_model("toy2d").density_grid(1.0, EXTENT, 160, prompt)
+    log_p = load_model(MODEL).density_grid(1.0, EXTENT, n, prompt)
     return colour_map(np.sqrt(np.exp(log_p - log_p.max())))
 
 
-def teach_events(
-    prompt: str, seed: int, steps: int, order: int
-) -> Iterator[tuple[str, Snapshot | np.ndarray]]:
-    """("sequential", (T+1, 2) array) first, then ("jacobi" | "anderson", Snapshot) interleaved."""
-    model = load_model("toy2d")
-    problem = make_problem(model, Request(prompt=prompt, seed=seed, steps=steps))
-    yield "sequential", sample_sequential(problem).numpy()
-    lanes = {
-        name: solve(problem, SolverConfig(solver=name, order=min(order, steps), window=steps, history=2))
-        for name in LANES
-    }
-    while lanes:
-        for name in list(lanes):
-            it = next(lanes[name], None)
-            if it is None:
-                del lanes[name]
-                continue
-            yield (
-                name,
-                Snapshot(it.iteration, it.trajectory.numpy(), it.anchor, it.max_residual, it.converged),
-            )
+def zoom(path: np.ndarray, margin: float = 0.3) -> tuple[float, float, float, float]:
+    """A square view around the sequential ``path`` (n, 2), ``margin`` of its size on each side, at
+    least ``MIN_SIDE`` wide and inside the backdrop: the trajectories fill the plot, and the frames
+    show the iterates closing in on the path (early ones may leave the view and come back)."""
+    lo, hi = path.min(axis=0), path.max(axis=0)
+    side = min(max(float((hi - lo).max()) * (1 + 2 * margin), MIN_SIDE), 2 * EXTENT)
+    centre = np.clip((lo + hi) / 2, -EXTENT + side / 2, EXTENT - side / 2)
+    return (centre[0] - side / 2, centre[0] + side / 2, centre[1] - side / 2, centre[1] + side / 2)
 
 
-def teach_figure(prompt: str, sequential: np.ndarray, snapshots: dict[str, Snapshot | None]) -> Figure:
-    """Two panels over the density: the sequential path (white, dashed) and the current iterate's path
-    (orange; its final part from the anchor up in cyan)."""
-    fig = Figure(figsize=(9.0, 4.4), dpi=80)
-    picture = backdrop(prompt)
-    for n, name in enumerate(LANES):
-        ax = fig.add_axes((0.01 + 0.5 * n, 0.02, 0.47, 0.88))
+def distance(a: np.ndarray, b: np.ndarray) -> float:
+    """Largest RMS (over the 2 coordinates, the tolerance's units) distance between matching states."""
+    return float(np.sqrt(((a - b) ** 2).mean(axis=1)).max())
+
+
+def checked(prompt: Any, seed: Any, steps: Any, order: Any, caps: Caps) -> tuple[Request, int]:
+    """The request and the order k = min(order, T); ``ValueError`` naming the setting and its range."""
+    steps_ = as_int("steps", steps)
+    if steps_ > caps.max_steps:
+        raise ValueError(
+            f"steps must be at most {caps.max_steps} in this app (a cap that keeps the machine shared "
+            f"fairly); got {steps_}"
+        )
+    request = Request(prompt=as_text("prompt", prompt), seed=as_int("seed", seed), steps=steps_)
+    order_ = as_int("order", order)
+    if order_ > caps.max_steps:
+        raise ValueError(f"order must be at most {caps.max_steps} in this app; got {order_}")
+    SOLVER["order"].check(min(order_, steps_), steps_)  # its lower end; above T it means T
+    return request, min(order_, steps_)
+
+
+def lesson(request: Request, order: int) -> Lesson:
+    """Both lanes solved to the end on the same problem (full window, history 2)."""
+    problem = make_problem(load_model(MODEL), request)
+    sequential = sample_sequential(problem).numpy()
+    T = request.steps
+    start = Snapshot(0, np.repeat(sequential[-1:], T + 1, axis=0), T, float("nan"), False)
+    lanes = {}
+    for name in LANES:
+        config = SolverConfig(solver=name, order=order, window=T, history=2)
+        lanes[name] = [start] + [
+            Snapshot(it.iteration, it.trajectory.numpy(), it.anchor, it.max_residual, it.converged)
+            for it in solve(problem, config)
+        ]
+    return Lesson(request.prompt, T, order, SOLVER["tol"].default, sequential, lanes, zoom(sequential))
+
+
+def verdict(lesson: Lesson) -> str:
+    """One line: who needed how many parallel iterations, and whether both end on the sequential path."""
+    last = {name: snaps[-1] for name, snaps in lesson.lanes.items()}
+    j, a = last["jacobi"], last["anderson"]
+    head = f"**Anderson {a.iteration} vs Jacobi {j.iteration} parallel iterations**"
+    if a.iteration < j.iteration:
+        head += f" ({j.iteration / a.iteration:.1f}× fewer)"
+    head += f" · sequential DDIM: {lesson.steps} steps"
+    gaps = {name: distance(s.trajectory, lesson.sequential) for name, s in last.items()}
+    if all(s.converged for s in last.values()) and max(gaps.values()) <= lesson.tol:
+        return f"{head} · both end on the sequential trajectory (largest distance {max(gaps.values()):.0e})"
+    off = [
+        f"{SHORT_NAMES[n]} ends {gaps[n]:.1e} from it" + ("" if last[n].converged else " (not converged)")
+        for n in LANES
+        if gaps[n] > lesson.tol or not last[n].converged
+    ]
+    return f"{head} · " + "; ".join(off)
+
+
+def frame_line(lesson: Lesson, k: int) -> str:
+    """What frame k shows, lane by lane."""
+    T, parts = lesson.steps, []
+    for name, s in lesson.at(k).items():
+        if s.iteration == 0:
+            parts.append(f"{SHORT_NAMES[name]}: every state starts as a copy of x_T")
+        elif s.converged:
+            parts.append(f"{SHORT_NAMES[name]}: done at iteration {s.iteration} ✓")
+        else:
+            parts.append(f"{SHORT_NAMES[name]}: {T - s.anchor}/{T} states final")
+    order = f"order k = {lesson.order}" + (" (= T)" if lesson.order == T else "")
+    return f"Frame {k} of {lesson.frames} · " + " · ".join(parts) + f" · {order}"
+
+
+def teach_figure(lesson: Lesson, k: int) -> Figure:
+    """Two panels over p_0 at frame k, zoomed to the run, with axes, titles and one shared legend."""
+    fig = Figure(figsize=(8.8, 4.9), dpi=100)
+    fig.subplots_adjust(left=0.07, right=0.99, top=0.9, bottom=0.24, wspace=0.16)
+    picture, seq = backdrop(lesson.prompt), lesson.sequential
+    x_lo, x_hi, y_lo, y_hi = lesson.view
+    handles = []
+    for n, (name, snap) in enumerate(lesson.at(k).items()):
+        ax = fig.add_subplot(1, 2, n + 1)
         ax.imshow(picture, extent=(-EXTENT, EXTENT, -EXTENT, EXTENT), interpolation="bilinear")
-        ax.plot(sequential[:, 0], sequential[:, 1], "--", color="white", lw=1.3, alpha=0.9, zorder=4)
-        ax.plot(*sequential[0], "*", color="white", ms=14, mec="black", mew=0.6, zorder=5)
-        ax.plot(*sequential[-1], "s", color="white", ms=7, mec="black", mew=0.6, zorder=5)
-        snap = snapshots.get(name)
-        title = f"{'Jacobi (fixed point)' if name == 'jacobi' else 'Anderson (TAA)'}"
-        if snap is not None:
-            x = snap.trajectory
-            ax.plot(x[:, 0], x[:, 1], "-o", color="#ff7a3d", lw=1.4, ms=2.5)
-            ax.plot(x[snap.anchor :, 0], x[snap.anchor :, 1], "-o", color="#22d3ee", lw=1.8, ms=2.5)
-            ax.plot(*x[0], "o", color="#ff3d3d", ms=7, mec="white", mew=1.0, zorder=6)
-            T = len(x) - 1
-            title += f" — iteration {snap.iteration}, {T - snap.anchor}/{T} final" + (
-                " ✓" if snap.converged else f", residual {snap.max_residual:.1e}"
-            )
-        ax.set_title(title, fontsize=10)
-        ax.set_xlim(-EXTENT, EXTENT)
-        ax.set_ylim(-EXTENT, EXTENT)
-        ax.set_xticks([])
-        ax.set_yticks([])
+        handles = [
+            ax.plot(seq[:, 0], seq[:, 1], "--", color=SEQUENTIAL, lw=1.6, zorder=4)[0],
+            ax.plot(*snap.trajectory.T, "-o", color=ITERATE, lw=1.6, ms=3, zorder=5)[0],
+            ax.plot(*snap.trajectory[snap.anchor :].T, "-o", color=FINAL_PART, lw=2.0, ms=3, zorder=6)[0],
+            ax.plot(*seq[-1], "s", color=SEQUENTIAL, ms=8, mec="black", mew=0.8, zorder=7)[0],
+            ax.plot(*seq[0], "*", color=SEQUENTIAL, ms=15, mec="black", mew=0.8, zorder=7)[0],
+            ax.plot(*snap.trajectory[0], "o", color="#ff3d3d", ms=8, mec="white", mew=1.2, zorder=8)[0],
+        ]
+        state = (
+            "start: all states = x_T"
+            if snap.iteration == 0
+            else f"iteration {snap.iteration} ✓ converged"
+            if snap.converged
+            else f"iteration {snap.iteration}: {lesson.steps - snap.anchor}/{lesson.steps} final"
+        )
+        ax.set_title(f"{LANE_NAMES[name]}\n{state}", fontsize=12)
+        ax.set_xlim(x_lo, x_hi)
+        ax.set_ylim(y_lo, y_hi)
+        ax.set_aspect("equal")
+        ax.set_xlabel("x₁", fontsize=12)
+        if n == 0:
+            ax.set_ylabel("x₂", fontsize=12)
+        ax.tick_params(labelsize=11)
+    labels = [
+        "sequential trajectory",
+        "current iterate $x_T \\to x_0$",
+        "final part (from the anchor up)",
+        "$x_T$",
+        "sequential $x_0$",
+        "the iterate's $x_0$",
+    ]
+    fig.legend(handles, labels, loc="lower center", ncol=3, fontsize=11, frameon=True, facecolor="#1d1a33",
+               labelcolor="white", edgecolor="#1d1a33", borderaxespad=0.4)  # fmt: skip
     return fig
 
 
-def at(state: dict[str, Any], k: int) -> dict[str, Snapshot | None]:
-    """Each lane's snapshot at iteration k (its last one if it finished earlier)."""
-    return {
-        name: (snaps[min(k, len(snaps)) - 1] if snaps else None) for name, snaps in state["lanes"].items()
-    }
+def refuse(err: Exception) -> gr.Error:
+    return gr.Error(str(err), print_exception=False)
 
 
-def summary(state: dict[str, Any], k: int | None = None) -> str:
-    parts = []
-    for name, snaps in state["lanes"].items():
-        if snaps:
-            s = snaps[-1] if k is None else snaps[min(k, len(snaps)) - 1]
-            done = f"converged in **{s.iteration}** iterations" if s.converged else f"iteration {s.iteration}"
-            parts.append(f"{name.capitalize()}: {done}")
-    return " · ".join(parts) + f" · sequential: {state['steps']} steps"
-
-
-def teach_run(prompt: str, seed: Any, steps: Any, order: Any) -> Iterator[tuple[Figure, str, dict[str, Any]]]:
-    """Stream (figure, summary, state) per iteration of either solver; the state feeds the slider."""
+def teach_run(
+    prompt: Any, seed: Any, steps: Any, order: Any, request: gr.Request = None
+) -> Iterator[tuple[Figure, str, Lesson]]:
+    """Solve both lanes, then stream one frame per parallel iteration (0 … n); the last has the verdict.
+    Like Run and Race, one job per session (``ui.limits``): it replaces the session's running one."""
     try:
-        seed_, steps_, order_ = as_int("seed", seed), as_int("steps", steps), as_int("order", order)
-        if not 2 <= steps_ <= 200 or order_ < 1:
-            raise ValueError(f"steps must be in [2, 200] and order at least 1; got {steps_} and {order_}")
+        lesson_request, order_ = checked(prompt, seed, steps, order, Caps.from_env())
+        ticket = JOBS.begin(request, Caps.from_env())
+        try:
+            result = lesson(lesson_request, order_)  # toy2d: T ≤ the cap costs well under a second
+        finally:
+            ticket.end()
     except ValueError as err:
-        raise user_error(err) from None
-    events = guarded(teach_events(prompt or "", seed_, steps_, order_))
-    _, sequential = next(events)
-    lanes: dict[str, list[Snapshot]] = {name: [] for name in LANES}
-    state = {"prompt": prompt or "", "steps": steps_, "sequential": sequential, "lanes": lanes}
-    for name, snap in events:
-        lanes[name].append(snap)
-        k = len(lanes[name])
-        yield teach_figure(state["prompt"], sequential, at(state, k)), summary(state), state
-    n = max(len(s) for s in lanes.values())
-    yield teach_figure(state["prompt"], sequential, at(state, n)), summary(state), state
+        raise refuse(err) from None
+    for k in range(result.frames):
+        yield teach_figure(result, k), frame_line(result, k), result
+    yield teach_figure(result, result.frames), summary(result, result.frames), result
 
 
-def teach_scrub(state: dict[str, Any] | None, k: Any) -> tuple[Any, Any]:
-    if not state:
-        return gr.skip(), gr.skip()
-    k = max(int(k), 1)
-    return teach_figure(state["prompt"], state["sequential"], at(state, k)), summary(state, k)
+def summary(lesson: Lesson, k: int) -> str:
+    return f"### {verdict(lesson)}\n{frame_line(lesson, k)}"
 
 
-def slider_ready(state: dict[str, Any] | None) -> dict[str, Any]:
-    if not state:
-        return gr.skip()
-    return scrub_update(max(len(s) for s in state["lanes"].values()), True)
+def show(lesson: Lesson | None, k: Any) -> tuple[Any, Any, Any]:
+    """(slider, figure, text) at frame k, clamped to the run: for the slider, previous and next."""
+    if lesson is None:
+        return gr.skip(), gr.skip(), gr.skip()
+    k = min(max(int(k), 0), lesson.frames)
+    return gr.update(value=k), teach_figure(lesson, k), summary(lesson, k)
+
+
+def previous_frame(lesson: Lesson | None, k: Any) -> tuple[Any, Any, Any]:
+    return show(lesson, int(k) - 1)
+
+
+def next_frame(lesson: Lesson | None, k: Any) -> tuple[Any, Any, Any]:
+    return show(lesson, int(k) + 1)
+
+
+def stepper_ready(lesson: Lesson | None) -> tuple[Any, Any, Any]:
+    """After a run: the slider spans its frames and sits on the last; previous and next come alive."""
+    if lesson is None:
+        return gr.skip(), gr.skip(), gr.skip()
+    n, live = lesson.frames, gr.update(interactive=True)
+    return gr.update(minimum=0, maximum=n, value=n, interactive=True), live, live
+
+
+def locked() -> tuple[Any, Any, Any]:
+    return gr.update(interactive=False), gr.update(interactive=False), gr.update(interactive=False)
+
+
+def hint(spec: Spec) -> str:
+    """A setting's hint without its "(auto: …)" note: this tab has no automatic values."""
+    return spec.hint.split(" (auto")[0]
 
 
 def build_teach_tab() -> Any:
     """The 2-D tab's components and events (inside the current Blocks context); returns the run event."""
+    from paratta.models.toy2d import CLUSTERS
+
+    caps = Caps.from_env()
     gr.Markdown(
-        "Each frame is **one parallel iteration**: the whole trajectory x_T → x_0 (orange) is updated at "
-        "once; the part from the converged frontier up is final (cyan). White dashed: the sequential "
-        "trajectory (square = x_T, star = its x_0). Both solvers use the full window; only the update "
-        "differs."
+        "**This tab has its own settings: the sidebar's do not apply here.** It runs the `toy2d` model "
+        "(eight Gaussian clusters in 2-D, exact ε) on the CPU. Each frame is **one parallel iteration**: "
+        "the whole trajectory x_T → x_0 (orange) is updated at once; from the anchor up it is final "
+        "(cyan). White dashed: the sequential trajectory (square: x_T, star: its x_0). Both solvers use "
+        "the full window and the same order; only the update differs."
     )
-    with gr.Row():
+    with gr.Row(equal_height=True):
         prompt = gr.Textbox(
-            "",
+            DEFAULTS.prompt,
             label="Clusters",
             scale=2,
             placeholder="all eight clusters",
-            info="clusters to sample from: east, northeast, north, …, southeast (or n, "
-            "ne, …); empty = all eight",
+            info=f"clusters to sample from: {', '.join(CLUSTERS)} (or n, ne, …); empty = all eight",
         )
-        seed = gr.Number(3, label="Seed", precision=0, minimum=0, info="fixes x_T")
-        steps = gr.Slider(5, 100, 50, step=1, label="Steps T", info="length of the trajectory")
-        order = gr.Slider(1, 100, 1, step=1, label="Order k", info="unrolled steps per equation")
-    go = gr.Button("Run Jacobi and Anderson", variant="primary")
-    plot = gr.Plot(label="Trajectories over p_0", format="png", show_label=False)
-    stats = gr.Markdown()
-    slider = gr.Slider(1, 2, 1, step=1, label="Scrub iterations (after the run)", interactive=False)
+        seed = gr.Number(
+            DEFAULTS.seed, label="Seed", precision=0, minimum=REQUEST["seed"].lo, info=REQUEST["seed"].hint
+        )
+        steps = gr.Slider(
+            REQUEST["steps"].lo,
+            caps.max_steps,
+            DEFAULTS.steps,
+            step=1,
+            label=f"{REQUEST['steps'].label} {REQUEST['steps'].symbol}",
+            info=f"{hint(REQUEST['steps'])}; at most {caps.max_steps} here",
+        )
+        order = gr.Slider(
+            SOLVER["order"].lo,
+            caps.max_steps,
+            DEFAULTS.order,
+            step=1,
+            label=f"{SOLVER['order'].label} {SOLVER['order'].symbol}",
+            info=f"{hint(SOLVER['order'])}; above T it is T",
+        )
+    go = gr.Button("Run Jacobi and Anderson", variant="primary", elem_id="teach-run")
+    text = gr.Markdown("Press the button: both solvers run, then the frames play; step through them below.")
+    plot = gr.Plot(label="Trajectories over p_0", format="png", show_label=False, elem_id="teach-plot")
+    with gr.Row(equal_height=True):
+        previous = gr.Button("◀ Previous", size="sm", interactive=False, scale=0, min_width=110)
+        slider = gr.Slider(0, 1, 0, step=1, label="Frame (parallel iteration)", interactive=False, scale=4)
+        following = gr.Button("Next ▶", size="sm", interactive=False, scale=0, min_width=110)
     state = gr.State(None, time_to_live=3600)
-    go.click(lambda: gr.update(interactive=False), None, slider, queue=False, api_visibility="private")
+
+    go.click(locked, None, [slider, previous, following], queue=False, api_visibility="private")
     event = go.click(
         teach_run,
         [prompt, seed, steps, order],
-        [plot, stats, state],
+        [plot, text, state],
         api_name="teach",
         preprocess=False,
-        show_progress="hidden",
+        show_progress="minimal",
     )
-    event.then(slider_ready, state, slider, api_visibility="private", queue=False)
-    slider.input(
-        teach_scrub, [state, slider], [plot, stats], api_visibility="private", trigger_mode="always_last"
-    )
+    event.then(stepper_ready, state, [slider, previous, following], api_visibility="private", queue=False)
+    outputs = [slider, plot, text]
+    slider.input(show, [state, slider], outputs, api_visibility="private", trigger_mode="always_last")
+    previous.click(previous_frame, [state, slider], outputs, api_visibility="private")
+    following.click(next_frame, [state, slider], outputs, api_visibility="private")
     return event
