@@ -3,8 +3,9 @@
     python app.py                          # the embedded shapes model: no GPU, no network
     python app.py --model path/or/hub-id   # Stable Diffusion (a diffusers folder or a hub id)
 
-Also ``--host``, ``--port`` and ``--share`` (off by default). On a Hugging Face Space the model can
-come from the ``PARATTA_MODEL`` variable; ZeroGPU is used when the ``spaces`` package is installed.
+Also ``--host``, ``--port``, ``--share`` (off by default) and ``--budget`` (seconds per run). On a
+Hugging Face Space the model can come from the ``PARATTA_MODEL`` variable; ZeroGPU is used when the
+``spaces`` package is installed.
 """
 
 from __future__ import annotations
@@ -25,20 +26,31 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--host", default=None, help="address to bind (default 127.0.0.1, or GRADIO_SERVER_NAME)")
     p.add_argument("--port", type=int, default=None, help="port (default 7860 or the next free one)")
     p.add_argument("--share", action="store_true", help="create a public gradio.live link (needs internet)")
+    p.add_argument(
+        "--budget",
+        type=float,
+        default=None,
+        help="wall-clock seconds a run may take before it ends as if stopped "
+        "(default 30 on a Space, 300 elsewhere; or PARATTA_BUDGET_S)",
+    )
     return p.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    if args.budget is not None:
+        os.environ["PARATTA_BUDGET_S"] = str(args.budget)  # read by ui.settings.Caps, like on a Space
     from ui.app import build_demo, concurrency_limit, launch_options  # gradio and the models: seconds
+    from ui.limits import launch_limits
 
     demo = build_demo(extra_model=args.model)
+    # The queue is the bound across visitors; ui.limits bounds each one (one job per session).
     demo.queue(default_concurrency_limit=concurrency_limit(), max_size=32)
     demo.launch(
         server_name=args.host,
         server_port=args.port,
         share=args.share,
-        state_session_capacity=200,
+        **launch_limits(),  # no uploads, a bounded number of sessions' state
         **launch_options(),
     )
 

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
+import gradio as gr
 import torch
 
 from paratta import SolverConfig
@@ -258,7 +259,7 @@ def prune(root: Path, age_s: float) -> None:
             continue
 
 
-def forget_session(request: Any) -> None:
+def forget_session(request: gr.Request) -> None:
     """``demo.unload``: end the session's job and remove its folder."""
     session = session_key(request)
     with JOBS.lock:
