@@ -1,4 +1,9 @@
-"""The Blocks layout and its events. ``build_demo`` is all a launcher (or a test) needs."""
+"""The Blocks layout and its events. ``build_demo`` is all a launcher (or a test) needs.
+
+Layout: at 1280×800 the verdict, the three images (ParaTAA, sequential, difference) and the heatmap
+with the curves fit above the fold; the controls are compact (most-used first, the rest collapsed).
+On a phone the columns stack: prompt, Run, then the results.
+"""
 
 from __future__ import annotations
 
@@ -8,10 +13,12 @@ from typing import Any
 
 import gradio as gr
 
-from paratta import BUILTIN_MODELS
+from paratta import BUILTIN_MODELS, Request, SolverConfig, model_defaults
+from paratta.config import specs
 
-from .controls import build_controls, model_defaults, wire
+from .controls import RUN_INPUT_NAMES, build_controls, wire
 from .handlers import (
+    RACES,
     after_stop,
     lock_scrub,
     make_race_handler,
@@ -20,6 +27,7 @@ from .handlers import (
     scrub_ready,
     use_as_init,
 )
+from .limits import JOBS, delete_cache, forget_session, queue_probe
 from .session import get_model
 from .settings import Caps
 from .teach import build_teach_tab
@@ -28,18 +36,32 @@ from .views import DIFF_GAIN, HEATMAP_LEGEND
 EXPLAIN = Path(__file__).with_name("explain.md").read_text(encoding="utf-8")
 LATEX = [{"left": "$$", "right": "$$", "display": True}, {"left": "$", "right": "$", "display": False}]
 CSS = """
-.gradio-container {max-width: 1500px !important}
-#stats {min-height: 3.4em}
-#title h1 {margin-bottom: 0.2em}
-.legend {font-size: 0.85em; opacity: 0.8}
+.gradio-container {max-width: 1440px !important; padding-top: 8px !important}
+#title h2 {margin: 0 0 2px 0}
+#title p {margin: 0; font-size: 0.9em}
+#stats {min-height: 4.6em}
+#stats h3 {font-size: 1.2em; margin: 0 0 4px 0; line-height: 1.3}
+#stats p {font-size: 0.82em; margin: 0; line-height: 1.35}
+#race-stats h3 {font-size: 1.2em; margin: 0 0 4px 0}
+.legend {font-size: 0.8em; opacity: 0.8}
 """
 THEME = gr.themes.Soft(primary_hue="orange", secondary_hue="cyan", neutral_hue="slate")
 INTRO = (
-    "# ParaTAA, converging live\n"
+    "## ParaTAA, converging live\n"
     "Diffusion sampling solved as a triangular system by **parallel fixed-point iterations** with "
-    "**Triangular Anderson Acceleration** (Tang et al., ICML 2024). Each frame is one parallel iteration of "
-    "the solver; the run ends on the very image the sequential sampler makes."
+    "**Triangular Anderson Acceleration** (Tang et al., ICML 2024): each frame is one parallel iteration, "
+    "and the run ends on the very image the sequential sampler makes."
 )
+IMAGE_HEIGHT, PLOT_HEIGHT = 215, 250
+RUNNING, IDLE = gr.update(value="Running…", variant="secondary"), gr.update(value="Run", variant="primary")
+# Presets: (label, changes to the default shapes settings); values by RUN_INPUT_NAMES.
+PRESETS: list[tuple[str, dict[str, Any]]] = [
+    ("DDIM-100: then press Race (Jacobi vs Anderson)", {"steps": 100}),
+    ("Small window W = 10", {"window": 10}),
+    ("Warm start: coarse sequential pass", {"init": "coarse"}),
+    ("DDPM (η = 1)", {"eta": 1.0}),
+    ("shapes-unet: “red circle”, guidance 3", {"model": "shapes-unet"}),
+]
 
 
 def launch_options() -> dict[str, Any]:
@@ -53,10 +75,29 @@ def concurrency_limit() -> int:
     return max(1, int(os.environ.get("PARATTA_CONCURRENCY", default)))
 
 
-def image(label: str, elem_id: str | None = None, height: int = 270) -> gr.Image:
+def image(label: str, elem_id: str | None = None, height: int = IMAGE_HEIGHT) -> gr.Image:
     return gr.Image(
         label=label, format="png", interactive=False, elem_id=elem_id, buttons=["download"], height=height
     )
+
+
+def preset_rows(models: list[str]) -> tuple[list[list[Any]], list[str]]:
+    """Each preset as a full row of /run inputs: the declared defaults, the model's own defaults and the
+    library's auto values for its T, then the preset's changes."""
+    declared = {name: spec.default for name, spec in {**specs(Request), **specs(SolverConfig)}.items()}
+    rows, labels = [], []
+    for text, change in PRESETS:
+        name = change.get("model", "shapes")
+        if name not in models:
+            continue
+        d = model_defaults(name)
+        steps = change.get("steps", d.steps)
+        auto = SolverConfig().resolved(steps)
+        values = declared | dict(model=name, prompt=d.prompt, guidance=d.guidance, steps=steps)
+        values |= dict(order=auto.order, window=auto.window, max_iters=auto.max_iters) | change
+        rows.append([values[n] for n in RUN_INPUT_NAMES])
+        labels.append(text)
+    return rows, labels
 
 
 def build_demo(extra_model: str | None = None) -> gr.Blocks:
@@ -69,28 +110,22 @@ def build_demo(extra_model: str | None = None) -> gr.Blocks:
     default = extra_model or "shapes"
     caps = Caps.from_env()
 
-    def describe(name: str) -> dict[str, Any]:
-        return model_defaults(name, loaded.get(name) or get_model(name))
+    def describe(name: str) -> tuple[Any, Any]:
+        model = loaded.get(name) or get_model(name)
+        return model, model_defaults(name, model)
 
-    with gr.Blocks(title="ParaTAA live — parallel diffusion sampling") as demo:
+    # delete_cache: Gradio removes its cached frames and downloads on a timer (limits.delete_cache).
+    with gr.Blocks(title="ParaTAA live — parallel diffusion sampling", delete_cache=delete_cache()) as demo:
         gr.Markdown(INTRO, elem_id="title")
         with gr.Row(equal_height=False):
-            with gr.Column(scale=1, min_width=330):
-                c = build_controls(models, default, describe(default), caps)
-                run_btn, stop_btn = c.run, c.stop
-                use_btn = gr.Button("Use this run as initialisation", size="sm")
-                init_note = gr.Markdown()
-                gr.Markdown(
-                    f"Caps here: T ≤ {caps.max_steps}, window ≤ {caps.max_window}; larger values are "
-                    "refused with a message.",
-                    elem_classes="legend",
-                )
-            with gr.Column(scale=3):
-                with gr.Tabs():
-                    with gr.Tab("Run"):
+            with gr.Column(scale=1, min_width=300):
+                c = build_controls(models, default, *describe(default), caps)
+            with gr.Column(scale=3, min_width=320):
+                with gr.Tabs(selected="run") as tabs:
+                    with gr.Tab("Run", id="run"):
                         stats = gr.Markdown(
-                            "Press **Run**: the sequential reference is computed first, then "
-                            "the parallel solver streams one frame per iteration.",
+                            "### Press **Run**\nThe sequential reference streams first, then the parallel "
+                            "solver, one frame per iteration; the verdict appears here when it ends.",
                             elem_id="stats",
                         )
                         with gr.Row():
@@ -98,88 +133,91 @@ def build_demo(extra_model: str | None = None) -> gr.Blocks:
                             seq = image("Sequential reference", "sequential-image")
                             diff = image(f"|ParaTAA − sequential| × {DIFF_GAIN:g}", "diff-image")
                         with gr.Row():
-                            with gr.Column():
-                                heatmap = image("Residuals: timestep × iteration", "heatmap", 340)
-                                gr.Markdown(HEATMAP_LEGEND, elem_classes="legend")
-                            curves = image("Convergence (log scale)", "curves", 340)
-                        with gr.Row(equal_height=True):
-                            slider = gr.Slider(
-                                1,
-                                2,
-                                1,
-                                step=1,
-                                label="Scrub iterations (no recomputation)",
-                                interactive=False,
-                                scale=3,
-                            )
-                            downloads = gr.File(
-                                label="Downloads: previews GIF, residuals CSV, run JSON",
-                                file_count="multiple",
-                                interactive=False,
-                                height=110,
-                                scale=2,
-                            )
+                            heatmap = image("Residuals: timestep × iteration", "heatmap", PLOT_HEIGHT)
+                            curves = image("Convergence (log scale)", "curves", PLOT_HEIGHT)
+                        gr.Markdown(HEATMAP_LEGEND, elem_classes="legend")
+                        slider = gr.Slider(
+                            1, 2, 1, step=1, label="Scrub iterations (no recomputation)", interactive=False
+                        )
+                        downloads = gr.File(
+                            label="Downloads: previews GIF, residuals CSV, run JSON",
+                            file_count="multiple",
+                            interactive=False,
+                            height=170,
+                            elem_id="downloads",
+                        )
                         with gr.Accordion("Numbers of the frame shown (JSON)", open=False):
                             info = gr.JSON(label="stats")
-                    with gr.Tab("Race: Jacobi vs Anderson"):
-                        gr.Markdown(
-                            "Same problem, seed, window and order: plain fixed point against "
-                            "Triangular Anderson Acceleration, one iteration of each in turn."
-                        )
-                        race_btn = gr.Button("Race", variant="primary", elem_id="race")
-                        race_stats = gr.Markdown()
+                    with gr.Tab("Race", id="race"):
                         with gr.Row():
-                            r_jacobi = image("Jacobi (fixed point)")
-                            r_anderson = image("Anderson (TAA)")
+                            contest = gr.Radio(
+                                [(text, key) for key, text in RACES.items()],
+                                value="solvers",
+                                label="Race",
+                                info="same problem, seed, window and order; one iteration of each in turn",
+                                scale=3,
+                            )
+                            race_btn = gr.Button("Race", variant="primary", elem_id="race", scale=1)
+                        race_stats = gr.Markdown(elem_id="race-stats")
+                        with gr.Row():
+                            r_a = image("Jacobi (fixed point)", "race-a")
+                            r_b = image("Anderson (TAA)", "race-b")
                             r_seq = image("Sequential reference")
                         with gr.Row():
-                            r_jheat = image("Jacobi residuals", height=340)
-                            r_aheat = image("Anderson residuals", height=340)
-                            r_curves = image("Convergence (log scale)", height=340)
+                            r_aheat = image("Jacobi residuals", height=PLOT_HEIGHT)
+                            r_bheat = image("Anderson residuals", height=PLOT_HEIGHT)
+                            r_curves = image("Convergence (log scale)", height=PLOT_HEIGHT)
                         with gr.Accordion("Numbers (JSON)", open=False):
                             r_info = gr.JSON(label="race stats")
-                    with gr.Tab("Teach (2-D)"):
+                    with gr.Tab("Teach (2-D)", id="teach"):
                         teach_event = build_teach_tab()
+                rows, labels = preset_rows(models)
+                gr.Examples(
+                    rows, c.run_inputs(), label="Presets (fill the controls; press Run)",
+                    example_labels=labels, cache_examples=False,
+                )  # fmt: skip
+                use_btn = gr.Button("Use this run as initialisation", size="sm")
+                init_note = gr.Markdown()
+                gr.Markdown(caps.text(), elem_classes="legend", elem_id="limits")
         with gr.Accordion("How it works", open=False):
             gr.Markdown(EXPLAIN, latex_delimiters=LATEX)
 
         record = gr.State(None, time_to_live=3600)
         init_state = gr.State(None, time_to_live=3600)
         wire(c, describe)
-        run_btn.click(lock_scrub, None, slider, queue=False, api_visibility="private")
+        private: dict[str, Any] = {"api_visibility": "private", "queue": False}
+        # Run always shows the Run tab, and says it is running until the run ends or is stopped.
+        run_btn, stop_btn = c.run, c.stop
+        run_btn.click(
+            lambda: (lock_scrub(), RUNNING, gr.Tabs(selected="run")), None, [slider, run_btn, tabs], **private
+        )
         run_event = run_btn.click(
             make_run_handler(models),
             [*c.run_inputs(), init_state],
             [img, seq, diff, heatmap, curves, stats, info, downloads, record],
             api_name="run",
             preprocess=False,
-            show_progress="hidden",
+            show_progress="minimal",
+            show_progress_on=stats,
         )
-        run_event.then(scrub_ready, record, slider, api_visibility="private", queue=False)
-        race_inputs = [
-            c.model,
-            c.prompt,
-            c.negative_prompt,
-            c.seed,
-            c.steps,
-            c.eta,
-            c.guidance,
-            c.order,
-            c.window,
-            c.history,
-            c.tol,
-            c.max_iters,
-        ]
+        run_event.then(lambda r: (scrub_ready(r), IDLE), record, [slider, run_btn], **private)
+        race_btn.click(lambda: gr.update(value="Racing…", variant="secondary"), None, race_btn, **private)
         race_event = race_btn.click(
             make_race_handler(models),
-            race_inputs,
-            [r_jacobi, r_anderson, r_seq, r_jheat, r_aheat, r_curves, race_stats, r_info],
+            [*(getattr(c, n) for n in RUN_INPUT_NAMES if n not in ("solver", "init")), contest],
+            [r_a, r_b, r_seq, r_aheat, r_bheat, r_curves, race_stats, r_info],
             api_name="race",
             preprocess=False,
-            show_progress="hidden",
+            show_progress="minimal",
+            show_progress_on=race_stats,
         )
+        race_event.then(lambda: gr.update(value="Race", variant="primary"), None, race_btn, **private)
+        contest.change(race_labels, contest, [r_a, r_b, r_aheat, r_bheat], **private)
         stop_btn.click(None, cancels=[run_event, race_event, teach_event]).then(
-            after_stop, record, [downloads, slider, stats], api_visibility="private"
+            lambda r: (*after_stop(r), IDLE, gr.update(value="Race", variant="primary")),
+            record,
+            [img, seq, diff, heatmap, curves, stats, info, downloads, slider, run_btn, race_btn],
+            api_visibility="private",
         )
         slider.input(
             scrub,
@@ -190,4 +228,21 @@ def build_demo(extra_model: str | None = None) -> gr.Blocks:
             concurrency_limit=4,
         )
         use_btn.click(use_as_init, record, [init_state, init_note], api_name="use_as_init")
+        demo.unload(forget_session)  # the session's job ends and its download folder goes
+    JOBS.waiting = queue_probe(demo)  # a job yields to a newer one of its session waiting in the queue
     return demo
+
+
+def race_labels(contest: str) -> tuple[dict, dict, dict, dict]:
+    """The two lanes' panel titles for the chosen race."""
+    a, b = (
+        ("Budget rule", "Per-step rule")
+        if contest == "stopping"
+        else ("Jacobi (fixed point)", "Anderson (TAA)")
+    )
+    return (
+        gr.update(label=a),
+        gr.update(label=b),
+        gr.update(label=f"{a.split(' (')[0]} residuals"),
+        gr.update(label=f"{b.split(' (')[0]} residuals"),
+    )

@@ -1,6 +1,10 @@
-"""The control panel: every setting with a one-line hint, defaults that converge visibly in seconds on
-a CPU, and the small events that hide what does not apply (history only for Anderson, order/window not
-for sequential).
+"""The control panel, generated from the settings' declarations (``paratta.config.specs``) and each
+model's defaults (``paratta.registry.model_defaults``): no range, default or hint is typed here.
+
+The most-used knobs come first (prompt, Run, solver, T, order, window); the rest sit in collapsed
+groups. Small events keep the panel coherent: order, window and the iteration budget follow T
+(``steps_changed``), a model switch brings that model's prompt, guidance and steps, and what does not
+apply is hidden (history only for Anderson, order and window not for sequential).
 """
 
 from __future__ import annotations
@@ -10,24 +14,42 @@ from typing import Any
 
 import gradio as gr
 
-from paratta import BUILTIN_MODELS
+from paratta import ModelDefaults, Request, SolverConfig
+from paratta.config import Spec, specs
 
 from .settings import Caps
 
-SOLVER_CHOICES = [
-    ("Sequential", "sequential"),
-    ("Jacobi (fixed point)", "jacobi"),
-    ("Anderson (TAA)", "anderson"),
-    ("Anderson (global γ)", "anderson-global"),
-]
-INIT_CHOICES = [
-    ("x_T copies", "xT"),
-    ("previous run's trajectory", "trajectory"),
-    ("coarse sequential pass", "coarse"),
-]
+REQUEST, CONFIG = specs(Request), specs(SolverConfig)
+CHOICE_LABELS = {  # how a choice reads in the panel; the values are the library's
+    "sequential": "Sequential",
+    "jacobi": "Jacobi (fixed point)",
+    "anderson": "Anderson (TAA)",
+    "anderson-global": "Anderson (global γ)",
+    "xT": "x_T copies",
+    "trajectory": "previous run's trajectory",
+    "coarse": "coarse sequential pass",
+    "budget": "budget: x₀ within tol of sequential",
+    "per-step": "per-step (the published rule)",
+}
 ETA_PRESETS = {"DDIM (η = 0)": 0.0, "DDPM (η = 1)": 1.0, "custom": None}
-DEFAULT_PROMPTS = {"shapes": "red circle on blue", "toy2d": "north"}
-SD_PROMPT = "a watercolour painting of a lighthouse at dawn"
+# The /run API's inputs, in order (README, "Driving the app from Python"); new ones go at the end.
+RUN_INPUT_NAMES = (
+    "model",
+    "prompt",
+    "negative_prompt",
+    "seed",
+    "steps",
+    "eta",
+    "guidance",
+    "solver",
+    "order",
+    "window",
+    "history",
+    "tol",
+    "max_iters",
+    "init",
+    "stopping",
+)
 
 
 @dataclass
@@ -49,173 +71,153 @@ class Controls:
     tol: gr.Number
     max_iters: gr.Slider
     init: gr.Radio
+    stopping: gr.Radio
+    last_steps: gr.State  # the T that order, window and the budget were last fitted to
 
     def run_inputs(self) -> list[gr.components.Component]:
-        """In the order of the ``/run`` API (see the README, "Driving the app from Python")."""
-        return [
-            self.model,
-            self.prompt,
-            self.negative_prompt,
-            self.seed,
-            self.steps,
-            self.eta,
-            self.guidance,
-            self.solver,
-            self.order,
-            self.window,
-            self.history,
-            self.tol,
-            self.max_iters,
-            self.init,
-        ]
+        """In the order of the ``/run`` API (``RUN_INPUT_NAMES``)."""
+        return [getattr(self, name) for name in RUN_INPUT_NAMES]
 
 
-def prompt_hint(model: Any) -> str:
+def label(spec: Spec) -> str:
+    """ "Order k": the panel's name for a setting, with the paper's letter."""
+    text = spec.label or spec.name.replace("_", " ").capitalize()
+    return f"{text} {spec.symbol}".strip()
+
+
+def choices(spec: Spec) -> list[tuple[str, str]]:
+    return [(CHOICE_LABELS.get(c, c), c) for c in spec.choices]
+
+
+def slider(spec: Spec, value: float, hi: float, step: float = 1, **kw: Any) -> gr.Slider:
+    """A slider over the setting's declared range (``hi`` resolves "T" and the app's caps)."""
+    return gr.Slider(spec.lo, hi, value, step=step, label=label(spec), info=spec.hint, **kw)
+
+
+def slider_top(T: int) -> int:
+    """A Gradio slider needs maximum > minimum: at T = 1 the top is 2 and the library refuses 2."""
+    return max(T, 2)
+
+
+def prompt_hint(model: Any, defaults: ModelDefaults) -> str:
     vocabulary = getattr(model, "vocabulary", None)
-    if not vocabulary:
-        return "what to draw"
-    words = "; ".join(f"{cat}: {', '.join(ws)}" for cat, ws in vocabulary.items() if cat != "ignored")
-    return f"this model knows only these words — {words}"
+    if vocabulary:
+        words = "; ".join(f"{cat}: {', '.join(ws)}" for cat, ws in vocabulary.items() if cat != "ignored")
+        return f"this model knows only these words — {words}"
+    return REQUEST["prompt"].hint + (" (required)" if defaults.requires_prompt else "")
 
 
-def model_defaults(name: str, model: Any) -> dict[str, Any]:
-    """Prompt, hint, negative-prompt visibility and guidance that suit a model."""
-    text = getattr(model, "text_encoder", None) is not None  # Stable Diffusion
-    if name in BUILTIN_MODELS:
-        prompt, hint, guidance = DEFAULT_PROMPTS.get(name, ""), prompt_hint(model), 1.0
-    elif text:
-        prompt, hint, guidance = SD_PROMPT, "what to draw (required)", 5.0
-    else:
-        prompt, hint, guidance = "", "a class label or id; empty = unconditional", 4.0
-    negative = bool(getattr(model, "takes_negative_prompt", False))
-    return {"prompt": prompt, "prompt_hint": hint, "negative": negative, "guidance": guidance}
-
-
-def build_controls(models: list[str], default_model: str, defaults: dict[str, Any], caps: Caps) -> Controls:
+def build_controls(
+    models: list[str], default_model: str, model: Any, defaults: ModelDefaults, caps: Caps
+) -> Controls:
     """Create the components (inside the current Blocks context), Run and Stop right under the prompt."""
-    T = 50
-    model = gr.Dropdown(
-        models,
-        value=default_model,
-        label="Model",
-        info="built-in exact-score models run on a CPU; a diffusers model comes from --model",
+    T = defaults.steps
+    auto = SolverConfig().resolved(T)  # the library's "auto" values for this T
+    dropdown = gr.Dropdown(
+        models, value=default_model, label="Model", info="a diffusers model comes from --model"
     )
-    prompt = gr.Textbox(defaults["prompt"], label="Prompt", info=defaults["prompt_hint"], max_lines=2)
+    prompt = gr.Textbox(defaults.prompt, label="Prompt", info=prompt_hint(model, defaults), max_lines=2)
     negative = gr.Textbox(
-        "",
+        REQUEST["negative_prompt"].default,
         label="Negative prompt",
-        visible=defaults["negative"],
+        visible=bool(getattr(model, "takes_negative_prompt", False)),
         max_lines=2,
-        info="steered away from when guidance > 1",
+        info=REQUEST["negative_prompt"].hint,
     )
     with gr.Row():
-        run = gr.Button("Run", variant="primary", elem_id="run")
-        stop = gr.Button("Stop", variant="stop", elem_id="stop")
-    with gr.Accordion("Sampler", open=True):
-        with gr.Row():
-            seed = gr.Number(0, label="Seed", precision=0, minimum=0, info="fixes x_T and the DDPM noises")
-            steps = gr.Slider(2, caps.max_steps, T, step=1, label="Steps T", info="sequential network calls")
+        run = gr.Button("Run", variant="primary", elem_id="run", min_width=80)
+        stop = gr.Button("Stop", variant="stop", elem_id="stop", min_width=80)
+    solver = gr.Dropdown(
+        choices(CONFIG["solver"]), value=CONFIG["solver"].default, label="Solver", info=CONFIG["solver"].hint
+    )
+    steps = slider(REQUEST["steps"], T, min(REQUEST["steps"].hi, caps.max_steps))
+    with gr.Row():
+        order = slider(CONFIG["order"], auto.order, slider_top(T), min_width=140)
+        window = slider(CONFIG["window"], auto.window, slider_top(min(T, caps.max_window)), min_width=140)
+    with gr.Accordion("Sampler: seed, DDIM/DDPM, guidance", open=False):
+        seed = gr.Number(
+            REQUEST["seed"].default,
+            label=label(REQUEST["seed"]),
+            precision=0,
+            minimum=REQUEST["seed"].lo,
+            info=REQUEST["seed"].hint,
+        )
         eta_preset = gr.Radio(
-            list(ETA_PRESETS),
-            value="DDIM (η = 0)",
-            label="Sampler",
-            info="DDPM noises are drawn once from the seed: the system stays deterministic",
+            list(ETA_PRESETS), value="DDIM (η = 0)", label="Sampler", info=REQUEST["eta"].hint
         )
-        eta = gr.Slider(0.0, 1.0, 0.0, step=0.05, label="η", info="0 = DDIM … 1 = DDPM-like stochastic steps")
-        guidance = gr.Slider(
-            0.0,
-            15.0,
-            defaults["guidance"],
-            step=0.5,
-            label="Guidance s",
-            info="classifier-free guidance ε_u + s(ε_c − ε_u); 1 = plain conditional",
-        )
-    with gr.Accordion("Solver", open=True):
-        solver = gr.Dropdown(
-            SOLVER_CHOICES,
-            value="anderson",
-            label="Solver",
-            info="how the triangular system is solved; Sequential = one step per iteration",
-        )
-        order = gr.Slider(
-            1,
-            T,
-            20,
-            step=1,
-            label="Order k",
-            info="equations unrolled k steps: larger k spreads fixes faster, same network cost",
-        )
-        window = gr.Slider(
-            1,
-            T,
-            T,
-            step=1,
-            label="Window W",
-            info="timesteps evaluated per parallel iteration, in one batched network call",
-        )
-        history = gr.Slider(
-            1,
-            5,
-            2,
-            step=1,
-            label="History m",
-            info="iterates Anderson remembers; 1 = plain fixed point, 2 = the paper default",
-        )
+        eta = slider(REQUEST["eta"], REQUEST["eta"].default, REQUEST["eta"].hi, step=0.05)
+        guidance = slider(REQUEST["guidance"], defaults.guidance, REQUEST["guidance"].hi, step=0.5)
+    with gr.Accordion("Solver details: history, tolerance, stopping, initialisation", open=False):
+        history = slider(CONFIG["history"], CONFIG["history"].default, CONFIG["history"].hi)
         tol = gr.Number(
-            1e-3,
-            label="Tolerance",
-            minimum=0,
-            info="a timestep is final when its RMS residual against the anchor is below this",
+            CONFIG["tol"].default,
+            label=label(CONFIG["tol"]),
+            minimum=CONFIG["tol"].lo,
+            info=CONFIG["tol"].hint,
         )
-        max_iters = gr.Slider(
-            1,
-            T,
-            T,
-            step=1,
-            label="Max iterations",
-            info="iteration budget; T always suffices (≥ 1 timestep final per iteration)",
-        )
+        stopping = gr.Radio(
+            choices(CONFIG["stopping"]), value=CONFIG["stopping"].default, label="Stopping rule",
+            info=CONFIG["stopping"].hint,
+        )  # fmt: skip
+        max_iters = slider(CONFIG["max_iters"], auto.max_iters, slider_top(T))
         init = gr.Radio(
-            INIT_CHOICES,
-            value="xT",
+            choices(CONFIG["init"]),
+            value=CONFIG["init"].default,
             label="Initialisation",
-            info="every start converges to the same sample; a good one saves iterations",
+            info=CONFIG["init"].hint,
         )
     return Controls(
-        model,
-        prompt,
-        negative,
-        run,
-        stop,
-        seed,
-        steps,
-        eta_preset,
-        eta,
-        guidance,
-        solver,
-        order,
-        window,
-        history,
-        tol,
-        max_iters,
-        init,
-    )
+        dropdown, prompt, negative, run, stop, seed, steps, eta_preset, eta, guidance, solver, order, window,
+        history, tol, max_iters, init, stopping, gr.State(T),
+    )  # fmt: skip
 
 
 def solver_visibility(solver: str) -> tuple[dict, dict, dict]:
     """(order, window, history) updates: order and window not for sequential, history only for Anderson."""
     parallel = solver != "sequential"
-    anderson = solver.startswith("anderson")
+    anderson = str(solver).startswith("anderson")
     return gr.update(visible=parallel), gr.update(visible=parallel), gr.update(visible=anderson)
 
 
-def steps_changed(steps: float, order: float, window: float) -> tuple[dict, dict, dict]:
-    """Keep order, window and the budget within 1…T when T changes; the budget follows T."""
-    T = int(steps)
+def as_steps(value: Any) -> int | None:
+    """T from a raw slider value (the browser may post anything a user typed); None if not a valid T."""
+    try:
+        T = int(float(value))
+    except (TypeError, ValueError):
+        return None
+    try:
+        REQUEST["steps"].check(T)
+    except ValueError:
+        return None
+    return T
+
+
+def steps_changed(steps: Any, order: Any, window: Any, max_iters: Any, previous: Any) -> tuple[Any, ...]:
+    """Fit order, window and the iteration budget to a new T.
+
+    A knob that sat at the top of its range (= the previous T) was pinned there by a smaller T or left
+    at "all": it goes back to the library's auto value for the new T (order min(20, T), window T,
+    budget T). Any other value is kept, clamped to T. So T 50 → 2 → 100 ends at order 20 and window
+    100, while a preset that sets T and a window together keeps its window.
+    """
+    T = as_steps(steps)
+    if T is None:
+        return gr.skip(), gr.skip(), gr.skip(), gr.skip()  # the run itself will say what is wrong
+    auto = SolverConfig().resolved(T)
+    last = as_steps(previous)
+
+    def fit(value: Any, auto_value: int) -> int:
+        v = as_steps(value)
+        if v is None or v == last:
+            return auto_value
+        return min(v, T)
+
+    top = slider_top(T)
     return (
-        gr.update(maximum=T, value=min(int(order), T)),
-        gr.update(maximum=T, value=min(int(window), T)),
-        gr.update(maximum=T, value=T),
+        gr.update(maximum=top, value=fit(order, auto.order)),
+        gr.update(maximum=top, value=fit(window, auto.window)),
+        gr.update(maximum=top, value=fit(max_iters, auto.max_iters)),
+        T,
     )
 
 
@@ -229,21 +231,28 @@ def eta_moved(eta: float) -> dict:
 
 
 def wire(c: Controls, describe: Any) -> None:
-    """Attach the control-only events; ``describe(name)`` gives ``model_defaults`` for a model name."""
+    """Attach the control-only events; ``describe(name)`` gives (model, ``ModelDefaults``) for a name."""
     private: dict[str, Any] = {"api_visibility": "private", "queue": False}
     c.solver.change(solver_visibility, c.solver, [c.order, c.window, c.history], **private)
-    c.steps.change(steps_changed, [c.steps, c.order, c.window], [c.order, c.window, c.max_iters], **private)
+    c.steps.change(
+        steps_changed,
+        [c.steps, c.order, c.window, c.max_iters, c.last_steps],
+        [c.order, c.window, c.max_iters, c.last_steps],
+        preprocess=False,  # a typed value outside the slider's range must not be an HTTP 500
+        **private,
+    )
     c.eta_preset.input(eta_preset_changed, [c.eta_preset, c.eta], c.eta, **private)
     c.eta.input(eta_moved, c.eta, c.eta_preset, **private)
 
-    def model_changed(name: str) -> tuple[dict, dict, dict]:
-        d = describe(name)
+    def model_changed(name: str) -> tuple[dict, dict, dict, dict]:
+        model, d = describe(name)
         return (
-            gr.update(value=d["prompt"], info=d["prompt_hint"]),
-            gr.update(visible=d["negative"]),
-            gr.update(value=d["guidance"]),
+            gr.update(value=d.prompt, info=prompt_hint(model, d)),
+            gr.update(visible=bool(getattr(model, "takes_negative_prompt", False))),
+            gr.update(value=d.guidance),
+            gr.update(value=d.steps),
         )
 
-    c.model.change(
-        model_changed, c.model, [c.prompt, c.negative_prompt, c.guidance], api_visibility="private"
+    c.model.input(
+        model_changed, c.model, [c.prompt, c.negative_prompt, c.guidance, c.steps], api_visibility="private"
     )

@@ -2,72 +2,114 @@
 
 The session generators may run in a ZeroGPU worker (``ui.gpu``); figures and files are made here,
 outside it. Library ``ValueError``s (bad prompt words, window > T, …) become ``gr.Error`` with the
-library's own message, so the app keeps serving. Every yield carries plain values for all outputs
-(no ``gr.update``), so a gradio_client user gets images, text and dicts, never update records.
+library's own message, so the app keeps serving. A streamed update sends only the outputs that
+changed (``Screen``); the last one carries plain values for all outputs, so a gradio_client user's
+``job.result()`` holds images, text and dicts, never update records.
 """
 
 from __future__ import annotations
 
-import tempfile
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
+from dataclasses import replace
 from typing import Any
 
 import gradio as gr
+import numpy as np
 
 from paratta.evaluate import NonFiniteError
 
 from . import views
-from .gpu import gpu
+from .gpu import gpu, release_memory
+from .limits import JOBS, bounded, check_work, session_folder
 from .record import RunRecord
 from .render import gif_bytes, history_csv, history_json, upscale
-from .session import get_model, race_events, run_events
-from .settings import Caps, RunSettings, parse_settings
+from .session import get_model, race_configs, race_events, run_events
+from .settings import Caps, RunSettings, parse_settings, short
 
 gpu_run_events = gpu(run_events)
 gpu_race_events = gpu(race_events)
 
 # Outputs of /run and /race, in the order ui.app passes their components (gr.State last: not in the API).
 RUN_OUTPUTS = ("image", "sequential", "diff", "heatmap", "curves", "stats", "info", "downloads", "record")
-RACE_OUTPUTS = (
-    "jacobi",
-    "anderson",
-    "sequential",
-    "jacobi_heatmap",
-    "anderson_heatmap",
-    "curves",
-    "stats",
-    "info",
-)
+# The race's two lanes fill slots a and b in the order of ``race_configs``: Jacobi and Anderson, or
+# the budget and the per-step stopping rule.
+RACE_OUTPUTS = ("a", "b", "sequential", "a_heatmap", "b_heatmap", "curves", "stats", "info")
+RACES = {"solvers": "Jacobi vs Anderson", "stopping": "budget vs per-step stopping rule (Anderson)"}
+RACE_LABELS = {
+    "jacobi": "Jacobi",
+    "anderson": "Anderson",
+    "budget": "Budget rule",
+    "per-step": "Per-step rule",
+}
 SCRUB_OUTPUTS = RUN_OUTPUTS[:7]
 
 
 class Screen:
-    """The current value of every output of one event; each ``show`` returns them all, in order."""
+    """The current value of every output of one event; each ``show`` returns them all, in order.
+
+    An output whose value has not changed since it was last sent goes out as ``gr.skip()``: Gradio
+    writes every image it is handed to a cache file named by its content, so re-sending the same image
+    rewrites a file the browser may be reading (a broken image, and h11's "Too little data for declared
+    Content-Length"). ``show(final=True)`` sends every value once more, so the last update a
+    gradio_client user gets is complete.
+    """
 
     def __init__(self, names: tuple[str, ...]) -> None:
         self.names = names
-        self.values: dict[str, Any] = dict.fromkeys(names)
+        self.values: dict[str, Any] = {}  # an output never given keeps what the page shows
+        self.sent: dict[str, Any] = {}
 
-    def show(self, **values: Any) -> tuple[Any, ...]:
+    def show(self, final: bool = False, **values: Any) -> tuple[Any, ...]:
         self.values.update(values)
-        return tuple(self.values[n] for n in self.names)
+        out = []
+        for n in self.names:
+            if n not in self.values:
+                out.append(None if final else gr.skip())
+                continue
+            value = self.values[n]
+            unchanged = n in self.sent and same(self.sent[n], value)
+            out.append(gr.skip() if unchanged and not final else value)
+            self.sent[n] = value
+        return tuple(out)
+
+
+def same(a: Any, b: Any) -> bool:
+    """Equal values (arrays by content): an output that need not be sent again."""
+    if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
+        return isinstance(a, np.ndarray) and isinstance(b, np.ndarray) and np.array_equal(a, b)
+    if isinstance(a, RunRecord) or isinstance(b, RunRecord):
+        return False  # a gr.State: cheap to send, and mutated in place
+    try:
+        return bool(a == b)
+    except (TypeError, ValueError):
+        return False
 
 
 def user_error(err: Exception) -> gr.Error:
     return gr.Error(str(err), print_exception=False)
 
 
-def settings_from(models: list[str], values: tuple[Any, ...]) -> RunSettings:
-    """Raw control values (``Controls.run_inputs`` order) → RunSettings; ``gr.Error`` on bad input."""
-    name = values[0]
-    if name not in models:
-        raise user_error(ValueError(f"model must be one of {', '.join(models)}; got {name!r}"))
+def settings_from(models: list[str], named: dict[str, Any], lanes: int = 1) -> RunSettings:
+    """Raw control values by name (``parse_settings``'s) → RunSettings within the app's caps (``lanes``
+    solvers on top of the sequential reference); ``gr.Error`` on bad input."""
+    name = named["model"]
+    if not isinstance(name, str) or name not in models:
+        raise user_error(ValueError(f"model must be one of {', '.join(models)}; got {short(name)}"))
     try:
-        return parse_settings(*values, caps=Caps.from_env(), needs_prompt=needs_prompt(get_model(name)))
+        caps = Caps.from_env()
+        settings = parse_settings(**named, caps=caps, needs_prompt=needs_prompt(get_model(name)))
+        check_work(settings, get_model(name), caps, lanes)
+        return settings
     except ValueError as err:
         raise user_error(err) from None
+
+
+def refusal(names: tuple[str, ...], err: gr.Error) -> tuple[Any, ...]:
+    """The update a refused or failed job sends before its error: the message in the status line (and
+    the info JSON), every other output left as it was — the session's last good run stays usable."""
+    shown = {"stats": f"**Not run:** {err.message}", "info": {"phase": "error", "error": err.message}}
+    return tuple(shown.get(n, gr.skip()) for n in names)
 
 
 def needs_prompt(model: Any) -> bool:
@@ -108,8 +150,10 @@ def scrub_ready(record: RunRecord | None) -> dict[str, Any]:
 
 
 def write_downloads(record: RunRecord) -> list[str]:
-    """GIF of the previews, residual history as CSV and JSON, in a fresh temp folder Gradio may serve."""
-    folder = Path(tempfile.mkdtemp(prefix="paratta-run-"))
+    """GIF of the previews, residual history as CSV and JSON, in the session's own folder: each run
+    overwrites the last one's set, and the folder goes when the session ends (``limits.forget_session``).
+    """
+    folder = session_folder(record.session)
     names = ("paratta_previews.gif", "paratta_residuals.csv", "paratta_run.json")
     (folder / names[0]).write_bytes(gif_bytes(record.previews))
     (folder / names[1]).write_text(history_csv(record.rows))
@@ -170,46 +214,68 @@ def make_run_handler(models: list[str]) -> Callable[..., Iterator[tuple[Any, ...
         tol: float,
         max_iters: int,
         init: str,
+        stopping: str,
         init_state: dict[str, Any] | None,
+        request: gr.Request = None,
     ) -> Iterator[tuple[Any, ...]]:
-        values = (
-            model,
-            prompt,
-            negative_prompt,
-            seed,
-            steps,
-            eta,
-            guidance,
-            solver,
-            order,
-            window,
-            history,
-            tol,
-            max_iters,
-            init,
-        )
-        settings = settings_from(models, values)
-        record = new_record(settings)
+        named = dict(model=model, prompt=prompt, negative_prompt=negative_prompt, seed=seed, steps=steps)
+        named |= dict(eta=eta, guidance=guidance, solver=solver, order=order, window=window)
+        named |= dict(history=history, tol=tol, max_iters=max_iters, init=init, stopping=stopping)
         screen = Screen(RUN_OUTPUTS)
-        yield screen.show(stats="Starting…", info={"phase": "start"}, record=record)
-        for event in guarded(gpu_run_events(settings, init_state)):
-            if record.stopped:  # Stop was handled already; what it showed stays true
-                return
-            kind = event["kind"]
-            if kind in ("sequential", "reference"):
-                yield screen.show(**sequential_view(event, record))
-            elif kind == "iterate":
-                record.rows.append(event["row"])
-                record.previews.append(event["preview"])
-                yield screen.show(**frame_outputs(record, record.iterations, "parallel"))
-            elif kind == "done":
-                record.final_image = event["image"]
-                record.trajectory = event["trajectory"]
-                yield screen.show(
-                    **frame_outputs(record, record.iterations, "done"), downloads=write_downloads(record)
-                )
+        # An output this run has not set yet stays as it was: a refused or failed run leaves the last
+        # good run's panels, downloads and record (scrub, "use as initialisation") in place.
+        screen.values.update(dict.fromkeys(RUN_OUTPUTS, gr.skip()))
+        try:
+            settings = settings_from(models, named)
+            ticket = JOBS.begin(request, Caps.from_env())
+        except gr.Error as err:
+            yield refusal(RUN_OUTPUTS, err)
+            raise
+        record = new_record(settings)
+        record.session = ticket.session
+        try:
+            yield screen.show(stats="Starting…", info={"phase": "start"})
+            for event in guarded(bounded(gpu_run_events(settings, init_state), ticket)):
+                if record.stopped:  # Stop was handled already; what it showed stays true
+                    return
+                kind = event["kind"]
+                if kind in ("sequential", "reference"):
+                    cleared = dict.fromkeys(("image", "diff", "heatmap", "curves", "downloads"))  # a new run
+                    yield screen.show(**cleared, **sequential_view(event, record))
+                elif kind == "iterate":
+                    record.rows.append(event["row"])
+                    record.previews.append(event["preview"])
+                    yield screen.show(**frame_outputs(record, record.iterations, "parallel"), record=record)
+                elif kind == "done":
+                    record.final_image = event["image"]
+                    record.trajectory = event["trajectory"]
+                    yield screen.show(
+                        final=True,
+                        **frame_outputs(record, record.iterations, "done"),
+                        downloads=write_downloads(record),
+                    )
+            if ticket.reason and not record.stopped and record.final_image is None:
+                yield screen.show(final=True, **ended_early(record, ticket.reason))
+        except gr.Error as err:
+            yield refusal(RUN_OUTPUTS, err)
+            raise
+        finally:
+            ticket.end()
+            release_memory()
 
     return run
+
+
+def ended_early(record: RunRecord, reason: str) -> dict[str, Any]:
+    """A run ended by its limits (time budget, a newer job of its session) ends as if stopped: its last
+    iteration whole, scrubbable and downloadable, with the reason in the stats line."""
+    if not record.rows:
+        line = f"**Stopped** during the sequential reference: {reason}. Nothing to show yet: lower the steps."
+        return {"stats": line, "info": {"phase": "stopped", "reason": reason}}
+    record.stopped = True
+    k = record.iterations
+    record.notes.append(f"stopped after iteration {k}: {reason}")
+    return {**frame_outputs(record, k, "done"), "downloads": write_downloads(record), "record": record}
 
 
 def scrub(record: RunRecord | None, k: Any) -> tuple[Any, ...]:
@@ -220,15 +286,22 @@ def scrub(record: RunRecord | None, k: Any) -> tuple[Any, ...]:
     return Screen(SCRUB_OUTPUTS).show(**frame_outputs(record, k, "scrub"))
 
 
-def after_stop(record: RunRecord | None) -> tuple[Any, Any, Any]:
-    """Once Stop has cancelled a run: make the partial run scrubbable and downloadable, and say so."""
-    if record is None or not record.rows or record.final_image is not None:
-        return gr.skip(), gr.skip(), gr.skip()
+STOP_OUTPUTS = (*SCRUB_OUTPUTS, "downloads", "slider")
+
+
+def after_stop(record: RunRecord | None) -> tuple[Any, ...]:
+    """Once Stop has cancelled a run: show its last iteration whole (images, heatmap, curves and stats
+    of the same k: the iteration may have been computed but not shown yet), scrubbable and downloadable.
+    A second Stop, or a Stop after the run ended, changes nothing."""
+    if record is None or not record.rows or record.final_image is not None or record.stopped:
+        return tuple(gr.skip() for _ in STOP_OUTPUTS)
     record.stopped = True
     k = record.iterations
     record.notes.append(f"stopped by the user after iteration {k}")
-    line, _ = views.stats(record, k, "done")
-    return write_downloads(record), scrub_update(k, True), line
+    outputs = frame_outputs(record, k, "done")
+    return Screen(STOP_OUTPUTS).show(
+        **outputs, downloads=write_downloads(record), slider=scrub_update(k, True)
+    )
 
 
 def use_as_init(record: RunRecord | None) -> tuple[dict[str, Any], str]:
@@ -252,9 +325,6 @@ def use_as_init(record: RunRecord | None) -> tuple[dict[str, Any], str]:
     return stored, note
 
 
-RACE_LANES = {"jacobi": "Jacobi", "anderson": "Anderson"}
-
-
 def make_race_handler(models: list[str]) -> Callable[..., Iterator[tuple[Any, ...]]]:
     def race(
         model: str,
@@ -269,65 +339,85 @@ def make_race_handler(models: list[str]) -> Callable[..., Iterator[tuple[Any, ..
         history: int,
         tol: float,
         max_iters: int,
+        stopping: str = "budget",
+        contest: str = "solvers",
+        request: gr.Request = None,
     ) -> Iterator[tuple[Any, ...]]:
-        values = (
-            model,
-            prompt,
-            negative_prompt,
-            seed,
-            steps,
-            eta,
-            guidance,
-            "anderson",
-            order,
-            window,
-            history,
-            tol,
-            max_iters,
-            "xT",
-        )
-        settings = settings_from(models, values)
-        records = {lane: new_record(settings) for lane in RACE_LANES}
-        reference = new_record(settings)  # holds the sequential reference for both lanes
-        screen = Screen(RACE_OUTPUTS)
-        yield screen.show(stats="Starting…", info={"phase": "start"})
-        for event in guarded(gpu_race_events(settings)):
-            kind = event["kind"]
-            if kind in ("sequential", "reference"):
-                view = sequential_view(event, reference)
-                yield screen.show(sequential=view["sequential"], stats=view["stats"])
-                for r in records.values():
-                    r.sequential_preview = reference.sequential_preview
-                    r.sequential_image = reference.sequential_image
-                    r.sequential_seconds = reference.sequential_seconds
-                continue
-            lane = event["lane"]
-            if kind == "iterate":
-                records[lane].rows.append(event["row"])
-                records[lane].previews.append(event["preview"])
-            else:
-                records[lane].final_image = event["image"]
-            yield screen.show(**race_view(records, lane, settings.config.tol))
+        named = dict(model=model, prompt=prompt, negative_prompt=negative_prompt, seed=seed, steps=steps)
+        named |= dict(eta=eta, guidance=guidance, solver="anderson", order=order, window=window)
+        named |= dict(history=history, tol=tol, max_iters=max_iters, init="xT", stopping=stopping)
+        try:
+            if not isinstance(contest, str) or contest not in RACES:
+                raise user_error(
+                    ValueError(f"contest must be one of {', '.join(RACES)}; got {short(contest)}")
+                )
+            settings = settings_from(models, named, lanes=2)
+            ticket = JOBS.begin(request, Caps.from_env())
+        except gr.Error as err:
+            yield refusal(RACE_OUTPUTS, err)
+            raise
+        try:
+            yield from race_frames(settings, contest, ticket)
+        except gr.Error as err:
+            yield refusal(RACE_OUTPUTS, err)
+            raise
+        finally:
+            ticket.end()
+            release_memory()
 
     return race
 
 
+def race_frames(settings: RunSettings, contest: str, ticket: Any) -> Iterator[tuple[Any, ...]]:
+    """The race's updates; a race ended by its limits keeps its frames and says why."""
+    records = {
+        lane: new_record(replace(settings, config=config))
+        for lane, config in race_configs(settings.config, contest).items()
+    }
+    reference = new_record(settings)  # holds the sequential reference for both lanes
+    screen = Screen(RACE_OUTPUTS)
+    yield screen.show(stats="Starting…", info={"phase": "start"})
+    for event in guarded(bounded(gpu_race_events(settings, contest), ticket)):
+        kind = event["kind"]
+        if kind in ("sequential", "reference"):
+            view = sequential_view(event, reference)
+            yield screen.show(sequential=view["sequential"], stats=view["stats"])
+            for r in records.values():
+                r.sequential_preview = reference.sequential_preview
+                r.sequential_image = reference.sequential_image
+                r.sequential_seconds = reference.sequential_seconds
+            continue
+        lane = event["lane"]
+        if kind == "iterate":
+            records[lane].rows.append(event["row"])
+            records[lane].previews.append(event["preview"])
+        else:
+            records[lane].final_image = event["image"]
+        finished = all(r.final_image is not None for r in records.values())
+        yield screen.show(final=finished, **race_view(records, lane, settings.config.tol))
+    if ticket.reason:
+        line = f"**Stopped:** {ticket.reason}."
+        yield screen.show(final=True, stats="  \n".join(filter(None, (line, screen.values["stats"]))))
+
+
 def race_view(records: dict[str, RunRecord], lane: str, tol: float) -> dict[str, Any]:
-    """Update the lane that moved, and the shared curves and stats."""
+    """Update the lane that moved (slot a or b, in lane order), the shared curves and the stats."""
     record = records[lane]
+    slot = "ab"[list(records).index(lane)]
     f = views.frame(
         record, record.iterations, "done" if record.final_image is not None else "parallel", with_curves=False
     )
     lines, info = [], {}
     for name, r in records.items():
         if r.rows:
-            line, info[name] = views.stats(r, r.iterations, "parallel")
-            lines.append(f"**{RACE_LANES[name]}** — {line}")
-    live = {RACE_LANES[n]: r for n, r in records.items() if r.rows}
+            info[name] = views.stats(r, r.iterations, "parallel")[1]
+            lines.append(f"**{RACE_LABELS[name]}** — {views.lane_line(r)}")
+    verdict = views.race_verdict({RACE_LABELS[n]: r for n, r in records.items()})
+    live = {RACE_LABELS[n]: r for n, r in records.items() if r.rows}
     return {
-        lane: f.image,
-        f"{lane}_heatmap": f.heatmap,
+        slot: f.image,
+        f"{slot}_heatmap": f.heatmap,
         "curves": views.curves(live, tol),
-        "stats": "  \n".join(lines),
+        "stats": "  \n".join(([verdict] if verdict else []) + lines),
         "info": info,
     }

@@ -43,6 +43,7 @@ class RunRecord:
     final_image: np.ndarray | None = None  # uint8 full decode of the last iterate's x_0
     trajectory: np.ndarray | None = None  # float32 (T+1, *latent): the last iterate
     notes: list[str] = field(default_factory=list)  # clamps and other things the stats line must say
+    session: str = "local"  # the session whose folder holds its downloads (ui.limits.session_folder)
     stopped: bool = False  # set by Stop: a run still finishing its iteration must not add to it
 
     @property

@@ -2,7 +2,7 @@
 
 ``run_events`` computes the sequential reference first (streaming its progress), then yields one
 event per ``paratta.solve`` iterate, then a "done" event with the full decode and the last
-trajectory. ``race_events`` interleaves two solvers on the same problem one iteration at a time.
+trajectory. ``race_events`` interleaves two solvers on the same problem (``interleave``, written once).
 Nothing here re-implements the solver or touches Gradio.
 
 Wall-clock figures are the time spent inside the library's generators only (``Busy``): the UI's
@@ -19,7 +19,8 @@ from typing import Any, Generic, TypeVar
 import numpy as np
 import torch
 
-from paratta import Iterate, Problem, iterate_sequential, load_model, make_problem, solve
+from paratta import Iterate, Problem, SolverConfig, iterate_sequential, load_model, make_problem, solve
+from paratta.config import STOPPINGS
 from paratta.protocol import DiffusionModel
 
 from .gpu import DEVICE
@@ -171,20 +172,40 @@ def run_events(settings: RunSettings, init: dict[str, Any] | None = None) -> Ite
     yield from solver_events(problem, settings, model, reference, init_trajectory, "main")
 
 
-def race_events(settings: RunSettings) -> Iterator[Event]:
-    """The sequential reference, then Jacobi and Anderson interleaved one iteration at a time (lanes)."""
+def interleave(lanes: dict[str, Iterator[T_]]) -> Iterator[tuple[str, T_]]:
+    """Round robin over named iterators: one item of each lane in turn, (lane, item), until all are done.
+
+    The one two-solver loop of the app: the race (Jacobi against Anderson, or two stopping rules) and
+    the teaching tab both advance their lanes through it, so neither lane runs ahead of the other.
+    """
+    live = dict(lanes)
+    while live:
+        for name in list(live):
+            item = next(live[name], _END)
+            if item is _END:
+                del live[name]
+            else:
+                yield name, item  # type: ignore[misc]
+
+
+_END = object()
+
+
+def race_configs(config: SolverConfig, contest: str = "solvers") -> dict[str, SolverConfig]:
+    """The two lanes of a race, from x_T: Jacobi against Anderson ("solvers"), or the budget stopping
+    rule against the published per-step rule with the same solver ("stopping")."""
+    if contest == "stopping":
+        return {rule: replace(config, stopping=rule, init="xT") for rule in STOPPINGS}
+    return {name: replace(config, solver=name, init="xT") for name in RACE_SOLVERS}
+
+
+def race_events(settings: RunSettings, contest: str = "solvers") -> Iterator[Event]:
+    """The sequential reference, then the two lanes interleaved one event at a time (``lane`` names one)."""
     model, problem = _setup(settings)
     reference = yield from reference_events(problem, model)
-    lanes = {}
-    for name in RACE_SOLVERS:
-        lane_settings = replace(settings, config=replace(settings.config, solver=name, init="xT"))
-        lanes[name] = solver_events(problem, lane_settings, model, reference, None, name)
-    while lanes:
-        for name in list(lanes):
-            # Advance each lane to its next iterate (or to its end, through the "done" event).
-            for event in lanes[name]:
-                yield event
-                if event["kind"] == "iterate":
-                    break
-            else:
-                del lanes[name]
+    lanes = {
+        name: solver_events(problem, replace(settings, config=config), model, reference, None, name)
+        for name, config in race_configs(settings.config, contest).items()
+    }
+    for _, event in interleave(lanes):
+        yield event

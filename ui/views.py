@@ -1,25 +1,42 @@
-"""From a RunRecord to what the Run tab shows: images, heatmap, curves, the stats line and its JSON.
+"""From a RunRecord to what the Run tab shows: images, heatmap, curves, the verdict and stats, their JSON.
 
 Used both while a run streams and when the slider scrubs a finished run (nothing is recomputed).
+The verdict leads with the hardware-free figure (parallel iterations against T sequential steps)
+and says plainly whether the image is the sequential one; wall-clock measured here comes with its
+reason, and a GPU projection only where a measured latency table exists (``paratta.latency``).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
 
-from .record import RunRecord
+from paratta import SolverConfig
+from paratta.latency import NO_TABLE, LatencyTable, Projection, project, table_for
+
+from .gpu import DEVICE
+from .record import IterationRow, RunRecord
 from .render import HeatmapScale, convergence_chart, difference_map, residual_heatmap, upscale
 
 DIFF_GAIN = 10.0
 DISPLAY = 256  # on-screen size of the small previews (nearest-neighbour upscaling)
+SAME_LEVELS = 1  # "same image": no 8-bit pixel level differs by more than this
+SOLVER_NAMES = {
+    "sequential": "Sequential",
+    "jacobi": "Jacobi",
+    "anderson": "ParaTAA",
+    "anderson-global": "Anderson (global γ)",
+}
 HEATMAP_LEGEND = (
-    "Rows: timesteps, noisiest at the top. Columns: iterations. Colour: residual on a log scale, black = "
-    "tolerance/10, yellow = 10⁴ × that (white tick on the bar = tolerance). Near-black above the window: "
-    "final; grey below it: not reached yet. Cyan staircase: the converged frontier."
+    "Rows: timesteps, noisiest at the top. Columns: iterations. Colour: residual, log scale. "
+    "Near-black above the window: final; grey below it: not reached yet. Cyan staircase: the converged "
+    "frontier."
 )
+WHY_CPU = "on a CPU a batch of W network evaluations costs about W single calls; on a GPU about one"
+WHY_GPU = "on a GPU a batch of W evaluations costs about one call until the device is full"
 
 
 @dataclass
@@ -39,6 +56,15 @@ def fmt_seconds(s: float) -> str:
     return f"{s * 1000:.0f} ms" if s < 1 else f"{s:.2f} s"
 
 
+def sampler_name(eta: float) -> str:
+    """DDIM for η = 0, DDPM for η = 1, DDIM(η) in between: what the sequential reference is."""
+    return "DDIM" if eta == 0 else "DDPM" if eta == 1 else f"DDIM (η = {eta:g})"
+
+
+def solver_name(record: RunRecord) -> str:
+    return SOLVER_NAMES.get(str(record.settings.get("solver")), str(record.settings.get("solver", "run")))
+
+
 def pair(record: RunRecord, k: int) -> tuple[np.ndarray | None, np.ndarray | None]:
     """(ParaTAA, sequential) images of iteration k at the same resolution: full decodes at the end."""
     if not record.previews:
@@ -46,6 +72,138 @@ def pair(record: RunRecord, k: int) -> tuple[np.ndarray | None, np.ndarray | Non
     if k == record.iterations and record.final_image is not None and record.sequential_image is not None:
         return record.final_image, record.sequential_image
     return record.previews[k - 1], record.sequential_preview
+
+
+def pixel_levels(record: RunRecord, k: int) -> int | None:
+    """Largest 8-bit pixel difference between iteration k's image and the sequential one (None: no pair)."""
+    image, reference = pair(record, k)
+    if image is None or reference is None:
+        return None
+    return int(round(difference_map(image, reference)[1] * 255))
+
+
+@lru_cache(maxsize=16)
+def latency_table(model: str) -> LatencyTable | None:
+    return table_for(model)
+
+
+def projection(record: RunRecord, k: int) -> Projection | None:
+    """Iterations 1…k charged with the measured GPU batch latency of this model; None without a table."""
+    table = latency_table(str(record.settings.get("model", "")))
+    if table is None:
+        return None
+    s = record.settings
+    config = SolverConfig(**{f.name: s[f.name] for f in fields(SolverConfig) if f.name in s}).resolved(
+        record.steps
+    )
+    coarse = config.coarse_steps if config.init == "coarse" else 0  # run step by step before iteration 1
+    windows = [hi - lo for lo, hi in (r.window for r in record.rows[:k])]
+    return project(table, windows, record.steps, float(s.get("guidance", 1.0)), config.max_batch, coarse)
+
+
+def verdict(record: RunRecord, k: int) -> str:
+    """The headline of iteration k of a finished run: same image as sequential or not, and the steps saved.
+
+    Only says "same image" when it is true: converged and no pixel more than one 8-bit level off.
+    """
+    T, row, levels = record.steps, record.rows[k - 1], pixel_levels(record, k)
+    sampler = sampler_name(float(record.settings.get("eta", 0.0)))
+    n = row.iteration
+    diff = (
+        f"largest pixel difference {levels}/255" if levels is not None else "no sequential image to compare"
+    )
+    steps = f"**{n} parallel iterations** instead of {T} steps ({T / n:.1f}× fewer)"
+    if record.settings.get("solver") == "sequential":
+        steps = f"{n} iterations of one step each: the sequential sampler itself, no speed-up"
+    if not row.converged:
+        why = "stopped by the user" if record.stopped else f"the budget of {n} iterations ended"
+        return (
+            f"✗ **Not converged** — {why} with {T - row.anchor}/{T} timesteps final: "
+            f"not yet the sequential {sampler} image ({diff})"
+        )
+    if levels is not None and levels <= SAME_LEVELS:
+        return f"✓ **Same image as sequential {sampler}** — {steps}; {diff}"
+    return (
+        f"≈ **Converged to tolerance {record.tol:g}, but not the same image** — {steps}; {diff} "
+        f"(the tolerance is an RMS in latent units; a smaller one brings the image closer)"
+    )
+
+
+def wall_clock(record: RunRecord, k: int) -> tuple[str, dict[str, Any]]:
+    """Wall-clock measured here, its reason beside it, and the labelled GPU projection (or why none)."""
+    row = record.rows[k - 1]
+    name = solver_name(record)
+    why = WHY_CPU if DEVICE == "cpu" else WHY_GPU
+    line = (
+        f"Wall-clock measured here ({DEVICE}, UI excluded): {name} {fmt_seconds(row.seconds)}, "
+        f"sequential {fmt_seconds(record.sequential_seconds)} — {why}."
+    )
+    p = projection(record, k)
+    if p is None:
+        return line + f" GPU projection: {NO_TABLE}.", {"projection": None}
+    line += (
+        f" **Projected**: {name} {fmt_seconds(p.parallel_s)}, sequential {fmt_seconds(p.sequential_s)} "
+        f"({p.speedup:.1f}×), {p.label}."
+    )
+    info = {"parallel_s": p.parallel_s, "sequential_s": p.sequential_s, "device": p.device, "label": p.label}
+    return line, {"projection": info}
+
+
+def progress(record: RunRecord, row: IterationRow) -> str:
+    """The headline while a run streams; says why the preview stands still when x₀ is not reached yet."""
+    T = record.steps
+    line = f"**Iteration {row.iteration}** · {T - row.anchor}/{T} timesteps final"
+    lo, hi = row.window
+    if lo > 0:
+        line += (
+            f" · the window (steps {lo}–{hi - 1}) has not reached x₀ yet: the ParaTAA image stays as it "
+            "is until it slides down"
+        )
+    return line
+
+
+def stats(record: RunRecord, k: int, phase: str) -> tuple[str, dict[str, Any]]:
+    """The headline (verdict once the run ended), one line of numbers, and the same as a dict (JSON)."""
+    T = record.steps
+    row = record.rows[k - 1]
+    levels = pixel_levels(record, k)
+    finished = record.final_image is not None or record.stopped
+    ended = phase == "done" or (phase == "scrub" and k == record.iterations and finished)
+    head = verdict(record, k) if ended else progress(record, row)
+    details = (
+        f"{solver_name(record)}: {row.evaluations} network evaluations in {row.iteration} parallel calls "
+        f"(sequential: {T} in {T}) · max residual {row.max_residual:.1e} · "
+        f"distance to sequential {row.distance:.1e} (RMS, latent units)"
+    )
+    clock, extra = wall_clock(record, k)
+    line = f"### {head}\n{details}  \n{clock}"
+    if record.notes:
+        line += "  \nNote: " + "; ".join(record.notes)
+    info = {
+        "phase": phase,
+        "iteration": row.iteration,
+        "iterations": record.iterations,
+        "steps": T,
+        "final_steps": T - row.anchor,
+        "converged": row.converged,
+        "same_image": bool(row.converged and levels is not None and levels <= SAME_LEVELS),
+        "verdict": head if ended else None,
+        "evaluations": row.evaluations,
+        "sequential_evaluations": T,
+        "seconds": row.seconds,
+        "sequential_seconds": record.sequential_seconds,
+        "speedup_steps": T / row.iteration if row.converged else None,
+        "max_residual": row.max_residual,
+        "distance_to_sequential": row.distance,
+        "max_pixel_diff": None if levels is None else difference_map(*pair(record, k))[1],
+        "max_pixel_levels": levels,
+        "window": list(row.window),
+        "anchor": row.anchor,
+        "stopped": record.stopped,
+        "notes": list(record.notes),
+        **extra,
+    }
+    return line, info
 
 
 def heatmap(record: RunRecord, k: int) -> np.ndarray:
@@ -67,67 +225,57 @@ def curves(records: dict[str, RunRecord], tol: float, marker: int | None = None)
     return convergence_chart(series, tol, marker)
 
 
-def stats(record: RunRecord, k: int, phase: str) -> tuple[str, dict[str, Any]]:
-    """The one-line summary of iteration k and the same numbers as a dict (exposed as JSON)."""
-    T = record.steps
-    row = record.rows[k - 1]
-    final_steps = T - row.anchor
-    speedup = T / row.iteration
-    image, reference = pair(record, k)
-    max_diff = difference_map(image, reference)[1] if image is not None and reference is not None else None
-    parts = [
-        f"**Iteration {row.iteration}**" + (" ✓ converged" if row.converged else ""),
-        f"final timesteps **{final_steps}/{T}**",
-        f"model evaluations **{row.evaluations}** in {row.iteration} parallel calls "
-        f"(sequential: {T} in {T} calls)",
-        f"wall-clock ParaTAA **{fmt_seconds(row.seconds)}**, "
-        f"sequential {fmt_seconds(record.sequential_seconds)} (measured, UI excluded)",
-        f"speed-up in steps **{T}/{row.iteration} = {speedup:.1f}×**"
-        if row.converged
-        else "speed-up in steps: once converged",
-    ]
-    if max_diff is not None:
-        parts.append(f"max pixel difference {max_diff:.4f}")
-    if phase == "done" and not row.converged:
-        parts.append("**ended before convergence**")
-    line = " · ".join(parts)
-    if record.notes:
-        line += "  \nNote: " + "; ".join(record.notes)
-    info = {
-        "phase": phase,
-        "iteration": row.iteration,
-        "iterations": record.iterations,
-        "steps": T,
-        "final_steps": final_steps,
-        "converged": row.converged,
-        "evaluations": row.evaluations,
-        "sequential_evaluations": T,
-        "seconds": row.seconds,
-        "sequential_seconds": record.sequential_seconds,
-        "speedup_steps": speedup if row.converged else None,
-        "max_residual": row.max_residual,
-        "distance_to_sequential": row.distance,
-        "max_pixel_diff": max_diff,
-        "window": list(row.window),
-        "anchor": row.anchor,
-        "notes": list(record.notes),
-    }
-    return line, info
-
-
 def frame(record: RunRecord, k: int, phase: str, with_curves: bool = True) -> Frame:
     """The Run tab at iteration k (1-based) of ``record``."""
     image, reference = pair(record, k)
     both = image is not None and reference is not None
     diff = difference_map(image, reference, DIFF_GAIN)[0] if both else None
     line, info = stats(record, k, phase)
-    label = str(record.settings.get("solver", "run"))
     return Frame(
         image=upscale(image, DISPLAY) if image is not None else None,
         sequential=upscale(reference, DISPLAY) if reference is not None else None,
         diff=upscale(diff, DISPLAY) if diff is not None else None,
         heatmap=heatmap(record, k),
-        curves=curves({label: record}, record.tol, k) if with_curves else None,
+        curves=curves({solver_name(record): record}, record.tol, k) if with_curves else None,
         stats=line,
         info=info,
+    )
+
+
+def lane_line(record: RunRecord) -> str:
+    """One race lane's latest iteration in a line (the lane's name goes in front of it)."""
+    T, row = record.steps, record.rows[-1]
+    state = "✓ converged" if row.converged else f"{T - row.anchor}/{T} timesteps final"
+    return (
+        f"iteration **{row.iteration}** · {state} · max residual {row.max_residual:.1e} · "
+        f"{row.evaluations} evaluations · wall-clock here {fmt_seconds(row.seconds)}"
+    )
+
+
+def race_verdict(records: dict[str, RunRecord]) -> str:
+    """Who won, by how many iterations, and whether both ended on the sequential image."""
+    done = {name: r for name, r in records.items() if r.rows and r.final_image is not None}
+    if len(done) < len(records) or len(records) != 2:
+        return ""
+    (a, ra), (b, rb) = sorted(done.items(), key=lambda item: item[1].iterations)
+    sampler = sampler_name(float(ra.settings.get("eta", 0.0)))
+    levels = {name: pixel_levels(r, r.iterations) for name, r in done.items()}
+    both_same = all(
+        r.converged and levels[n] is not None and levels[n] <= SAME_LEVELS for n, r in done.items()
+    )
+    ending = (
+        f"both ended on the sequential {sampler} image (largest pixel differences "
+        f"{levels[a]}/255 and {levels[b]}/255)"
+        if both_same
+        else "not both on the sequential image: "
+        + ", ".join(
+            f"{n} {'converged' if r.converged else 'not converged'}, {levels[n]}/255" for n, r in done.items()
+        )
+    )
+    if ra.iterations == rb.iterations:
+        return f"### = **A tie**: {ra.iterations} iterations each — {ending}"
+    fewer = rb.iterations - ra.iterations
+    return (
+        f"### 🏁 **{a} wins**: {ra.iterations} parallel iterations against {rb.iterations} "
+        f"({fewer} fewer, {fewer / rb.iterations:.0%}) — {ending}"
     )
