@@ -2,6 +2,7 @@
 
     python app.py                          # the embedded shapes model: no GPU, no network
     python app.py --model path/or/hub-id   # Stable Diffusion (a diffusers folder or a hub id)
+    python app.py --devices cuda:0,cuda:1  # each iteration's network rows split over two GPUs
 
 Also ``--host``, ``--port``, ``--share`` (off by default) and ``--budget`` (seconds per run). On a
 Hugging Face Space the model can come from the ``PARATTA_MODEL`` variable; ZeroGPU is used when the
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no look-ups of outside hosts at launch
 
@@ -33,6 +35,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="wall-clock seconds a run may take before it ends as if stopped "
         "(default 30 on a Space, 300 elsewhere; or PARATTA_BUDGET_S)",
     )
+    p.add_argument(
+        "--devices",
+        default=None,
+        help="devices to split each iteration's network evaluations over, e.g. cuda:0,cuda:1 "
+        "(one replica per device; default: cuda if present, else cpu)",
+    )
     return p.parse_args(argv)
 
 
@@ -40,6 +48,13 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     if args.budget is not None:
         os.environ["PARATTA_BUDGET_S"] = str(args.budget)  # read by ui.settings.Caps, like on a Space
+    from ui.devices import configure
+
+    try:
+        configure(args.devices)  # before the models load: they load onto these devices
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
     from ui.app import build_demo, concurrency_limit, launch_options  # gradio and the models: seconds
     from ui.limits import launch_limits
 

@@ -197,3 +197,47 @@ def test_torchrun_bad_input_exits_2_with_one_line(tmp_path):
     assert run.returncode != 0
     errors = [line for line in run.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "window" in errors[0]
+
+
+def test_replicas_on_cpu_cpu_give_the_single_device_result():
+    from paratta.replicas import ReplicatedModel
+
+    model = load_model("shapes")
+    request = Request("red circle", seed=2, steps=STEPS, eta=1.0, guidance=3.0)
+    for max_batch in (None, 3):
+        config = SolverConfig(window=7, max_batch=max_batch)
+        single = list(solve(make_problem(model, request), config))
+        split = list(solve(make_problem(ReplicatedModel([model, model]), request), config))
+        assert [(i.window, i.anchor) for i in split] == [(i.window, i.anchor) for i in single]
+        torch.testing.assert_close(split[-1].x0, single[-1].x0, rtol=0, atol=1e-6)
+
+
+def test_to_device_moves_tensors_inside_conditions():
+    from paratta.replicas import to_device
+
+    cond = make_problem(load_model("shapes"), Request("circle", steps=STEPS)).cond
+    moved = to_device({"c": cond, "pair": (torch.ones(2), 3)}, torch.device("meta"))
+    tensors = [v for v in vars(moved["c"]).values() if isinstance(v, torch.Tensor)]
+    assert tensors and all(v.is_meta for v in tensors)
+    assert moved["pair"][0].is_meta and moved["pair"][1] == 3
+
+
+def test_app_devices_load_replicas_and_reject_unknown_devices(capsys):
+    import app
+    from ui import devices, session
+
+    try:
+        assert devices.configure("cpu, cpu") == ["cpu", "cpu"]
+        model = session.get_model("shapes")
+        assert len(model.replicas) == 2 and model.latent_shape == (3, 32, 32)
+        assert session.get_model("shapes") is model  # one set of replicas and threads per model
+        for bad in ("cuda:7", "gpu0", " , "):
+            with pytest.raises(ValueError, match="--devices"):
+                devices.parse_devices(bad)
+        with pytest.raises(SystemExit) as stop:
+            app.main(["--devices", "cuda:7"])
+        assert stop.value.code == 2
+        assert capsys.readouterr().err.startswith("error: --devices")
+    finally:
+        devices.configure(None)
+    assert not hasattr(session.get_model("shapes"), "replicas")

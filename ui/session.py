@@ -23,6 +23,7 @@ from paratta import Iterate, Problem, SolverConfig, iterate_sequential, load_mod
 from paratta.config import STOPPINGS
 from paratta.protocol import DiffusionModel
 
+from . import devices
 from .gpu import DEVICE
 from .record import IterationRow
 from .render import shrink, to_uint8
@@ -51,7 +52,8 @@ class Busy(Generic[T_]):
 
 
 def get_model(name: str) -> DiffusionModel:
-    return load_model(name, device=DEVICE)
+    """The model on DEVICE, or on each of app.py's ``--devices`` with the rows split over them."""
+    return devices.load(name) if devices.DEVICES else load_model(name, device=DEVICE)
 
 
 def preview(model: DiffusionModel, x: torch.Tensor) -> np.ndarray:
