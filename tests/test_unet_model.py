@@ -165,6 +165,7 @@ def test_colour_check_fails_for_untrained_weights() -> None:
     assert len(colour_failures(untrained, noisy)) == len(SAMPLES)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("which, guidance", [(0, 3.0), (1, 1.0)])
 def test_parataa_converges_to_sequential(
     model: ShapesUNetModel, samples: dict[tuple[str, int], Tensor], which: int, guidance: float
