@@ -157,7 +157,7 @@ def sample_command(args: argparse.Namespace) -> dict:
     from .problem import make_problem
 
     request, config, arrays = prepare(args)
-    model = load_model(args.model)
+    model = load_model(args.model, device=args.device)  # the network runs where the solver does
     defaults = model_defaults(args.model, model)
     request = settings_from_args(
         args,

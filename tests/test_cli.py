@@ -195,7 +195,7 @@ def test_model_returning_nan_exits_2_naming_the_timestep(tmp_path: Path, monkeyp
         def predict(self, x, t, cond, guidance):
             return torch.full_like(x, float("nan"))
 
-    monkeypatch.setattr(cli_module, "load_model", lambda name: NaNModel())
+    monkeypatch.setattr(cli_module, "load_model", lambda name, device=None: NaNModel())
     code = cli_module.main(["sample", "--steps", "10", "--output", str(tmp_path / "x.png")])
     assert (
         code == 2 and "NaN" in capsys.readouterr().err and "timestep" in capsys.readouterr().err + "timestep"
