@@ -140,35 +140,35 @@ def dashed_line(
 
 
 def legend_layout(entries: Sequence[LegendEntry], width: float, px: int) -> list[list[LegendEntry]]:
-    """Entries wrapped into rows that fit ``width`` (each entry: 26 px stroke + label + 14 px gap)."""
-    f, probe = font(px), ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    """Entries wrapped into rows that fit ``width``: each is a stroke, its label and a gap before the next."""
+    f, probe, s = font(px), ImageDraw.Draw(Image.new("RGB", (1, 1))), px / TEXT_PX
     rows: list[list[LegendEntry]] = [[]]
     used = 0.0
     for e in entries:
-        w = 26 * px / TEXT_PX + probe.textlength(e.label, font=f) + 14 * px / TEXT_PX
+        w = 22 * s + probe.textlength(e.label, font=f)
         if rows[-1] and used + w > width:
             rows.append([])
             used = 0.0
         rows[-1].append(e)
-        used += w
+        used += w + 12 * s
     return [r for r in rows if r]
 
 
 def draw_legend(
     draw: ImageDraw.ImageDraw, rows: list[list[LegendEntry]], x0: float, y0: float, px: int
 ) -> None:
-    """The wrapped legend, one row per ``1.45 px`` starting at (x0, y0)."""
+    """The wrapped legend, one row per 1.45 text heights, starting at (x0, y0)."""
     f, s = font(px), px / TEXT_PX
     for r, row in enumerate(rows):
         x, y = x0, y0 + r * 1.45 * px + 0.7 * px
         for e in row:
-            seg = [(x, y), (x + 20 * s, y)]
+            seg = [(x, y), (x + 17 * s, y)]
             if e.dashed:
-                dashed_line(draw, seg, e.colour, max(1, round(2 * s)), dash=5 * s)
+                dashed_line(draw, seg, e.colour, max(1, round(2 * s)), dash=4 * s)
             else:
                 draw.line(seg, fill=e.colour, width=max(1, round(2 * s)))
-            draw.text((x + 26 * s, y), e.label, fill=INK, font=f, anchor="lm")
-            x += 26 * s + draw.textlength(e.label, font=f) + 14 * s
+            draw.text((x + 22 * s, y), e.label, fill=INK, font=f, anchor="lm")
+            x += 22 * s + draw.textlength(e.label, font=f) + 12 * s
 
 
 def log_chart(
@@ -184,8 +184,8 @@ def log_chart(
 ) -> np.ndarray:
     """Lines (log y) with a decade grid, integer x ticks and a legend below the plot; uint8 (H, W, 3).
 
-    ``legend`` defaults to one entry per series (and the ``hline``). Drawn at ``SS``× and
-    downsampled, so lines are anti-aliased and text is ``TEXT_PX`` in the result.
+    ``legend`` defaults to one entry per series; ``hline_label`` is written on the line itself, at
+    its left end. Drawn at ``SS``× and downsampled: lines are anti-aliased, text is ``TEXT_PX``.
     """
     W, H = size[0] * SS, size[1] * SS
     img = Image.new("RGB", (W, H), "white")
@@ -195,10 +195,8 @@ def log_chart(
     entries = (
         list(legend) if legend is not None else [LegendEntry(s.label, s.colour, s.dashed) for s in series]
     )
-    if hline is not None and hline_label:
-        entries.append(LegendEntry(hline_label, FRAME, True))
     left = (3.2 * px + 1.6 * px) if y_label else 3.4 * px
-    rows = legend_layout(entries, W - left - 6 * SS, px)
+    rows = legend_layout(entries, W - 12 * SS, px)
     legend_h = len(rows) * 1.45 * px
     box = Box(left, 0.6 * px, W - 0.9 * px, H - 2.9 * px - legend_h - (0.3 * px if rows else 0))
     ys = np.concatenate([np.asarray(s.y, dtype=float) for s in series]) if series else np.zeros(0)
@@ -227,6 +225,10 @@ def log_chart(
         vertical_text(img, y_label, (0.8 * px, (box.top + box.bottom) / 2), px)
     if hline is not None:
         dashed_line(d, [(box.left, to_y(hline)), (box.right, to_y(hline))], FRAME, SS, dash=4 * SS)
+        if hline_label:  # at the left end, where the curves are still far above it
+            at = (box.left + 0.3 * px, to_y(hline) - 0.25 * px)
+            d.rectangle(d.textbbox(at, hline_label, font=f, anchor="lb"), fill="white")
+            d.text(at, hline_label, fill=INK, font=f, anchor="lb")
     if vline is not None:
         d.line([(to_x(vline), box.top), (to_x(vline), box.bottom)], fill=(90, 95, 105), width=SS)
     for s in series:
@@ -241,7 +243,7 @@ def log_chart(
             r = 2.5 * SS
             for x, y in pts:
                 d.ellipse([x - r, y - r, x + r, y + r], fill=s.colour)
-    draw_legend(d, rows, box.left, box.bottom + 2.9 * px, px)
+    draw_legend(d, rows, 6 * SS, box.bottom + 2.9 * px, px)
     return np.asarray(img.resize(size, Image.Resampling.LANCZOS))
 
 

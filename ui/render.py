@@ -26,7 +26,7 @@ PENDING = np.array([72, 74, 84], np.uint8)  # below the window: not reached yet
 EMPTY = np.array([36, 37, 44], np.uint8)  # columns of iterations still to come
 WINDOW = (190, 190, 200)  # window edges
 FRONTIER = (0, 220, 255)  # the anchor after each iteration: states above it are final
-HEATMAP_SIZE = (420, 330)  # pixels; pass the size of the slot the image is shown in
+HEATMAP_SIZE = (320, 250)  # pixels: the Run tab's chart slot at 1280 px; pass another slot's size
 HEATMAP_LEGEND = (
     "Rows: timesteps i, noisiest at the top. Columns: parallel iterations. Colour: each state's residual "
     "(RMS, log scale, numbers on the bar). Cyan staircase: the solver's anchor after each iteration; "
@@ -173,7 +173,7 @@ def residual_heatmap(
 
 
 COLOURS = [(228, 87, 46), (46, 134, 222), (23, 163, 152), (142, 68, 173)]
-CHART_SIZE = (420, 330)  # pixels; pass the size of the slot the image is shown in
+CHART_SIZE = (320, 250)  # pixels: the Run tab's chart slot at 1280 px; pass another slot's size
 STYLE_KEY = (LegendEntry("max residual", INK), LegendEntry("distance to sequential", INK, dashed=True))
 
 
@@ -193,14 +193,18 @@ def convergence_chart(
     for colour, (its, res, dist) in zip(COLOURS, series.values(), strict=False):
         lines.append(Series("max residual", its, res, colour))
         lines.append(Series("distance to sequential", its, dist, colour, dashed=True))
-    solvers = [LegendEntry(label, colour) for colour, label in zip(COLOURS, series, strict=False)]
+    if len(series) == 1:  # one solver: its colour says nothing, the styles say everything
+        legend = [LegendEntry(e.label, COLOURS[0], e.dashed) for e in STYLE_KEY]
+    else:
+        legend = [LegendEntry(label, colour) for colour, label in zip(COLOURS, series, strict=False)]
+        legend += STYLE_KEY
     return log_chart(
         lines,
         hline=tol,
         hline_label=f"tolerance {tol:g}",
         vline=marker,
         y_label="RMS, latent units",
-        legend=[*solvers, *STYLE_KEY],
+        legend=legend,
         size=size,
     )
 
