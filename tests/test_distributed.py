@@ -142,6 +142,7 @@ def _assert_equal_to_single_process(results: list, model: str) -> None:
             torch.testing.assert_close(got["x0"], single["x0"], rtol=0, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_two_ranks_match_single_process_on_shapes(tmp_path):
     _assert_equal_to_single_process(_spawn(tmp_path, "equal", "shapes"), "shapes")
 
@@ -151,6 +152,7 @@ def test_two_ranks_match_single_process_on_shapes_unet(tmp_path):
     _assert_equal_to_single_process(_spawn(tmp_path, "equal", "shapes-unet"), "shapes-unet")
 
 
+@pytest.mark.slow
 def test_a_failing_rank_stops_both_with_its_message(tmp_path):
     for rank_results in _spawn(tmp_path, "fail"):
         raised, nan = rank_results
