@@ -44,6 +44,12 @@ CSS = """
 #stats p {font-size: 0.82em; margin: 0; line-height: 1.35}
 #race-stats h3 {font-size: 1.2em; margin: 0 0 4px 0}
 .legend {font-size: 0.8em; opacity: 0.8}
+@media (max-width: 700px) {  /* phone: prompt and Run, then the results, then the other controls */
+  #sidebar {display: contents !important}
+  #sidebar-top {order: 1; flex: 1 1 100% !important}
+  #results {order: 2; flex: 1 1 100% !important}
+  #sidebar-rest {order: 3; flex: 1 1 100% !important}
+}
 """
 THEME = gr.themes.Soft(primary_hue="orange", secondary_hue="cyan", neutral_hue="slate")
 INTRO = (
@@ -75,10 +81,19 @@ def concurrency_limit() -> int:
     return max(1, int(os.environ.get("PARATTA_CONCURRENCY", default)))
 
 
-def image(label: str, elem_id: str | None = None, height: int = IMAGE_HEIGHT) -> gr.Image:
+def image(
+    label: str, elem_id: str | None = None, height: int = IMAGE_HEIGHT, show_label: bool = True
+) -> gr.Image:
+    """An output image; charts (which carry their own axes and legend) hide the label badge that would
+    cover their top rows."""
     return gr.Image(
-        label=label, format="png", interactive=False, elem_id=elem_id, buttons=["download"], height=height
-    )
+        label=label, format="png", interactive=False, elem_id=elem_id, buttons=["download"], height=height,
+        show_label=show_label,
+    )  # fmt: skip
+
+
+def chart(label: str, elem_id: str | None = None) -> gr.Image:
+    return image(label, elem_id, PLOT_HEIGHT, show_label=False)
 
 
 def preset_rows(models: list[str]) -> tuple[list[list[Any]], list[str]]:
@@ -118,9 +133,9 @@ def build_demo(extra_model: str | None = None) -> gr.Blocks:
     with gr.Blocks(title="ParaTAA live — parallel diffusion sampling", delete_cache=delete_cache()) as demo:
         gr.Markdown(INTRO, elem_id="title")
         with gr.Row(equal_height=False):
-            with gr.Column(scale=1, min_width=300):
+            with gr.Column(scale=1, min_width=300, elem_id="sidebar"):
                 c = build_controls(models, default, *describe(default), caps)
-            with gr.Column(scale=3, min_width=320):
+            with gr.Column(scale=3, min_width=320, elem_id="results"):
                 with gr.Tabs(selected="run") as tabs:
                     with gr.Tab("Run", id="run"):
                         stats = gr.Markdown(
@@ -133,8 +148,8 @@ def build_demo(extra_model: str | None = None) -> gr.Blocks:
                             seq = image("Sequential reference", "sequential-image")
                             diff = image(f"|ParaTAA − sequential| × {DIFF_GAIN:g}", "diff-image")
                         with gr.Row():
-                            heatmap = image("Residuals: timestep × iteration", "heatmap", PLOT_HEIGHT)
-                            curves = image("Convergence (log scale)", "curves", PLOT_HEIGHT)
+                            heatmap = chart("Residuals: timestep × iteration", "heatmap")
+                            curves = chart("Convergence (log scale)", "curves")
                         gr.Markdown(HEATMAP_LEGEND, elem_classes="legend")
                         slider = gr.Slider(
                             1, 2, 1, step=1, label="Scrub iterations (no recomputation)", interactive=False
@@ -164,9 +179,9 @@ def build_demo(extra_model: str | None = None) -> gr.Blocks:
                             r_b = image("Anderson (TAA)", "race-b")
                             r_seq = image("Sequential reference")
                         with gr.Row():
-                            r_aheat = image("Jacobi residuals", height=PLOT_HEIGHT)
-                            r_bheat = image("Anderson residuals", height=PLOT_HEIGHT)
-                            r_curves = image("Convergence (log scale)", height=PLOT_HEIGHT)
+                            r_aheat = chart("Jacobi residuals")
+                            r_bheat = chart("Anderson residuals")
+                            r_curves = chart("Convergence (log scale)")
                         with gr.Accordion("Numbers (JSON)", open=False):
                             r_info = gr.JSON(label="race stats")
                     with gr.Tab("Teach (2-D)", id="teach"):

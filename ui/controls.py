@@ -113,59 +113,66 @@ def build_controls(
     """Create the components (inside the current Blocks context), Run and Stop right under the prompt."""
     T = defaults.steps
     auto = SolverConfig().resolved(T)  # the library's "auto" values for this T
-    dropdown = gr.Dropdown(
-        models, value=default_model, label="Model", info="a diffusers model comes from --model"
-    )
-    prompt = gr.Textbox(defaults.prompt, label="Prompt", info=prompt_hint(model, defaults), max_lines=2)
-    negative = gr.Textbox(
-        REQUEST["negative_prompt"].default,
-        label="Negative prompt",
-        visible=bool(getattr(model, "takes_negative_prompt", False)),
-        max_lines=2,
-        info=REQUEST["negative_prompt"].hint,
-    )
-    with gr.Row():
-        run = gr.Button("Run", variant="primary", elem_id="run", min_width=80)
-        stop = gr.Button("Stop", variant="stop", elem_id="stop", min_width=80)
-    solver = gr.Dropdown(
-        choices(CONFIG["solver"]), value=CONFIG["solver"].default, label="Solver", info=CONFIG["solver"].hint
-    )
-    steps = slider(REQUEST["steps"], T, min(REQUEST["steps"].hi, caps.max_steps))
-    with gr.Row():
-        order = slider(CONFIG["order"], auto.order, slider_top(T), min_width=140)
-        window = slider(CONFIG["window"], auto.window, slider_top(min(T, caps.max_window)), min_width=140)
-    with gr.Accordion("Sampler: seed, DDIM/DDPM, guidance", open=False):
-        seed = gr.Number(
-            REQUEST["seed"].default,
-            label=label(REQUEST["seed"]),
-            precision=0,
-            minimum=REQUEST["seed"].lo,
-            info=REQUEST["seed"].hint,
+    with gr.Column(elem_id="sidebar-top"):  # on a phone the results come right after this part
+        prompt = gr.Textbox(
+            defaults.prompt, label="Prompt", info=prompt_hint(model, defaults), max_lines=2, elem_id="prompt"
         )
-        eta_preset = gr.Radio(
-            list(ETA_PRESETS), value="DDIM (η = 0)", label="Sampler", info=REQUEST["eta"].hint
+        negative = gr.Textbox(
+            REQUEST["negative_prompt"].default,
+            label="Negative prompt",
+            visible=bool(getattr(model, "takes_negative_prompt", False)),
+            max_lines=2,
+            info=REQUEST["negative_prompt"].hint,
         )
-        eta = slider(REQUEST["eta"], REQUEST["eta"].default, REQUEST["eta"].hi, step=0.05)
-        guidance = slider(REQUEST["guidance"], defaults.guidance, REQUEST["guidance"].hi, step=0.5)
-    with gr.Accordion("Solver details: history, tolerance, stopping, initialisation", open=False):
-        history = slider(CONFIG["history"], CONFIG["history"].default, CONFIG["history"].hi)
-        tol = gr.Number(
-            CONFIG["tol"].default,
-            label=label(CONFIG["tol"]),
-            minimum=CONFIG["tol"].lo,
-            info=CONFIG["tol"].hint,
+        with gr.Row():
+            run = gr.Button("Run", variant="primary", elem_id="run", min_width=80)
+            stop = gr.Button("Stop", variant="stop", elem_id="stop", min_width=80)
+    with gr.Column(elem_id="sidebar-rest"):  # on a phone: under the results
+        dropdown = gr.Dropdown(
+            models, value=default_model, label="Model", info="a diffusers model comes from --model"
         )
-        stopping = gr.Radio(
-            choices(CONFIG["stopping"]), value=CONFIG["stopping"].default, label="Stopping rule",
-            info=CONFIG["stopping"].hint,
-        )  # fmt: skip
-        max_iters = slider(CONFIG["max_iters"], auto.max_iters, slider_top(T))
-        init = gr.Radio(
-            choices(CONFIG["init"]),
-            value=CONFIG["init"].default,
-            label="Initialisation",
-            info=CONFIG["init"].hint,
+        solver = gr.Dropdown(
+            choices(CONFIG["solver"]),
+            value=CONFIG["solver"].default,
+            label="Solver",
+            info=CONFIG["solver"].hint,
         )
+        steps = slider(REQUEST["steps"], T, min(REQUEST["steps"].hi, caps.max_steps))
+        with gr.Row():
+            order = slider(CONFIG["order"], auto.order, slider_top(T), min_width=140)
+            window = slider(CONFIG["window"], auto.window, slider_top(min(T, caps.max_window)), min_width=140)
+        with gr.Accordion("Sampler: seed, DDIM/DDPM, guidance", open=False):
+            seed = gr.Number(
+                REQUEST["seed"].default,
+                label=label(REQUEST["seed"]),
+                precision=0,
+                minimum=REQUEST["seed"].lo,
+                info=REQUEST["seed"].hint,
+            )
+            eta_preset = gr.Radio(
+                list(ETA_PRESETS), value="DDIM (η = 0)", label="Sampler", info=REQUEST["eta"].hint
+            )
+            eta = slider(REQUEST["eta"], REQUEST["eta"].default, REQUEST["eta"].hi, step=0.05)
+            guidance = slider(REQUEST["guidance"], defaults.guidance, REQUEST["guidance"].hi, step=0.5)
+        with gr.Accordion("Solver details: history, tolerance, stopping, initialisation", open=False):
+            history = slider(CONFIG["history"], CONFIG["history"].default, CONFIG["history"].hi)
+            tol = gr.Number(
+                CONFIG["tol"].default,
+                label=label(CONFIG["tol"]),
+                minimum=CONFIG["tol"].lo,
+                info=CONFIG["tol"].hint,
+            )
+            stopping = gr.Radio(
+                choices(CONFIG["stopping"]), value=CONFIG["stopping"].default, label="Stopping rule",
+                info=CONFIG["stopping"].hint,
+            )  # fmt: skip
+            max_iters = slider(CONFIG["max_iters"], auto.max_iters, slider_top(T))
+            init = gr.Radio(
+                choices(CONFIG["init"]),
+                value=CONFIG["init"].default,
+                label="Initialisation",
+                info=CONFIG["init"].hint,
+            )
     return Controls(
         dropdown, prompt, negative, run, stop, seed, steps, eta_preset, eta, guidance, solver, order, window,
         history, tol, max_iters, init, stopping, gr.State(T),

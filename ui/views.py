@@ -56,6 +56,10 @@ def fmt_seconds(s: float) -> str:
     return f"{s * 1000:.0f} ms" if s < 1 else f"{s:.2f} s"
 
 
+def plural(n: int, noun: str) -> str:
+    return f"{n} {noun}" + ("" if n == 1 else "s")
+
+
 def sampler_name(eta: float) -> str:
     """DDIM for η = 0, DDPM for η = 1, DDIM(η) in between: what the sequential reference is."""
     return "DDIM" if eta == 0 else "DDPM" if eta == 1 else f"DDIM (η = {eta:g})"
@@ -112,11 +116,13 @@ def verdict(record: RunRecord, k: int) -> str:
     diff = (
         f"largest pixel difference {levels}/255" if levels is not None else "no sequential image to compare"
     )
-    steps = f"**{n} parallel iterations** instead of {T} steps ({T / n:.1f}× fewer)"
-    if record.settings.get("solver") == "sequential":
+    steps = f"**{plural(n, 'parallel iteration')}** instead of {plural(T, 'step')} ({T / n:.1f}× fewer)"
+    if T == 1:
+        steps = "1 step: nothing to run in parallel"
+    elif record.settings.get("solver") == "sequential":
         steps = f"{n} iterations of one step each: the sequential sampler itself, no speed-up"
     if not row.converged:
-        why = "stopped by the user" if record.stopped else f"the budget of {n} iterations ended"
+        why = "stopped" if record.stopped else f"the budget of {n} iterations ended"
         return (
             f"✗ **Not converged** — {why} with {T - row.anchor}/{T} timesteps final: "
             f"not yet the sequential {sampler} image ({diff})"

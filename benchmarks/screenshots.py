@@ -1,0 +1,103 @@
+"""Screenshots of the app for the README: a default run at 1280×800 (desktop) and at 390×844 (phone).
+
+    python benchmarks/screenshots.py              # writes docs/screenshot.png and docs/screenshot_phone.png
+    python benchmarks/screenshots.py --out /tmp   # elsewhere
+
+Starts the app in-process on a free port, drives the system Chromium (/usr/bin/chromium) with
+Playwright, presses Run, waits for the verdict and photographs the viewport. Prints where the
+verdict, the ParaTAA image and the heatmap sit on each screen (all inside the viewport on the desktop).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+CHROMIUM = "/usr/bin/chromium"
+ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+SCREENS = {"screenshot.png": (1280, 800), "screenshot_phone.png": (390, 844)}
+VERDICT = (
+    "() => /Same image|Not converged|not the same image/.test(document.querySelector('#stats').innerText)"
+)
+
+
+def serve() -> tuple[Any, str]:
+    """The app on a free local port, its temp files in a throwaway folder."""
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+    os.environ.setdefault("GRADIO_TEMP_DIR", tempfile.mkdtemp(prefix="paratta-shots-"))
+    sys.path.insert(0, str(ROOT))
+    import torch
+
+    torch.set_num_threads(1)
+    from ui.app import build_demo, launch_options
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    demo = build_demo()
+    demo.queue(default_concurrency_limit=2)
+    demo.launch(
+        prevent_thread_lock=True, server_name="127.0.0.1", server_port=port, quiet=True, **launch_options()
+    )
+    return demo, demo.local_url
+
+
+def boxes(page: Any) -> dict[str, tuple[int, int] | None]:
+    """(top, bottom) in CSS pixels of the parts a visitor must see without scrolling."""
+    out = {}
+    for name in ("#stats", "#paratta-image", "#heatmap", "#run"):
+        box = page.locator(name).first.bounding_box()
+        out[name] = None if box is None else (round(box["y"]), round(box["y"] + box["height"]))
+    return out
+
+
+def shoot(url: str, out: Path) -> None:
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
+        try:
+            for name, (width, height) in SCREENS.items():
+                page = browser.new_page(viewport={"width": width, "height": height})
+                page.goto(url, wait_until="domcontentloaded")
+                page.wait_for_selector("#run", timeout=60_000)
+                page.locator("#run").click()
+                page.wait_for_function(VERDICT, timeout=120_000)
+                page.wait_for_timeout(800)  # the last images load
+                if width < 600:  # on a phone the results are under the controls: show them
+                    page.locator("#stats").scroll_into_view_if_needed()
+                page.screenshot(path=str(out / name))
+                print(f"{name} {width}×{height}: {boxes(page)}")
+                page.close()
+        finally:
+            browser.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=ROOT / "docs")
+    args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    demo, url = serve()
+    try:
+        shoot(url, args.out)
+    finally:
+        demo.close()
+
+
+if __name__ == "__main__":
+    main()
