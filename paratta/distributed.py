@@ -279,7 +279,12 @@ def command_scope(args: argparse.Namespace) -> Iterator[Group | None]:
     if not launched():
         yield None
         return
-    group = init_from_env(float(os.environ.get("PARATTA_TIMEOUT_S", 300)), getattr(args, "device", None))
+    text = os.environ.get("PARATTA_TIMEOUT_S", "300")
+    try:
+        timeout_s = float(text)
+    except ValueError:
+        raise ValueError(f"PARATTA_TIMEOUT_S must be a number of seconds > 0; got {text!r}") from None
+    group = init_from_env(timeout_s, getattr(args, "device", None))
     with ExitStack() as stack:
         if group.rank != 0:
             folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="paratta-rank")))
