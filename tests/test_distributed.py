@@ -35,13 +35,14 @@ def _free_port() -> int:
 
 
 def _cases(model: str) -> list[dict]:
-    """Jacobi and Anderson, η = 0 and 1, window < T; one case with max_batch (chunks within a rank)."""
-    cases = [
-        {"model": model, "solver": solver, "eta": eta, "window": 7, "max_batch": None}
-        for solver in ("jacobi", "anderson")
-        for eta in (0.0, 1.0)
-    ]
+    """Jacobi and Anderson, η = 0 and 1, window < T; max_batch (chunks within a rank); on ``shapes``
+    also the global-γ Anderson, a low order, history 3 and the coarse initialisation."""
+    solvers = ("jacobi", "anderson")
+    cases = [{"model": model, "solver": s, "eta": eta, "window": 7} for s in solvers for eta in (0.0, 1.0)]
     cases.append({"model": model, "solver": "anderson", "eta": 1.0, "window": 7, "max_batch": 2})
+    if model == "shapes":
+        cases.append({"model": model, "solver": "anderson-global", "eta": 0.0, "order": 3, "init": "coarse"})
+        cases.append({"model": model, "solver": "anderson", "eta": 1.0, "window": 4, "history": 3})
     return cases
 
 
@@ -49,7 +50,7 @@ def _run_case(case: dict) -> dict:
     """One solve; what must match: (iteration, window, anchor) per iterate and the final x_0."""
     model = load_model(case["model"])
     problem = make_problem(model, Request("red circle", seed=3, steps=STEPS, eta=case["eta"], guidance=3.0))
-    config = SolverConfig(solver=case["solver"], window=case["window"], max_batch=case["max_batch"])
+    config = SolverConfig(**{k: v for k, v in case.items() if k not in ("model", "eta")})
     its = list(solve(problem, config))
     return {"path": [(i.iteration, i.window, i.anchor) for i in its], "x0": its[-1].x0}
 
