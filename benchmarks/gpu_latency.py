@@ -7,7 +7,7 @@ does not depend on the weights). Per network:
 1. the latency of one guided call at 1, 2, 4, … timesteps (2, 4, 8, … rows; plus one unguided
    row), median of ``--repeats`` CUDA-synchronised calls after a warm-up;
 2. sequential DDIM-T wall-clock (T calls one after another);
-3. ParaTAA (Anderson, order min(20, T)) wall-clock at windows T, T/2, T/4. ``shapes-unet`` is a
+3. ParaTAA (Anderson, order min(20, T)) wall-clock at windows T, T/2, T/4. ``shapes-unet`` (float32) is a
    trained network and is solved to convergence; the random-weight networks do not converge, so
    they run exactly the iteration count that ``shapes-unet`` needed at the same T and window
    (``max_iters``), with every window full: an upper bound on the cost of those iterations.
@@ -38,6 +38,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks")]
 from sd_speed import SD15_VAE, Clock, build_sd15  # noqa: E402
 
 from paratta import Request, SolverConfig, make_problem, sample_sequential, solve  # noqa: E402
+from paratta.latency import LatencyTable, project  # noqa: E402
 
 DIT_XL_2_256: dict[str, Any] = dict(  # facebook/DiT-XL-2-256's transformer
     num_attention_heads=16,
@@ -128,38 +129,50 @@ def latency_table(model, cond, steps_list: list[int], repeats: int) -> dict[str,
     return {"rows": rows, "ms": [round(v, 4) for v in ms]}
 
 
-def timed_solve(problem, config: SolverConfig, device: torch.device) -> tuple[Any, float]:
+def timed_solve(problem, config: SolverConfig, device: torch.device) -> tuple[Any, float, list[int]]:
+    """The last record, the wall-clock and the window size (timesteps) of every iteration."""
+    windows = []
     with Clock(device) as clock:
         last = None
-        for last in solve(problem, config):  # noqa: B007 - the final record is wanted
-            pass
-    return last, clock.seconds
+        for last in solve(problem, config):
+            windows.append(last.window[1] - last.window[0])
+    return last, clock.seconds, windows
 
 
-def runs(name: str, model, steps_list: list[int], iterations: dict, quick: bool) -> list[dict[str, Any]]:
-    """Sequential and ParaTAA wall-clock; fills ``iterations`` from shapes-unet, reads it otherwise."""
+def runs(
+    name: str, model, steps_list: list[int], iterations: dict, table: LatencyTable
+) -> list[dict[str, Any]]:
+    """Sequential and ParaTAA wall-clock; fills ``iterations`` from shapes-unet, reads it otherwise.
+
+    Each run also gets the wall-clock that ``paratta.latency.project`` predicts from the table just
+    measured (network calls only), so the app's projection is checked against a measurement."""
     out = []
+    warm = make_problem(model, Request(PROMPTS[name], seed=1, steps=10, guidance=3.0))
+    timed_solve(warm, SolverConfig(), model.device)  # untimed: lazy CUDA initialisation, allocator
     for T in steps_list:
         problem = make_problem(model, Request(PROMPTS[name], seed=0, steps=T, guidance=3.0))
         with Clock(model.device) as clock:
             reference = sample_sequential(problem, dtype=torch.float32)[0]
         seq_s = clock.seconds
         out.append({"model": name, "steps": T, "solver": "sequential", "window": 1, "iterations": T,
-                    "seconds": round(seq_s, 4), "peak_mib": clock.peak_mib})  # fmt: skip
+                    "seconds": round(seq_s, 4), "peak_mib": clock.peak_mib,
+                    "projected_seconds": round(project(table, [], T, 3.0).sequential_s, 4)})  # fmt: skip
         for W in sorted({T, max(1, T // 2), max(1, T // 4)}, reverse=True):
             fixed = name != "shapes-unet"
             budget = iterations.get((T, W)) if fixed else None
             if fixed and budget is None:
                 continue
-            config = SolverConfig(window=W, max_iters=budget)
+            # Random weights: tol 1e-12 keeps every window full for exactly ``budget`` iterations.
+            config = SolverConfig(window=W, max_iters=budget, tol=1e-12 if fixed else 1e-3)
             try:
-                last, seconds = timed_solve(problem, config, model.device)
+                last, seconds, windows = timed_solve(problem, config, model.device)
             except (FloatingPointError, MemoryError) as err:  # random weights may overflow in fp16; OOM
                 out.append({"model": name, "steps": T, "window": W, "error": str(err)})
                 print(json.dumps(out[-1]), flush=True)
                 continue
             if not fixed:
                 iterations[(T, W)] = last.iteration
+            solver_s = seconds - last.model_seconds
             gap = float((last.x0.float().cpu() - reference.float().cpu()).pow(2).mean().sqrt())
             out.append({"model": name, "steps": T, "solver": "anderson", "window": W,
                         "iterations": last.iteration, "converged": bool(last.converged),
@@ -168,6 +181,8 @@ def runs(name: str, model, steps_list: list[int], iterations: dict, quick: bool)
                         "network_seconds": round(last.model_seconds, 4),
                         "speedup_wall_clock": round(seq_s / seconds, 3),
                         "rms_to_sequential": gap if not fixed else None,
+                        "projected_seconds": round(project(table, windows, T, 3.0).parallel_s, 4),
+                        "solver_ms_per_iteration": round(1e3 * solver_s / last.iteration, 3),
                         "peak_mib": clock_peak(model.device)})  # fmt: skip
             print(json.dumps(out[-1]), flush=True)
     return out
@@ -207,16 +222,20 @@ def main() -> None:
     iterations: dict[tuple[int, int], int] = {}
     for name in args.models:
         t0 = time.perf_counter()
-        model = build(name, device, dtype, args.quick)
+        # The 1.1 M-parameter UNet is launch-bound: float32 costs no time and keeps its iterates as
+        # exact as on a CPU (in float16 its ε wobbles by ~1e-3, the size of the default budget).
+        model_dtype = torch.float32 if name == "shapes-unet" else dtype
+        model = build(name, device, model_dtype, args.quick)
         cond = model.encode(PROMPTS[name], "")
         lat = latency_table(model, cond, steps_list, args.repeats)
         table["models"][name] = {"description": DESCRIPTIONS[name], "aliases": ALIASES[name],
-                                 "dtype": str(dtype).removeprefix("torch."), **lat}  # fmt: skip
+                                 "dtype": str(model_dtype).removeprefix("torch."), **lat}  # fmt: skip
         print(
             json.dumps({"model": name, **lat, "build_and_scan_s": round(time.perf_counter() - t0, 1)}),
             flush=True,
         )
-        results += runs(name, model, steps_list, iterations, args.quick)
+        measured = LatencyTable(name, table["device"], tuple(lat["rows"]), tuple(lat["ms"]))
+        results += runs(name, model, steps_list, iterations, measured)
         del model, cond
         if device.type == "cuda":
             torch.cuda.empty_cache()
