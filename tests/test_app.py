@@ -329,3 +329,76 @@ def test_stable_diffusion_needs_a_prompt_and_matches_sequential(sd_app: Any) -> 
     info = final[INFO]
     assert info["converged"] and info["max_pixel_diff"] <= 2 / 255
     assert pixels(final[IMAGE]).shape == pixels(final[SEQUENTIAL]).shape
+
+
+def test_reference_and_parallel_iterations_interleave_and_distances_arrive() -> None:
+    """The first ParaTAA frame does not wait for all T reference steps; once the reference ends, the
+    earlier iterations get their distance to it, and "done" comes after the whole reference."""
+    from ui.session import run_events
+    from ui.settings import Caps, parse_settings
+
+    settings = parse_settings(**dict(DEFAULTS, steps=100, window=100, max_iters=100), caps=Caps(200, 200))
+    kinds, distances = [], []
+    for event in run_events(settings):
+        kinds.append(event["kind"])
+        distances += event.get("values", [])
+    assert kinds.index("iterate") < kinds.index("reference") < kinds.index("done") == len(kinds) - 1
+    assert kinds.count("distances") == 1 and len(distances) == kinds[: kinds.index("reference")].count(
+        "iterate"
+    )
+    assert all(np.isfinite(distances)) and distances[0] > distances[-1]
+
+
+def test_screen_sends_an_unchanged_output_once_and_everything_at_the_end() -> None:
+    from ui.handlers import Screen
+
+    screen = Screen(("image", "stats"))
+    image = np.zeros((4, 4, 3), np.uint8)
+    assert screen.show(image=image, stats="a")[0] is image
+    again = screen.show(image=image.copy(), stats="b")  # same pixels, a new array
+    assert again[0] == {"__type__": "update"} and again[1] == "b"
+    assert screen.show(final=True)[0] is not None and screen.show(final=True)[1] == "b"
+
+
+def test_steps_changed_lets_order_window_and_budget_follow_T_back_up() -> None:
+    from ui.controls import steps_changed
+
+    order, window, budget, last = steps_changed(2, 20, 50, 50, 50)  # T 50 → 2
+    assert (order["value"], window["value"], budget["value"], last) == (2, 2, 2, 2)
+    order, window, budget, last = steps_changed(100, 2, 2, 2, 2)  # T 2 → 100: back to the auto values
+    assert (order["value"], window["value"], budget["value"], last) == (20, 100, 100, 100)
+    order, window, _, _ = steps_changed(100, 20, 10, 50, 50)  # a window set below T is kept
+    assert (order["value"], window["value"]) == (20, 10)
+    assert all(
+        u == {"__type__": "update"} for u in steps_changed("1e9", 20, 50, 50, 50)
+    )  # not a T: no change
+    assert steps_changed(1, 20, 50, 50, 50)[1]["value"] == 1  # T = 1 is a valid run
+
+
+def test_verdict_says_same_image_only_when_it_is_true() -> None:
+    from ui.record import IterationRow, RunRecord
+    from ui.views import race_verdict, stats, verdict
+
+    def record(converged: bool, level: int, solver: str = "anderson", iterations: int = 14) -> RunRecord:
+        settings = dict(DEFAULTS, solver=solver)
+        r = RunRecord(settings=settings, steps=50, tol=1e-3, latent_shape=(3, 8, 8))
+        r.rows = [
+            IterationRow(k, (0, 50), 0 if converged and k == iterations else 7, 50 * k, 0.1 * k, 1e-2, 1e-5,
+                         np.full(50, 1e-3), converged and k == iterations)
+            for k in range(1, iterations + 1)
+        ]  # fmt: skip
+        r.previews = [np.zeros((8, 8, 3), np.uint8)] * iterations
+        r.sequential_preview = r.sequential_image = np.zeros((8, 8, 3), np.uint8)
+        r.final_image = np.full((8, 8, 3), level, np.uint8)
+        return r
+
+    same = verdict(record(True, 1), 14)
+    assert same.startswith("✓ **Same image as sequential DDIM** — **14 parallel iterations** instead of 50")
+    assert "(3.6× fewer); largest pixel difference 1/255" in same
+    assert "not the same image" in verdict(record(True, 3), 14) and "3/255" in verdict(record(True, 3), 14)
+    assert verdict(record(False, 0), 14).startswith("✗ **Not converged**")
+    line = stats(record(True, 0, solver="jacobi"), 14, "done")[0]
+    assert "Jacobi: " in line and "ParaTAA" not in line  # each solver under its own name
+    race = race_verdict({"Jacobi": record(True, 0, "jacobi", 21), "Anderson": record(True, 1)})
+    assert "**Anderson wins**: 14 parallel iterations against 21 (7 fewer, 33%)" in race
+    assert "both ended on the sequential DDIM image" in race

@@ -168,13 +168,13 @@ def sequential_view(event: dict[str, Any], record: RunRecord) -> dict[str, Any]:
         record.sequential_image = event["image"]
         stats = (
             f"Sequential reference done: {record.steps} steps in "
-            f"{views.fmt_seconds(record.sequential_seconds)}. Starting the parallel solver…"
+            f"{views.fmt_seconds(record.sequential_seconds)}. The parallel solver's frames follow…"
         )
         return {"sequential": upscale(event["image"], views.DISPLAY), "stats": stats}
     record.sequential_preview = event["preview"]
     stats = (
-        f"Computing the sequential reference first: step {event['step']}/{event['steps']}, "
-        f"{views.fmt_seconds(event['seconds'])}. The parallel run starts right after it."
+        f"Sequential reference: step {event['step']}/{event['steps']}, "
+        f"{views.fmt_seconds(event['seconds'])}; the parallel solver's iterations come in between."
     )
     return {
         "sequential": upscale(event["preview"], views.DISPLAY),
@@ -239,13 +239,21 @@ def make_run_handler(models: list[str]) -> Callable[..., Iterator[tuple[Any, ...
                 if record.stopped:  # Stop was handled already; what it showed stays true
                     return
                 kind = event["kind"]
-                if kind in ("sequential", "reference"):
+                if kind in ("sequential", "reference") and record.rows:  # between parallel iterations
+                    yield screen.show(sequential=sequential_view(event, record)["sequential"])
+                elif kind in ("sequential", "reference"):
                     cleared = dict.fromkeys(("image", "diff", "heatmap", "curves", "downloads"))  # a new run
                     yield screen.show(**cleared, **sequential_view(event, record))
+                elif kind == "distances":  # the reference has ended: the first iterations' distances
+                    for row, distance in zip(record.rows, event["values"], strict=False):
+                        row.distance = distance
                 elif kind == "iterate":
                     record.rows.append(event["row"])
                     record.previews.append(event["preview"])
-                    yield screen.show(**frame_outputs(record, record.iterations, "parallel"), record=record)
+                    outputs = frame_outputs(record, record.iterations, "parallel")
+                    if record.sequential_image is None:  # the reference panel streams on its own
+                        del outputs["sequential"]
+                    yield screen.show(**outputs, record=record)
                 elif kind == "done":
                     record.final_image = event["image"]
                     record.trajectory = event["trajectory"]

@@ -1,8 +1,8 @@
 """The run generators: drive the library and yield small picklable events, one per solver step.
 
-``run_events`` computes the sequential reference first (streaming its progress), then yields one
-event per ``paratta.solve`` iterate, then a "done" event with the full decode and the last
-trajectory. ``race_events`` interleaves two solvers on the same problem (``interleave``, written once).
+``run_events`` interleaves the sequential reference (streaming its progress) with one event per
+``paratta.solve`` iterate, then a "done" event with the full decode and the last trajectory.
+``race_events`` interleaves two solvers on the same problem (``interleave``, written once).
 Nothing here re-implements the solver or touches Gradio.
 
 Wall-clock figures are the time spent inside the library's generators only (``Busy``): the UI's
@@ -33,6 +33,7 @@ Event = dict[str, Any]
 T_ = TypeVar("T_")
 PREVIEW_SIDE = 128  # stored previews are at most this big: memory stays small for long runs
 RACE_SOLVERS = ("jacobi", "anderson")
+REFERENCE_CHUNKS = 8  # the reference advances T/8 steps between two parallel iterations
 
 
 class Busy(Generic[T_]):
@@ -93,12 +94,13 @@ def check_init(
     return torch.from_numpy(traj)
 
 
-def reference_events(
+def reference_steps(
     problem: Problem,
     model: DiffusionModel,
     frames: int = 10,
-) -> Generator[Event, None, torch.Tensor]:
-    """Stream the sequential reference (about ``frames`` previews, then its full decode); return its x_0."""
+) -> Generator[Event | None, None, torch.Tensor]:
+    """The sequential reference one step per item: a "sequential" preview event on about ``frames`` of
+    the steps, None on the others; then a "reference" event with its full decode. Returns its x_0."""
     T = problem.steps
     every = max(1, T // frames)
     steps = Busy(iterate_sequential(problem))
@@ -113,11 +115,48 @@ def reference_events(
                 "seconds": steps.seconds,
                 "preview": preview(model, step.x),
             }
+        else:
+            yield None
     yield {"kind": "reference", "image": decode(model, x0), "seconds": steps.seconds}
     return x0
 
 
-def iterate_row(it: Iterate, reference: torch.Tensor, seconds: float) -> IterationRow:
+def reference_events(
+    problem: Problem, model: DiffusionModel, frames: int = 10
+) -> Generator[Event, None, torch.Tensor]:
+    """Stream the whole sequential reference (its preview events, then its full decode); return its x_0."""
+    reference = Reference(problem, model, frames)
+    yield from reference.advance()
+    assert reference.x0 is not None
+    return reference.x0
+
+
+class Reference:
+    """The sequential reference, advanced a few steps at a time: ``run_events`` puts its steps between
+    the parallel iterations, so the first parallel frame does not wait for all T steps. ``x0`` is set
+    once the last step is done."""
+
+    def __init__(self, problem: Problem, model: DiffusionModel, frames: int = 10) -> None:
+        self.steps = reference_steps(problem, model, frames)
+        self.x0: torch.Tensor | None = None
+
+    def advance(self, n: int | None = None) -> Iterator[Event]:
+        """The events of the next ``n`` steps (of all remaining steps when None)."""
+        taken = 0
+        while self.x0 is None and (n is None or taken < n):
+            try:
+                event = next(self.steps)
+            except StopIteration as end:
+                self.x0 = end.value
+                return
+            if event is None or event["kind"] == "sequential":
+                taken += 1
+            if event is not None:
+                yield event
+
+
+def iterate_row(it: Iterate, reference: torch.Tensor | None, seconds: float) -> IterationRow:
+    """The UI's row of one iterate; its distance to sequential is NaN until the reference exists."""
     return IterationRow(
         iteration=it.iteration,
         window=tuple(it.window),
@@ -125,7 +164,7 @@ def iterate_row(it: Iterate, reference: torch.Tensor, seconds: float) -> Iterati
         evaluations=it.evaluations,
         seconds=seconds,
         max_residual=it.max_residual,
-        distance=rms(it.x0, reference),
+        distance=rms(it.x0, reference) if reference is not None else float("nan"),
         residual=it.residual.numpy().copy(),
         converged=it.converged,
     )
@@ -135,21 +174,25 @@ def solver_events(
     problem: Problem,
     settings: RunSettings,
     model: DiffusionModel,
-    reference: torch.Tensor,
+    reference: torch.Tensor | None,
     init: torch.Tensor | None,
     lane: str,
 ) -> Iterator[Event]:
-    """One "iterate" event per ``solve`` record, then "done" with the full decode and the trajectory."""
+    """One "iterate" event per ``solve`` record, then "done" with the full decode and the trajectory.
+    Without a reference yet, each iterate event also carries its ``x0`` (for the distance, later)."""
     iterates = Busy(solve(problem, settings.config, init_trajectory=init))
     last = None
     for it in iterates:
         last = it
-        yield {
+        event = {
             "kind": "iterate",
             "lane": lane,
             "row": iterate_row(it, reference, iterates.seconds),
             "preview": preview(model, it.x0),
         }
+        if reference is None:
+            event["x0"] = it.x0
+        yield event
     if last is not None:
         yield {
             "kind": "done",
@@ -167,11 +210,33 @@ def _setup(settings: RunSettings) -> tuple[DiffusionModel, Problem]:
 
 
 def run_events(settings: RunSettings, init: dict[str, Any] | None = None) -> Iterator[Event]:
-    """Sequential reference, then one event per parallel iteration, then "done". Picklable events."""
+    """The sequential reference and the parallel solver interleaved: about T/8 reference steps, one
+    parallel iteration, T/8 steps, … (on a CPU an iteration over W timesteps costs about W steps), so
+    the first ParaTAA frame comes early even for a large T. Iterations computed before the reference
+    ends get their distance to it in one "distances" event (for rows 1…n) once it ends; "done" comes
+    after the whole reference. Picklable events."""
     model, problem = _setup(settings)
     init_trajectory = check_init(settings, init, model)
-    reference = yield from reference_events(problem, model)
-    yield from solver_events(problem, settings, model, reference, init_trajectory, "main")
+    chunk = -(-problem.steps // REFERENCE_CHUNKS)
+    reference = Reference(problem, model)
+    yield from reference.advance(chunk)
+    early: list[torch.Tensor] = []  # x_0 of iterations that came before the reference's x_0
+    for event in solver_events(problem, settings, model, None, init_trajectory, "main"):
+        if event["kind"] == "iterate":
+            x0 = event.pop("x0")
+            if reference.x0 is None:
+                early.append(x0)
+            else:
+                event["row"].distance = rms(x0, reference.x0)
+            yield event
+            yield from reference.advance(chunk)
+        else:
+            yield from reference.advance()  # the verdict compares with the whole reference
+        if reference.x0 is not None and early:
+            yield {"kind": "distances", "values": [rms(x0, reference.x0) for x0 in early]}
+            early = []
+        if event["kind"] == "done":
+            yield event
 
 
 def interleave(lanes: dict[str, Iterator[T_]]) -> Iterator[tuple[str, T_]]:

@@ -75,7 +75,8 @@ def pair(record: RunRecord, k: int) -> tuple[np.ndarray | None, np.ndarray | Non
         return None, record.sequential_image
     if k == record.iterations and record.final_image is not None and record.sequential_image is not None:
         return record.final_image, record.sequential_image
-    return record.previews[k - 1], record.sequential_preview
+    # Until the reference has ended its preview is of some step t > 0: nothing to compare with yet.
+    return record.previews[k - 1], record.sequential_preview if record.sequential_image is not None else None
 
 
 def pixel_levels(record: RunRecord, k: int) -> int | None:
@@ -179,7 +180,11 @@ def stats(record: RunRecord, k: int, phase: str) -> tuple[str, dict[str, Any]]:
     details = (
         f"{solver_name(record)}: {row.evaluations} network evaluations in {row.iteration} parallel calls "
         f"(sequential: {T} in {T}) · max residual {row.max_residual:.1e} · "
-        f"distance to sequential {row.distance:.1e} (RMS, latent units)"
+        + (
+            f"distance to sequential {row.distance:.1e} (RMS, latent units)"
+            if np.isfinite(row.distance)
+            else "distance to sequential: once the reference has ended"
+        )
     )
     clock, extra = wall_clock(record, k)
     line = f"### {head}\n{details}  \n{clock}"
