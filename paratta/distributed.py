@@ -251,6 +251,18 @@ def finish(group: Group | None, error: BaseException | None) -> None:
     exchange_status(group, error)
 
 
+@contextmanager
+def in_step(group: Group | None) -> Iterator[None]:
+    """A block that every rank leaves together: an exception on one rank (anywhere in the block, not
+    only in the network) becomes ``RankFailure`` with its message on every rank, instead of a hang."""
+    try:
+        yield
+    except Exception as err:
+        finish(group, err)  # raises RankFailure on every rank (or a timeout)
+        raise
+    finish(group, None)
+
+
 def report_failure(error: RankFailure | CollectiveTimeout) -> int:
     """Say a failure once (rank 0 says an agreed one; a timeout is said by each rank that saw it),
     let the peers reach the same point, leave the group; the CLI's exit status (2)."""
@@ -294,10 +306,6 @@ def command_scope(args: argparse.Namespace) -> Iterator[Group | None]:
                 args.output = folder / (Path(args.output).name if args.output else f"rank{suffix}")
             if getattr(args, "save_trajectory", None):
                 args.save_trajectory = folder / Path(args.save_trajectory).name
-        try:
+        with in_step(group):
             yield group
-        except Exception as err:
-            finish(group, err)  # raises RankFailure on every rank (or a timeout)
-            raise
-        finish(group, None)
     shutdown()

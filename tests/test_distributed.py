@@ -68,7 +68,7 @@ class _FailingModel:
         out = self._inner.predict(x, t, cond, guidance)
         if self._fail and self._mode == "raise":
             raise RuntimeError("CUDA out of memory (simulated on rank 1)")
-        return out * float("nan") if self._fail else out
+        return out * float("nan") if self._fail and self._mode == "nan" else out
 
 
 def _failure_case(rank: int, mode: str) -> dict:
@@ -76,7 +76,10 @@ def _failure_case(rank: int, mode: str) -> dict:
     problem = replace(problem, model=_FailingModel(problem.model, rank, mode))
     t0 = time.perf_counter()
     try:
-        list(solve(problem, SolverConfig(window=7)))
+        with distributed.in_step(distributed.current()):
+            if mode == "outside" and rank == 1:  # fails before its first exchange; rank 0 is in solve
+                raise ValueError("latents must be finite (rank 1 only)")
+            list(solve(problem, SolverConfig(window=7)))
         return {"error": None}
     except (distributed.RankFailure, distributed.CollectiveTimeout) as err:
         return {"error": str(err), "type": type(err).__name__, "seconds": time.perf_counter() - t0}
@@ -91,7 +94,7 @@ def _worker(rank: int, port: int, out: str, job: str, arg: str, timeout_s: float
     if job == "equal":
         result = [_run_case(case) for case in _cases(arg)]
     elif job == "fail":
-        result = [_failure_case(rank, mode) for mode in ("raise", "nan")]
+        result = [_failure_case(rank, mode) for mode in ("raise", "nan", "outside")]
     else:  # "hang": rank 1 never reaches the first exchange; rank 0 must give up after the timeout
         if rank == 1:
             time.sleep(timeout_s + 6)
@@ -156,11 +159,12 @@ def test_two_ranks_match_single_process_on_shapes_unet(tmp_path):
 @pytest.mark.slow
 def test_a_failing_rank_stops_both_with_its_message(tmp_path):
     for rank_results in _spawn(tmp_path, "fail"):
-        raised, nan = rank_results
+        raised, nan, outside = rank_results
         assert raised["type"] == "RankFailure"
         assert raised["error"] == "rank 1: RuntimeError: CUDA out of memory (simulated on rank 1)"
         assert nan["type"] == "RankFailure"
         assert nan["error"].startswith("rank 1: NonFiniteError: model returned NaN/inf at timestep")
+        assert outside["error"] == "rank 1: ValueError: latents must be finite (rank 1 only)"
 
 
 @pytest.mark.slow
