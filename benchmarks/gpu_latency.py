@@ -17,6 +17,7 @@ The latency table is written to ``--table`` (the app's projection reads it) and 
 
     python benchmarks/gpu_latency.py --table paratta/data/latency.json --json gpu.json
     python benchmarks/gpu_latency.py --quick --device cpu
+    python benchmarks/gpu_latency.py --markdown docs/gpu_benchmark.json   # the README's tables from a run
 """
 
 from __future__ import annotations
@@ -198,6 +199,31 @@ def machine(device: torch.device) -> str:
     return f"{platform.processor() or platform.machine()} CPU, torch {torch.__version__}"
 
 
+def markdown(summary: dict[str, Any]) -> str:
+    """The README's tables from a saved ``--json`` run: latency by batch rows, then the runs."""
+    models = summary["latency"]["models"]
+    sizes = sorted({r for m in models.values() for r in m["rows"]})
+    head = "| rows per call | " + " | ".join(f"{name} ({m['dtype']})" for name, m in models.items()) + " |"
+    lines = [f"Measured on {summary['machine']}.", "", head, "|---" * (len(models) + 1) + "|"]
+    for r in sizes:
+        cells = [f"{m['ms'][m['rows'].index(r)]:.1f}" if r in m["rows"] else "—" for m in models.values()]
+        lines.append(f"| {r} | " + " | ".join(cells) + " |")
+    lines += ["", "| model | T | solver | W | iterations | wall-clock s | vs sequential | projected s | "
+              "solver ms/iter | peak MiB |", "|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    for r in summary["runs"]:
+        if "error" in r:
+            lines.append(f"| {r['model']} | {r['steps']} | — | {r['window']} | {r['error']} |||||")
+            continue
+        its = f"{r['iterations']}{' (fixed)' if r.get('fixed_iterations') else ''}"
+        speed = f"{r['speedup_wall_clock']:.2f}×" if "speedup_wall_clock" in r else "1×"
+        peak = f"{r['peak_mib']:.0f}" if r.get("peak_mib") else "—"
+        solver = f"{r['solver_ms_per_iteration']:.1f}" if "solver_ms_per_iteration" in r else "—"
+        cells = [r["model"], r["steps"], r["solver"], r["window"], its, f"{r['seconds']:.3f}", speed,
+                 f"{r['projected_seconds']:.3f}", solver, peak]  # fmt: skip
+        lines.append("| " + " | ".join(str(c) for c in cells) + " |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -207,7 +233,11 @@ def main() -> None:
     p.add_argument("--quick", action="store_true", help="small sizes (CPU check of the script)")
     p.add_argument("--table", type=Path, help="write the latency table (the app's projection reads it)")
     p.add_argument("--json", type=Path, help="write every measurement")
+    p.add_argument("--markdown", type=Path, help="print the tables of a saved --json run, measure nothing")
     args = p.parse_args()
+    if args.markdown:
+        print(markdown(json.loads(args.markdown.read_text())))
+        return
     device = torch.device(args.device)
     dtype = torch.float16 if device.type == "cuda" else torch.float32
     steps_list = [10] if args.quick else args.steps
