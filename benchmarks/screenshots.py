@@ -78,8 +78,9 @@ def shoot(url: str, out: Path) -> None:
                 page.locator("#run").click()
                 page.wait_for_function(VERDICT, timeout=120_000)
                 page.wait_for_timeout(800)  # the last images load
-                if width < 600:  # on a phone the results are under the controls: show them
-                    page.locator("#stats").scroll_into_view_if_needed()
+                if width < 600:  # on a phone: from the Run button down, the results right under it
+                    page.evaluate("document.querySelector('#run').scrollIntoView({block: 'start'})")
+                    page.wait_for_timeout(300)
                 page.screenshot(path=str(out / name))
                 print(f"{name} {width}×{height}: {boxes(page)}")
                 page.close()
