@@ -179,8 +179,8 @@ def frame_line(lesson: Lesson, k: int) -> str:
 
 def teach_figure(lesson: Lesson, k: int) -> Figure:
     """Two panels over p_0 at frame k, zoomed to the run, with axes, titles and one shared legend."""
-    fig = Figure(figsize=(8.8, 4.9), dpi=100)
-    fig.subplots_adjust(left=0.07, right=0.99, top=0.9, bottom=0.24, wspace=0.16)
+    fig = Figure(figsize=(8.8, 4.0), dpi=100)
+    fig.subplots_adjust(left=0.085, right=0.745, top=0.87, bottom=0.13, wspace=0.22)
     picture, seq = backdrop(lesson.prompt), lesson.sequential
     x_lo, x_hi, y_lo, y_hi = lesson.view
     handles = []
@@ -196,7 +196,7 @@ def teach_figure(lesson: Lesson, k: int) -> Figure:
             ax.plot(*snap.trajectory[0], "o", color="#ff3d3d", ms=8, mec="white", mew=1.2, zorder=8)[0],
         ]
         state = (
-            "start: all states = x_T"
+            "start: all states = $x_T$"
             if snap.iteration == 0
             else f"iteration {snap.iteration} ✓ converged"
             if snap.converged
@@ -206,20 +206,20 @@ def teach_figure(lesson: Lesson, k: int) -> Figure:
         ax.set_xlim(x_lo, x_hi)
         ax.set_ylim(y_lo, y_hi)
         ax.set_aspect("equal")
-        ax.set_xlabel("x₁", fontsize=12)
+        ax.set_xlabel("$x_1$", fontsize=12)
         if n == 0:
-            ax.set_ylabel("x₂", fontsize=12)
+            ax.set_ylabel("$x_2$", fontsize=12)
         ax.tick_params(labelsize=11)
     labels = [
-        "sequential trajectory",
-        "current iterate $x_T \\to x_0$",
-        "final part (from the anchor up)",
+        "sequential path",
+        "iterate $x_T \\to x_0$",
+        "final part (≥ anchor)",
         "$x_T$",
         "sequential $x_0$",
-        "the iterate's $x_0$",
+        "iterate's $x_0$",
     ]
-    fig.legend(handles, labels, loc="lower center", ncol=3, fontsize=11, frameon=True, facecolor="#1d1a33",
-               labelcolor="white", edgecolor="#1d1a33", borderaxespad=0.4)  # fmt: skip
+    fig.legend(handles, labels, loc="center right", fontsize=11, frameon=True, facecolor="#1d1a33",
+               labelcolor="white", edgecolor="#1d1a33", borderaxespad=0.3)  # fmt: skip
     return fig
 
 
@@ -283,28 +283,37 @@ def hint(spec: Spec) -> str:
     return spec.hint.split(" (auto")[0]
 
 
-def build_teach_tab() -> Any:
-    """The 2-D tab's components and events (inside the current Blocks context); returns the run event."""
+def settings_note(caps: Caps) -> str:
+    """One line of hints for the tab's controls, from the settings' declarations."""
     from paratta.models.toy2d import CLUSTERS
 
+    steps, order, seed = REQUEST["steps"], SOLVER["order"], REQUEST["seed"]
+    return (
+        f"Clusters: {', '.join(CLUSTERS)} (or n, ne, …); empty = all eight · {steps.symbol}: "
+        f"{hint(steps)}, at most {caps.max_steps} here · {order.symbol}: {hint(order)}; above T it means T · "
+        f"seed: {hint(seed)}"
+    )
+
+
+EXPLANATION = (
+    "Each frame is **one parallel iteration**: the whole trajectory x_T → x_0 (orange) is updated at once; "
+    "from the anchor up it is final (cyan), by the solver's own records. White dashed: the sequential "
+    "trajectory (square: x_T, star: its x_0); red dot: the iterate's x_0. Both solvers use the full window "
+    "and the same order; only the update differs. Frame 0 is the starting guess, every state a copy of x_T."
+)
+
+
+def build_teach_tab() -> Any:
+    """The 2-D tab's components and events (inside the current Blocks context); returns the run event."""
     caps = Caps.from_env()
     gr.Markdown(
-        "**This tab has its own settings: the sidebar's do not apply here.** It runs the `toy2d` model "
-        "(eight Gaussian clusters in 2-D, exact ε) on the CPU. Each frame is **one parallel iteration**: "
-        "the whole trajectory x_T → x_0 (orange) is updated at once; from the anchor up it is final "
-        "(cyan). White dashed: the sequential trajectory (square: x_T, star: its x_0). Both solvers use "
-        "the full window and the same order; only the update differs."
+        "**This tab has its own settings: the sidebar's do not apply here.** `toy2d`: eight Gaussian "
+        "clusters in 2-D, exact ε, on the CPU."
     )
     with gr.Row(equal_height=True):
-        prompt = gr.Textbox(
-            DEFAULTS.prompt,
-            label="Clusters",
-            scale=2,
-            placeholder="all eight clusters",
-            info=f"clusters to sample from: {', '.join(CLUSTERS)} (or n, ne, …); empty = all eight",
-        )
+        prompt = gr.Textbox(DEFAULTS.prompt, label="Clusters", placeholder="all eight clusters", scale=2)
         seed = gr.Number(
-            DEFAULTS.seed, label="Seed", precision=0, minimum=REQUEST["seed"].lo, info=REQUEST["seed"].hint
+            DEFAULTS.seed, label="Seed", precision=0, minimum=REQUEST["seed"].lo, scale=1, min_width=90
         )
         steps = gr.Slider(
             REQUEST["steps"].lo,
@@ -312,7 +321,7 @@ def build_teach_tab() -> Any:
             DEFAULTS.steps,
             step=1,
             label=f"{REQUEST['steps'].label} {REQUEST['steps'].symbol}",
-            info=f"{hint(REQUEST['steps'])}; at most {caps.max_steps} here",
+            scale=2,
         )
         order = gr.Slider(
             SOLVER["order"].lo,
@@ -320,15 +329,31 @@ def build_teach_tab() -> Any:
             DEFAULTS.order,
             step=1,
             label=f"{SOLVER['order'].label} {SOLVER['order'].symbol}",
-            info=f"{hint(SOLVER['order'])}; above T it is T",
+            scale=2,
         )
-    go = gr.Button("Run Jacobi and Anderson", variant="primary", elem_id="teach-run")
-    text = gr.Markdown("Press the button: both solvers run, then the frames play; step through them below.")
+        go = gr.Button("Run Jacobi and Anderson", variant="primary", elem_id="teach-run", scale=1)
+    with gr.Row(equal_height=False):
+        previous = gr.Button(
+            "◀ Previous", interactive=False, scale=0, min_width=120, elem_id="teach-previous"
+        )
+        slider = gr.Slider(
+            0,
+            1,
+            0,
+            step=1,
+            label="Frame",
+            show_label=False,
+            interactive=False,
+            scale=4,
+            elem_id="teach-frame",
+        )
+        following = gr.Button("Next ▶", interactive=False, scale=0, min_width=120, elem_id="teach-next")
     plot = gr.Plot(label="Trajectories over p_0", format="png", show_label=False, elem_id="teach-plot")
-    with gr.Row(equal_height=True):
-        previous = gr.Button("◀ Previous", size="sm", interactive=False, scale=0, min_width=110)
-        slider = gr.Slider(0, 1, 0, step=1, label="Frame (parallel iteration)", interactive=False, scale=4)
-        following = gr.Button("Next ▶", size="sm", interactive=False, scale=0, min_width=110)
+    text = gr.Markdown(
+        "Press **Run Jacobi and Anderson**: both solvers run, the frames play, then step through them.",
+        elem_id="teach-verdict",
+    )
+    gr.Markdown(f"{EXPLANATION}  \n{settings_note(caps)}", elem_classes="legend")
     state = gr.State(None, time_to_live=3600)
 
     go.click(locked, None, [slider, previous, following], queue=False, api_visibility="private")
