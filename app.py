@@ -14,8 +14,11 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import tempfile
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no look-ups of outside hosts at launch
+# A cache folder of the app's own: ui.limits sweeps it, and must never touch another app's files.
+os.environ.setdefault("GRADIO_TEMP_DIR", os.path.join(tempfile.gettempdir(), "paratta-gradio"))
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -28,6 +28,7 @@ from typing import Any, TypeVar
 
 import gradio as gr
 import torch
+from gradio.utils import get_upload_folder
 
 from paratta import SolverConfig
 
@@ -133,7 +134,9 @@ class Jobs:
 
     def begin(self, request: Any, caps: Caps) -> Ticket:
         """A ticket for a new job of ``request``'s session; the session's running job is told to end, and
-        this one waits (at most ``wait_s``) until it has, so one session never runs two jobs at once."""
+        this one waits (at most ``wait_s``) until it has, so one session never runs two jobs at once.
+        Every job start also sweeps old files (``sweep_files``)."""
+        sweep_files()
         ticket = Ticket(session_key(request), caps.budget_s, self)
         with self.lock:
             old = self.current.get(ticket.session)
@@ -241,11 +244,42 @@ def session_folder(session: str) -> Path:
     """This session's folder for downloads (one set per session, overwritten by its next run)."""
     safe = session if re.fullmatch(r"[A-Za-z0-9_-]{1,64}", session) else hashlib.sha256(session.encode())
     safe = safe if isinstance(safe, str) else safe.hexdigest()  # never a path made of what a client sent
-    root = Path(tempfile.gettempdir()) / "paratta-sessions"
-    prune(root, delete_cache()[1])
-    folder = root / safe
+    folder = Path(tempfile.gettempdir()) / "paratta-sessions" / safe
     folder.mkdir(parents=True, exist_ok=True)
     return folder
+
+
+_last_sweep = [0.0]
+
+
+def sweep_files(now: float | None = None) -> None:
+    """At most once per ``delete_cache`` frequency: remove the cached files older than its age.
+
+    Gradio 6.31's own ``delete_cache`` misses the images a streaming event yields (they are cached
+    through a per-session copy of the component, whose file set the sweep never sees: 85 of 85
+    files stayed in a check here), so the app sweeps its cache folder itself. ``app.py`` gives the
+    app a cache folder of its own, so no other app's files are touched.
+    """
+    now = time.time() if now is None else now
+    frequency, age = delete_cache()
+    if now - _last_sweep[0] < frequency:
+        return
+    _last_sweep[0] = now
+    remove_older(Path(get_upload_folder()), age, now)
+    prune(Path(tempfile.gettempdir()) / "paratta-sessions", age)
+
+
+def remove_older(root: Path, age_s: float, now: float) -> None:
+    """Files under ``root`` whose ctime is more than ``age_s`` old (Gradio's own ageing), and the folders
+    that leaves empty."""
+    for path in sorted(root.rglob("*"), reverse=True) if root.is_dir() else ():
+        try:
+            if path.is_file() and now - path.stat().st_ctime > age_s:
+                path.unlink()
+            elif path.is_dir() and not any(path.iterdir()):
+                path.rmdir()
+        except (FileNotFoundError, OSError):  # removed meanwhile, or not empty after all
+            continue
 
 
 def prune(root: Path, age_s: float) -> None:

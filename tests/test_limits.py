@@ -1,0 +1,365 @@
+"""A public Space's limits (issue 11): bounded work, disk and memory per visitor, a clean error for bad input.
+
+Handlers are driven directly where that suffices (fast); the queue, the upload route, the cache sweep
+and the API's error flow through a server started here on 127.0.0.1 with a one-job queue, as on a Space.
+"""
+
+from __future__ import annotations
+
+import socket
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+IMAGE, SEQUENTIAL, DIFF, HEATMAP, CURVES, STATS, INFO, DOWNLOADS, RECORD = range(9)
+BASE: dict[str, Any] = dict(
+    model="shapes",
+    prompt="red circle on blue",
+    negative_prompt="",
+    seed=0,
+    steps=10,
+    eta=0.0,
+    guidance=1.0,
+    solver="anderson",
+    order=10,
+    window=10,
+    history=2,
+    tol=1e-3,
+    max_iters=10,
+    init="xT",
+    stopping="budget",
+)
+# Deliberately slow: Jacobi at order 1 with a tolerance it cannot meet early takes ~T iterations of T rows.
+SLOW = dict(BASE, steps=100, window=100, max_iters=100, order=1, solver="jacobi", tol=1e-12)
+
+
+def run_handler() -> Any:
+    from ui.handlers import make_run_handler
+
+    return make_run_handler(["shapes", "toy2d", "shapes-unet"])
+
+
+def drain(updates: Iterator[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+    return list(updates)
+
+
+def last_value(updates: list[tuple[Any, ...]], index: int) -> Any:
+    """The last value an output was given (``gr.skip()`` leaves the previous one)."""
+    values = [
+        u[index] for u in updates if not (isinstance(u[index], dict) and u[index].get("__type__") == "update")
+    ]
+    return values[-1] if values else None
+
+
+@pytest.fixture
+def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Temp folders of this test only; no Space, defaults for every limit."""
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    monkeypatch.setattr(tempfile, "tempdir", None)
+    for name in ("SPACE_ID", "PARATTA_BUDGET_S", "PARATTA_MAX_WORK_S", "PARATTA_DELETE_CACHE"):
+        monkeypatch.delenv(name, raising=False)
+    return tmp_path
+
+
+# ---- work bound per run --------------------------------------------------------------------------
+
+
+def test_time_budget_ends_a_slow_run_as_if_stopped(isolated: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PARATTA_BUDGET_S", "3")
+    updates = drain(run_handler()(**SLOW, init_state=None))
+    stats, record = last_value(updates, STATS), last_value(updates, RECORD)
+    assert "time budget of 3 s" in stats and "stopped after iteration" in stats
+    assert record.stopped and 0 < record.iterations < 100 and record.final_image is None
+    files = last_value(updates, DOWNLOADS)
+    assert [Path(f).name for f in files] == [
+        "paratta_previews.gif",
+        "paratta_residuals.csv",
+        "paratta_run.json",
+    ]
+    assert all(Path(f).stat().st_size > 0 for f in files)
+
+
+def test_work_cap_refuses_t200_unet_on_a_cpu_space_and_names_what_fits(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from ui.limits import check_work
+    from ui.settings import Caps, parse_settings
+
+    monkeypatch.setenv("SPACE_ID", "user/paratta")
+    caps = Caps.from_env()
+    unet = dict(BASE, model="shapes-unet", prompt="red circle", guidance=3.0)
+
+    def check(lanes: int = 1, **change: Any) -> None:
+        settings = parse_settings(**dict(unet, **change), caps=caps)
+        check_work(settings, None, caps, lanes)  # built-ins cost what was measured: no model needed
+
+    with pytest.raises(ValueError, match="steps must be at most 100"):
+        check(steps=200, window=200, order=20, max_iters=200)
+    with pytest.raises(ValueError, match=r"cap here is 150 s.*max iterations ≤ 36 fits"):
+        check(steps=100, window=100, order=20, max_iters=100)
+    check(steps=100, window=100, order=20, max_iters=36)
+    check(steps=60, window=60, order=20, max_iters=60)  # one solver fits …
+    with pytest.raises(ValueError, match="two solvers"):  # … a race pays for both lanes
+        check(lanes=2, steps=60, window=60, order=20, max_iters=60)
+    monkeypatch.delenv("SPACE_ID")
+    caps = Caps.from_env()  # elsewhere (a CPU box of one's own) the cap is larger, T = 200 allowed
+    check(steps=200, window=200, order=20, max_iters=200)
+
+
+def test_evaluation_bound_holds_for_a_worst_case_run() -> None:
+    """The cap's bound is a bound: a run that cannot converge early stays within it (toy2d: instant)."""
+    from paratta import Request, SolverConfig, load_model, make_problem, solve
+    from ui.limits import evaluation_bound
+
+    problem = make_problem(load_model("toy2d"), Request(prompt="north", seed=1, steps=30))
+    for window, solver in ((30, "jacobi"), (7, "anderson"), (1, "jacobi")):
+        config = SolverConfig(solver=solver, order=1, window=window, tol=1e-12)
+        last = list(solve(problem, config))[-1]
+        assert last.evaluations <= evaluation_bound(30, config)
+        assert evaluation_bound(30, config) <= 30 * window
+
+
+def test_one_job_per_session_a_new_run_replaces_the_running_one(
+    isolated: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from ui import handlers
+
+    log: list[tuple[str, float]] = []
+    inner = handlers.gpu_run_events
+
+    def logged(settings: Any, init: Any) -> Iterator[dict[str, Any]]:
+        name = "A" if settings.request.seed == 1 else "B"
+        for event in inner(settings, init):
+            log.append((name, time.monotonic()))
+            yield event
+
+    monkeypatch.setattr(handlers, "gpu_run_events", logged)
+    session = SimpleNamespace(session_hash="visitor-1")
+    first: list[tuple[Any, ...]] = []
+    started = threading.Event()
+
+    def run_first() -> None:
+        for update in run_handler()(**dict(SLOW, seed=1), init_state=None, request=session):
+            first.append(update)
+            if any(n == "A" for n, _ in log[3:]):
+                started.set()
+
+    thread = threading.Thread(target=run_first)
+    thread.start()
+    assert started.wait(60)
+    second = drain(run_handler()(**dict(BASE, seed=2), init_state=None, request=session))
+    thread.join(60)
+    assert not thread.is_alive()
+    assert "replaced by a newer job from the same session" in last_value(first, STATS)
+    assert last_value(second, INFO)["converged"]
+    a_last = max(t for n, t in log if n == "A")
+    b_first = min(t for n, t in log if n == "B")
+    assert a_last < b_first  # never two jobs of one session at once
+
+
+def test_after_stop_writes_one_file_set_however_often_it_is_called(isolated: Path) -> None:
+    from ui.handlers import after_stop
+    from ui.limits import session_folder
+
+    updates = run_handler()(**SLOW, init_state=None, request=SimpleNamespace(session_hash="visitor-2"))
+    record = None
+    for update in updates:
+        record = update[RECORD] if not isinstance(update[RECORD], dict) else record
+        if record is not None and record.iterations >= 2:
+            break
+    updates.close()  # what Stop does: the generator is cancelled
+    first = after_stop(record)
+    for _ in range(5):
+        again = after_stop(record)
+        assert all(isinstance(v, dict) and v.get("__type__") == "update" for v in again)
+    assert record.stopped and any(isinstance(v, list) and len(v) == 3 for v in first)
+    assert len(list(session_folder("visitor-2").iterdir())) == 3
+
+
+# ---- input checks --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (dict(prompt=123), "prompt must be text"),
+        (dict(prompt=["red", "circle"]), "prompt must be text"),
+        (dict(prompt="x" * 10_000_000), "10,000,000 characters long; at most 500"),
+        (dict(negative_prompt={"a": 1}), "negative_prompt must be text"),
+        (dict(seed=2**63), r"seed must be an integer in \[0, 2\*\*63 − 1\]"),
+        (dict(seed=float(2**53 + 2)), "cannot hold integers above 2\\*\\*53 exactly"),
+        (dict(seed=1.5), "seed must be a whole number"),
+        (dict(steps=True), "steps must be an integer"),
+        (dict(tol=float("nan")), "tol must be a finite number"),
+        (dict(tol=0), r"tol must be a number in \[1e-12, 10\]"),
+        (dict(guidance="lots"), "guidance must be a number"),
+        (dict(solver="y" * 100_000), "solver must be one of"),
+        (dict(init=None), "init must be one of"),
+        (dict(window=11), r"window must be an integer in \[1, T\] \(T = 10\)"),
+    ],
+)
+def test_every_input_is_type_checked_with_a_short_message(change: dict[str, Any], message: str) -> None:
+    from ui.settings import Caps, parse_settings
+
+    with pytest.raises(ValueError, match=message) as err:
+        parse_settings(**dict(BASE, **change), caps=Caps(200, 200))
+    assert len(str(err.value)) < 300  # a huge input never comes back as a huge message
+
+
+def test_seeds_are_exact_up_to_2_63_minus_1() -> None:
+    from ui.settings import Caps, parse_settings
+
+    for seed in (2**63 - 1, str(2**63 - 1), 2**53 + 1, " 12345678901234567 ", 7.0):
+        settings = parse_settings(**dict(BASE, seed=seed), caps=Caps(200, 200))
+        assert settings.request.seed == int(str(seed).strip().split(".")[0])
+
+
+def test_every_unknown_word_is_named_non_ascii_included() -> None:
+    from paratta.models import shapes, toy2d
+
+    with pytest.raises(ValueError, match="unknown words '红色', '圆圈'"):
+        shapes.parse_prompt("红色 圆圈")
+    with pytest.raises(ValueError, match="unknown words 'dragon', 'wizard'"):
+        shapes.parse_prompt("purple dragon on blue wizard")
+    with pytest.raises(ValueError, match="unknown words '北', 'up'"):
+        toy2d.parse_prompt("north 北 up")
+    with pytest.raises(ValueError) as err:
+        shapes.parse_prompt("z" * 10_000_000)
+    assert len(str(err.value)) < 1000  # an unknown 10 MB word does not come back as a 20 MB error
+
+
+# ---- through a server, as on a Space (one job at a time) ----------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def space(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    tmp = tmp_path_factory.mktemp("space")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("GRADIO_ANALYTICS_ENABLED", "False")
+        mp.setenv("GRADIO_TEMP_DIR", str(tmp / "cache"))
+        mp.setenv("TMPDIR", str(tmp / "tmp"))
+        mp.setenv("PARATTA_DELETE_CACHE", "1,2")  # sweep every second, files older than 2 s
+        mp.delenv("SPACE_ID", raising=False)
+        (tmp / "tmp").mkdir()
+        mp.setattr(tempfile, "tempdir", None)
+
+        from ui.app import build_demo
+        from ui.limits import launch_limits
+
+        demo = build_demo()
+        demo.queue(default_concurrency_limit=1, max_size=32)
+        demo.launch(
+            prevent_thread_lock=True,
+            server_name="127.0.0.1",
+            server_port=free_port(),
+            quiet=True,
+            **launch_limits(),
+        )
+        try:
+            yield SimpleNamespace(url=demo.local_url, demo=demo, tmp=tmp)
+        finally:
+            demo.close()
+
+
+def client(space: Any) -> Any:
+    from gradio_client import Client
+
+    return Client(space.url, verbose=False, download_files=False)
+
+
+def folder_size(root: Path) -> tuple[int, int]:
+    files = [p for p in root.rglob("*") if p.is_file()]
+    return len(files), sum(p.stat().st_size for p in files)
+
+
+@pytest.mark.slow
+def test_uploads_are_refused_and_nothing_is_stored(space: Any) -> None:
+    import httpx
+
+    before = folder_size(space.tmp)
+    reply = httpx.post(space.url + "gradio_api/upload", files={"files": ("big.bin", b"x" * 5_000_000)})
+    assert reply.status_code == 403
+    assert folder_size(space.tmp)[1] <= before[1] + 1000
+
+
+@pytest.mark.slow
+def test_api_errors_keep_the_previous_run_and_show_in_the_status_line(space: Any) -> None:
+    from gradio_client.exceptions import AppError
+
+    c = client(space)
+    good = c.predict(**BASE, api_name="/run")
+    assert good[INFO]["converged"]
+    for change, message in [
+        (dict(prompt=123), "prompt must be text"),
+        (dict(prompt="q" * 10_000_000), "at most 500"),
+        (dict(prompt="red 圆圈 wizard"), "unknown words '圆圈', 'wizard'"),
+        (dict(init="trajectory", steps=12, window=12, order=12, max_iters=12), "none is stored|T = 12"),
+    ]:
+        job = c.submit(**dict(BASE, **change), api_name="/run")
+        with pytest.raises(AppError, match=message) as err:
+            job.result()
+        assert len(str(err.value)) < 1500
+        statuses = [o[STATS] for o in job.outputs() if isinstance(o[STATS], str)]
+        assert statuses and statuses[-1].startswith("**Not run:**")
+    note = c.predict(api_name="/use_as_init")  # the good run is still the session's run (state not sent)
+    assert "Stored the final trajectory" in note
+
+
+def joined(job: Any) -> None:
+    """Wait until the job is in the server's queue (or beyond), at most 30 s."""
+    deadline = time.monotonic() + 30
+    while job.status().code.name in ("STARTING", "JOINING_QUEUE") and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
+@pytest.mark.slow
+def test_a_burst_from_one_session_runs_only_its_newest_job(space: Any) -> None:
+    c = client(space)
+    jobs = []
+    for change in (*(dict(SLOW, seed=s) for s in range(3)), dict(BASE, seed=9)):
+        jobs.append(c.submit(**change, api_name="/run"))
+        joined(jobs[-1])  # the client joins the queue from a thread: keep the submission order
+    results = [job.result() for job in jobs]
+    assert results[-1][INFO]["converged"]
+    for r in results[:-1]:
+        assert "replaced by a newer job from the same session" in r[STATS]
+
+
+@pytest.mark.slow
+def test_fifty_runs_leave_the_temp_folders_bounded(space: Any) -> None:
+    """Every file Gradio caches for the runs (streamed frames, downloads) is seen; with a sweep every
+    second of files older than 2 s, what stays after the 50th run and one more is a run's worth."""
+    c = client(space)
+    tiny = dict(BASE, model="toy2d", prompt="north", steps=4, window=4, order=4, max_iters=4)
+    seen: dict[Path, int] = {}
+    for seed in range(50):
+        c.predict(**dict(tiny, seed=seed), api_name="/run")
+        seen |= {p: p.stat().st_size for p in space.tmp.rglob("*") if p.is_file()}
+    time.sleep(3)  # every file of the 50 runs is now older than 2 s: the next job's start sweeps them
+    c.predict(**dict(tiny, seed=99), api_name="/run")
+    files, size = folder_size(space.tmp)
+    assert sum(seen.values()) > 10 * size and len(seen) > 10 * files, (len(seen), files, size)
+    assert size < 1_000_000 and files < 100
+    sessions = space.tmp / "tmp" / "paratta-sessions"
+    assert len([p for p in sessions.rglob("*") if p.is_file()]) <= 3 * 4  # one set per session at most
+
+
+@pytest.mark.slow
+def test_the_limits_are_stated_under_the_controls(space: Any) -> None:
+    from ui.settings import Caps
+
+    texts = [b.value for b in space.demo.blocks.values() if getattr(b, "elem_id", None) == "limits"]
+    assert texts == [Caps.from_env().text()]
+    assert "replaces the one still running" in texts[0]
