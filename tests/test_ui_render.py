@@ -21,6 +21,7 @@ from ui.render import (
     HEATMAP_SIZE,
     LUT,
     PENDING,
+    WINDOW,
     convergence_chart,
     difference_map,
     gif_bytes,
@@ -66,6 +67,14 @@ def test_heatmap_shape_log_scale_and_nan_regions() -> None:
     assert tuple(cell(img, T, 4, 0, 1)) == tuple(PENDING)  # below the window: not reached
     assert tuple(cell(img, T, 4, 1, 8)) == tuple(FINAL)  # above the window: final
     assert tuple(cell(img, T, 4, 3, 5)) == tuple(EMPTY)  # a column still to come
+    # The window's lower edge (step 4 in iteration 1, step 2 in iteration 2) is drawn; none at 0.
+    box = matrix_box((400, 300))
+    for j, lo in [(0, 4), (1, 2)]:
+        y, x = (
+            int(box.top + (T - lo) * round(box.height) / T),
+            int(box.left + (j + 0.5) * round(box.width) / 4),
+        )
+        assert (img[y - 1 : y + 2, x] == WINDOW).all(axis=-1).any(), j
 
 
 def test_heatmap_draws_the_records_anchors_not_a_tolerance_threshold() -> None:

@@ -131,8 +131,8 @@ def residual_heatmap(
     outside that iteration's window. The chart's rows go from step T−1 (noisiest, top) to step 0
     (bottom), its columns are iterations (at least ``min_columns``, so early frames keep their
     shape), with tick labels on both axes and a colour bar with decade labels. Cells above the
-    window are final (near black), below it not reached yet (grey). Window edges are drawn light
-    grey and the records' anchors (states ≥ anchor are final) as a cyan staircase: which states
+    window are final (near black), below it not reached yet (grey). The window's lower edge is drawn
+    light grey and the records' anchors (states ≥ anchor are final) as a cyan staircase: which states
     are converged is the solver's decision, read from its records, not a colour threshold.
     """
     residuals = np.asarray(residuals, dtype=np.float64)
@@ -153,8 +153,8 @@ def residual_heatmap(
     matrix[:] = EMPTY
     matrix[:, :n] = cells[:, ::-1].transpose(1, 0, 2)  # rows: step T−1 at the top; columns: iterations
 
-    edges = [([(j, lo), (j + 1, lo)], WINDOW, 1) for j, (lo, _) in enumerate(windows)]
-    edges += [([(j, hi), (j + 1, hi)], WINDOW, 1) for j, (_, hi) in enumerate(windows)]
+    # The window's top is the previous anchor (the staircase); its bottom is drawn where it is above 0.
+    edges = [([(j, lo), (j + 1, lo)], WINDOW, 1) for j, (lo, _) in enumerate(windows) if lo > 0]
     lines = [*edges, (staircase(anchors, T), FRONTIER, 2)] if n else []
     ticks_x = [(j - 0.5, str(j)) for j in int_ticks(1, cols, max(2, size[0] // 45))]
     ticks_y = [(i + 0.5, str(i)) for i in int_ticks(0, max(T - 1, 0), max(2, size[1] // 40))]
