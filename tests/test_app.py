@@ -402,3 +402,28 @@ def test_verdict_says_same_image_only_when_it_is_true() -> None:
     race = race_verdict({"Jacobi": record(True, 0, "jacobi", 21), "Anderson": record(True, 1)})
     assert "**Anderson wins**: 14 parallel iterations against 21 (7 fewer, 33%)" in race
     assert "both ended on the sequential DDIM image" in race
+
+
+def test_wall_clock_comes_with_its_reason_and_a_labelled_projection_where_a_table_exists(
+    monkeypatch: Any,
+) -> None:
+    from paratta.latency import LatencyTable
+    from ui import views
+    from ui.record import IterationRow, RunRecord
+
+    settings = dict(DEFAULTS, guidance=3.0, steps=4, order=4, window=4, max_iters=4)
+    r = RunRecord(settings=settings, steps=4, tol=1e-3, latent_shape=(3, 8, 8))
+    r.rows = [
+        IterationRow(k, (0, 4), 4 - k, 4 * k, 0.1, 1e-2, 1e-5, np.full(4, 1e-3), k == 4) for k in (1, 2, 3, 4)
+    ]
+    monkeypatch.setattr(views, "latency_table", lambda model: None)
+    line, info = views.wall_clock(r, 4)
+    assert "on a CPU a batch of W network evaluations costs about W single calls" in line
+    assert "no latency table measured for this model on a GPU" in line and info["projection"] is None
+    table = LatencyTable(model="shapes", device="NVIDIA H200", rows=(1, 2, 8), ms=(1.0, 1.0, 2.0))
+    monkeypatch.setattr(views, "latency_table", lambda model: table)
+    line, info = views.wall_clock(r, 4)  # 4 iterations of 4 guided timesteps = 8 rows: 2 ms each
+    assert info["projection"]["parallel_s"] == pytest.approx(8e-3)
+    assert info["projection"]["sequential_s"] == pytest.approx(4e-3)  # T × one guided step (2 rows)
+    assert "**Projected**" in line and "projected on NVIDIA H200 from a measured batch-latency table" in line
+    assert "not measured here" in line
