@@ -28,10 +28,11 @@ from .handlers import (
     use_as_init,
 )
 from .limits import JOBS, delete_cache, forget_session, queue_probe
+from .render import HEATMAP_LEGEND
 from .session import get_model
 from .settings import Caps
 from .teach import build_teach_tab
-from .views import DIFF_GAIN, HEATMAP_LEGEND
+from .views import DIFF_GAIN
 
 EXPLAIN = Path(__file__).with_name("explain.md").read_text(encoding="utf-8")
 LATEX = [{"left": "$$", "right": "$$", "display": True}, {"left": "$", "right": "$", "display": False}]

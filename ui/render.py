@@ -28,10 +28,10 @@ WINDOW = (190, 190, 200)  # window edges
 FRONTIER = (0, 220, 255)  # the anchor after each iteration: states above it are final
 HEATMAP_SIZE = (320, 250)  # pixels: the Run tab's chart slot at 1280 px; pass another slot's size
 HEATMAP_LEGEND = (
-    "Rows: timesteps i, noisiest at the top. Columns: parallel iterations. Colour: each state's residual "
-    "(RMS, log scale, numbers on the bar). Cyan staircase: the solver's anchor after each iteration; "
-    "every state above it is final (near black once it has left the window). Grey below the window: not "
-    "reached yet. Colour alone does not mean converged: the staircase is the solver's own decision."
+    "Heatmap: rows are timesteps i, noisiest at the top; columns parallel iterations; colour each state's "
+    "residual (log scale, numbers on the bar). Cyan staircase: the solver's anchor after each iteration, "
+    "every state above it final. Grey: not reached yet. Colour alone does not mean converged: the "
+    "staircase is the solver's own decision."
 )
 
 

@@ -30,11 +30,6 @@ SOLVER_NAMES = {
     "anderson": "ParaTAA",
     "anderson-global": "Anderson (global γ)",
 }
-HEATMAP_LEGEND = (
-    "Rows: timesteps, noisiest at the top. Columns: iterations. Colour: residual, log scale. "
-    "Near-black above the window: final; grey below it: not reached yet. Cyan staircase: the converged "
-    "frontier."
-)
 WHY_CPU = "on a CPU a batch of W network evaluations costs about W single calls; on a GPU about one"
 WHY_GPU = "on a GPU a batch of W evaluations costs about one call until the device is full"
 
