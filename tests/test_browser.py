@@ -248,3 +248,29 @@ def test_how_it_works_renders_the_formulas(page: Any) -> None:
     page.get_by_text("How it works").click()
     page.locator(".katex").first.wait_for(state="visible", timeout=10_000)
     assert page.locator(".katex").count() > 5
+
+
+def test_a_model_switch_brings_its_defaults_and_a_preset_fills_the_controls(page: Any) -> None:
+    page.locator("#sidebar-rest").get_by_label("Model").click()
+    page.get_by_role("option", name="shapes-unet").click()
+    page.wait_for_function(
+        "() => document.querySelector('#prompt textarea').value === 'red circle'", timeout=10_000
+    )
+    page.get_by_text("Sampler: seed, DDIM/DDPM, guidance").click()  # a collapsed group
+    guidance = page.locator("#sidebar-rest input[aria-label='number input for Guidance s']")
+    assert float(guidance.input_value()) == 3.0  # the model's own guidance, not an unconditional blob
+    page.get_by_text("Small window W = 10").click()
+    window = "#sidebar-rest input[aria-label='number input for Window W']"
+    page.wait_for_function(f"() => document.querySelector(\"{window}\").value === '10'", timeout=10_000)
+    assert page.locator("#prompt textarea").input_value() == "red circle on blue"  # the preset's model
+
+
+def test_the_warm_start_preset_runs_twice_and_ends_on_the_second_prompt(page: Any) -> None:
+    page.get_by_role("button", name=re.compile("Warm start")).click()
+    page.get_by_text(re.compile("Stored the final trajectory of “red square on blue”")).wait_for(
+        timeout=120_000
+    )
+    page.wait_for_function("() => document.querySelector('#run').innerText === 'Run'", timeout=120_000)
+    page.wait_for_function(VERDICT, timeout=60_000)
+    assert "Same image" in page.locator("#stats").inner_text()
+    assert page.locator("#prompt textarea").input_value() == "red circle on blue"

@@ -60,12 +60,13 @@ INTRO = (
     "and the run ends on the very image the sequential sampler makes."
 )
 IMAGE_HEIGHT, PLOT_HEIGHT = 215, 250
+WARM = ("red square on blue", "red circle on blue")  # the warm-start preset: from the first to the second
 RUNNING, IDLE = gr.update(value="Running…", variant="secondary"), gr.update(value="Run", variant="primary")
 # Presets: (label, changes to the default shapes settings); values by RUN_INPUT_NAMES.
 PRESETS: list[tuple[str, dict[str, Any]]] = [
     ("DDIM-100: then press Race (Jacobi vs Anderson)", {"steps": 100}),
     ("Small window W = 10", {"window": 10}),
-    ("Warm start: coarse sequential pass", {"init": "coarse"}),
+    ("Coarse start: a T/10-step sequential pass as the first guess", {"init": "coarse"}),
     ("DDPM (η = 1)", {"eta": 1.0}),
     ("shapes-unet: “red circle”, guidance 3", {"model": "shapes-unet"}),
 ]
@@ -97,23 +98,23 @@ def chart(label: str, elem_id: str | None = None) -> gr.Image:
     return image(label, elem_id, PLOT_HEIGHT, show_label=False)
 
 
-def preset_rows(models: list[str]) -> tuple[list[list[Any]], list[str]]:
-    """Each preset as a full row of /run inputs: the declared defaults, the model's own defaults and the
-    library's auto values for its T, then the preset's changes."""
+def preset_values(change: dict[str, Any]) -> list[Any]:
+    """A full row of /run inputs: the declared defaults, the model's own defaults and the library's auto
+    values for its T, then ``change``."""
     declared = {name: spec.default for name, spec in {**specs(Request), **specs(SolverConfig)}.items()}
-    rows, labels = [], []
-    for text, change in PRESETS:
-        name = change.get("model", "shapes")
-        if name not in models:
-            continue
-        d = model_defaults(name)
-        steps = change.get("steps", d.steps)
-        auto = SolverConfig().resolved(steps)
-        values = declared | dict(model=name, prompt=d.prompt, guidance=d.guidance, steps=steps)
-        values |= dict(order=auto.order, window=auto.window, max_iters=auto.max_iters) | change
-        rows.append([values[n] for n in RUN_INPUT_NAMES])
-        labels.append(text)
-    return rows, labels
+    name = change.get("model", "shapes")
+    d = model_defaults(name)
+    steps = change.get("steps", d.steps)
+    auto = SolverConfig().resolved(steps)
+    values = declared | dict(model=name, prompt=d.prompt, guidance=d.guidance, steps=steps)
+    values |= dict(order=auto.order, window=auto.window, max_iters=auto.max_iters) | change
+    return [values[n] for n in RUN_INPUT_NAMES]
+
+
+def preset_rows(models: list[str]) -> tuple[list[list[Any]], list[str]]:
+    """The presets whose model this app serves, as rows for ``gr.Examples``, and their labels."""
+    chosen = [(text, change) for text, change in PRESETS if change.get("model", "shapes") in models]
+    return [preset_values(change) for _, change in chosen], [text for text, _ in chosen]
 
 
 def build_demo(extra_model: str | None = None) -> gr.Blocks:
@@ -192,6 +193,7 @@ def build_demo(extra_model: str | None = None) -> gr.Blocks:
                     rows, c.run_inputs(), label="Presets (fill the controls; press Run)",
                     example_labels=labels, cache_examples=False,
                 )  # fmt: skip
+                warm_btn = gr.Button(f"Warm start: “{WARM[0]}” → “{WARM[1]}” (two runs)", size="sm")
                 use_btn = gr.Button("Use this run as initialisation", size="sm")
                 init_note = gr.Markdown()
                 gr.Markdown(caps.text(), elem_classes="legend", elem_id="limits")
@@ -217,6 +219,28 @@ def build_demo(extra_model: str | None = None) -> gr.Blocks:
             show_progress_on=stats,
         )
         run_event.then(lambda r: (scrub_ready(r), IDLE), record, [slider, run_btn], **private)
+        # The warm-start preset: a run of another prompt, its trajectory stored, then the prompt's own run
+        # started from it (still the exact sample of that prompt, in fewer iterations).
+        run_outputs = [img, seq, diff, heatmap, curves, stats, info, downloads, record]
+        warm_runs = []
+        event = warm_btn.click(lambda: preset_values({"prompt": WARM[0]}), None, c.run_inputs(), **private)
+        for k, prompt in enumerate(WARM):
+            if k:
+                event = event.success(use_as_init, record, [init_state, init_note], **private)
+                warm = {"prompt": prompt, "init": "trajectory"}
+                event = event.success(lambda w=warm: preset_values(w), None, c.run_inputs(), **private)
+            event = event.then(lambda: (lock_scrub(), RUNNING), None, [slider, run_btn], **private)
+            event = event.then(
+                make_run_handler(models),
+                [*c.run_inputs(), init_state],
+                run_outputs,
+                api_visibility="private",
+                preprocess=False,
+                show_progress="minimal",
+                show_progress_on=stats,
+            )
+            warm_runs.append(event)
+            event.then(lambda r: (scrub_ready(r), IDLE), record, [slider, run_btn], **private)
         race_btn.click(lambda: gr.update(value="Racing…", variant="secondary"), None, race_btn, **private)
         race_event = race_btn.click(
             make_race_handler(models),
@@ -229,7 +253,7 @@ def build_demo(extra_model: str | None = None) -> gr.Blocks:
         )
         race_event.then(lambda: gr.update(value="Race", variant="primary"), None, race_btn, **private)
         contest.change(race_labels, contest, [r_a, r_b, r_aheat, r_bheat], **private)
-        stop_btn.click(None, cancels=[run_event, race_event, teach_event]).then(
+        stop_btn.click(None, cancels=[run_event, *warm_runs, race_event, teach_event]).then(
             lambda r: (*after_stop(r), IDLE, gr.update(value="Race", variant="primary")),
             record,
             [img, seq, diff, heatmap, curves, stats, info, downloads, slider, run_btn, race_btn],
