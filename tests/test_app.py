@@ -134,6 +134,7 @@ def test_run_streams_every_iteration_and_ends_on_the_sequential_image(app: Any) 
     assert len(rows) == info["iteration"] and rows[-1]["anchor"] == "0"
 
 
+@pytest.mark.slow
 def test_stop_ends_the_run_within_an_iteration_and_the_app_keeps_serving(app: Any) -> None:
     c = client(app)
     slow = dict(DEFAULTS, solver="jacobi", order=1)  # ~50 iterations if left alone
@@ -171,6 +172,7 @@ def test_bad_input_is_a_clear_error_and_the_next_run_works(app: Any) -> None:
     assert c.predict(**FAST, api_name="/run")[INFO]["converged"]
 
 
+@pytest.mark.slow
 def test_two_clients_at_once_both_finish(app: Any) -> None:
     results: dict[int, Any] = {}
 
@@ -427,3 +429,15 @@ def test_wall_clock_comes_with_its_reason_and_a_labelled_projection_where_a_tabl
     assert info["projection"]["sequential_s"] == pytest.approx(4e-3)  # T × one guided step (2 rows)
     assert "**Projected**" in line and "projected on NVIDIA H200 from a measured batch-latency table" in line
     assert "not measured here" in line
+
+
+def test_progress_line_says_why_the_preview_stands_still() -> None:
+    from ui.record import IterationRow, RunRecord
+    from ui.views import progress
+
+    r = RunRecord(settings=dict(DEFAULTS, window=10), steps=50, tol=1e-3, latent_shape=(3, 8, 8))
+    row = IterationRow(3, (38, 48), 45, 30, 0.3, 1e-1, float("nan"), np.full(50, np.nan))
+    line = progress(r, row)
+    assert "**Iteration 3** · 5/50 timesteps final" in line
+    assert "the window (steps 38–47) has not reached x₀ yet" in line
+    assert "not reached" not in progress(r, IterationRow(9, (0, 10), 5, 90, 0.9, 1e-2, 0.1, np.zeros(50)))

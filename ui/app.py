@@ -226,7 +226,8 @@ def build_demo(extra_model: str | None = None) -> gr.Blocks:
         event = warm_btn.click(lambda: preset_values({"prompt": WARM[0]}), None, c.run_inputs(), **private)
         for k, prompt in enumerate(WARM):
             if k:
-                event = event.success(use_as_init, record, [init_state, init_note], **private)
+                # (a lambda: the API name "use_as_init" belongs to the button's public event)
+                event = event.success(lambda r: use_as_init(r), record, [init_state, init_note], **private)
                 warm = {"prompt": prompt, "init": "trajectory"}
                 event = event.success(lambda w=warm: preset_values(w), None, c.run_inputs(), **private)
             event = event.then(lambda: (lock_scrub(), RUNNING), None, [slider, run_btn], **private)
