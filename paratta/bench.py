@@ -1,9 +1,12 @@
-"""``python -m paratta bench``: parallel iterations and wall-clock of every solver against sequential DDIM.
+"""``python -m paratta bench``: parallel iterations against sequential DDIM, with both stopping rules.
 
-For each T and η, each solver runs at each candidate order and the order with the fewest
-iterations is reported ("best order"). Iteration counts are the hardware-free figure; wall-clock
-depends on how much of the machine one sequential step leaves idle, and is reported with the
-machine it ran on.
+Every row runs one solver configuration over seeds and reports, beside the iterations, the
+*oracle*: the first iteration from which the decoded x_0 stays within one 8-bit level of the
+sequential image (what an observer with the sequential image would call "done"), how many
+iterations the stopping rule spent after it (stop − oracle), and the largest 8-bit difference of the
+final image. Iteration counts are the hardware-free figure; wall-clock is the library's own
+(model + solver, decoding excluded) on the machine named with the table. ``report`` uses the same
+loop (``measure``), table writer (``table``), ``machine`` and distance helpers.
 """
 
 from __future__ import annotations
@@ -12,39 +15,68 @@ import argparse
 import json
 import os
 import platform
+import statistics
 import time
-from dataclasses import asdict, dataclass
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, replace
 
 import torch
+from torch import Tensor
 
-from .config import SolverConfig
-from .problem import Request, make_problem
-from .registry import load_model
+from .config import SolverConfig, specs
+from .problem import Problem, Request, make_problem
+from .protocol import DiffusionModel
+from .registry import load_model, model_defaults
 from .sequential import sample_sequential
-from .solver import run
+from .solver import run, solve
 
-PROMPTS = {"shapes": "circle", "toy2d": "", "shapes-unet": "red circle"}
+STEPS = (25, 50, 100)  # the T of the benchmark plan
+ETAS = (0.0, 1.0)  # DDIM and DDPM-like
+TOL = specs(SolverConfig)["tol"].default
+
+
+@dataclass(frozen=True)
+class Run:
+    """One seed of one configuration."""
+
+    iterations: int
+    oracle: int | None  # first iteration from which x_0 stays within one 8-bit level; None: it never does
+    pixels: int  # largest 8-bit difference of the final image to the sequential one
+    distance: float  # RMS(x_0 − x_0^seq), latent units
+    evaluations: int
+    seconds: float  # library time of the parallel run (network + solver)
+    solver_seconds: float
+    sequential_seconds: float
+    converged: bool
 
 
 @dataclass(frozen=True)
 class Row:
+    """One configuration over seeds. Medians for iteration counts, worst case for the image."""
+
     model: str
     steps: int
     eta: float
     solver: str
-    order: int
-    iterations: float  # mean over seeds
-    speedup_steps: float  # T / iterations
+    stopping: str
+    setting: str  # what else differs from the defaults, e.g. "order 100" ("" = defaults)
+    seeds: int
+    iterations: float  # median stop
+    oracle: float | None  # median oracle over the seeds that end within one level
+    over_oracle: float | None  # median of stop − oracle
+    off: int  # seeds ending more than one 8-bit level from sequential
+    pixels: int  # max over seeds of the largest 8-bit difference
+    distance_to_sequential: float  # max over seeds, RMS latent units
+    speedup_steps: float  # T / median stop
     evaluations: float  # mean guided network evaluations (sequential: T)
-    parallel_seconds: float  # mean wall-clock of the parallel run
-    sequential_seconds: float  # mean wall-clock of the sequential run
+    parallel_seconds: float  # mean
+    sequential_seconds: float  # mean
     solver_ms_per_iter: float  # everything but the network, per iteration
-    distance_to_sequential: float  # max over seeds of RMS(x_0 − x_0^seq), latent units
     converged: bool  # every seed converged
 
 
 def machine() -> str:
-    """A one-line description of where the figures were measured."""
+    """A one-line description of where the figures were measured (names the GPU when one is used)."""
     cpu = platform.processor() or platform.machine()
     try:
         with open("/proc/cpuinfo") as f:
@@ -56,90 +88,192 @@ def machine() -> str:
         f"torch {torch.__version__}"
     )
     if torch.cuda.is_available():
-        line += f", {torch.cuda.get_device_name()}"
+        line += f", GPU: {torch.cuda.get_device_name()}"
     return line
+
+
+def distance(a: Tensor, b: Tensor) -> float:
+    """RMS of a − b in latent units (for the embedded models: pixels in [−1, 1])."""
+    return float((a.double() - b.double()).pow(2).mean().sqrt())
+
+
+def to_8bit(model: DiffusionModel, x0: Tensor) -> Tensor:
+    """The decoded image in 8-bit levels (0…255)."""
+    return (model.decode(x0[None].to(model.device, model.dtype))[0].float().cpu() * 255).round()
+
+
+def oracle_iteration(levels: list[int]) -> int | None:
+    """The first iteration (1-based) from which every 8-bit difference is ≤ 1; None if the last is not."""
+    if not levels or levels[-1] > 1:
+        return None
+    n = len(levels)
+    while n > 1 and levels[n - 2] <= 1:
+        n -= 1
+    return n
+
+
+def run_once(
+    problem: Problem,
+    config: SolverConfig,
+    reference: Tensor,
+    device: str | None = None,
+    warm: Tensor | None = None,
+) -> Run:
+    """Solve ``problem`` once (from ``warm`` for ``init="trajectory"``), decoding x_0 after every
+    iteration to find the oracle."""
+    model = problem.model
+    target = to_8bit(model, reference[0])
+    levels, last = [], None
+    for last in solve(problem, config, warm, device=device):
+        levels.append(int((to_8bit(model, last.x0) - target).abs().max()))
+    assert last is not None
+    return Run(
+        iterations=last.iteration,
+        oracle=oracle_iteration(levels),
+        pixels=levels[-1],
+        distance=distance(last.x0.cpu(), reference[0].cpu()),
+        evaluations=last.evaluations,
+        seconds=last.seconds,
+        solver_seconds=last.solver_seconds,
+        sequential_seconds=0.0,
+        converged=last.converged,
+    )
+
+
+def problems(
+    model_name: str,
+    steps: int,
+    eta: float,
+    seeds: list[int],
+    guidance: float | None,
+    device: str | None,
+    prompt: str | None = None,
+) -> tuple[list[Problem], list[Tensor], list[float]]:
+    """The model's default prompt (or ``prompt``) and guidance (or ``guidance``) at each seed, with
+    its sequential trajectory and that trajectory's wall-clock."""
+    model = load_model(model_name, device=device)
+    defaults = model_defaults(model_name, model)
+    g = defaults.guidance if guidance is None else guidance
+    out, refs, secs = [], [], []
+    for seed in seeds:
+        p = make_problem(
+            model, Request(defaults.prompt if prompt is None else prompt, "", seed, steps, eta, g)
+        )
+        t0 = time.perf_counter()
+        refs.append(sample_sequential(p, device=device))
+        secs.append(time.perf_counter() - t0)
+        out.append(p)
+    return out, refs, secs
 
 
 def measure(
     model_name: str,
     steps: int,
     eta: float,
-    solver: str,
-    orders: list[int],
+    configs: list[tuple[str, SolverConfig]],
     seeds: list[int],
-    guidance: float,
-    tol: float = 1e-3,
+    guidance: float | None = None,
     device: str | None = None,
-) -> Row:
-    """Best-order row for one (T, η, solver), averaged over ``seeds``."""
-    model = load_model(model_name, device=device)
-    prompt = PROMPTS.get(model_name, "")
-    best: Row | None = None
-    problems = [make_problem(model, Request(prompt, "", s, steps, eta, guidance)) for s in seeds]
-    refs, seq_seconds = [], []
-    for p in problems:
-        t0 = time.perf_counter()
-        refs.append(sample_sequential(p, device=device))
-        seq_seconds.append(time.perf_counter() - t0)
-    for order in orders:
-        iters, evals, secs, solver_ms, dist, ok = [], [], [], [], [], True
-        for p, ref in zip(problems, refs, strict=True):
-            t0 = time.perf_counter()
-            last = run(p, SolverConfig(solver=solver, order=order, tol=tol), device=device)
-            secs.append(time.perf_counter() - t0)
-            iters.append(last.iteration)
-            evals.append(last.evaluations)
-            solver_ms.append(1e3 * last.solver_seconds / last.iteration)
-            dist.append(float((last.x0 - ref[0]).pow(2).mean().sqrt()))
-            ok &= last.converged
-        n = len(seeds)
-        row = Row(
-            model_name,
-            steps,
-            eta,
-            solver,
-            order,
-            sum(iters) / n,
-            steps * n / sum(iters),
-            sum(evals) / n,
-            sum(secs) / n,
-            sum(seq_seconds) / n,
-            sum(solver_ms) / n,
-            max(dist),
-            ok,
-        )
-        if best is None or row.iterations < best.iterations:
-            best = row
-    assert best is not None
-    return best
+    on_row: Callable[[Row], None] | None = None,
+    warm_prompt: str | None = None,
+) -> list[Row]:
+    """One ``Row`` per (setting label, config), all on the same problems; ``on_row`` sees each row as
+    it ends. ``init="trajectory"`` configs start from a default run with ``warm_prompt`` (same seed)."""
+    probs, refs, seq_secs = problems(model_name, steps, eta, seeds, guidance, device)
+    warms: list[Tensor | None] = [None] * len(probs)
+    if any(c.init == "trajectory" for _, c in configs):
+        others, _, _ = problems(model_name, steps, eta, seeds, guidance, device, prompt=warm_prompt or "")
+        warms = [run(o, SolverConfig(), device=device).trajectory for o in others]
+    rows = []
+    for setting, config in configs:
+        runs = [
+            replace(
+                run_once(p, config, ref, device, w if config.init == "trajectory" else None),
+                sequential_seconds=s,
+            )
+            for p, ref, s, w in zip(probs, refs, seq_secs, warms, strict=True)
+        ]
+        row = summarise(model_name, steps, eta, config, setting, runs)
+        rows.append(row)
+        if on_row is not None:
+            on_row(row)
+    return rows
+
+
+def summarise(model: str, steps: int, eta: float, config: SolverConfig, setting: str, runs: list[Run]) -> Row:
+    n = len(runs)
+    exact = [r for r in runs if r.oracle is not None]
+    stop = statistics.median(r.iterations for r in runs)
+    return Row(
+        model=model,
+        steps=steps,
+        eta=eta,
+        solver=config.solver,
+        stopping=config.stopping,
+        setting=setting,
+        seeds=n,
+        iterations=stop,
+        oracle=statistics.median(r.oracle for r in exact) if exact else None,
+        over_oracle=statistics.median(r.iterations - r.oracle for r in exact) if exact else None,
+        off=n - len(exact),
+        pixels=max(r.pixels for r in runs),
+        distance_to_sequential=max(r.distance for r in runs),
+        speedup_steps=steps / stop,
+        evaluations=sum(r.evaluations for r in runs) / n,
+        parallel_seconds=sum(r.seconds for r in runs) / n,
+        sequential_seconds=sum(r.sequential_seconds for r in runs) / n,
+        solver_ms_per_iter=1e3 * sum(r.solver_seconds / r.iterations for r in runs) / n,
+        converged=all(r.converged for r in runs),
+    )
+
+
+HEAD = (
+    "| model | T | η | solver | stopping | setting | seeds | stop (median) | oracle (median) | stop − oracle "
+    "| off > 1 level | max 8-bit diff | max distance | T/stop | evaluations | parallel s | sequential s |"
+)
+
+
+def table_header() -> str:
+    return HEAD + "\n|" + "---|" * HEAD.count(" | ") + "---|"
+
+
+def table_line(r: Row) -> str:
+    def num(v: float | None) -> str:
+        return "—" if v is None else f"{v:g}"
+
+    return (
+        f"| {r.model} | {r.steps} | {r.eta:g} | {r.solver} | {r.stopping} | {r.setting or 'defaults'} | "
+        f"{r.seeds} | {r.iterations:g}{'' if r.converged else ' (not converged)'} | {num(r.oracle)} | "
+        f"{num(r.over_oracle)} | {r.off}/{r.seeds} | {r.pixels} | {r.distance_to_sequential:.1e} | "
+        f"{r.speedup_steps:.1f}× | {r.evaluations:.0f} | {r.parallel_seconds:.2f} | "
+        f"{r.sequential_seconds:.2f} |"
+    )
 
 
 def table(rows: list[Row]) -> str:
-    head = (
-        "| model | T | η | solver | order | iterations | T/iter | evaluations | parallel s | "
-        "sequential s | solver ms/iter | distance to seq. |"
-    )
-    lines = [head, "|" + "---|" * 12]
-    for r in rows:
-        lines.append(
-            f"| {r.model} | {r.steps} | {r.eta:g} | {r.solver} | {r.order} | {r.iterations:.1f} | "
-            f"{r.speedup_steps:.1f}× | {r.evaluations:.0f} | {r.parallel_seconds:.3f} | "
-            f"{r.sequential_seconds:.3f} | {r.solver_ms_per_iter:.2f} | {r.distance_to_sequential:.1e}"
-            + ("" if r.converged else " (not converged)")
-            + " |"
-        )
-    return "\n".join(lines)
+    """The one table writer: a Markdown table of rows (bench and report)."""
+    return "\n".join([table_header(), *(table_line(r) for r in rows)])
+
+
+def solver_rows(tol: float) -> list[tuple[str, SolverConfig]]:
+    """The solvers side by side at their defaults, and Anderson with the published stopping rule."""
+    return [
+        ("", SolverConfig(solver="jacobi", tol=tol)),
+        ("", SolverConfig(solver="anderson", tol=tol)),
+        ("", SolverConfig(solver="anderson", stopping="per-step", tol=tol)),
+        ("", SolverConfig(solver="anderson-global", tol=tol)),
+    ]
 
 
 def add_bench_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default="shapes")
-    p.add_argument("--quick", action="store_true", help="fewer seeds and orders (under 2 min on 2 CPU cores)")
-    p.add_argument("--seeds", type=int, default=None, help="seeds per row (default 3, quick 1)")
-    p.add_argument("--steps", type=int, nargs="+", default=[25, 50, 100])
-    p.add_argument("--eta", type=float, nargs="+", default=[0.0, 1.0])
-    p.add_argument("--guidance", type=float, default=3.0)
-    p.add_argument("--tol", type=float, default=1e-3)
-    p.add_argument("--device", default=None)
+    p.add_argument("--quick", action="store_true", help="one seed per row (under 2 min on 2 CPU cores)")
+    p.add_argument("--seeds", type=int, default=None, help="seeds per row (default 3, quick 1; report: 10/4)")
+    p.add_argument("--steps", type=int, nargs="+", default=None, help=f"T values (default {STEPS})")
+    p.add_argument("--eta", type=float, nargs="+", default=None, help=f"η values (default {ETAS})")
+    p.add_argument("--guidance", type=float, default=None, help="default: the model's own")
+    p.add_argument("--tol", type=float, default=None, help=f"stopping tolerance (default {TOL:g})")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 … (default: the model's)")
     p.add_argument("--json", action="store_true", help="print rows as JSON instead of a table")
     p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     p.add_argument(
@@ -147,58 +281,75 @@ def add_bench_arguments(p: argparse.ArgumentParser) -> None:
         nargs="?",
         const="docs/BENCHMARKS.md",
         default=None,
-        help="write the full report (sweeps and plots for every embedded model) to this path",
+        help="write the full report (every embedded model, both stopping rules, sweeps, plots) to this path",
     )
     p.add_argument(
-        "--models", nargs="+", default=None, help="models for --report (default: the embedded ones)"
+        "--models", nargs="+", default=None, help="models for --report (default: shapes and shapes-unet)"
     )
+
+
+def check_arguments(args: argparse.Namespace) -> None:
+    """``ValueError`` naming the flag for values outside the declared ranges, before any model loads."""
+    for steps in args.steps or ():
+        specs(Request)["steps"].check(steps)
+    for eta in args.eta or ():
+        specs(Request)["eta"].check(eta)
+    if args.guidance is not None:
+        specs(Request)["guidance"].check(args.guidance)
+    if args.tol is not None:
+        specs(SolverConfig)["tol"].check(args.tol)
+    if args.seeds is not None and args.seeds < 1:
+        raise ValueError(f"--seeds must be at least 1; got {args.seeds}")
+    if args.device is not None:
+        try:
+            device = torch.device(args.device)
+        except (RuntimeError, ValueError):
+            raise ValueError(f"--device: unknown device {args.device!r} (cpu, cuda, cuda:1, …)") from None
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise ValueError(f"--device {args.device}: CUDA is not available on this machine")
 
 
 def bench_command(args: argparse.Namespace) -> list[Row]:
-    from . import distributed
-
-    if distributed.launched():  # under torchrun: one run split over 1, 2 … N ranks
-        from .scaling import scaling_command
-
-        return scaling_command(args)  # type: ignore[return-value]
+    """Print a table (or JSON) of every solver and both stopping rules, rows printed as they finish."""
+    check_arguments(args)
     if args.threads:
         torch.set_num_threads(args.threads)
-    n_seeds = args.seeds or (1 if args.quick else 3)
+    tol = TOL if args.tol is None else args.tol
     if args.report:
         from pathlib import Path
 
-        from .registry import BUILTIN_MODELS
-        from .report import report
+        from .report import Plan, report
 
-        models = args.models or [m for m in ("shapes", "shapes-unet") if m in BUILTIN_MODELS]
-        report(models, Path(args.report), args.guidance, args.seeds or 2, quick=args.quick)
+        plan = Plan(
+            steps=tuple(args.steps or STEPS),
+            etas=tuple(args.eta or ETAS),
+            tol=tol,
+            seeds=args.seeds,
+            guidance=args.guidance,
+            device=args.device,
+            quick=args.quick,
+        )
+        report(args.models or ["shapes", "shapes-unet"], Path(args.report), plan)
         print(f"wrote {args.report}")
         return []
+    n_seeds = args.seeds or (1 if args.quick else 3)
+    guidance = model_defaults(args.model).guidance if args.guidance is None else args.guidance
+    if not args.json:
+        print(f"machine: {machine()}; tol {tol:g}; {n_seeds} seed(s) per row; guidance {guidance:g}")
+        print(table_header(), flush=True)
     rows = []
-    for steps in args.steps:
-        for eta in args.eta:
-            for solver in ("jacobi", "anderson", "anderson-global"):
-                orders = sorted(
-                    {min(20, steps), steps} if args.quick else {min(5, steps), min(20, steps), steps}
-                )
-                rows.append(
-                    measure(
-                        args.model,
-                        steps,
-                        eta,
-                        solver,
-                        orders,
-                        list(range(n_seeds)),
-                        args.guidance,
-                        args.tol,
-                        args.device,
-                    )
-                )
+    for steps in args.steps or STEPS:
+        for eta in args.eta or ETAS:
+            rows += measure(
+                args.model,
+                steps,
+                eta,
+                solver_rows(tol),
+                list(range(n_seeds)),
+                guidance,
+                args.device,
+                on_row=None if args.json else lambda r: print(table_line(r), flush=True),
+            )
     if args.json:
-        print(json.dumps({"machine": machine(), "rows": [asdict(r) for r in rows]}))
-    else:
-        print(
-            f"machine: {machine()}; tol {args.tol:g}; {n_seeds} seed(s) per row; guidance {args.guidance:g}"
-        )
-        print(table(rows))
+        print(json.dumps({"machine": machine(), "tol": tol, "rows": [asdict(r) for r in rows]}))
     return rows

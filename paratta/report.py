@@ -1,7 +1,8 @@
-"""``python -m paratta bench --report``: docs/BENCHMARKS.md with sweeps and plots for each embedded model.
+"""``python -m paratta bench --report``: docs/BENCHMARKS.md, both stopping rules and sweeps per model.
 
-Every row is measured here, on the machine named at the top of the report; every row carries its
-distance to the sequential x_0 (RMS, latent units) and the 8-bit pixel difference of the images.
+Every row is measured here with ``bench.measure`` (one loop, one table writer), on the machine named
+at the top of the report; every row carries the oracle, stop − oracle, the largest 8-bit difference
+and the distance to the sequential x_0.
 """
 
 from __future__ import annotations
@@ -13,132 +14,111 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .bench import PROMPTS, Row, machine, measure, table
+from .bench import ETAS, STEPS, TOL, Row, machine, measure, problems, table_header, table_line, to_8bit
 from .config import SolverConfig
-from .problem import Request, make_problem
-from .registry import load_model
-from .sequential import sample_sequential
-from .solver import run, solve
+from .solver import solve
+
+EXACT_MODELS = ("shapes", "toy2d")  # cheap exact scores; networks get fewer seeds on a CPU
+WARM_PROMPTS = {"shapes": "ring", "shapes-unet": "red ring"}  # a related prompt for the warm start
 
 
 @dataclass(frozen=True)
-class Sweep:
-    label: str  # the setting that varies, e.g. "order 20"
-    iterations: float
-    evaluations: float
-    seconds: float
-    distance: float  # max over seeds, RMS latent units
-    pixels: int  # max over seeds of the largest 8-bit pixel difference
-    converged: bool
+class Plan:
+    """What the report measures; every field has a command-line flag (``bench --report``)."""
+
+    steps: tuple[int, ...] = STEPS
+    etas: tuple[float, ...] = ETAS
+    tol: float = TOL
+    seeds: int | None = None  # per row; None: 10 for the exact models, 4 for networks (1 when quick)
+    guidance: float | None = None  # None: the model's own default
+    device: str | None = None
+    quick: bool = False
+
+    def seeds_for(self, model: str) -> list[int]:
+        n = self.seeds or (1 if self.quick else 10 if model in EXACT_MODELS else 4)
+        return list(range(n))
+
+    def sweep_steps(self) -> int:
+        return 50 if self.quick or 100 not in self.steps else 100
 
 
-def _pixels(model, a: torch.Tensor, b: torch.Tensor) -> int:
-    pa = (model.decode(a[None].to(model.dtype))[0] * 255).round()
-    pb = (model.decode(b[None].to(model.dtype))[0] * 255).round()
-    return int((pa - pb).abs().max())
+def rules(tol: float) -> list[tuple[str, SolverConfig]]:
+    return [("", SolverConfig(tol=tol)), ("", SolverConfig(stopping="per-step", tol=tol))]
 
 
-def sweep(
-    model_name: str,
-    label: str,
-    configs: list[SolverConfig],
-    seeds: list[int],
-    steps: int,
-    guidance: float,
-    warm_prompt: str | None = None,
-) -> list[Sweep]:
-    """One row per config; ``warm_prompt`` runs the init trajectory with another prompt first."""
-    model = load_model(model_name)
-    prompt = PROMPTS.get(model_name, "")
-    rows = []
-    problems = [make_problem(model, Request(prompt, "", s, steps, 0.0, guidance)) for s in seeds]
-    refs = [sample_sequential(p) for p in problems]
-    for config in configs:
-        its, evals, secs, dist, pix, ok = [], [], [], [], [], True
-        for seed, p, ref in zip(seeds, problems, refs, strict=True):
-            warm = None
-            if config.init == "trajectory":
-                other = make_problem(model, Request(warm_prompt or "", "", seed, steps, 0.0, guidance))
-                warm = run(other, SolverConfig()).trajectory
-            t0 = time.perf_counter()
-            last = run(p, config, warm)
-            secs.append(time.perf_counter() - t0)
-            its.append(last.iteration)
-            evals.append(last.evaluations)
-            dist.append(float((last.x0 - ref[0]).pow(2).mean().sqrt()))
-            pix.append(_pixels(model, last.x0, ref[0]))
-            ok &= last.converged
-        value = getattr(config, label) if label != "init" else config.init
-        n = len(seeds)
-        rows.append(
-            Sweep(
-                f"{config.solver}, {label} {value}",
-                sum(its) / n,
-                sum(evals) / n,
-                sum(secs) / n,
-                max(dist),
-                max(pix),
-                ok,
-            )
-        )
-    return rows
-
-
-def sweep_table(rows: list[Sweep]) -> str:
-    lines = [
-        "| setting | iterations | evaluations | seconds | distance to seq. | max 8-bit pixel diff |",
-        "|---|---|---|---|---|---|",
+def sweeps(T: int, tol: float) -> list[tuple[str, SolverConfig]]:
+    """One setting at a time away from the defaults (anderson, order min(20, T), window T, history 2, x_T)."""
+    configs = [
+        ("", SolverConfig(tol=tol)),
+        ("", SolverConfig(solver="jacobi", tol=tol)),
+        ("", SolverConfig(solver="anderson-global", tol=tol)),
     ]
-    for r in rows:
-        lines.append(
-            f"| {r.label} | {r.iterations:.1f} | {r.evaluations:.0f} | {r.seconds:.2f} | "
-            f"{r.distance:.1e} | {r.pixels}" + ("" if r.converged else " (not converged)") + " |"
-        )
-    return "\n".join(lines)
+    configs += [(f"order {k}", SolverConfig(order=k, tol=tol)) for k in sorted({5, T})]
+    configs += [(f"window {w}", SolverConfig(window=w, tol=tol)) for w in (T // 4, T // 2)]
+    configs += [(f"history {m}", SolverConfig(history=m, tol=tol)) for m in (1, 3, 4)]
+    configs += [(f"init {i}", SolverConfig(init=i, tol=tol)) for i in ("coarse", "trajectory")]
+    return configs
 
 
-def plot_iterations(rows: list[Row], path: Path) -> None:
+def plot_stops(rows: list[Row], path: Path) -> None:
+    """Median stop and oracle against T, both rules, one panel per η."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
-    for ax, eta in zip(axes, (0.0, 1.0), strict=True):
-        for solver, marker in (("jacobi", "o"), ("anderson", "s"), ("anderson-global", "^")):
-            pts = sorted((r.steps, r.iterations) for r in rows if r.eta == eta and r.solver == solver)
-            if pts:
-                ax.plot(*zip(*pts, strict=True), marker=marker, label=solver)
-        steps = sorted({r.steps for r in rows})
-        ax.plot(steps, steps, "k:", label="sequential (T)")
-        ax.set(title=f"η = {eta:g}", xlabel="T (steps)", ylabel="parallel iterations")
+    etas = sorted({r.eta for r in rows})
+    fig, axes = plt.subplots(1, len(etas), figsize=(4.6 * len(etas), 3.4), squeeze=False)
+    for ax, eta in zip(axes[0], etas, strict=True):
+        for stopping, colour in (("budget", "C0"), ("per-step", "C3")):
+            sel = sorted(
+                (r.steps, r.iterations, r.oracle) for r in rows if r.eta == eta and r.stopping == stopping
+            )
+            if not sel:
+                continue
+            T, stop, oracle = zip(*sel, strict=True)
+            ax.plot(T, stop, "o-", color=colour, label=f"{stopping}: stop")
+            ax.plot(
+                T,
+                [np.nan if o is None else o for o in oracle],
+                "s:",
+                color=colour,
+                label=f"{stopping}: oracle",
+            )
+        ax.set(title=f"η = {eta:g}", xlabel="T (steps)", ylabel="parallel iterations (median)")
         ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=8)
+    axes[0][0].legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
 
-def plot_convergence(model_name: str, steps: int, guidance: float, path: Path) -> None:
+def plot_convergence(model_name: str, T: int, plan: Plan, path: Path) -> None:
+    """Largest 8-bit difference of x_0 to sequential per iteration, seed 0, with each rule's stop."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    model = load_model(model_name)
-    problem = make_problem(model, Request(PROMPTS.get(model_name, ""), "", 0, steps, 0.0, guidance))
-    ref = sample_sequential(problem)
+    (problem,), (reference,), _ = problems(model_name, T, 0.0, [0], plan.guidance, plan.device)
+    model = problem.model
+    target = to_8bit(model, reference[0])
     fig, ax = plt.subplots(figsize=(5.5, 3.4))
-    for solver in ("jacobi", "anderson", "anderson-global"):
-        dist = [
-            float((r.x0 - ref[0]).pow(2).mean().sqrt()) for r in solve(problem, SolverConfig(solver=solver))
+    for label, config in (
+        ("jacobi", SolverConfig(solver="jacobi", tol=plan.tol)),
+        ("anderson, budget", SolverConfig(tol=plan.tol)),
+        ("anderson, per-step", SolverConfig(stopping="per-step", tol=plan.tol)),
+    ):
+        levels = [
+            float((to_8bit(model, it.x0) - target).abs().max())
+            for it in solve(problem, config, device=plan.device)
         ]
-        ax.semilogy(np.arange(1, len(dist) + 1), np.maximum(dist, 1e-12), marker=".", label=solver)
-    ax.axhline(1e-3, color="k", ls=":", lw=1, label="tol")
+        ax.semilogy(np.arange(1, len(levels) + 1), np.maximum(levels, 0.5), marker=".", label=label)
+    ax.axhline(1, color="k", ls=":", lw=1, label="one 8-bit level")
     ax.set(
-        xlabel="parallel iteration",
-        ylabel="RMS distance of x_0 to sequential",
-        title=f"{model_name}, DDIM T = {steps}",
+        xlabel="parallel iteration (the last point is the stop)",
+        ylabel="max 8-bit difference to sequential",
+        title=f"{model_name}, DDIM T = {T}, seed 0 (0 drawn at 0.5)",
     )
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
@@ -147,77 +127,79 @@ def plot_convergence(model_name: str, steps: int, guidance: float, path: Path) -
     plt.close(fig)
 
 
-EXACT_MODELS = ("shapes", "toy2d")  # cheap exact scores; networks get the lighter plan on a CPU
+def model_section(name: str, out: Path, plan: Plan, write) -> list[Row]:
+    """Both rules at every (T, η), then the sweeps; each row is written as soon as it is measured."""
+    seeds = plan.seeds_for(name)
+    write(
+        f"\n## `{name}`\n\n### Both stopping rules, anderson at its defaults ({len(seeds)} seed(s) per row)\n"
+    )
+    write(table_header())
+    rows = []
+    for steps in plan.steps:
+        for eta in plan.etas:
+            rows += measure(
+                name,
+                steps,
+                eta,
+                rules(plan.tol),
+                seeds,
+                plan.guidance,
+                plan.device,
+                on_row=lambda r: write(table_line(r)),
+            )
+    plot_stops(rows, out.parent / f"bench_{name}_iterations.png")
+    T = plan.sweep_steps()
+    plot_convergence(name, T, plan, out.parent / f"bench_{name}_convergence.png")
+    figures = (
+        f"![stop and oracle vs T](bench_{name}_iterations.png) ![convergence](bench_{name}_convergence.png)"
+    )
+    write(f"\n{figures}\n")
+    sweep_seeds = seeds[: max(1, min(len(seeds), 4 if name in EXACT_MODELS else 2))]
+    warm = WARM_PROMPTS.get(name)
+    write(
+        f"\n### What lowers the oracle: one setting at a time (DDIM T = {T}, budget rule, "
+        f"{len(sweep_seeds)} seed(s); warm start from prompt {warm!r})\n"
+    )
+    write(table_header())
+    rows += measure(
+        name, T, 0.0, sweeps(T, plan.tol), sweep_seeds, plan.guidance, plan.device,
+        on_row=lambda r: write(table_line(r)), warm_prompt=warm,
+    )  # fmt: skip
+    return rows
 
 
-def model_section(name: str, out: Path, guidance: float, seeds: int, quick: bool) -> list[str]:
-    """Tables and plots for one model. Networks on a CPU: T = 50, one seed, no order-1 rows."""
-    light = quick or name not in EXACT_MODELS
-    T = 50 if light else 100
-    seed_list = list(range(1 if name not in EXACT_MODELS else seeds))
-    bench_rows = [
-        measure(name, steps, eta, solver, sorted({min(20, steps), steps}), seed_list, guidance)
-        for steps in ((25, 50) if light else (25, 50, 100))
-        for eta in (0.0, 1.0)
-        for solver in ("jacobi", "anderson", "anderson-global")
-    ]
-    plot_iterations(bench_rows, out.parent / f"bench_{name}_iterations.png")
-    plot_convergence(name, T, guidance, out.parent / f"bench_{name}_convergence.png")
-    orders = (5, 20, T) if light else (1, 5, 20, T)
-
-    def run_sweep(label: str, configs: list[SolverConfig], warm: str | None = None) -> list[Sweep]:
-        return sweep(name, label, configs, seed_list, T, guidance, warm_prompt=warm)
-
-    sweeps = {
-        "Order": run_sweep("order", [SolverConfig(order=k) for k in orders])
-        + run_sweep("order", [SolverConfig(solver="jacobi", order=k) for k in orders[-1:] if k > 1]),
-        "Window": run_sweep("window", [SolverConfig(window=w) for w in (T // 10, T // 4, T // 2, T)]),
-        "History": run_sweep("history", [SolverConfig(history=m) for m in (1, 2, 3, 4, 5)]),
-        "Initialisation": run_sweep(
-            "init",
-            [SolverConfig(), SolverConfig(init="coarse"), SolverConfig(init="trajectory")],
-            warm=_warm_prompt(name),
-        ),
-    }
-    parts = [
-        "",
-        f"## `{name}`",
-        "",
-        f"Prompt {PROMPTS.get(name, '')!r}, guidance {guidance:g}; sweeps at DDIM T = {T}, "
-        f"{len(seed_list)} seed(s) per row.",
-        "",
-        "### Iterations vs T (best order per solver, DDIM η = 0 and DDPM-like η = 1)",
-        "",
-        table(bench_rows),
-        "",
-        f"![iterations vs T](bench_{name}_iterations.png) ![convergence](bench_{name}_convergence.png)",
-    ]
-    for title, rows in sweeps.items():
-        note = f" — warm start from prompt {_warm_prompt(name)!r}" if title == "Initialisation" else ""
-        parts += ["", f"### {title} sweep{note}", "", sweep_table(rows)]
-    return parts
-
-
-def report(models: list[str], out: Path, guidance: float, seeds: int, quick: bool = False) -> str:
+def report(models: list[str], out: Path, plan: Plan | None = None) -> str:
+    """Write the report to ``out`` as rows finish (a long run shows progress), and return its text."""
+    plan = plan or Plan()
     out.parent.mkdir(parents=True, exist_ok=True)
-    parts = [
+    on_gpu = plan.device is not None and torch.device(plan.device).type == "cuda"
+    where = (
+        f"GPU rows on {torch.cuda.get_device_name(torch.device(plan.device))}."
+        if on_gpu
+        else "No GPU rows: measured on the CPU."
+    )
+    header = [
         "# Benchmarks",
         "",
         f"Generated by `python -m paratta bench --report` on: **{machine()}** "
-        f"({time.strftime('%Y-%m-%d')}). No GPU rows: no GPU was available.",
+        f"({time.strftime('%Y-%m-%d')}). {where}",
         "",
-        "Iterations are parallel iterations to the default stopping rule (tol 1e-3: the trajectory's "
-        "error budget); *distance* is the RMS of x_0 − sequential x_0; *8-bit* is the largest pixel "
-        "difference of the decoded images (0 = identical). Sweeps vary one setting from the default "
-        "(anderson, order 20, window T, history 2, x_T init). Wall-clock on this CPU says little: a "
-        "batch of W evaluations costs about W single ones here.",
+        f"tol {plan.tol:g}; each model at its own default prompt and guidance. *stop* is the iteration "
+        "the stopping rule ends on; *oracle* the first iteration from which the decoded x_0 stays "
+        "within one 8-bit level of the sequential image (median over the seeds that end within one "
+        "level); *off > 1 level* counts seeds whose final image differs from the sequential one by more "
+        "than one 8-bit level; *distance* is the RMS of x_0 − sequential x_0 in latent units. "
+        "`budget` is paratta's rule (x_0 within tol of sequential, first order), `per-step` the "
+        "published one (one-step residual ≤ tol or ≤ tol·σ). Seconds are the library's own time "
+        "(network + solver); on this CPU a batch of W evaluations costs about W single ones.",
     ]
+    lines: list[str] = []
+
+    def write(line: str) -> None:
+        lines.append(line)
+        out.write_text("\n".join(header + lines) + "\n")
+        print(line, flush=True)
+
     for name in models:
-        parts += model_section(name, out, guidance, seeds, quick)
-    text = "\n".join(parts) + "\n"
-    out.write_text(text)
-    return text
-
-
-def _warm_prompt(name: str) -> str:
-    return {"shapes": "ring", "shapes-unet": "red ring"}.get(name, "")
+        model_section(name, out, plan, write)
+    return out.read_text()

@@ -1,25 +1,48 @@
 """ParaTAA: solve the triangular system by parallel iterations, one batched network call each.
 
-Per iteration, on the window [lo, top) below the anchor x_top (final):
+Each iteration works on the window [lo, top) below the anchor x_top (final) in five steps:
 
-1. one batched network call gives d_s for every unknown in the window;
-2. the anchor flow y and the anchor residual G = y − x (``system``) and the order-k residual R;
-3. index i is converged when RMS(G_i) ≤ tol · (top − i) / T: the error budget tol of the whole
-   trajectory is spent evenly over its T steps, and G_i covers the top − i steps from the anchor.
-   u = the noisiest unconverged index. Everything at or above u is set to y: x_u is then computed
-   from converged states only, so it is final, and the anchor moves to u (to lo when nothing in
-   the window is unconverged). Below u: x ← x + R (Jacobi) or the Anderson update;
-4. indices that enter the window as it slides are initialised from the lowest initialised state.
+1. **evaluate**: one batched network call gives the increments d_s for every unknown in the window;
+2. **residuals**: the anchor flow y (y_top = x_top, y_i = a_i y_{i+1} + d_i), the anchor residual
+   G = y − x, the order-k residual R (``system``) and the one-step residual r;
+3. **stop test**: the lowest index u the stopping rule lets the anchor move to;
+4. **update**: indices u…top−1 are set to y (their inputs are final, so x_u is final: the anchor
+   moves to u); below u, x ← x + R (Jacobi) or the Anderson update;
+5. **record**: an immutable ``Iterate``.
 
-At least one index becomes final per iteration, so the run ends in at most T iterations.
+Indices entering the window as it slides start from the lowest initialised state. The anchor
+moves by at least one index per iteration (u ≤ top − 1 always passes), so a run ends within T.
 
-Why this stopping rule. A test on the one-step residual lets errors of size tol pile up over
-many steps, and Anderson's errors are smooth and aligned, so they do pile up. A test on G with a
-fixed tol bounds each frozen segment, but the segments' errors still add up, and they lie along
-the directions the sampler is most sensitive to: on the exact mixture we measured trajectories
-that a 2e-4 push at mid-noise sends to another image. Charging each segment only its share of
-the budget bounds the accumulated drift of the frozen trajectory by tol (to first order, for a
-non-expanding flow), at the price of one to three more iterations.
+The default stopping rule, ``budget``. Let z be the trajectory the solver finally outputs. A state
+frozen in an iteration is z_i = y_i = a_i z_{i+1} + d_i(x_{i+1}): its increment was evaluated at
+the iterate x_{i+1}, which differs from the frozen z_{i+1} = y_{i+1} by G_{i+1} (and by nothing at
+the anchor). So z solves the sequential recurrence up to a one-step defect per step
+
+    δ_i = d_i(x_{i+1}) − d_i(z_{i+1}),      ‖δ_i‖ ≤ L_i ‖G_{i+1}‖,
+
+with L_i the network step's sensitivity (Lipschitz constant of d_i) along the way the iterates
+move. The error of x_0 is the sum of these defects carried to step 0 by the sampler's own flow:
+e_0 = Σ_i Φ_{0←i} δ_i. Where that flow does not expand (‖Φ‖ ≤ 1, the assumption every per-step
+rule also makes), ‖e_0‖ ≤ Σ_i L_i ‖G_{i+1}‖, to first order. The rule keeps that sum ≤ tol:
+
+- freezing [u, top) is charged c = Σ_{i=u+1}^{top−1} L_{i−1} RMS(G_i) (G_u is not charged: z_u is
+  y_u, computed from the frozen states above it);
+- u is the lowest index with spent + c ≤ tol · (T − u) / T, i.e. the charges so far stay within
+  the share of tol of the steps already final; unspent budget carries forward to later segments;
+- L_i is measured, not assumed: consecutive iterates give L_i ≈ ‖Δd_i‖ / ‖Δx_{i+1}‖ (RMS ratio of
+  the change of the increment and of its input between two evaluations of step i); where step i
+  has no earlier evaluation, L_i = 1.
+
+So the whole run is charged at most tol: the RMS distance of x_0 to the sequential x_0 is within
+tol to first order, wherever the flow does not expand. A test of RMS(G_i) against tol itself (no
+L) is the same bound with L ≤ 1 assumed; it costs iterations where L ≪ 1 (d_i is b_i ε, small
+for small steps) and is what the earlier versions of this rule spent them on.
+
+The ``per-step`` rule is the published one (Tang et al. 2024): step i is converged when its
+one-step residual ρ_i = RMS(a_i x_{i+1} + d_i − x_i) ≤ tol or ≤ tol2 · σ_i, with σ_i = √(1 − ᾱ_i⁻)
+the noise level of the state x_i (``noise_level``); u is the noisiest unconverged
+index. It bounds no distance to the sequential image: per-step errors of size tol add up, and
+Anderson's are aligned (see docs/BENCHMARKS.md for runs where it ends on another image).
 """
 
 from __future__ import annotations
@@ -27,6 +50,7 @@ from __future__ import annotations
 import time
 from collections import deque
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -48,12 +72,13 @@ class Iterate:
     window: tuple[int, int]  # [lo, hi): the unknowns evaluated in this iteration
     anchor: int  # the anchor after this iteration: states ≥ anchor are final; 0 = done
     residual: Tensor  # (T,) RMS anchor residual G per index before the update; NaN outside the window
-    step_residual: Tensor  # (T,) RMS one-step residual r; NaN outside the window
+    step_residual: Tensor  # (T,) RMS one-step residual r (the per-step rule's test); NaN outside the window
     trajectory: Tensor  # (T+1, *latent) the iterate after the update, x_0 … x_T
     evaluations: int  # cumulative guided network evaluations (one per timestep), init included
     model_seconds: float  # cumulative time inside the network
     solver_seconds: float  # cumulative time in everything else
     converged: bool
+    spent: float = 0.0  # budget rule: the error bound charged so far (≤ tol)
 
     @property
     def x0(self) -> Tensor:
@@ -67,6 +92,42 @@ class Iterate:
     @property
     def seconds(self) -> float:
         return self.model_seconds + self.solver_seconds
+
+
+class _Clock:
+    """Seconds inside the network and in everything else, counted only while the generator runs
+    (never while the caller holds a record)."""
+
+    def __init__(self) -> None:
+        self.model, self.solver = 0.0, 0.0
+        self._start, self._model_at_start = 0.0, 0.0
+
+    def resume(self) -> None:
+        self._start, self._model_at_start = time.perf_counter(), self.model
+
+    def pause(self) -> None:
+        elapsed = time.perf_counter() - self._start
+        self.solver += elapsed - (self.model - self._model_at_start)
+
+    @contextmanager
+    def network(self) -> Iterator[None]:
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.model += time.perf_counter() - t0
+
+
+@dataclass
+class _Memory:
+    """What the iteration keeps between calls: Anderson's last iterates and the last evaluation of
+    each step (its input x_{i+1} and increment d_i), from which the sensitivity L_i is measured."""
+
+    history: deque[tuple[Tensor, Tensor, Tensor]]  # (X, R, valid) padded to (T, D)
+    inputs: Tensor  # (T, D) x_{i+1} at step i's last evaluation
+    increments: Tensor  # (T, D) d_i at that evaluation
+    evaluated: Tensor  # (T,) bool: step i has been evaluated
+    spent: float = 0.0  # budget rule: charged so far
 
 
 def solve(
@@ -84,86 +145,144 @@ def solve(
     if cfg.init == "trajectory" and init_trajectory is None:
         raise ValueError("init='trajectory' needs init_trajectory (a (T+1, *latent) tensor)")
     device = torch.device(device) if device is not None else problem.model.device
-    dtype = cfg.dtype
     shape = tuple(problem.x_T.shape)
-    coef = problem.coef.to(device, dtype)
-    xi = problem.xi.to(device, dtype).flatten(1) if problem.xi is not None else None
-    # Seconds are counted only while this generator runs, never while the caller holds a record.
-    started = time.perf_counter()
-    model_seconds, solver_seconds, evaluations = 0.0, 0.0, 0
-
-    if cfg.init == "trajectory":
-        traj = initial.from_trajectory(problem, init_trajectory, device, dtype)
-        initialised = 0
-    elif cfg.init == "coarse":
-        t0 = time.perf_counter()
-        traj = initial.coarse_pass(problem, cfg.coarse_steps, device, dtype)
-        model_seconds += time.perf_counter() - t0
-        evaluations += cfg.coarse_steps
-        initialised = 0
-    else:
-        traj = initial.copies_of_xT(problem, device, dtype)
-        initialised = T
+    coef = problem.coef.to(device, cfg.dtype)
+    xi = problem.xi.to(device, cfg.dtype).flatten(1) if problem.xi is not None else None
+    noise = noise_level(coef.alpha_bar_prev)
+    clock = _Clock()
+    clock.resume()
+    traj, initialised, evaluations = _initial(problem, cfg, init_trajectory, device, clock)
     x = traj.flatten(1)  # a view: rows are x_0 … x_T
-    history: deque[tuple[Tensor, Tensor, Tensor]] = deque(maxlen=max(cfg.history - 1, 0))
+    memory = _Memory(
+        deque(maxlen=max(cfg.history - 1, 0)),
+        torch.zeros_like(x[1:]),
+        torch.zeros_like(x[1:]),
+        torch.zeros(T, dtype=torch.bool, device=device),
+    )
     anderson = cfg.solver in ("anderson", "anderson-global") and cfg.history > 1
     top = T
     for iteration in range(1, cfg.max_iters + 1):
         if iteration > 1:
-            started = time.perf_counter()
-        model_before = model_seconds if iteration > 1 else 0.0  # iteration 1 also pays for the init
-        lo, hi = max(top - cfg.window, 0), top
-        if lo < initialised:
+            clock.resume()
+        lo = max(top - cfg.window, 0)
+        if lo < initialised:  # states entering the window start from the lowest initialised one
             x[lo:initialised] = x[initialised]
             initialised = lo
         rows = torch.arange(lo, top, device=device)
-
-        t0 = time.perf_counter()
-        out = evaluate(problem, coef.timesteps[rows], x[lo + 1 : top + 1].view(-1, *shape), cfg.max_batch)
-        model_seconds += time.perf_counter() - t0
-        evaluations += top - lo
-
         a = coef.a[lo:top]
+
+        # 1. evaluate
+        with clock.network():
+            out = evaluate(problem, coef.timesteps[rows], x[lo + 1 : top + 1].view(-1, *shape), cfg.max_batch)
+        evaluations += top - lo
         xi_w = xi[lo:top].view(-1, *shape) if xi is not None else None
         d = coef.increment(rows, x[lo + 1 : top + 1].view(-1, *shape), out, xi_w).flatten(1)
+
+        # 2. residuals
         X = x[lo:top]
         G = anchor_flow(a, d, x[top]) - X
-        R = order_residual(G, order_products(a, min(cfg.order, top - lo)), min(cfg.order, top - lo))
-        g_rms = rms(G)
-        budget = cfg.tol * (top - rows).to(g_rms.dtype) / T  # this index's share of tol
-        unconverged = (g_rms > budget).nonzero()
-        u = lo + int(unconverged[-1]) if unconverged.numel() else lo
+        k = min(cfg.order, top - lo)
+        R = order_residual(G, order_products(a, k), k)
+        g_rms, r_rms = rms(G), rms(step_residual(a, d, x[lo + 1 : top + 1], X))
 
+        # 3. stop test
+        if cfg.stopping == "per-step":
+            u = per_step_anchor(r_rms, noise[lo:top], cfg.tol, cfg.tol2, lo)
+        else:
+            L = _sensitivity(memory, x, d, lo, top)
+            u, charge = budget_anchor(g_rms, L, memory.spent, cfg.tol, T, lo)
+            memory.spent += charge
+        _remember_evaluation(memory, x, d, lo, top)
+
+        # 4. update
         X_new = X + R
         if anderson and u > lo:
-            dX, dR = _differences(history, X, R, lo, top)
+            dX, dR = _differences(memory.history, X, R, lo, top)
             if dX is not None:
                 X_new = anderson_step(X, R, dX, dR, cfg.lam, cfg.solver == "anderson")
-        X_new[u - lo :] = X[u - lo :] + G[u - lo :]
+        X_new[u - lo :] = X[u - lo :] + G[u - lo :]  # = y: computed from final states only
         if anderson:
             valid = torch.zeros(T, dtype=torch.bool, device=device)
             valid[lo:top] = True
-            history.append((_pad(X, lo, T), _pad(R, lo, T), valid))
-        residual = _full(g_rms, lo, T)
-        r_rms = _full(rms(step_residual(a, d, x[lo + 1 : top + 1], X)), lo, T)
+            memory.history.append((_pad(X, lo, T), _pad(R, lo, T), valid))
         x[lo:top] = X_new
         top = u
+
+        # 5. record
         snapshot = traj.clone()
-        solver_seconds += time.perf_counter() - started - (model_seconds - model_before)
+        clock.pause()
         yield Iterate(
             iteration=iteration,
-            window=(lo, hi),
+            window=(lo, lo + g_rms.shape[0]),
             anchor=top,
-            residual=residual,
-            step_residual=r_rms,
+            residual=_full(g_rms, lo, T),
+            step_residual=_full(r_rms, lo, T),
             trajectory=snapshot,
             evaluations=evaluations,
-            model_seconds=model_seconds,
-            solver_seconds=solver_seconds,
+            model_seconds=clock.model,
+            solver_seconds=clock.solver,
             converged=top == 0,
+            spent=memory.spent,
         )
         if top == 0:
             return
+
+
+def budget_anchor(g_rms: Tensor, L: Tensor, spent: float, tol: float, T: int, lo: int) -> tuple[int, float]:
+    """The budget rule's anchor u and the charge of freezing [u, top) (see the module docstring).
+
+    Window rows are i = lo…top−1: ``g_rms`` is RMS(G_i) and ``L`` the sensitivity L_i. Freezing
+    [u, top) costs c(u) = Σ_{v=u}^{top−2} L_v RMS(G_{v+1}), the bound on its one-step defects; u is
+    the lowest index with spent + c(v) ≤ tol · (T − v) / T for every v in [u, top): the charges stay
+    within the share of tol of the steps that are final. c(top − 1) = 0, so u = top − 1 always passes.
+    """
+    n = g_rms.shape[0]
+    defect = torch.zeros(n, dtype=torch.float64, device=g_rms.device)
+    defect[:-1] = (L[:-1] * g_rms[1:]).double()  # row v: the defect bound of step v, L_v · RMS(G_{v+1})
+    charge = defect.flip(0).cumsum(0).flip(0)  # c(v) = Σ_{s ≥ v} defect_s
+    v = torch.arange(lo, lo + n, device=g_rms.device, dtype=torch.float64)
+    ok = spent + charge <= tol * (T - v) / T
+    failing = (~ok).nonzero()
+    first_ok = min(int(failing[-1]) + 1, n - 1) if failing.numel() else 0  # rows ≥ this all pass
+    return lo + first_ok, float(charge[first_ok])
+
+
+def per_step_anchor(r_rms: Tensor, sigma: Tensor, tol: float, tol2: float, lo: int) -> int:
+    """The published rule's anchor: the noisiest step i with ρ_i > tol and ρ_i > tol2 · σ_i, else lo."""
+    unconverged = ((r_rms > tol) & (r_rms > tol2 * sigma)).nonzero()
+    return lo + int(unconverged[-1]) if unconverged.numel() else lo
+
+
+def noise_level(alpha_bar_prev: Tensor) -> Tensor:
+    """σ_i = √(1 − ᾱ_i⁻): the noise level of x_i, the state step i lands on (0 for a last step onto ᾱ = 1)."""
+    return (1 - alpha_bar_prev).clamp_min(0).sqrt()
+
+
+def _sensitivity(memory: _Memory, x: Tensor, d: Tensor, lo: int, top: int) -> Tensor:
+    """L_i ≈ RMS(Δd_i) / RMS(Δx_{i+1}) between step i's last two evaluations (1 where unknown)."""
+    dx = rms(x[lo + 1 : top + 1] - memory.inputs[lo:top])
+    dd = rms(d - memory.increments[lo:top])
+    known = memory.evaluated[lo:top] & (dx > 0)
+    return torch.where(known, dd / dx.clamp_min(torch.finfo(dx.dtype).tiny), torch.ones_like(dx))
+
+
+def _remember_evaluation(memory: _Memory, x: Tensor, d: Tensor, lo: int, top: int) -> None:
+    memory.inputs[lo:top] = x[lo + 1 : top + 1]
+    memory.increments[lo:top] = d
+    memory.evaluated[lo:top] = True
+
+
+def _initial(
+    problem: Problem, cfg: SolverConfig, init_trajectory: Tensor | None, device: torch.device, clock: _Clock
+) -> tuple[Tensor, int, int]:
+    """The initial trajectory (T+1, *latent), the lowest initialised index, and the evaluations spent."""
+    if cfg.init == "trajectory":
+        return initial.from_trajectory(problem, init_trajectory, device, cfg.dtype), 0, 0
+    if cfg.init == "coarse":
+        with clock.network():  # a sequential pass: charged to the network, and counted as evaluations
+            traj = initial.coarse_pass(problem, cfg.coarse_steps, device, cfg.dtype)
+        return traj, 0, cfg.coarse_steps
+    return initial.copies_of_xT(problem, device, cfg.dtype), problem.steps, 0
 
 
 def _differences(
