@@ -160,7 +160,7 @@ def build_demo(extra_model: str | None = None) -> gr.Blocks:
                             label="Downloads: previews GIF, residuals CSV, run JSON",
                             file_count="multiple",
                             interactive=False,
-                            height=170,
+                            height=210,
                             elem_id="downloads",
                         )
                         with gr.Accordion("Numbers of the frame shown (JSON)", open=False):

@@ -279,9 +279,9 @@ def race_verdict(records: dict[str, RunRecord]) -> str:
         )
     )
     if ra.iterations == rb.iterations:
-        return f"### = **A tie**: {ra.iterations} iterations each — {ending}"
+        return f"### **A tie**: {ra.iterations} iterations each — {ending}"
     fewer = rb.iterations - ra.iterations
     return (
-        f"### 🏁 **{a} wins**: {ra.iterations} parallel iterations against {rb.iterations} "
+        f"### **{a} wins**: {ra.iterations} parallel iterations against {rb.iterations} "
         f"({fewer} fewer, {fewer / rb.iterations:.0%}) — {ending}"
     )
