@@ -298,6 +298,8 @@ def check_arguments(args: argparse.Namespace) -> None:
         specs(Request)["guidance"].check(args.guidance)
     if args.tol is not None:
         specs(SolverConfig)["tol"].check(args.tol)
+    if args.report and args.json:
+        raise ValueError("--json does not apply to --report (the report is Markdown)")
     if args.seeds is not None and args.seeds < 1:
         raise ValueError(f"--seeds must be at least 1; got {args.seeds}")
     if args.device is not None:

@@ -38,8 +38,10 @@ class Plan:
         n = self.seeds or (1 if self.quick else 10 if model in EXACT_MODELS else 4)
         return list(range(n))
 
-    def sweep_steps(self) -> int:
-        return 50 if self.quick or 100 not in self.steps else 100
+    def sweep_steps(self, model: str) -> int:
+        """T of the sweeps: the largest planned T up to 100 for the exact models, 50 for networks."""
+        cap = 100 if model in EXACT_MODELS and not self.quick else 50
+        return max([T for T in self.steps if T <= cap] or [min(self.steps)])
 
 
 def rules(tol: float) -> list[tuple[str, SolverConfig]]:
@@ -148,7 +150,7 @@ def model_section(name: str, out: Path, plan: Plan, write) -> list[Row]:
                 on_row=lambda r: write(table_line(r)),
             )
     plot_stops(rows, out.parent / f"bench_{name}_iterations.png")
-    T = plan.sweep_steps()
+    T = plan.sweep_steps(name)
     plot_convergence(name, T, plan, out.parent / f"bench_{name}_convergence.png")
     figures = (
         f"![stop and oracle vs T](bench_{name}_iterations.png) ![convergence](bench_{name}_convergence.png)"
@@ -168,16 +170,18 @@ def model_section(name: str, out: Path, plan: Plan, write) -> list[Row]:
     return rows
 
 
+def device_line(device: str | None) -> str:
+    """Where the rows ran: the GPU's name when a CUDA device was asked for, else the CPU."""
+    if device is not None and torch.device(device).type == "cuda":
+        return f"GPU rows: measured on {torch.cuda.get_device_name(torch.device(device))}."
+    return "No GPU rows: measured on the CPU."
+
+
 def report(models: list[str], out: Path, plan: Plan | None = None) -> str:
     """Write the report to ``out`` as rows finish (a long run shows progress), and return its text."""
     plan = plan or Plan()
     out.parent.mkdir(parents=True, exist_ok=True)
-    on_gpu = plan.device is not None and torch.device(plan.device).type == "cuda"
-    where = (
-        f"GPU rows on {torch.cuda.get_device_name(torch.device(plan.device))}."
-        if on_gpu
-        else "No GPU rows: measured on the CPU."
-    )
+    where = device_line(plan.device)
     header = [
         "# Benchmarks",
         "",

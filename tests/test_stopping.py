@@ -103,3 +103,16 @@ def test_oracle_is_the_first_iteration_from_which_the_image_stays_within_a_level
     assert oracle_iteration([200, 1, 3, 1, 0]) == 4
     assert oracle_iteration([1]) == 1
     assert oracle_iteration([200, 0, 5]) is None
+
+
+def test_report_honours_the_plan_and_names_the_device(tmp_path, monkeypatch) -> None:
+    from paratta.report import Plan, device_line, report
+
+    text = report(["shapes"], tmp_path / "B.md", Plan(steps=(6,), etas=(1.0,), tol=2e-3, seeds=1, quick=True))
+    for rule in ("budget", "per-step"):
+        assert f"| shapes | 6 | 1 | anderson | {rule} |" in text
+    assert "| 25 |" not in text and "tol 0.002" in text
+    assert (tmp_path / "bench_shapes_iterations.png").exists()
+    assert device_line(None).startswith("No GPU rows")
+    monkeypatch.setattr("torch.cuda.get_device_name", lambda device=None: "NVIDIA H200")
+    assert "NVIDIA H200" in device_line("cuda") and "No GPU" not in device_line("cuda")
