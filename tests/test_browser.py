@@ -191,6 +191,8 @@ def test_steps_one_is_a_clear_answer_not_a_server_error(page: Any) -> None:
     set_number(page, "Steps T", 1)
     text = run_to_verdict(page)
     assert "1 step: nothing to run in parallel" in text, text
+    set_number(page, "Steps T", 0)  # below the declared range: the slider clamps it, nothing breaks
+    assert "1 step" in run_to_verdict(page) and sidebar_number(page, "Steps T").input_value() == "1"
     assert not page.failures, page.failures
 
 
