@@ -117,12 +117,18 @@ def visitor(url: str, n: int, runs: int, settings: dict[str, Any], out: list[Out
         start = time.monotonic()
         try:
             job = client.submit(**dict(settings, seed=abs(n) * MAX_RUNS + r), api_name="/run")
-            for _ in job:
-                if o.first_update_s is None:
+            # Polled, not iterated: a job refused by a full queue never ends an iteration (gradio_client 2.7).
+            while not job.done():
+                if job.status().code.name == "QUEUE_FULL":
+                    o.result = "refused: the queue is full"
+                    break
+                if o.first_update_s is None and job.outputs():
                     o.first_update_s = time.monotonic() - start
-            info = job.result()[6]
-            reason = info.get("reason") or "; ".join(info.get("notes", [])) or info.get("phase")
-            o.result = "converged" if info.get("converged") else f"ended: {str(reason)[:80]}"
+                time.sleep(0.05)
+            else:
+                info = job.result()[6]
+                reason = info.get("reason") or "; ".join(info.get("notes", [])) or info.get("phase")
+                o.result = "converged" if info.get("converged") else f"ended: {str(reason)[:80]}"
         except Exception as err:  # the figure to report: which errors a visitor sees under load
             o.result = f"error: {type(err).__name__}: {str(err)[:80]}"
         o.done_s = time.monotonic() - start
@@ -205,7 +211,7 @@ def report(
         print(f"| {o.client} | {o.run} | {first} | {done} | {o.result or 'unfinished'} |")
     times = [o.done_s for o in out if o.done_s is not None]
     ok = sum(o.result == "converged" for o in out)
-    errors = [o.result for o in out if o.result.startswith("error")]
+    errors = [o.result for o in out if o.result.startswith(("error", "refused"))]
     if times:
         median = statistics.median(times)
         print(f"completion s: min {min(times):.2f}, median {median:.2f}, max {max(times):.2f}")
