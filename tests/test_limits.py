@@ -85,6 +85,22 @@ def test_time_budget_ends_a_slow_run_as_if_stopped(isolated: Path, monkeypatch: 
     assert all(Path(f).stat().st_size > 0 for f in files)
 
 
+def test_race_and_teach_are_under_the_same_limits(isolated: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import gradio as gr
+
+    from ui.handlers import make_race_handler
+    from ui.teach import teach_run
+
+    monkeypatch.setenv("PARATTA_BUDGET_S", "3")
+    race = {k: v for k, v in SLOW.items() if k not in ("solver", "init")}
+    updates = drain(make_race_handler(["shapes"])(**race))
+    assert "time budget of 3 s" in last_value(updates, 6)  # the race's stats line
+    monkeypatch.setenv("SPACE_ID", "user/paratta")
+    for args, message in [((123, 3, 50, 20), "prompt must be text"), (("north", 3, 200, 20), "at most 100")]:
+        with pytest.raises(gr.Error, match=message):
+            next(teach_run(*args))
+
+
 def test_work_cap_refuses_t200_unet_on_a_cpu_space_and_names_what_fits(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
