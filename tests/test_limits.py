@@ -379,3 +379,5 @@ def test_the_limits_are_stated_under_the_controls(space: Any) -> None:
     texts = [b.value for b in space.demo.blocks.values() if getattr(b, "elem_id", None) == "limits"]
     assert texts == [Caps.from_env().text()]
     assert "replaces the one still running" in texts[0]
+    queues = {fn.api_name: fn.concurrency_id for fn in space.demo.fns.values()}
+    assert queues["run"] == queues["race"]  # Run and Race share the concurrency limit, not one each

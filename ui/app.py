@@ -27,7 +27,7 @@ from .handlers import (
     scrub_ready,
     use_as_init,
 )
-from .limits import JOBS, delete_cache, forget_session, queue_probe
+from .limits import JOBS, SAMPLER_QUEUE, delete_cache, forget_session, queue_probe
 from .render import HEATMAP_LEGEND
 from .session import get_model
 from .settings import Caps
@@ -217,6 +217,7 @@ def build_demo(extra_model: str | None = None) -> gr.Blocks:
             preprocess=False,
             show_progress="minimal",
             show_progress_on=stats,
+            concurrency_id=SAMPLER_QUEUE,
         )
         run_event.then(lambda r: (scrub_ready(r), IDLE), record, [slider, run_btn], **private)
         # The warm-start preset: a run of another prompt, its trajectory stored, then the prompt's own run
@@ -239,6 +240,7 @@ def build_demo(extra_model: str | None = None) -> gr.Blocks:
                 preprocess=False,
                 show_progress="minimal",
                 show_progress_on=stats,
+                concurrency_id=SAMPLER_QUEUE,
             )
             warm_runs.append(event)
             event.then(lambda r: (scrub_ready(r), IDLE), record, [slider, run_btn], **private)
@@ -251,6 +253,7 @@ def build_demo(extra_model: str | None = None) -> gr.Blocks:
             preprocess=False,
             show_progress="minimal",
             show_progress_on=race_stats,
+            concurrency_id=SAMPLER_QUEUE,
         )
         race_event.then(lambda: gr.update(value="Race", variant="primary"), None, race_btn, **private)
         contest.change(race_labels, contest, [r_a, r_b, r_aheat, r_bheat], **private)

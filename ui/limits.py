@@ -45,6 +45,9 @@ CACHE_FREQUENCY_S, CACHE_AGE_S = 300, 3600  # Gradio's cache: swept every 5 min,
 STATE_SESSIONS = 200  # sessions whose gr.State Gradio keeps (the oldest go first)
 REPLACED = "replaced by a newer job from the same session"
 JOB_APIS = frozenset({"run", "race", "teach"})
+# Run (and the warm-start chain's runs) and Race share one Gradio concurrency id: together they get the
+# queue's concurrency limit (1 on a Space), not one each.
+SAMPLER_QUEUE = "sampler"
 
 
 def row_ms(name: str, model: Any) -> float:
@@ -174,7 +177,8 @@ def queue_probe(demo: Any) -> Callable[[str], bool]:
         queue = getattr(demo, "_queue", None)
         for event_queue in list(getattr(queue, "event_queue_per_concurrency_id", {}).values()):
             for event in list(event_queue.queue):
-                if event.session_hash == session and getattr(event.fn, "api_name", None) in JOB_APIS:
+                job = event.concurrency_id == SAMPLER_QUEUE or getattr(event.fn, "api_name", None) in JOB_APIS
+                if job and event.session_hash == session:
                     return True
         return False
 

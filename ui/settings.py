@@ -53,9 +53,9 @@ class Caps:
         """The one line under the controls that states the limits."""
         return (
             f"Limits here: T ≤ {self.max_steps}, window ≤ {self.max_window}, prompt ≤ {MAX_PROMPT} "
-            f"characters; a run ends after {self.budget_s:g} s (as if stopped, keeping its frames and "
-            f"downloads); settings that could cost more than {self.max_work_s:g} s of network time are "
-            "refused; one job per visitor: a new Run, Race or Teach replaces the one still running."
+            f"characters; a run ends after {self.budget_s:g} s as if stopped; settings that could need "
+            f"over {self.max_work_s:g} s of network time are refused; one job per visitor: a new Run, "
+            "Race or Teach replaces the one still running."
         )
 
 
