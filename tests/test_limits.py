@@ -179,6 +179,23 @@ def test_one_job_per_session_a_new_run_replaces_the_running_one(
     assert a_last < b_first  # never two jobs of one session at once
 
 
+def test_memory_is_handed_back_after_every_job_and_not_for_a_refusal(
+    isolated: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import gradio as gr
+
+    from ui import gpu, handlers
+
+    calls: list[int] = []
+    monkeypatch.setattr(handlers, "release_memory", lambda: calls.append(1))
+    drain(run_handler()(**BASE, init_state=None))
+    assert calls == [1]
+    with pytest.raises(gr.Error):
+        drain(run_handler()(**dict(BASE, tol=-1), init_state=None))
+    assert calls == [1]
+    gpu.release_memory()  # gc, CUDA's cache where there is one, glibc's malloc_trim: never raises
+
+
 def test_after_stop_writes_one_file_set_however_often_it_is_called(isolated: Path) -> None:
     from ui.handlers import after_stop
     from ui.limits import session_folder
