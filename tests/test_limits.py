@@ -169,6 +169,13 @@ def test_one_job_per_session_a_new_run_replaces_the_running_one(
     thread = threading.Thread(target=run_first)
     thread.start()
     assert started.wait(60)
+    import gradio as gr
+
+    from ui.limits import JOBS
+
+    with pytest.raises(gr.Error, match="none is stored"):  # a refused job replaces nothing
+        drain(run_handler()(**dict(BASE, init="trajectory"), init_state=None, request=session))
+    assert JOBS.current["visitor-1"].reason is None
     second = drain(run_handler()(**dict(BASE, seed=2), init_state=None, request=session))
     thread.join(60)
     assert not thread.is_alive()

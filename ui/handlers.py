@@ -24,7 +24,7 @@ from .gpu import gpu, release_memory
 from .limits import JOBS, bounded, check_work, session_folder
 from .record import RunRecord
 from .render import gif_bytes, history_csv, history_json, upscale
-from .session import get_model, race_configs, race_events, run_events
+from .session import check_init, get_model, race_configs, race_events, run_events
 from .settings import Caps, RunSettings, parse_settings, short
 
 gpu_run_events = gpu(run_events)
@@ -227,6 +227,10 @@ def make_run_handler(models: list[str]) -> Callable[..., Iterator[tuple[Any, ...
         screen.values.update(dict.fromkeys(RUN_OUTPUTS, gr.skip()))
         try:
             settings = settings_from(models, named)
+            try:  # refused before it may replace the session's running job
+                check_init(settings, init_state, get_model(settings.model))
+            except ValueError as err:
+                raise user_error(err) from None
             ticket = JOBS.begin(request, Caps.from_env())
         except gr.Error as err:
             yield refusal(RUN_OUTPUTS, err)
