@@ -161,10 +161,6 @@ class Jobs:
         except RuntimeError:  # the queue changed while it was read: ask again at the next event
             return False
 
-    def running(self) -> int:
-        with self.lock:
-            return len(self.current)
-
 
 JOBS = Jobs()
 
