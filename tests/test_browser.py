@@ -133,8 +133,11 @@ def set_number(page: Any, label: str, value: int) -> None:
 
 
 def run_to_verdict(page: Any) -> str:
+    """Press Run and wait for this run's verdict (not the last run's, still on screen at first)."""
     page.locator("#run").click()
-    page.wait_for_function(VERDICT, timeout=120_000)
+    page.wait_for_function("() => document.querySelector('#run').innerText !== 'Run'", timeout=10_000)
+    page.wait_for_function("() => document.querySelector('#run').innerText === 'Run'", timeout=120_000)
+    page.wait_for_function(VERDICT, timeout=10_000)
     return page.locator("#stats").inner_text()
 
 

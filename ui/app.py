@@ -61,7 +61,14 @@ INTRO = (
 )
 IMAGE_HEIGHT, PLOT_HEIGHT = 215, 250
 WARM = ("red square on blue", "red circle on blue")  # the warm-start preset: from the first to the second
-RUNNING, IDLE = gr.update(value="Running…", variant="secondary"), gr.update(value="Run", variant="primary")
+
+
+def busy(label: str, running: bool) -> gr.Button:
+    """A button's run state. A new Button, not ``gr.update``: the browser shows an updated value only once
+    when the same update comes again (the second run's "Running…" never appeared)."""
+    return gr.Button(value=label, variant="secondary" if running else "primary")
+
+
 # Presets: (label, changes to the default shapes settings); values by RUN_INPUT_NAMES.
 PRESETS: list[tuple[str, dict[str, Any]]] = [
     ("DDIM-100: then press Race (Jacobi vs Anderson)", {"steps": 100}),
@@ -207,7 +214,10 @@ def build_demo(extra_model: str | None = None) -> gr.Blocks:
         # Run always shows the Run tab, and says it is running until the run ends or is stopped.
         run_btn, stop_btn = c.run, c.stop
         run_btn.click(
-            lambda: (lock_scrub(), RUNNING, gr.Tabs(selected="run")), None, [slider, run_btn, tabs], **private
+            lambda: (lock_scrub(), busy("Running…", True), gr.Tabs(selected="run")),
+            None,
+            [slider, run_btn, tabs],
+            **private,
         )
         run_event = run_btn.click(
             make_run_handler(models),
@@ -219,7 +229,7 @@ def build_demo(extra_model: str | None = None) -> gr.Blocks:
             show_progress_on=stats,
             concurrency_id=SAMPLER_QUEUE,
         )
-        run_event.then(lambda r: (scrub_ready(r), IDLE), record, [slider, run_btn], **private)
+        run_event.then(lambda r: (scrub_ready(r), busy("Run", False)), record, [slider, run_btn], **private)
         # The warm-start preset: a run of another prompt, its trajectory stored, then the prompt's own run
         # started from it (still the exact sample of that prompt, in fewer iterations).
         run_outputs = [img, seq, diff, heatmap, curves, stats, info, downloads, record]
@@ -231,7 +241,9 @@ def build_demo(extra_model: str | None = None) -> gr.Blocks:
                 event = event.success(lambda r: use_as_init(r), record, [init_state, init_note], **private)
                 warm = {"prompt": prompt, "init": "trajectory"}
                 event = event.success(lambda w=warm: preset_values(w), None, c.run_inputs(), **private)
-            event = event.then(lambda: (lock_scrub(), RUNNING), None, [slider, run_btn], **private)
+            event = event.then(
+                lambda: (lock_scrub(), busy("Running…", True)), None, [slider, run_btn], **private
+            )
             event = event.then(
                 make_run_handler(models),
                 [*c.run_inputs(), init_state],
@@ -243,8 +255,8 @@ def build_demo(extra_model: str | None = None) -> gr.Blocks:
                 concurrency_id=SAMPLER_QUEUE,
             )
             warm_runs.append(event)
-            event.then(lambda r: (scrub_ready(r), IDLE), record, [slider, run_btn], **private)
-        race_btn.click(lambda: gr.update(value="Racing…", variant="secondary"), None, race_btn, **private)
+            event.then(lambda r: (scrub_ready(r), busy("Run", False)), record, [slider, run_btn], **private)
+        race_btn.click(lambda: busy("Racing…", True), None, race_btn, **private)
         race_event = race_btn.click(
             make_race_handler(models),
             [*(getattr(c, n) for n in RUN_INPUT_NAMES if n not in ("solver", "init")), contest],
@@ -255,10 +267,10 @@ def build_demo(extra_model: str | None = None) -> gr.Blocks:
             show_progress_on=race_stats,
             concurrency_id=SAMPLER_QUEUE,
         )
-        race_event.then(lambda: gr.update(value="Race", variant="primary"), None, race_btn, **private)
+        race_event.then(lambda: busy("Race", False), None, race_btn, **private)
         contest.change(race_labels, contest, [r_a, r_b, r_aheat, r_bheat], **private)
         stop_btn.click(None, cancels=[run_event, *warm_runs, race_event, teach_event]).then(
-            lambda r: (*after_stop(r), IDLE, gr.update(value="Race", variant="primary")),
+            lambda r: (*after_stop(r), busy("Run", False), busy("Race", False)),
             record,
             [img, seq, diff, heatmap, curves, stats, info, downloads, slider, run_btn, race_btn],
             api_visibility="private",
