@@ -242,6 +242,8 @@ def test_scrub_and_stop_handlers_use_the_stored_record(tmp_path: Path, monkeypat
     assert first[INFO]["iteration"] == 1 and first[INFO]["phase"] == "scrub"
     assert not np.array_equal(first[IMAGE], scrub(record, n)[IMAGE])
     assert scrub(record, 99)[INFO]["iteration"] == n  # clamped to the run
+    for garbage in ("x", None, [1], 1.5, float("nan")):  # raw HTTP to the hidden event: nothing changes
+        assert all(isinstance(v, dict) and v.get("__type__") == "update" for v in scrub(record, garbage))
     # A run cut short by Stop: downloads and scrubbing for what exists, and the stats say so; every
     # panel shows the same iteration (the last one computed may not have been shown yet).
     record.final_image = None

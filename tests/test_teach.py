@@ -87,6 +87,9 @@ def test_previous_and_next_step_one_frame_and_stop_at_the_ends(default_lesson: L
     assert previous_frame(default_lesson, 0)[0]["value"] == 0
     assert next_frame(default_lesson, n)[0]["value"] == n
     assert all(isinstance(v, type(gr.skip())) for v in next_frame(None, 1))
+    for garbage in ("x", None, 1.5):  # raw HTTP to the hidden events: nothing changes, no traceback
+        assert all(isinstance(v, type(gr.skip())) for v in next_frame(default_lesson, garbage))
+        assert all(isinstance(v, type(gr.skip())) for v in previous_frame(default_lesson, garbage))
 
 
 def test_tab_wires_the_stepping_buttons_and_the_slider() -> None:

@@ -25,7 +25,7 @@ from .limits import JOBS, bounded, check_work, session_folder
 from .record import RunRecord
 from .render import gif_bytes, history_csv, history_json, upscale
 from .session import check_init, get_model, race_configs, race_events, run_events
-from .settings import Caps, RunSettings, parse_settings, short
+from .settings import Caps, RunSettings, frame_index, parse_settings, short
 
 gpu_run_events = gpu(run_events)
 gpu_race_events = gpu(race_events)
@@ -292,9 +292,10 @@ def ended_early(record: RunRecord, reason: str) -> dict[str, Any]:
 
 def scrub(record: RunRecord | None, k: Any) -> tuple[Any, ...]:
     """Show iteration k of the stored run (nothing is recomputed)."""
-    if record is None or not record.rows:
+    k = frame_index(k)
+    if record is None or not record.rows or k is None:  # a hidden event: garbage changes nothing
         return tuple(gr.skip() for _ in SCRUB_OUTPUTS)
-    k = min(max(int(k), 1), record.iterations)
+    k = min(max(k, 1), record.iterations)
     return Screen(SCRUB_OUTPUTS).show(**frame_outputs(record, k, "scrub"))
 
 

@@ -97,6 +97,14 @@ def as_int(name: str, value: Any) -> int:
     return int(number)
 
 
+def frame_index(k: Any) -> int | None:
+    """A slider position from a (hidden) scrub event, or None for anything that is not a whole number."""
+    try:
+        return as_int("iteration", k)
+    except ValueError:
+        return None
+
+
 def as_float(name: str, value: Any) -> float:
     """A finite float from an int, a float or a numeric string; else ``ValueError`` naming ``name``."""
     if isinstance(value, bool) or not isinstance(value, (int, float, str)):

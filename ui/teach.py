@@ -26,7 +26,7 @@ from paratta.config import Spec, specs
 from paratta.registry import model_defaults
 
 from .limits import JOBS
-from .settings import Caps, as_int, as_text
+from .settings import Caps, as_int, as_text, frame_index
 
 MODEL = "toy2d"
 LANES = ("jacobi", "anderson")
@@ -252,18 +252,21 @@ def summary(lesson: Lesson, k: int) -> str:
 
 def show(lesson: Lesson | None, k: Any) -> tuple[Any, Any, Any]:
     """(slider, figure, text) at frame k, clamped to the run: for the slider, previous and next."""
-    if lesson is None:
+    k = frame_index(k)
+    if lesson is None or k is None:
         return gr.skip(), gr.skip(), gr.skip()
-    k = min(max(int(k), 0), lesson.frames)
+    k = min(max(k, 0), lesson.frames)
     return gr.update(value=k), teach_figure(lesson, k), summary(lesson, k)
 
 
 def previous_frame(lesson: Lesson | None, k: Any) -> tuple[Any, Any, Any]:
-    return show(lesson, int(k) - 1)
+    k = frame_index(k)
+    return show(lesson, k - 1 if k is not None else None)
 
 
 def next_frame(lesson: Lesson | None, k: Any) -> tuple[Any, Any, Any]:
-    return show(lesson, int(k) + 1)
+    k = frame_index(k)
+    return show(lesson, k + 1 if k is not None else None)
 
 
 def stepper_ready(lesson: Lesson | None) -> tuple[Any, Any, Any]:
