@@ -8,7 +8,7 @@ import torch
 from paratta import Request, SolverConfig, load_model, make_problem, run, sample_sequential, solve
 from paratta.bench import distance, oracle_iteration, to_8bit
 from paratta.evaluate import evaluate
-from paratta.solver import budget_anchor, noise_level, per_step_anchor
+from paratta.solver import MARGIN, budget_anchor, noise_level, per_step_anchor
 
 TOL = 1e-3
 
@@ -38,26 +38,34 @@ def test_per_step_rule_ends_on_another_image_where_the_budget_rule_does_not(shap
 def test_budget_charges_the_one_step_defects_and_carries_the_rest_forward() -> None:
     T, lo = 10, 2  # window rows are steps 2…9, the anchor is 10
     g = torch.tensor([9.0, 9.0, 9.0, 4.0, 3.0, 2.0, 1.0, 0.5], dtype=torch.float64) * 1e-4
-    L = torch.full((8,), 0.5, dtype=torch.float64)
-    # c(v) = Σ_{s=v}^{8} L_s G_{s+1}; the share of tol of v is tol (10 − v) / 10.
-    u, charge = budget_anchor(g, L, 0.0, TOL, T, lo)
+    L = torch.full((8,), 0.5 / MARGIN, dtype=torch.float64)
+    K = torch.full((8,), 0.9, dtype=torch.float64)  # a contracting flow: no amplification is credited
+    # c(v) = MARGIN Σ_{s=v}^{8} L_s G_{s+1}; the share of tol of v is tol (10 − v) / 10.
+    u, charge = budget_anchor(g, L, K, 0.0, TOL, T, lo)
     expected = {v: 0.5 * float(g[v - lo + 1 :].sum()) for v in range(lo, 10)}
     ok = [v for v in range(lo, 10) if all(expected[w] <= TOL * (T - w) / T for w in range(v, 10))]
     assert u == min(ok) == 4 and charge == pytest.approx(expected[4])
     # with budget already spent, the same residuals freeze less
-    assert budget_anchor(g, L, 1e-4, TOL, T, lo)[0] == 5
+    assert budget_anchor(g, L, K, 1e-4, TOL, T, lo)[0] == 5
+    # an expanding step amplifies every defect above it: step 2 (row 0) doubles those of steps 3…8
+    K2 = K.clone()
+    K2[0] = 2.0
+    assert budget_anchor(g, L, K2, 0.0, TOL, T, lo)[0] == 6
     # a step just below the anchor is always final: its input is the anchor itself
     huge = torch.full((8,), 1e3, dtype=torch.float64)
-    assert budget_anchor(huge, L, 0.0, TOL, T, lo) == (9, 0.0)
+    assert budget_anchor(huge, L, K, 0.0, TOL, T, lo) == (9, 0.0)
 
 
 def test_budget_ignores_residuals_the_output_does_not_depend_on() -> None:
     """G at u itself is not charged (x_u is set to y_u), and a step whose network does not react to
-    its input (L = 0) costs nothing however large its residual."""
+    its input (L = 0) costs nothing — unless its residual is too large for a first-order estimate."""
+    ones = torch.ones(3, dtype=torch.float64)
     g = torch.tensor([5.0, 1e-5, 1e-5], dtype=torch.float64)
-    assert budget_anchor(g, torch.ones(3, dtype=torch.float64), 0.0, TOL, 3, 0)[0] == 0
+    assert budget_anchor(g, ones, ones, 0.0, TOL, 3, 0)[0] == 0
+    g = torch.tensor([1.0, 1e-3, 1e-3], dtype=torch.float64)
+    assert budget_anchor(g, 0 * ones, ones, 0.0, TOL, 3, 0) == (0, 0.0)
     g = torch.tensor([1.0, 1.0, 1.0], dtype=torch.float64)
-    assert budget_anchor(g, torch.zeros(3, dtype=torch.float64), 0.0, TOL, 3, 0) == (0, 0.0)
+    assert budget_anchor(g, 0 * ones, ones, 0.0, TOL, 3, 0)[0] == 2  # RMS(G) > CAP · tol
 
 
 def test_per_step_anchor_uses_tol_or_tol2_times_the_noise_level() -> None:
