@@ -154,6 +154,7 @@ def test_stop_ends_the_run_within_an_iteration_and_the_app_keeps_serving(app: An
     assert result[INFO]["converged"]
 
 
+@pytest.mark.slow
 def test_bad_input_is_a_clear_error_and_the_next_run_works(app: Any) -> None:
     from gradio_client.exceptions import AppError
 
@@ -191,6 +192,7 @@ def test_two_clients_at_once_both_finish(app: Any) -> None:
     assert not np.array_equal(pixels(results[1][IMAGE]), pixels(results[2][IMAGE]))  # different seeds
 
 
+@pytest.mark.slow
 def test_previous_trajectory_as_initialisation(app: Any) -> None:
     from gradio_client.exceptions import AppError
 
@@ -217,6 +219,7 @@ def test_race_streams_both_solvers_to_the_sequential_image(app: Any) -> None:
     assert info["anderson"]["iteration"] <= info["jacobi"]["iteration"]
 
 
+@pytest.mark.slow
 def test_teach_tab_runs_both_solvers(app: Any) -> None:
     from gradio_client.exceptions import AppError
 

@@ -38,6 +38,7 @@ def in_process(capsys, *args: str) -> tuple[int, str]:
     return code, capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_sample_png_with_json_summary_and_comparison(tmp_path: Path) -> None:
     out = tmp_path / "img.png"
     proc = cli(
@@ -202,6 +203,7 @@ def test_model_returning_nan_exits_2_naming_the_timestep(tmp_path: Path, monkeyp
     )
 
 
+@pytest.mark.slow
 def test_one_default_per_model_and_plain_summary_with_comparison(tmp_path: Path) -> None:
     """The CLI's defaults are the model's (shapes: its prompt, guidance 1), stated once in the registry;
     --compare-sequential is reported in the plain summary too; outputs land exactly where asked."""
