@@ -39,7 +39,9 @@ sequential x_0 to first order, wherever the flow does not expand errors. Both ap
 checked on the output in tests/test_stopping.py: the true defects of the final trajectory (the
 network evaluated at z) add up to the charged budget within a few per cent. The flow assumption
 holds on the exact mixture (x_0 ends 20–40× closer than tol); the trained ``shapes-unet`` expands
-errors by up to about 1.5× (docs/BENCHMARKS.md: "max distance"), still within one 8-bit level.
+errors by up to 2× at T = 25 (docs/BENCHMARKS.md: "max distance"), still within one 8-bit level;
+and L_i, measured along the way the iterates move, can miss the way G points: one warm-started
+``shapes-unet`` run ended 8.7e-3 from sequential with 8.8e-4 charged (README).
 The rule this one replaces charged each index its share tol · (top − i) / T of RMS(G_i) itself:
 the same bound with L ≤ 1 and no carry-over, which cost 2–4 iterations after the image was exact
 because L_i is 0.02–0.3 for most steps (d_i = b_i ε is small for small steps).
