@@ -174,8 +174,9 @@ class SolverConfig:
     )  # fmt: skip
     stopping: Stopping = setting(
         "budget",
-        "budget: x_0 within tol of sequential (each frozen segment charged its share of tol); "
-        "per-step: the published rule, one-step residual ≤ tol (or ≤ tol2·σ), no such bound",
+        "budget: x_0 within tol of sequential to first order (each frozen segment charged its "
+        "measured one-step defects); per-step: the published rule, one-step residual ≤ tol "
+        "(or ≤ tol2·σ), no such bound",
     )
     tol: float = setting(
         1e-3,

@@ -41,7 +41,8 @@ network evaluated at z) add up to the charged budget within a few per cent. The 
 holds on the exact mixture (x_0 ends 20–40× closer than tol); the trained ``shapes-unet`` expands
 errors by up to 2× at T = 25 (docs/BENCHMARKS.md: "max distance"), still within one 8-bit level;
 and L_i, measured along the way the iterates move, can miss the way G points: one warm-started
-``shapes-unet`` run ended 8.7e-3 from sequential with 8.8e-4 charged (README).
+``shapes-unet`` run ended 8.7e-3 from sequential with 8.8e-4 charged, so from a given trajectory
+(``init="trajectory"``) L_i is taken as at least 1, the previous rule's assumption.
 The rule this one replaces charged each index its share tol · (top − i) / T of RMS(G_i) itself:
 the same bound with L ≤ 1 and no carry-over, which cost 2–4 iterations after the image was exact
 because L_i is 0.02–0.3 for most steps (d_i = b_i ε is small for small steps).
@@ -198,6 +199,11 @@ def solve(
             u = per_step_anchor(r_rms, noise[lo:top], cfg.tol, cfg.tol2, lo)
         else:
             L, K = _sensitivity(memory, x, d, a, lo, top)
+            if cfg.init == "trajectory":
+                # From a warm start the iterates move along the difference of two trajectories only,
+                # so the ratio underestimates L in the directions G points: no credit below 1 there
+                # (measured: one shapes-unet DDIM-50 run from "red ring" ended 4 levels off without).
+                L = L.clamp_min(1.0)
             u, charge = budget_anchor(g_rms, L, K, memory.spent, cfg.tol, T, lo)
             memory.spent += charge
         _remember_evaluation(memory, x, d, lo, top)

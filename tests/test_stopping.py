@@ -124,3 +124,15 @@ def test_report_honours_the_plan_and_names_the_device(tmp_path, monkeypatch) -> 
     assert device_line(None).startswith("No GPU rows")
     monkeypatch.setattr("torch.cuda.get_device_name", lambda device=None: "NVIDIA H200")
     assert "NVIDIA H200" in device_line("cuda") and "No GPU" not in device_line("cuda")
+
+
+@pytest.mark.slow
+def test_a_warm_start_on_the_trained_network_still_ends_on_the_sequential_image() -> None:
+    """From a "red ring" trajectory the iterates move along the difference of two trajectories, which
+    made the measured sensitivity too small: this run ended 4 levels off before warm starts lost the
+    credit for L < 1."""
+    model = load_model("shapes-unet")
+    ring = make_problem(model, Request("red ring", seed=1, steps=50, guidance=3.0))
+    problem = make_problem(model, Request("red circle", seed=1, steps=50, guidance=3.0))
+    last = run(problem, SolverConfig(init="trajectory"), run(ring, SolverConfig()).trajectory)
+    assert last.converged and levels(model, last.x0, sample_sequential(problem)[0]) <= 1
