@@ -367,6 +367,21 @@ def test_screen_sends_an_unchanged_output_once_and_everything_at_the_end() -> No
     assert screen.show(final=True)[0] is not None and screen.show(final=True)[1] == "b"
 
 
+def test_the_final_update_sends_an_image_already_sent_as_a_file_written_once(tmp_path: Path) -> None:
+    """Re-sending the same array would make Gradio rewrite the cache file the browser may be reading
+    (defect 1); a content-named file is copied into the cache atomically, and only once."""
+    from ui.handlers import Screen
+
+    screen = Screen(("image",), folder=tmp_path)
+    image = np.arange(48, dtype=np.uint8).reshape(4, 4, 3)
+    screen.show(image=image)
+    path = screen.show(final=True)[0]
+    assert isinstance(path, str) and np.array_equal(np.asarray(Image.open(path)), image)
+    written = os.stat(path).st_mtime_ns
+    assert screen.show(final=True)[0] == path and os.stat(path).st_mtime_ns == written
+    assert [p.name for p in tmp_path.iterdir()] == [Path(path).name]  # no staging file left
+
+
 def test_steps_changed_lets_order_window_and_budget_follow_T_back_up() -> None:
     from ui.controls import steps_changed
 

@@ -9,13 +9,17 @@ changed (``Screen``); the last one carries plain values for all outputs, so a gr
 
 from __future__ import annotations
 
+import hashlib
+import os
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import gradio as gr
 import numpy as np
+from PIL import Image
 
 from paratta.evaluate import NonFiniteError
 
@@ -52,11 +56,14 @@ class Screen:
     writes every image it is handed to a cache file named by its content, so re-sending the same image
     rewrites a file the browser may be reading (a broken image, and h11's "Too little data for declared
     Content-Length"). ``show(final=True)`` sends every value once more, so the last update a
-    gradio_client user gets is complete.
+    gradio_client user gets is complete; an image already sent goes out then as a PNG file named by
+    its content in ``folder``, which Gradio copies into its cache atomically and only once, so the
+    file the browser may still be reading is never rewritten.
     """
 
-    def __init__(self, names: tuple[str, ...]) -> None:
+    def __init__(self, names: tuple[str, ...], folder: Path | None = None) -> None:
         self.names = names
+        self.folder = folder
         self.values: dict[str, Any] = {}  # an output never given keeps what the page shows
         self.sent: dict[str, Any] = {}
 
@@ -69,9 +76,33 @@ class Screen:
                 continue
             value = self.values[n]
             unchanged = n in self.sent and same(self.sent[n], value)
-            out.append(gr.skip() if unchanged and not final else value)
+            if unchanged and not final:
+                out.append(gr.skip())
+            elif unchanged and isinstance(value, np.ndarray) and self.folder is not None:
+                out.append(png_file(value, self.folder))
+            else:
+                out.append(value)
             self.sent[n] = value
         return tuple(out)
+
+
+def final_images_folder(session: str) -> Path:
+    """The session's folder for the final update's images, emptied of the previous job's (Gradio has
+    copied those into its cache by now: it copies while the update is sent)."""
+    folder = session_folder(session)
+    for old in folder.glob("*.png"):
+        old.unlink(missing_ok=True)
+    return folder
+
+
+def png_file(image: np.ndarray, folder: Path) -> str:
+    """``image`` as ``folder/<sha1 of its pixels>.png``, written once, by rename (never in place)."""
+    path = folder / f"{hashlib.sha1(np.ascontiguousarray(image).tobytes()).hexdigest()}.png"
+    if not path.exists():
+        staging = folder / f".{path.name}.tmp"
+        Image.fromarray(image).save(staging, format="PNG")
+        os.replace(staging, path)
+    return str(path)
 
 
 def same(a: Any, b: Any) -> bool:
@@ -237,6 +268,7 @@ def make_run_handler(models: list[str]) -> Callable[..., Iterator[tuple[Any, ...
             raise
         record = new_record(settings)
         record.session = ticket.session
+        screen.folder = final_images_folder(ticket.session)
         try:
             yield screen.show(stats="Starting…", info={"phase": "start"})
             for event in guarded(bounded(gpu_run_events(settings, init_state), ticket)):
@@ -388,7 +420,7 @@ def race_frames(settings: RunSettings, contest: str, ticket: Any) -> Iterator[tu
         for lane, config in race_configs(settings.config, contest).items()
     }
     reference = new_record(settings)  # holds the sequential reference for both lanes
-    screen = Screen(RACE_OUTPUTS)
+    screen = Screen(RACE_OUTPUTS, final_images_folder(ticket.session))
     yield screen.show(stats="Starting…", info={"phase": "start"})
     for event in guarded(bounded(gpu_race_events(settings, contest), ticket)):
         kind = event["kind"]
