@@ -87,6 +87,7 @@ def test_exact_on_the_image_mixture_at_T100_over_20_seeds(shapes, solver, order,
     assert max(iterations) < 50  # the parallel solver must actually be parallel (measured: at most 45)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("init", ["xT", "coarse", "trajectory"])
 def test_every_initialisation_is_exact(shapes, init) -> None:
     for seed in range(4):
