@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -30,6 +29,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from ui.local import free_port  # noqa: E402
+
 MAX_CLIENTS, MAX_RUNS, MAX_SECONDS = 40, 5, 600
 
 
@@ -40,12 +41,6 @@ class Outcome:
     first_update_s: float | None = None  # queue wait plus setup: until the first streamed update
     done_s: float | None = None
     result: str = ""
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def rss_mib(pid: int) -> float:

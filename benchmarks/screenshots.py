@@ -12,23 +12,12 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
 import sys
 import tempfile
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-CHROMIUM = "/usr/bin/chromium"
-ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 SCREENS = {"screenshot.png": (1280, 800), "screenshot_phone.png": (390, 844)}
 VERDICT = (
     "() => /Same image|Not converged|not the same image/.test(document.querySelector('#stats').innerText)"
@@ -44,10 +33,9 @@ def serve() -> tuple[Any, str]:
 
     torch.set_num_threads(1)
     from ui.app import build_demo, launch_options
+    from ui.local import free_port
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     demo = build_demo()
     demo.queue(default_concurrency_limit=2)
     demo.launch(
@@ -68,8 +56,10 @@ def boxes(page: Any) -> dict[str, tuple[int, int] | None]:
 def shoot(url: str, out: Path) -> None:
     from playwright.sync_api import sync_playwright
 
+    from ui.local import CHROMIUM, CHROMIUM_ARGS
+
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
         try:
             for name, (width, height) in SCREENS.items():
                 page = browser.new_page(viewport={"width": width, "height": height})

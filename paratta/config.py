@@ -141,10 +141,6 @@ class Request:
     def __post_init__(self) -> None:
         _validate(self)
 
-    def validate(self) -> None:
-        """Kept for callers that build a Request with ``object.__setattr__``; construction validates."""
-        _validate(self)
-
 
 @dataclass(frozen=True)
 class SolverConfig:

@@ -6,7 +6,6 @@ import csv
 import io
 import os
 import re
-import socket
 import tempfile
 import threading
 import time
@@ -18,6 +17,8 @@ from typing import Any
 import numpy as np
 import pytest
 from PIL import Image
+
+from ui.local import free_port
 
 # Run outputs, in order (gradio_client gets all but the last, a gr.State that is not part of the API).
 IMAGE, SEQUENTIAL, DIFF, HEATMAP, CURVES, STATS, INFO, DOWNLOADS, RECORD = range(9)
@@ -39,12 +40,6 @@ DEFAULTS: dict[str, Any] = dict(
     stopping="budget",
 )
 FAST = dict(DEFAULTS, model="toy2d", prompt="north", steps=20, order=20, window=20, max_iters=20)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")

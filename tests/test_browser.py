@@ -10,24 +10,14 @@ from __future__ import annotations
 import logging
 import os
 import re
-import socket
 import tempfile
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-CHROMIUM = "/usr/bin/chromium"
-ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--disable-quic",
-]
+from ui.local import CHROMIUM, CHROMIUM_ARGS, free_port
+
 VIEWPORT = {"width": 1280, "height": 800}
 VERDICT = (
     "() => /Same image|Not converged|not the same image/.test(document.querySelector('#stats').innerText)"
@@ -63,9 +53,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
         mp.setattr(tempfile, "tempdir", None)
         from ui.app import build_demo, launch_options
 
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
+        port = free_port()
         demo = build_demo()
         demo.queue(default_concurrency_limit=2)
         demo.launch(
@@ -91,7 +79,7 @@ def browser(server: Any) -> Iterator[Any]:
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
+        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
         try:
             yield b
         finally:

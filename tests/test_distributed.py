@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -22,16 +21,11 @@ import torch
 import torch.multiprocessing as mp
 
 from paratta import Request, SolverConfig, distributed, load_model, make_problem, solve
+from ui.local import free_port
 
 WORLD = 2
 STEPS = 10
 REPO = Path(__file__).resolve().parents[1]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _cases(model: str) -> list[dict]:
@@ -107,7 +101,7 @@ def _worker(rank: int, port: int, out: str, job: str, arg: str, timeout_s: float
 
 def _spawn(tmp_path: Path, job: str, arg: str = "", timeout_s: float = 60.0) -> list:
     ctx = mp.start_processes(
-        _worker, args=(_free_port(), str(tmp_path), job, arg, timeout_s), nprocs=WORLD, join=False
+        _worker, args=(free_port(), str(tmp_path), job, arg, timeout_s), nprocs=WORLD, join=False
     )
     deadline = time.monotonic() + 300
     while not ctx.join(timeout=5):
@@ -177,7 +171,7 @@ def test_a_silent_rank_ends_the_run_at_the_timeout(tmp_path):
 def _torchrun(*args: str, nproc: int = WORLD) -> subprocess.CompletedProcess:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
     cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}", "--master_port"]
-    cmd += [str(_free_port()), "-m", "paratta", *args]
+    cmd += [str(free_port()), "-m", "paratta", *args]
     return subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=REPO, timeout=300)
 
 

@@ -6,7 +6,6 @@ and the API's error flow through a server started here on 127.0.0.1 with a one-j
 
 from __future__ import annotations
 
-import socket
 import tempfile
 import threading
 import time
@@ -16,6 +15,8 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+
+from ui.local import free_port
 
 IMAGE, SEQUENTIAL, DIFF, HEATMAP, CURVES, STATS, INFO, DOWNLOADS, RECORD = range(9)
 BASE: dict[str, Any] = dict(
@@ -275,12 +276,6 @@ def test_every_unknown_word_is_named_non_ascii_included() -> None:
 
 
 # ---- through a server, as on a Space (one job at a time) ----------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
