@@ -37,7 +37,7 @@ from .settings import Caps, RunSettings
 E = TypeVar("E")
 
 # Milliseconds per network row (one state, one condition), batch of 50, 1 torch thread, measured on
-# the 2-core AMD EPYC development box (CPU only); the unit of ``Caps.max_work_s``.
+# the 2-core Intel Xeon @ 2.50 GHz development box (CPU only); the unit of ``Caps.max_work_s``.
 ROW_MS = {"toy2d": 0.01, "shapes": 4.1, "shapes-unet": 24.0}
 # Other networks (diffusers folders, hub ids): scaled by parameter count from shapes-unet (1.12 M).
 MS_PER_PARAMETER = 24.0 / 1_117_667
