@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass, replace
 import torch
 from torch import Tensor
 
-from .config import SolverConfig, specs
+from .config import TOLERANCE, SolverConfig, specs
 from .problem import Problem, Request, make_problem
 from .protocol import DiffusionModel
 from .registry import load_model, model_defaults
@@ -32,7 +32,13 @@ from .solver import run, solve
 
 STEPS = (25, 50, 100)  # the T of the benchmark plan
 ETAS = (0.0, 1.0)  # DDIM and DDPM-like
-TOL = specs(SolverConfig)["tol"].default
+
+
+def tol_text(tol: float | None) -> str:
+    """The tolerance a table was measured at; None is each rule's own (``config.TOLERANCE``)."""
+    if tol is not None:
+        return f"tol {tol:g}"
+    return "tol auto (" + ", ".join(f"{rule} {value:g}" for rule, value in TOLERANCE.items()) + ")"
 
 
 @dataclass(frozen=True)
@@ -255,7 +261,7 @@ def table(rows: list[Row]) -> str:
     return "\n".join([table_header(), *(table_line(r) for r in rows)])
 
 
-def solver_rows(tol: float) -> list[tuple[str, SolverConfig]]:
+def solver_rows(tol: float | None) -> list[tuple[str, SolverConfig]]:
     """The solvers side by side at their defaults, and Anderson with the published stopping rule."""
     return [
         ("", SolverConfig(solver="jacobi", tol=tol)),
@@ -272,7 +278,7 @@ def add_bench_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--steps", type=int, nargs="+", default=None, help=f"T values (default {STEPS})")
     p.add_argument("--eta", type=float, nargs="+", default=None, help=f"η values (default {ETAS})")
     p.add_argument("--guidance", type=float, default=None, help="default: the model's own")
-    p.add_argument("--tol", type=float, default=None, help=f"stopping tolerance (default {TOL:g})")
+    p.add_argument("--tol", type=float, default=None, help="stopping tolerance (default: each rule's auto)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 … (default: the model's)")
     p.add_argument("--json", action="store_true", help="print rows as JSON instead of a table")
     p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
@@ -316,7 +322,7 @@ def bench_command(args: argparse.Namespace) -> list[Row]:
     check_arguments(args)
     if args.threads:
         torch.set_num_threads(args.threads)
-    tol = TOL if args.tol is None else args.tol
+    tol = args.tol  # None: each rule at its own auto tolerance
     if args.report:
         from pathlib import Path
 
@@ -337,7 +343,7 @@ def bench_command(args: argparse.Namespace) -> list[Row]:
     n_seeds = args.seeds or (1 if args.quick else 3)
     guidance = model_defaults(args.model).guidance if args.guidance is None else args.guidance
     if not args.json:
-        print(f"machine: {machine()}; tol {tol:g}; {n_seeds} seed(s) per row; guidance {guidance:g}")
+        print(f"machine: {machine()}; {tol_text(tol)}; {n_seeds} seed(s) per row; guidance {guidance:g}")
         print(table_header(), flush=True)
     rows = []
     for steps in args.steps or STEPS:

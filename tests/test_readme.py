@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from paratta.config import Request, SolverConfig, specs
+from paratta.config import TOLERANCE, Request, SolverConfig, specs
 
 README = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
 PER_MODEL = {
@@ -21,6 +21,7 @@ AUTO = {
     "max_iters": "T",
     "coarse_steps": "max(2, T // 10)",
     "max_batch": "all",
+    "tol": ", ".join(f"{v:.0e}".replace("e-0", "e-") + f" ({rule})" for rule, v in TOLERANCE.items()),
 }
 
 

@@ -8,7 +8,7 @@ import torch
 from paratta import Request, SolverConfig, load_model, make_problem, run, sample_sequential, solve
 from paratta.bench import distance, oracle_iteration, to_8bit
 from paratta.evaluate import evaluate
-from paratta.solver import MARGIN, budget_anchor, noise_level, per_step_anchor
+from paratta.solver import MARGIN, PARTIAL, budget_anchor, noise_level, per_step_anchor
 
 TOL = 1e-3
 
@@ -36,17 +36,17 @@ def test_per_step_rule_ends_on_another_image_where_the_budget_rule_does_not(shap
 
 
 def test_budget_charges_the_one_step_defects_and_carries_the_rest_forward() -> None:
-    T, lo = 10, 2  # window rows are steps 2…9, the anchor is 10
-    g = torch.tensor([9.0, 9.0, 9.0, 4.0, 3.0, 2.0, 1.0, 0.5], dtype=torch.float64) * 1e-4
+    T, lo = 10, 2  # window rows are steps 2…9, the anchor is 10: a partial freeze
+    g = torch.tensor([9.0, 9.0, 9.0, 4.0, 3.0, 2.0, 1.0, 0.5], dtype=torch.float64) * 1e-4 * PARTIAL
     L = torch.full((8,), 0.5 / MARGIN, dtype=torch.float64)
     K = torch.full((8,), 0.9, dtype=torch.float64)  # a contracting flow: no amplification is credited
-    # c(v) = MARGIN Σ_{s=v}^{8} L_s G_{s+1}; the share of tol of v is tol (10 − v) / 10.
+    # c(v) = MARGIN Σ_{s=v}^{8} L_s G_{s+1}; a partial freeze's share of v is PARTIAL · tol (10 − v) / 10.
     u, charge = budget_anchor(g, L, K, 0.0, TOL, T, lo)
     expected = {v: 0.5 * float(g[v - lo + 1 :].sum()) for v in range(lo, 10)}
-    ok = [v for v in range(lo, 10) if all(expected[w] <= TOL * (T - w) / T for w in range(v, 10))]
+    ok = [v for v in range(lo, 10) if all(expected[w] <= PARTIAL * TOL * (T - w) / T for w in range(v, 10))]
     assert u == min(ok) == 4 and charge == pytest.approx(expected[4])
     # with budget already spent, the same residuals freeze less
-    assert budget_anchor(g, L, K, 1e-4, TOL, T, lo)[0] == 5
+    assert budget_anchor(g, L, K, 1e-4 * PARTIAL, TOL, T, lo)[0] == 5
     # an expanding step amplifies every defect above it: step 2 (row 0) doubles those of steps 3…8
     K2 = K.clone()
     K2[0] = 2.0
@@ -54,6 +54,23 @@ def test_budget_charges_the_one_step_defects_and_carries_the_rest_forward() -> N
     # a step just below the anchor is always final: its input is the anchor itself
     huge = torch.full((8,), 1e3, dtype=torch.float64)
     assert budget_anchor(huge, L, K, 0.0, TOL, T, lo) == (9, 0.0)
+
+
+def test_the_end_may_spend_what_partial_freezes_left() -> None:
+    """Once the window reaches step 0, the whole window is frozen when the charges so far plus its
+    own stay within tol — more than a partial freeze may spend — and not when they exceed it."""
+    T = 10
+    g = torch.full((10,), 1e-4, dtype=torch.float64)
+    L, K = torch.ones(10, dtype=torch.float64) / MARGIN, torch.ones(10, dtype=torch.float64)
+    c0 = 9 * 1e-4  # nine charged defects of 1e-4: above PARTIAL · tol, below tol
+    assert c0 > PARTIAL * TOL
+    u, charge = budget_anchor(g, L, K, 0.0, TOL, T, 0)
+    assert u == 0 and charge == pytest.approx(c0)
+    # with 2e-4 already spent it does not fit, and that spending is over every partial share: only
+    # the step just below the anchor, which costs nothing, is frozen
+    assert budget_anchor(g, L, K, 2e-4, TOL, T, 0) == (9, 0.0)
+    # a window that does not reach step 0 never ends the run
+    assert budget_anchor(g, L, K, 0.0, TOL, 12, 2)[0] > 2
 
 
 def test_budget_ignores_residuals_the_output_does_not_depend_on() -> None:

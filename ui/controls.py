@@ -157,8 +157,9 @@ def build_controls(
         with gr.Accordion("Solver details: history, tolerance, stopping, initialisation", open=False):
             history = slider(CONFIG["history"], CONFIG["history"].default, CONFIG["history"].hi)
             tol = gr.Number(
-                CONFIG["tol"].default,
+                CONFIG["tol"].default,  # empty = auto, each rule's own (the hint says which)
                 label=label(CONFIG["tol"]),
+                placeholder="auto",
                 minimum=CONFIG["tol"].lo,
                 info=CONFIG["tol"].hint,
             )

@@ -154,7 +154,7 @@ def new_record(settings: RunSettings) -> RunRecord:
     return RunRecord(
         settings=settings.as_dict(),
         steps=settings.request.steps,
-        tol=settings.config.tol,
+        tol=settings.config.resolved(settings.request.steps).tol,  # auto: the rule's own
         latent_shape=tuple(model.latent_shape),
     )
 
@@ -242,7 +242,7 @@ def make_run_handler(models: list[str]) -> Callable[..., Iterator[tuple[Any, ...
         order: int,
         window: int,
         history: int,
-        tol: float,
+        tol: float | None,
         max_iters: int,
         init: str,
         stopping: str,
@@ -382,7 +382,7 @@ def make_race_handler(models: list[str]) -> Callable[..., Iterator[tuple[Any, ..
         order: int,
         window: int,
         history: int,
-        tol: float,
+        tol: float | None,
         max_iters: int,
         stopping: str = "budget",
         contest: str = "solvers",
@@ -439,14 +439,15 @@ def race_frames(settings: RunSettings, contest: str, ticket: Any) -> Iterator[tu
         else:
             records[lane].final_image = event["image"]
         finished = all(r.final_image is not None for r in records.values())
-        yield screen.show(final=finished, **race_view(records, lane, settings.config.tol))
+        yield screen.show(final=finished, **race_view(records, lane))
     if ticket.reason:
         line = f"**Stopped:** {ticket.reason}."
         yield screen.show(final=True, stats="  \n".join(filter(None, (line, screen.values["stats"]))))
 
 
-def race_view(records: dict[str, RunRecord], lane: str, tol: float) -> dict[str, Any]:
-    """Update the lane that moved (slot a or b, in lane order), the shared curves and the stats."""
+def race_view(records: dict[str, RunRecord], lane: str) -> dict[str, Any]:
+    """Update the lane that moved (slot a or b, in lane order), the shared curves (drawn against the
+    stricter lane's tolerance) and the stats."""
     record = records[lane]
     slot = "ab"[list(records).index(lane)]
     f = views.frame(
@@ -462,7 +463,7 @@ def race_view(records: dict[str, RunRecord], lane: str, tol: float) -> dict[str,
     return {
         slot: f.image,
         f"{slot}_heatmap": f.heatmap,
-        "curves": views.curves(live, tol),
+        "curves": views.curves(live, min(r.tol for r in records.values())),
         "stats": "  \n".join(([verdict] if verdict else []) + lines),
         "info": info,
     }

@@ -141,7 +141,8 @@ def lesson(request: Request, order: int) -> Lesson:
             Snapshot(it.iteration, it.trajectory.numpy(), it.anchor, it.max_residual, it.converged)
             for it in solve(problem, config)
         ]
-    return Lesson(request.prompt, T, order, SOLVER["tol"].default, sequential, lanes, zoom(sequential))
+    tol = SolverConfig().resolved(T).tol  # the default rule's own
+    return Lesson(request.prompt, T, order, tol, sequential, lanes, zoom(sequential))
 
 
 def verdict(lesson: Lesson) -> str:
