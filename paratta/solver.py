@@ -47,8 +47,9 @@ network evaluated at z) add up to no more than the charged budget. The flow assu
 exact mixture (x_0 ends well inside tol); the trained ``shapes-unet`` expands the errors frozen early,
 which is what the end's reserve absorbs (docs/BENCHMARKS.md: "max distance" stays below tol).
 L_i, measured along the way the iterates move, can miss the way G points: one warm-started
-``shapes-unet`` run ended 8.7e-3 from sequential with 8.8e-4 charged, so from a given trajectory
-(``init="trajectory"``) L_i is taken as at least 1, the previous rule's assumption.
+``shapes-unet`` run ended 8.7e-3 from sequential with 8.8e-4 charged, an error frozen early, so from a
+given trajectory (``init="trajectory"``) partial freezes take L_i as at least 1, the previous rule's
+assumption; the end uses the measured L_i.
 The rule before this one charged each index its share tol · (top − i) / T of RMS(G_i) itself:
 the same bound with L ≤ 1, no carry-over and no reserve, which cost 3–4 iterations after the image
 was exact because L_i is 0.02–0.3 for most steps (d_i = b_i ε is small for small steps).
@@ -205,12 +206,12 @@ def solve(
             u = per_step_anchor(r_rms, noise[lo:top], cfg.tol, cfg.tol2, lo)
         else:
             L, K = _sensitivity(memory, x, d, a, lo, top)
-            if cfg.init == "trajectory":
-                # From a warm start the iterates move along the difference of two trajectories only,
-                # so the ratio underestimates L in the directions G points: no credit below 1 there
-                # (measured: one shapes-unet DDIM-50 run from "red ring" ended 4 levels off without).
-                L = L.clamp_min(1.0)
-            u, charge = budget_anchor(g_rms, L, K, memory.spent, cfg.tol, T, lo)
+            # From a warm start the iterates first move along the difference of two trajectories
+            # only, so early ratios underestimate L in the directions G points: partial freezes get
+            # no credit below 1 there (measured: one shapes-unet DDIM-50 run from "red ring" ended
+            # 4 levels off without; with the guard on the end too, runs stopped 2–3 iterations later).
+            floor = 1.0 if cfg.init == "trajectory" else 0.0
+            u, charge = budget_anchor(g_rms, L, K, memory.spent, cfg.tol, T, lo, floor)
             memory.spent += charge
         _remember_evaluation(memory, x, d, lo, top)
 
@@ -254,7 +255,7 @@ PARTIAL = 0.25  # the share of tol that freezes short of the end may spend; the 
 
 
 def budget_anchor(
-    g_rms: Tensor, L: Tensor, K: Tensor, spent: float, tol: float, T: int, lo: int
+    g_rms: Tensor, L: Tensor, K: Tensor, spent: float, tol: float, T: int, lo: int, floor: float = 0.0
 ) -> tuple[int, float]:
     """The budget rule's anchor u and the charge of freezing [u, top) (see the module docstring).
 
@@ -262,7 +263,7 @@ def budget_anchor(
     ``K`` the step's gain K_i. The defect of step v is charged MARGIN · Φ_v · L_v · RMS(G_{v+1}), with
     Φ_v = Π_{lo ≤ q < v} max(K_q, 1) its measured amplification on the way to x_0, and is not allowed
     (charged ∞) where RMS(G_{v+1}) > CAP · tol: first order only holds for small residuals. Freezing
-    [u, top) costs c(u) = Σ_{v=u}^{top−2} of those.
+    [u, top) costs c(u) = Σ_{v=u}^{top−2} of those; partial freezes charge L_v no less than ``floor``.
 
     1. The end: when the window reaches step 0 and spent + c(0) ≤ tol, everything is frozen (u = 0).
     2. Otherwise u is the lowest index with spent + c(v) ≤ PARTIAL · tol · (T − v) / T for every v in
@@ -276,14 +277,19 @@ def budget_anchor(
     """
     n = g_rms.shape[0]
     amplification = torch.cat([K.new_ones(1), torch.cumprod(K.clamp_min(1.0), 0)[:-1]])
-    defect = torch.zeros(n, dtype=torch.float64, device=g_rms.device)
-    defect[:-1] = (MARGIN * amplification[:-1] * L[:-1] * g_rms[1:]).double()
-    defect[:-1][g_rms[1:] > CAP * tol] = float("inf")
-    charge = defect.flip(0).cumsum(0).flip(0)  # c(v) = Σ_{s ≥ v} defect_s
+
+    def charges(sensitivity: Tensor) -> Tensor:  # c(v) = Σ_{s ≥ v} defect_s, per window row v
+        defect = torch.zeros(n, dtype=torch.float64, device=g_rms.device)
+        defect[:-1] = (MARGIN * amplification[:-1] * sensitivity[:-1] * g_rms[1:]).double()
+        defect[:-1][g_rms[1:] > CAP * tol] = float("inf")
+        return defect.flip(0).cumsum(0).flip(0)
+
     # 1. the end
-    if lo == 0 and spent + float(charge[0]) <= tol:
-        return 0, float(charge[0])
+    end = float(charges(L)[0])
+    if lo == 0 and spent + end <= tol:
+        return 0, end
     # 2. a partial freeze
+    charge = charges(L.clamp_min(floor))
     v = torch.arange(lo, lo + n, device=g_rms.device, dtype=torch.float64)
     ok = spent + charge <= PARTIAL * tol * (T - v) / T
     failing = (~ok).nonzero()

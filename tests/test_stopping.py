@@ -74,6 +74,17 @@ def test_the_end_may_spend_what_partial_freezes_left() -> None:
     assert budget_anchor(g, L, K, 0.0, TOL, 12, 2)[0] > 2
 
 
+def test_a_warm_start_charges_partial_freezes_at_least_L_1_and_the_end_as_measured() -> None:
+    g = torch.full((10,), 1e-4, dtype=torch.float64)
+    L, K = torch.full((10,), 0.1 / MARGIN, dtype=torch.float64), torch.ones(10, dtype=torch.float64)
+    # partial (rows 2…11 of T = 12): c(v) = (11 − v) · 1e-5 fits every share; with L ≥ 1 only v = 11
+    assert budget_anchor(g, L, K, 0.0, TOL, 12, 2)[0] == 2
+    assert budget_anchor(g, L, K, 0.0, TOL, 12, 2, floor=1.0) == (11, 0.0)
+    # the end is charged the measured L: 9 · 1e-5
+    u, charge = budget_anchor(g, L, K, 0.0, TOL, 10, 0, floor=1.0)
+    assert u == 0 and charge == pytest.approx(9e-5)
+
+
 def test_budget_ignores_residuals_the_output_does_not_depend_on() -> None:
     """G at u itself is not charged (x_u is set to y_u), and a step whose network does not react to
     its input (L = 0) costs nothing — unless its residual is too large for a first-order estimate."""
@@ -147,8 +158,8 @@ def test_report_honours_the_plan_and_names_the_device(tmp_path, monkeypatch) -> 
 @pytest.mark.slow
 def test_a_warm_start_on_the_trained_network_still_ends_on_the_sequential_image() -> None:
     """From a "red ring" trajectory the iterates move along the difference of two trajectories, which
-    made the measured sensitivity too small: this run ended 4 levels off before warm starts lost the
-    credit for L < 1."""
+    made the measured sensitivity too small: this run ended 4 levels off before a warm start's partial
+    freezes lost the credit for L < 1 (2 levels off without that guard under the current split)."""
     model = load_model("shapes-unet")
     ring = make_problem(model, Request("red ring", seed=1, steps=50, guidance=3.0))
     problem = make_problem(model, Request("red circle", seed=1, steps=50, guidance=3.0))
