@@ -456,3 +456,13 @@ def test_progress_line_says_why_the_preview_stands_still() -> None:
     assert "**Iteration 3** · 5/50 timesteps final" in line
     assert "the window (steps 38–47) has not reached x₀ yet" in line
     assert "not reached" not in progress(r, IterationRow(9, (0, 10), 5, 90, 0.9, 1e-2, 0.1, np.zeros(50)))
+
+
+def test_a_stopping_race_runs_each_rule_at_its_own_tolerance_unless_one_is_given() -> None:
+    from paratta.config import TOLERANCE, SolverConfig
+    from ui.session import race_configs
+
+    lanes = race_configs(SolverConfig(), "stopping")
+    assert {rule: c.resolved(50).tol for rule, c in lanes.items()} == TOLERANCE
+    given = race_configs(SolverConfig(tol=5e-4), "stopping")
+    assert {c.resolved(50).tol for c in given.values()} == {5e-4}
