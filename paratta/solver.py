@@ -176,6 +176,11 @@ def solve(
         torch.zeros(T, dtype=torch.bool, device=device),
     )
     anderson = cfg.solver in ("anderson", "anderson-global") and cfg.history > 1
+    # From a warm start the iterates first move along the difference of two trajectories only, so
+    # early ratios underestimate L in the directions G points: partial freezes get no credit below 1
+    # there (measured: one shapes-unet DDIM-50 run from "red ring" ended 4 levels off without; with
+    # the guard on the end too, runs stopped 2–3 iterations later).
+    floor = 1.0 if cfg.init == "trajectory" else 0.0
     top = T
     for iteration in range(1, cfg.max_iters + 1):
         if iteration > 1:
@@ -206,11 +211,6 @@ def solve(
             u = per_step_anchor(r_rms, noise[lo:top], cfg.tol, cfg.tol2, lo)
         else:
             L, K = _sensitivity(memory, x, d, a, lo, top)
-            # From a warm start the iterates first move along the difference of two trajectories
-            # only, so early ratios underestimate L in the directions G points: partial freezes get
-            # no credit below 1 there (measured: one shapes-unet DDIM-50 run from "red ring" ended
-            # 4 levels off without; with the guard on the end too, runs stopped 2–3 iterations later).
-            floor = 1.0 if cfg.init == "trajectory" else 0.0
             u, charge = budget_anchor(g_rms, L, K, memory.spent, cfg.tol, T, lo, floor)
             memory.spent += charge
         _remember_evaluation(memory, x, d, lo, top)
@@ -284,12 +284,13 @@ def budget_anchor(
         defect[:-1][g_rms[1:] > CAP * tol] = float("inf")
         return defect.flip(0).cumsum(0).flip(0)
 
+    charge = charges(L)
     # 1. the end
-    end = float(charges(L)[0])
-    if lo == 0 and spent + end <= tol:
-        return 0, end
+    if lo == 0 and spent + float(charge[0]) <= tol:
+        return 0, float(charge[0])
     # 2. a partial freeze
-    charge = charges(L.clamp_min(floor))
+    if floor > 0:
+        charge = charges(L.clamp_min(floor))
     v = torch.arange(lo, lo + n, device=g_rms.device, dtype=torch.float64)
     ok = spent + charge <= PARTIAL * tol * (T - v) / T
     failing = (~ok).nonzero()
