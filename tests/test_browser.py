@@ -168,6 +168,16 @@ def test_twenty_default_runs_no_broken_image_and_no_server_traceback(page: Any, 
     assert not server.errors.records, [r.getMessage() for r in server.errors.records]
 
 
+def test_a_run_with_the_solver_details_open_uses_the_auto_tolerance(page: Any) -> None:
+    """The tolerance box, once its accordion opens, is empty (auto) and a run from it succeeds; a
+    gr.Number there showed and sent 0, which the run refused."""
+    page.get_by_text("Solver details").click()
+    box = page.get_by_label("Tolerance").first
+    box.wait_for(state="visible")
+    assert box.input_value() == ""
+    assert "✓ Same image as sequential DDIM" in run_to_verdict(page)
+
+
 def test_order_and_window_grow_back_when_T_grows_again(page: Any) -> None:
     set_number(page, "Steps T", 2)
     assert sidebar_number(page, "Window W").input_value() == "2"

@@ -239,6 +239,7 @@ def test_after_stop_writes_one_file_set_however_often_it_is_called(isolated: Pat
         (dict(steps=True), "steps must be an integer"),
         (dict(tol=float("nan")), "tol must be a finite number"),
         (dict(tol=0), r"tol must be a number in \[1e-12, 10\]"),
+        (dict(tol="tiny"), "tol must be a number"),
         (dict(guidance="lots"), "guidance must be a number"),
         (dict(solver="y" * 100_000), "solver must be one of"),
         (dict(init=None), "init must be one of"),
@@ -251,6 +252,14 @@ def test_every_input_is_type_checked_with_a_short_message(change: dict[str, Any]
     with pytest.raises(ValueError, match=message) as err:
         parse_settings(**dict(BASE, **change), caps=Caps(200, 200))
     assert len(str(err.value)) < 300  # a huge input never comes back as a huge message
+
+
+def test_an_empty_tolerance_box_is_auto_and_a_typed_one_a_number() -> None:
+    from ui.settings import Caps, parse_settings
+
+    for blank in ("", "  ", None):
+        assert parse_settings(**dict(BASE, tol=blank), caps=Caps(200, 200)).config.tol is None
+    assert parse_settings(**dict(BASE, tol=" 2e-3 "), caps=Caps(200, 200)).config.tol == 2e-3
 
 
 def test_seeds_are_exact_up_to_2_63_minus_1() -> None:

@@ -68,7 +68,7 @@ class Controls:
     order: gr.Slider
     window: gr.Slider
     history: gr.Slider
-    tol: gr.Number
+    tol: gr.Textbox
     max_iters: gr.Slider
     init: gr.Radio
     stopping: gr.Radio
@@ -156,12 +156,10 @@ def build_controls(
             guidance = slider(REQUEST["guidance"], defaults.guidance, REQUEST["guidance"].hi, step=0.5)
         with gr.Accordion("Solver details: history, tolerance, stopping, initialisation", open=False):
             history = slider(CONFIG["history"], CONFIG["history"].default, CONFIG["history"].hi)
-            tol = gr.Number(
-                CONFIG["tol"].default,  # empty = auto, each rule's own (the hint says which)
-                label=label(CONFIG["tol"]),
-                placeholder="auto",
-                minimum=CONFIG["tol"].lo,
-                info=CONFIG["tol"].hint,
+            # A text box, not gr.Number: a Number shows (and, once its accordion opens, sends) 0 for
+            # "no value", and 0 is outside tol's range. Empty = auto, each rule's own.
+            tol = gr.Textbox(
+                "", label=label(CONFIG["tol"]), placeholder="auto", info=CONFIG["tol"].hint, max_lines=1
             )
             stopping = gr.Radio(
                 choices(CONFIG["stopping"]), value=CONFIG["stopping"].default, label="Stopping rule",

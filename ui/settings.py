@@ -136,8 +136,9 @@ def as_choice(spec: Spec, value: Any) -> str:
 
 
 def as_setting(spec: Spec, value: Any, steps: int | None = None) -> Any:
-    """``value`` converted to the spec's kind and checked against its declared range."""
-    if value is None and spec.optional:
+    """``value`` converted to the spec's kind and checked against its declared range; for an optional
+    setting None or blank text is ``auto`` (None)."""
+    if spec.optional and (value is None or (isinstance(value, str) and not value.strip())):
         return None
     converted = as_int(spec.name, value) if spec.kind is int else as_float(spec.name, value)
     spec.check(converted, steps)
