@@ -17,14 +17,13 @@ The latency table is written to ``--table`` (the app's projection reads it) and 
 
     python benchmarks/gpu_latency.py --table paratta/data/latency.json --json gpu.json
     python benchmarks/gpu_latency.py --quick --device cpu
-    python benchmarks/gpu_latency.py --markdown docs/gpu_benchmark.json   # the README's tables from a run
+    python benchmarks/gpu_latency.py --markdown docs/data/gpu_benchmark.json   # the README's tables from a run
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
 import sys
 import time
@@ -39,7 +38,9 @@ sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks")]
 from sd_speed import SD15_VAE, Clock, build_sd15  # noqa: E402
 
 from paratta import Request, SolverConfig, make_problem, sample_sequential, solve  # noqa: E402
-from paratta.latency import LatencyTable, project  # noqa: E402
+from paratta.metrics import distance  # noqa: E402
+from paratta.parallel.latency import LatencyTable, project  # noqa: E402
+from paratta.tools.machine import machine  # noqa: E402
 
 DIT_XL_2_256: dict[str, Any] = dict(  # facebook/DiT-XL-2-256's transformer
     num_attention_heads=16,
@@ -72,7 +73,7 @@ PROMPTS = {
 def build_dit(device: torch.device, dtype: torch.dtype, quick: bool):
     from diffusers import AutoencoderKL, DDIMScheduler, DiTPipeline, DiTTransformer2DModel
 
-    from paratta.models.dit import DiTModel
+    from paratta.models.diffusers.dit import DiTModel
 
     config = dict(DIT_XL_2_256, num_layers=2, sample_size=8) if quick else DIT_XL_2_256
     torch.manual_seed(0)
@@ -91,8 +92,8 @@ def build(name: str, device: torch.device, dtype: torch.dtype, quick: bool):
         return build_shapes_unet_model(device=device, dtype=dtype)
     if name == "sd15-unet":
         if quick:
-            from paratta.models.sd import StableDiffusionModel
-            from paratta.testing import tiny_sd_pipeline
+            from paratta.models.diffusers.sd import StableDiffusionModel
+            from paratta.models.diffusers.tiny import tiny_sd_pipeline
 
             return StableDiffusionModel(
                 tiny_sd_pipeline(sample_size=8), device=device, dtype=dtype, name=name
@@ -145,7 +146,7 @@ def runs(
 ) -> list[dict[str, Any]]:
     """Sequential and ParaTAA wall-clock; fills ``iterations`` from shapes-unet, reads it otherwise.
 
-    Each run also gets the wall-clock that ``paratta.latency.project`` predicts from the table just
+    Each run also gets the wall-clock that ``paratta.parallel.latency.project`` predicts from the table just
     measured (network calls only), so the app's projection is checked against a measurement."""
     out = []
     warm = make_problem(model, Request(PROMPTS[name], seed=1, steps=10, guidance=3.0))
@@ -174,7 +175,7 @@ def runs(
             if not fixed:
                 iterations[(T, W)] = last.iteration
             solver_s = seconds - last.model_seconds
-            gap = float((last.x0.float().cpu() - reference.float().cpu()).pow(2).mean().sqrt())
+            gap = distance(last.x0.float(), reference.float())
             out.append({"model": name, "steps": T, "solver": "anderson", "window": W,
                         "iterations": last.iteration, "converged": bool(last.converged),
                         "fixed_iterations": fixed, "seconds": round(seconds, 4),
@@ -191,12 +192,6 @@ def runs(
 
 def clock_peak(device: torch.device) -> float | None:
     return torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda" else None
-
-
-def machine(device: torch.device) -> str:
-    if device.type == "cuda":
-        return f"{torch.cuda.get_device_name(device)}, torch {torch.__version__}, CUDA {torch.version.cuda}"
-    return f"{platform.processor() or platform.machine()} CPU, torch {torch.__version__}"
 
 
 def markdown(summary: dict[str, Any]) -> str:

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import sys
 import time
 import warnings
@@ -33,7 +32,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from paratta import Request, SolverConfig, make_problem, run, sample_sequential  # noqa: E402
-from paratta.models.diffusers_adapter import ModelOutOfMemoryError  # noqa: E402
+from paratta.metrics import distance  # noqa: E402
+from paratta.models.diffusers.base import ModelOutOfMemoryError  # noqa: E402
+from paratta.tools.machine import machine  # noqa: E402
 
 # Stable Diffusion v1.5 (runwayml/stable-diffusion-v1-5), written out so nothing is fetched.
 SD15_UNET: dict[str, Any] = dict(
@@ -96,8 +97,8 @@ def build_sd15(device: torch.device, dtype: torch.dtype):
     from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
 
-    from paratta.models.sd import StableDiffusionModel
-    from paratta.testing import tiny_tokenizer
+    from paratta.models.diffusers.sd import StableDiffusionModel
+    from paratta.models.diffusers.tiny import tiny_tokenizer
 
     torch.manual_seed(0)
     with torch.device(device):  # random init on the GPU takes seconds, on the CPU a minute
@@ -118,8 +119,8 @@ def build_sd15(device: torch.device, dtype: torch.dtype):
 
 
 def build_tiny(device: torch.device, dtype: torch.dtype):
-    from paratta.models.sd import StableDiffusionModel
-    from paratta.testing import tiny_sd_pipeline
+    from paratta.models.diffusers.sd import StableDiffusionModel
+    from paratta.models.diffusers.tiny import tiny_sd_pipeline
 
     return StableDiffusionModel(tiny_sd_pipeline(sample_size=8), device=device, dtype=dtype, name="tiny-sd")
 
@@ -225,16 +226,10 @@ def solver_runs(model, args: argparse.Namespace, steps: int) -> list[dict[str, A
                     speedup=seq_s / clock.seconds,
                     breakeven_iters=seq_s / per_iter,
                     peak_mib=clock.peak_mib,
-                    rms_vs_seq=float((last.x0.double() - reference).pow(2).mean().sqrt()),
+                    rms_vs_seq=distance(last.x0, reference),
                 )
             )
     return out
-
-
-def machine(device: torch.device) -> str:
-    if device.type == "cuda":
-        return f"{torch.cuda.get_device_name(device)} (CUDA {torch.version.cuda})"
-    return f"CPU: {platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads"
 
 
 def _mib(value: float | None) -> str:

@@ -80,7 +80,7 @@ class Spec:
             return
         if self.kind is str:
             if not isinstance(value, str) or (self.hi and len(value) > self.hi):
-                got = f"{len(value)} characters" if isinstance(value, str) else type(value).__name__
+                got = f"{len(value):,} characters" if isinstance(value, str) else type(value).__name__
                 raise ValueError(f"{self.name} must be {self.range_text}; got {got}")
             return
         numeric = (int,) if self.kind is int else (int, float)

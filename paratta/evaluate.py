@@ -1,6 +1,6 @@
 """Batched network evaluation with chunking and a finiteness check, shared by both samplers.
 
-This is the one place the network is called. Inside a process group (``paratta.distributed``) a
+This is the one place the network is called. Inside a process group (``paratta.parallel.distributed``) a
 call with several rows is split: each rank evaluates its contiguous share and every rank gets all
 rows back, in order, so the callers (``solve``) run unchanged and identically on every rank. A
 single row (the sequential sampler, the coarse initialisation, a one-row window) is evaluated by
@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from . import distributed
+from .parallel import distributed
 from .problem import Problem
 
 

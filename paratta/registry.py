@@ -97,7 +97,7 @@ def _build(name: str, device: torch.device | str | None, dtype: torch.dtype | No
         return build(**kwargs)
     looks_like_hub_id = name.count("/") == 1 and not name.startswith((".", "/"))
     if os.path.isdir(name) or looks_like_hub_id:
-        from .models.diffusers_adapter import load_diffusers_model
+        from .models.diffusers.load import load_diffusers_model
 
         return load_diffusers_model(name, device=device, dtype=dtype)
     raise ValueError(

@@ -5,60 +5,13 @@ Each iteration works on the window [lo, top) below the anchor x_top (final) in f
 1. **evaluate**: one batched network call gives the increments d_s for every unknown in the window;
 2. **residuals**: the anchor flow y (y_top = x_top, y_i = a_i y_{i+1} + d_i), the anchor residual
    G = y − x, the order-k residual R (``system``) and the one-step residual r;
-3. **stop test**: the lowest index u the stopping rule lets the anchor move to;
+3. **stop test**: the lowest index u the stopping rule lets the anchor move to (``stopping``);
 4. **update**: indices u…top−1 are set to y (their inputs are final, so x_u is final: the anchor
-   moves to u); below u, x ← x + R (Jacobi) or the Anderson update;
+   moves to u); below u, x ← x + R (Jacobi) or the Anderson update (``anderson``);
 5. **record**: an immutable ``Iterate``.
 
 Indices entering the window as it slides start from the lowest initialised state. The anchor
 moves by at least one index per iteration (u ≤ top − 1 always passes), so a run ends within T.
-
-The default stopping rule, ``budget``. Let z be the trajectory the solver finally outputs. A state
-frozen in an iteration is z_i = y_i = a_i z_{i+1} + d_i(x_{i+1}): its increment was evaluated at
-the iterate x_{i+1}, which differs from the frozen z_{i+1} = y_{i+1} by G_{i+1} (and by nothing at
-the anchor). So z solves the sequential recurrence up to a one-step defect per step
-
-    δ_i = d_i(x_{i+1}) − d_i(z_{i+1}),      ‖δ_i‖ ≤ L_i ‖G_{i+1}‖,
-
-with L_i the network step's sensitivity (Lipschitz constant of d_i) along the way the iterates
-move. The error of x_0 is the sum of these defects carried to step 0 by the sampler's own flow:
-e_0 = Σ_i Φ_{0←i} δ_i. Where that flow does not expand errors (‖Φ‖ ≤ 1), ‖e_0‖ ≤ Σ_i L_i ‖G_{i+1}‖
-to first order. The rule keeps that sum ≤ tol:
-
-- freezing [u, top) is charged c(u) = Σ_{i=u}^{top−2} L_i RMS(G_{i+1}) (G_u is not charged: z_u is
-  y_u, computed from the frozen states above it; and c(top − 1) = 0);
-- the end: once the window reaches step 0, everything is frozen as soon as spent + c(0) ≤ tol;
-- before that, u is the lowest index with spent + c(v) ≤ ¼ · tol · (T − v) / T for every v in
-  [u, top): freezes short of the end share a quarter of tol in proportion to the steps they make
-  final, and what one leaves unspent carries forward. The other three quarters wait for the end:
-  an error frozen early is carried to x_0 (on a trained network, amplified), and a budget spent on
-  it would be missing when the whole remaining window could be frozen — with all of tol shared out
-  this way runs ended 2–3 iterations after their image was exact, with this split 1
-  (docs/BENCHMARKS.md);
-- L_i is measured, not assumed: consecutive iterates give L_i ≈ ‖Δd_i‖ / ‖Δx_{i+1}‖ (RMS ratio of
-  the change of the increment and of its input between step i's last two evaluations); where
-  step i has no earlier evaluation, L_i = 1.
-
-So the whole run is charged at most tol, and x_0 is within tol (RMS, latent units) of the
-sequential x_0 to first order, wherever the flow does not expand errors. The auto tol, 2e-3, is about
-a quarter of an 8-bit level of pixels in [−1, 1] (``config.TOLERANCE``). Both approximations are
-checked on the output in tests/test_stopping.py: the true defects of the final trajectory (the
-network evaluated at z) add up to no more than the charged budget. The flow assumption holds on the
-exact mixture (x_0 ends well inside tol); the trained ``shapes-unet`` expands the errors frozen early,
-which is what the end's reserve absorbs (docs/BENCHMARKS.md: "max distance" stays below tol).
-L_i, measured along the way the iterates move, can miss the way G points: one warm-started
-``shapes-unet`` run ended 8.7e-3 from sequential with 8.8e-4 charged, an error frozen early, so from a
-given trajectory (``init="trajectory"``) partial freezes take L_i as at least 1, the previous rule's
-assumption; the end uses the measured L_i.
-The rule before this one charged each index its share tol · (top − i) / T of RMS(G_i) itself:
-the same bound with L ≤ 1, no carry-over and no reserve, which cost 3–4 iterations after the image
-was exact because L_i is 0.02–0.3 for most steps (d_i = b_i ε is small for small steps).
-
-The ``per-step`` rule is the published one (Tang et al. 2024): step i is converged when its
-one-step residual ρ_i = RMS(a_i x_{i+1} + d_i − x_i) ≤ tol or ≤ tol2 · σ_i, with σ_i = √(1 − ᾱ_i⁻)
-the noise level of the state x_i (``noise_level``); u is the noisiest unconverged
-index. It bounds no distance to the sequential image: per-step errors of size tol add up, and
-Anderson's are aligned (tests/test_stopping.py has a seed where it ends on another image).
 """
 
 from __future__ import annotations
@@ -77,6 +30,7 @@ from .anderson import anderson_step
 from .config import SolverConfig
 from .evaluate import evaluate
 from .problem import Problem
+from .stopping import budget_anchor, noise_level, per_step_anchor, sensitivity
 from .system import anchor_flow, order_products, order_residual, rms, step_residual
 
 
@@ -177,9 +131,7 @@ def solve(
     )
     anderson = cfg.solver in ("anderson", "anderson-global") and cfg.history > 1
     # From a warm start the iterates first move along the difference of two trajectories only, so
-    # early ratios underestimate L in the directions G points: partial freezes get no credit below 1
-    # there (measured: one shapes-unet DDIM-50 run from "red ring" ended 4 levels off without; with
-    # the guard on the end too, runs stopped 2–3 iterations later).
+    # early ratios underestimate L in the directions G points: partial freezes get no credit below 1.
     floor = 1.0 if cfg.init == "trajectory" else 0.0
     top = T
     for iteration in range(1, cfg.max_iters + 1):
@@ -210,7 +162,14 @@ def solve(
         if cfg.stopping == "per-step":
             u = per_step_anchor(r_rms, noise[lo:top], cfg.tol, cfg.tol2, lo)
         else:
-            L, K = _sensitivity(memory, x, d, a, lo, top)
+            L, K = sensitivity(
+                x[lo + 1 : top + 1],
+                d,
+                a,
+                memory.inputs[lo:top],
+                memory.increments[lo:top],
+                memory.evaluated[lo:top],
+            )
             u, charge = budget_anchor(g_rms, L, K, memory.spent, cfg.tol, T, lo, floor)
             memory.spent += charge
         _remember_evaluation(memory, x, d, lo, top)
@@ -247,82 +206,6 @@ def solve(
         )
         if top == 0:
             return
-
-
-CAP = 10.0  # a defect is estimated to first order only where RMS(G) ≤ CAP · tol
-MARGIN = 1.5  # charges are first-order estimates: the rule spends at most tol / MARGIN of true defects
-PARTIAL = 0.25  # the share of tol that freezes short of the end may spend; the rest ends the run
-
-
-def budget_anchor(
-    g_rms: Tensor, L: Tensor, K: Tensor, spent: float, tol: float, T: int, lo: int, floor: float = 0.0
-) -> tuple[int, float]:
-    """The budget rule's anchor u and the charge of freezing [u, top) (see the module docstring).
-
-    Window rows are i = lo…top−1: ``g_rms`` is RMS(G_i), ``L`` the increment's sensitivity L_i and
-    ``K`` the step's gain K_i. The defect of step v is charged MARGIN · Φ_v · L_v · RMS(G_{v+1}), with
-    Φ_v = Π_{lo ≤ q < v} max(K_q, 1) its measured amplification on the way to x_0, and is not allowed
-    (charged ∞) where RMS(G_{v+1}) > CAP · tol: first order only holds for small residuals. Freezing
-    [u, top) costs c(u) = Σ_{v=u}^{top−2} of those; partial freezes charge L_v no less than ``floor``.
-
-    1. The end: when the window reaches step 0 and spent + c(0) ≤ tol, everything is frozen (u = 0).
-    2. Otherwise u is the lowest index with spent + c(v) ≤ PARTIAL · tol · (T − v) / T for every v in
-       [u, top): freezes short of the end share a quarter of tol in proportion to the steps they
-       finalise, and what one leaves unspent carries forward. c(top − 1) = 0: u = top − 1 always passes.
-
-    Either way spent stays ≤ tol. Keeping three quarters for the end is what lets a run stop one
-    iteration after its image is exact: the errors frozen early are carried (and, on a trained network,
-    amplified) to x_0, and a budget spent on them is missing when the whole remaining window could
-    be frozen (docs/BENCHMARKS.md: stop − oracle 2–3 with the whole of tol shared, 1 with this split).
-    """
-    n = g_rms.shape[0]
-    amplification = torch.cat([K.new_ones(1), torch.cumprod(K.clamp_min(1.0), 0)[:-1]])
-
-    def charges(sensitivity: Tensor) -> Tensor:  # c(v) = Σ_{s ≥ v} defect_s, per window row v
-        defect = torch.zeros(n, dtype=torch.float64, device=g_rms.device)
-        defect[:-1] = (MARGIN * amplification[:-1] * sensitivity[:-1] * g_rms[1:]).double()
-        defect[:-1][g_rms[1:] > CAP * tol] = float("inf")
-        return defect.flip(0).cumsum(0).flip(0)
-
-    charge = charges(L)
-    # 1. the end
-    if lo == 0 and spent + float(charge[0]) <= tol:
-        return 0, float(charge[0])
-    # 2. a partial freeze
-    if floor > 0:
-        charge = charges(L.clamp_min(floor))
-    v = torch.arange(lo, lo + n, device=g_rms.device, dtype=torch.float64)
-    ok = spent + charge <= PARTIAL * tol * (T - v) / T
-    failing = (~ok).nonzero()
-    first_ok = min(int(failing[-1]) + 1, n - 1) if failing.numel() else 0  # rows ≥ this all pass
-    return lo + first_ok, float(charge[first_ok])
-
-
-def per_step_anchor(r_rms: Tensor, sigma: Tensor, tol: float, tol2: float, lo: int) -> int:
-    """The published rule's anchor: the noisiest step i with ρ_i > tol and ρ_i > tol2 · σ_i, else lo."""
-    unconverged = ((r_rms > tol) & (r_rms > tol2 * sigma)).nonzero()
-    return lo + int(unconverged[-1]) if unconverged.numel() else lo
-
-
-def noise_level(alpha_bar_prev: Tensor) -> Tensor:
-    """σ_i = √(1 − ᾱ_i⁻): the noise level of x_i, the state step i lands on (0 for a last step onto ᾱ = 1)."""
-    return (1 - alpha_bar_prev).clamp_min(0).sqrt()
-
-
-def _sensitivity(
-    memory: _Memory, x: Tensor, d: Tensor, a: Tensor, lo: int, top: int
-) -> tuple[Tensor, Tensor]:
-    """Per window row, from step i's last two evaluations (1 where unknown): the increment's
-    sensitivity L_i ≈ RMS(Δd_i) / RMS(Δx_{i+1}) and the whole step's gain K_i ≈ RMS(a_i Δx_{i+1} + Δd_i)
-    / RMS(Δx_{i+1})."""
-    dx, dd = x[lo + 1 : top + 1] - memory.inputs[lo:top], d - memory.increments[lo:top]
-    size = rms(dx)
-    known = memory.evaluated[lo:top] & (size > 0)
-    size = size.clamp_min(torch.finfo(size.dtype).tiny)
-    one = torch.ones_like(size)
-    L = torch.where(known, rms(dd) / size, one)
-    K = torch.where(known, rms(a[:, None] * dx + dd) / size, one)
-    return L, K
 
 
 def _remember_evaluation(memory: _Memory, x: Tensor, d: Tensor, lo: int, top: int) -> None:

@@ -58,9 +58,9 @@ def app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
 
         events: list[str] = []  # every event the session generator hands to the UI, for the Stop test
 
-        def recording(*args: Any, _inner: Any = handlers.gpu_run_events) -> Iterator[dict[str, Any]]:
+        def recording(*args: Any, _inner: Any = handlers.gpu_run_events) -> Iterator[Any]:
             for event in _inner(*args):
-                events.append(event["kind"])
+                events.append(event.kind)
                 yield event
 
         mp.setattr(handlers, "gpu_run_events", recording)
@@ -295,15 +295,15 @@ def test_zerogpu_wrapper_gets_picklable_arguments_and_events(monkeypatch: Any) -
     monkeypatch.setitem(sys.modules, "spaces", types.SimpleNamespace(GPU=GPU))
     settings = parse_settings(**FAST, caps=Caps(200, 200))
     events = list(gpu(run_events)(settings, None))
-    assert durations and events[-1]["kind"] == "done" and events[-1]["trajectory"].shape == (21, 2)
-    lanes = {e.get("lane") for e in gpu(race_events)(settings) if e["kind"] == "done"}
+    assert durations and events[-1].kind == "done" and events[-1].trajectory.shape == (21, 2)
+    lanes = {e.lane for e in gpu(race_events)(settings) if e.kind == "done"}
     assert lanes == {"jacobi", "anderson"}
 
 
 @pytest.fixture(scope="module")
 def sd_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     """The app opened on a tiny random-weight Stable Diffusion folder, as ``app.py --model FOLDER`` does."""
-    from paratta.testing import save_tiny_sd
+    from paratta.models.diffusers.tiny import save_tiny_sd
     from ui.app import build_demo
 
     tmp = tmp_path_factory.mktemp("sd")
@@ -342,8 +342,8 @@ def test_reference_and_parallel_iterations_interleave_and_distances_arrive() -> 
     settings = parse_settings(**dict(DEFAULTS, steps=100, window=100, max_iters=100), caps=Caps(200, 200))
     kinds, distances = [], []
     for event in run_events(settings):
-        kinds.append(event["kind"])
-        distances += event.get("values", [])
+        kinds.append(event.kind)
+        distances += getattr(event, "values", [])
     assert kinds.index("iterate") < kinds.index("reference") < kinds.index("done") == len(kinds) - 1
     assert kinds.count("distances") == 1 and len(distances) == kinds[: kinds.index("reference")].count(
         "iterate"
@@ -424,7 +424,7 @@ def test_verdict_says_same_image_only_when_it_is_true() -> None:
 def test_wall_clock_comes_with_its_reason_and_a_labelled_projection_where_a_table_exists(
     monkeypatch: Any,
 ) -> None:
-    from paratta.latency import LatencyTable
+    from paratta.parallel.latency import LatencyTable
     from ui import views
     from ui.record import IterationRow, RunRecord
 

@@ -32,7 +32,7 @@ def cli(*args: str, check: bool = True) -> subprocess.CompletedProcess:
 
 def in_process(capsys, *args: str) -> tuple[int, str]:
     """``python -m paratta ARGS`` in this process (same code path, no interpreter start): status, stderr."""
-    from paratta.cli import main
+    from paratta.tools.cli import main
 
     code = main(list(args))
     return code, capsys.readouterr().err
@@ -185,7 +185,7 @@ def test_bad_paths_devices_and_flags_exit_2_before_sampling(
 
 
 def test_model_returning_nan_exits_2_naming_the_timestep(tmp_path: Path, monkeypatch, capsys) -> None:
-    from paratta import cli as cli_module
+    from paratta.tools import cli as cli_module
 
     model = load_model("shapes")
 

@@ -16,11 +16,17 @@ import torch
 from diffusers.utils import logging as diffusers_logging
 
 from paratta import Request, SolverConfig, load_model, make_problem, run, sample_sequential
-from paratta.models.diffusers_adapter import ModelOutOfMemoryError, from_pipeline, load_diffusers_model
-from paratta.models.dit import DiTModel
-from paratta.models.sd import StableDiffusionModel
+from paratta.models.diffusers.base import ModelOutOfMemoryError
+from paratta.models.diffusers.dit import DiTModel
+from paratta.models.diffusers.load import from_pipeline, load_diffusers_model
+from paratta.models.diffusers.sd import StableDiffusionModel
+from paratta.models.diffusers.tiny import (
+    save_tiny_sd,
+    tiny_autoencoder_tiny,
+    tiny_dit_pipeline,
+    tiny_sd_pipeline,
+)
 from paratta.protocol import DiffusionModel
-from paratta.testing import save_tiny_sd, tiny_autoencoder_tiny, tiny_dit_pipeline, tiny_sd_pipeline
 
 # The tiny configs keep steps_offset=0 on purpose; diffusers warns when the pipeline rewrites it.
 pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning")

@@ -20,7 +20,8 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from paratta import Request, SolverConfig, distributed, load_model, make_problem, solve
+from paratta import Request, SolverConfig, load_model, make_problem, solve
+from paratta.parallel import distributed
 from ui.local import free_port
 
 WORLD = 2
@@ -201,7 +202,7 @@ def test_torchrun_bad_input_exits_2_with_one_line(tmp_path):
 
 
 def test_replicas_on_cpu_cpu_give_the_single_device_result():
-    from paratta.replicas import ReplicatedModel
+    from paratta.parallel.replicas import ReplicatedModel
 
     model = load_model("shapes")
     request = Request("red circle", seed=2, steps=STEPS, eta=1.0, guidance=3.0)
@@ -214,7 +215,7 @@ def test_replicas_on_cpu_cpu_give_the_single_device_result():
 
 
 def test_to_device_moves_tensors_inside_conditions():
-    from paratta.replicas import to_device
+    from paratta.parallel.replicas import to_device
 
     cond = make_problem(load_model("shapes"), Request("circle", steps=STEPS)).cond
     moved = to_device({"c": cond, "pair": (torch.ones(2), 3)}, torch.device("meta"))

@@ -231,7 +231,7 @@ def test_after_stop_writes_one_file_set_however_often_it_is_called(isolated: Pat
     [
         (dict(prompt=123), "prompt must be text"),
         (dict(prompt=["red", "circle"]), "prompt must be text"),
-        (dict(prompt="x" * 10_000_000), "10,000,000 characters long; at most 500"),
+        (dict(prompt="x" * 10_000_000), "at most 500 characters; got 10,000,000 characters"),
         (dict(negative_prompt={"a": 1}), "negative_prompt must be text"),
         (dict(seed=2**63), r"seed must be an integer in \[0, 2\*\*63 − 1\]"),
         (dict(seed=float(2**53 + 2)), "cannot hold integers above 2\\*\\*53 exactly"),

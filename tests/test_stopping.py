@@ -6,9 +6,10 @@ import pytest
 import torch
 
 from paratta import Request, SolverConfig, load_model, make_problem, run, sample_sequential, solve
-from paratta.bench import distance, oracle_iteration, to_8bit
 from paratta.evaluate import evaluate
-from paratta.solver import MARGIN, PARTIAL, budget_anchor, noise_level, per_step_anchor
+from paratta.metrics import distance, to_8bit
+from paratta.stopping import MARGIN, PARTIAL, budget_anchor, noise_level, per_step_anchor
+from paratta.tools.bench import oracle_iteration
 
 TOL = 1e-3
 
@@ -143,7 +144,7 @@ def test_oracle_is_the_first_iteration_from_which_the_image_stays_within_a_level
 
 
 def test_report_honours_the_plan_and_names_the_device(tmp_path, monkeypatch) -> None:
-    from paratta.report import Plan, device_line, report
+    from paratta.tools.report import Plan, device_line, report
 
     text = report(["shapes"], tmp_path / "B.md", Plan(steps=(6,), etas=(1.0,), tol=2e-3, seeds=1, quick=True))
     for rule in ("budget", "per-step"):

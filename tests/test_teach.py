@@ -9,6 +9,7 @@ import matplotlib.text
 import numpy as np
 import pytest
 
+from paratta.metrics import largest_state_distance
 from ui import teach
 from ui.settings import Caps
 from ui.teach import DEFAULTS, EXTENT, Lesson, checked, lesson, next_frame, previous_frame, teach_figure
@@ -33,7 +34,7 @@ def test_defaults_show_anderson_ahead_of_jacobi_on_the_sequential_path(default_l
     assert f"Anderson {n['anderson']} vs Jacobi {n['jacobi']} parallel iterations" in line
     assert "both end on the sequential trajectory" in line
     for snaps in default_lesson.lanes.values():
-        assert teach.distance(snaps[-1].trajectory, default_lesson.sequential) <= default_lesson.tol
+        assert largest_state_distance(snaps[-1].trajectory, default_lesson.sequential) <= default_lesson.tol
 
 
 def test_verdict_says_when_a_lane_is_off_the_sequential_path(default_lesson: Lesson) -> None:

@@ -2,7 +2,7 @@
 
 Unlike the exact-score mixture (``paratta.models.shapes``), this model's ε comes from a real
 network, diffusers' ``UNet2DModel`` (≈1.1 M parameters, 3×32×32 pixels in [−1, 1]), trained by
-``python -m paratta.train_unet`` on jittered ``shapes_dataset`` images with the embedded
+``python -m paratta.tools.train_unet`` on jittered ``shapes_dataset`` images with the embedded
 scheduler's betas, so its samples carry real network error and its trajectories are those of an
 actual learned model. The network outputs ε̂ or v̂ (``network_prediction`` in the JSON beside the
 weights); ``predict`` always returns ε̂, the embedded scheduler's prediction type, so the DDIM
@@ -220,7 +220,7 @@ def load_network(path: str | Path = WEIGHTS_PATH) -> tuple[ShapesUNetNetwork, di
     if not path.is_file():
         raise FileNotFoundError(
             f"shapes-unet weights not found at {path}; train them with "
-            "`python -m paratta.train_unet --out paratta/models/weights/shapes_unet.safetensors`"
+            "`python -m paratta.tools.train_unet --out paratta/models/weights/shapes_unet.safetensors`"
         )
     meta_path = path.with_suffix(".json")
     metadata: dict[str, Any] = json.loads(meta_path.read_text()) if meta_path.is_file() else {}

@@ -3,7 +3,7 @@
 The app's ``--devices cuda:0,cuda:1`` runs in one process (Gradio serves from one), so instead of
 a process group it holds one replica of the model per device and one thread per replica. Each
 ``predict`` call splits its rows (timesteps; a guided pair stays together inside the replica's own
-``predict``) into the same balanced contiguous shares as ``paratta.distributed``, runs them at once,
+``predict``) into the same balanced contiguous shares as ``paratta.parallel.distributed``, runs them at once,
 and concatenates the outputs in order on the first replica's device. The solver and ``evaluate``
 are unchanged; ``max_batch`` applies before the split (one call's rows are shared out).
 
@@ -21,8 +21,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from paratta.protocol import DiffusionModel
+
 from .distributed import shares
-from .protocol import DiffusionModel
 
 
 def to_device(obj: Any, device: torch.device) -> Any:

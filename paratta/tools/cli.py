@@ -11,49 +11,32 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import tempfile
 import time
-from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from .config import Request, SolverConfig, specs
-from .evaluate import NonFiniteError
-from .registry import BUILTIN_MODELS, load_model, model_defaults
-from .sequential import sample_sequential
-from .solver import run
+from paratta.config import Request, SolverConfig
+from paratta.evaluate import NonFiniteError
+from paratta.metrics import distance
+from paratta.parallel import distributed
+from paratta.problem import make_problem
+from paratta.registry import BUILTIN_MODELS, load_model, model_defaults
+from paratta.sequential import sample_sequential
+from paratta.solver import run
+from paratta.tools import bench, report, scaling
+from paratta.tools.args import (
+    add_setting_arguments,
+    check_device,
+    check_output,
+    rank_scope,
+    settings_from_args,
+)
 
-PER_MODEL = ("prompt", "guidance", "steps")  # defaults that depend on the model (registry)
 LATENT_LIMIT = 1e4  # |x_T| beyond this is no Gaussian draw: refuse it before the network overflows
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
-
-
-def flag(name: str) -> str:
-    return "--" + name.replace("_", "-")
-
-
-def add_setting_arguments(p: argparse.ArgumentParser, cls: type, skip: tuple[str, ...] = ()) -> None:
-    """One ``--flag`` per declared setting of ``cls``; the default is None, i.e. the declared one."""
-    for name, spec in specs(cls).items():
-        if name in skip:
-            continue
-        default = (
-            "the model's" if name in PER_MODEL else repr(spec.default) if spec.default == "" else spec.default
-        )
-        sym = f"{spec.symbol}: " if spec.symbol else ""
-        auto = "" if spec.optional else f"; default {default}"  # an optional setting's hint says its auto
-        text = f"{sym}{spec.hint} ({spec.range_text}{auto})"
-        p.add_argument(flag(name), type=spec.kind, default=None, choices=spec.choices or None, help=text)
-
-
-def settings_from_args(args: argparse.Namespace, cls: type, **given: Any) -> Any:
-    """``cls`` from the flags that were set (and ``given``); unset flags keep the declared default."""
-    names = {f.name for f in fields(cls)}
-    values = {n: getattr(args, n) for n in names if getattr(args, n, None) is not None}
-    return cls(**{**values, **{k: v for k, v in given.items() if k in names}})
 
 
 def add_sample_arguments(p: argparse.ArgumentParser) -> None:
@@ -78,35 +61,6 @@ def add_sample_arguments(p: argparse.ArgumentParser) -> None:
         "--compare-sequential", action="store_true", help="also run sequentially and report the gap"
     )
     p.add_argument("--json", action="store_true", help="print a one-object JSON summary")
-
-
-def check_device(device: str | None) -> None:
-    """``ValueError`` for a device string torch does not know, or CUDA that is not there."""
-    if device is None:
-        return
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, ValueError):
-        raise ValueError(f"--device: unknown device {device!r} (cpu, cuda, cuda:1, …)") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"--device {device}: CUDA is not available on this machine")
-    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
-        raise ValueError(f"--device {device}: only {torch.cuda.device_count()} CUDA device(s) here")
-
-
-def check_output(path: Path, suffixes: tuple[str, ...], what: str) -> None:
-    """The file can be written where asked, under the exact name asked: checked before sampling."""
-    if path.is_dir() or str(path).endswith(("/", "\\")):
-        raise ValueError(f"{what}: {path} is a directory; give a file name")
-    if path.suffix.lower() not in suffixes:
-        raise ValueError(f"{what}: {path} must end in {' or '.join(suffixes)}")
-    folder = path.parent
-    try:  # a real probe: permission bits say little when running as root
-        folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=folder):
-            pass
-    except OSError as err:
-        raise ValueError(f"{what}: cannot write in {folder}: {err.strerror or err}") from None
 
 
 def load_array(path: Path, what: str) -> torch.Tensor:
@@ -154,8 +108,6 @@ def prepare(args: argparse.Namespace) -> tuple[Request, SolverConfig, dict[str, 
 
 def sample_command(args: argparse.Namespace) -> dict:
     """Run ``sample`` and return its summary (also written to stdout)."""
-    from .problem import make_problem
-
     request, config, arrays = prepare(args)
     model = load_model(args.model, device=args.device)  # the network runs where the solver does
     defaults = model_defaults(args.model, model)
@@ -192,7 +144,7 @@ def sample_command(args: argparse.Namespace) -> dict:
         reference = sample_sequential(problem, device=args.device, dtype=config.dtype)
         summary["sequential_seconds"] = round(time.perf_counter() - t0, 4)
         gap = (last.x0 - reference[0].to(last.x0.device)).double()
-        summary["distance_to_sequential_rms"] = float(gap.pow(2).mean().sqrt())
+        summary["distance_to_sequential_rms"] = distance(last.x0, reference[0].to(last.x0.device))
         summary["distance_to_sequential_max"] = float(gap.abs().max())
     write_output(model, last.x0, args.output, args.output_type)
     if args.save_trajectory:
@@ -232,22 +184,44 @@ def write_output(model, x0: torch.Tensor, path: Path, output_type: str) -> None:
     Image.fromarray((rgb.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)).save(path)
 
 
+def bench_dispatch(args: argparse.Namespace) -> None:
+    """``bench``: ``--report`` writes the report; under torchrun, the rank scaling table; else the table."""
+    bench.check_arguments(args)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.report:
+        plan = report.Plan(
+            steps=tuple(args.steps or bench.STEPS),
+            etas=tuple(args.eta or bench.ETAS),
+            tol=args.tol,
+            seeds=args.seeds,
+            guidance=args.guidance,
+            device=args.device,
+            quick=args.quick,
+        )
+        report.report(args.models or ["shapes", "shapes-unet"], Path(args.report), plan)
+        print(f"wrote {args.report}")
+    elif distributed.current() is not None:
+        args.steps, args.eta = args.steps or list(bench.STEPS), args.eta or list(bench.ETAS)
+        if args.guidance is None:
+            args.guidance = model_defaults(args.model).guidance
+        scaling.scaling_command(args)
+    else:
+        bench.bench_command(args)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m paratta", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     add_sample_arguments(sub.add_parser("sample", help="sample one image"))
-    from .bench import add_bench_arguments, bench_command
-
-    add_bench_arguments(sub.add_parser("bench", help="iterations and wall-clock against sequential"))
+    bench.add_bench_arguments(sub.add_parser("bench", help="iterations and wall-clock against sequential"))
     args = parser.parse_args(argv)
-    from . import distributed
-
     try:
-        with distributed.command_scope(args):  # under torchrun: rank 0 prints and writes; failures shared
+        with rank_scope(args):  # under torchrun: rank 0 prints and writes; failures shared
             if args.command == "sample":
                 sample_command(args)
             else:
-                bench_command(args)
+                bench_dispatch(args)
     except (distributed.RankFailure, distributed.CollectiveTimeout) as err:
         return distributed.report_failure(err)
     except (ValueError, NonFiniteError, MemoryError, OSError) as err:

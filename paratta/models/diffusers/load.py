@@ -1,14 +1,13 @@
-"""diffusers pipelines as paratta models: loading (folder or hub id), dispatch, and the shared base.
+"""Loading a diffusers pipeline (a folder or a hub id) as a paratta model, and dispatch by class.
 
 Supported pipelines (``SUPPORTED_PIPELINES``):
 
-- ``StableDiffusionPipeline`` (SD 1.x, SD 2.x incl. v-prediction) → ``paratta.models.sd.StableDiffusionModel``
-- ``DiTPipeline`` (class-conditional transformer) → ``paratta.models.dit.DiTModel``
+- ``StableDiffusionPipeline`` (SD 1.x, SD 2.x incl. v-prediction) → ``sd.StableDiffusionModel``
+- ``DiTPipeline`` (class-conditional transformer) → ``dit.DiTModel``
 
-Everything is sampled with DDIM(η): the pipeline's own scheduler config is converted with
-``DDIMScheduler.from_config`` semantics (betas, ``num_train_timesteps``, ``prediction_type`` and
-spacing kept). diffusers and transformers are imported inside these modules only, never from
-``paratta/__init__``: ``import diffusers`` alone takes seconds.
+diffusers and transformers are imported by this subpackage only, never from ``paratta/__init__``
+(``import diffusers`` alone takes seconds): ``paratta.registry`` imports this module when a
+diffusers model is asked for.
 """
 
 from __future__ import annotations
@@ -22,133 +21,13 @@ from typing import Any
 from urllib.parse import urlparse
 
 import torch
-from torch import Tensor
+from diffusers import DiTPipeline, StableDiffusionPipeline
 
-from ..schedule import SchedulerConfig
-from .previews import decode_with_vae, preview_latents
+from .base import DiffusersModel, resolve_device_dtype
+from .dit import DiTModel
+from .sd import StableDiffusionModel
 
 SUPPORTED_PIPELINES = ("StableDiffusionPipeline", "DiTPipeline")
-
-
-class ModelOutOfMemoryError(MemoryError):
-    """The network ran out of memory; the message says which knob (window, max_batch) to turn."""
-
-
-def resolve_device_dtype(
-    device: torch.device | str | None, dtype: torch.dtype | None
-) -> tuple[torch.device, torch.dtype]:
-    """Defaults: CUDA when available, else CPU; float16 on CUDA, float32 elsewhere."""
-    dev = (
-        torch.device(device)
-        if device is not None
-        else torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    )
-    if dtype is None:
-        dtype = torch.float16 if dev.type == "cuda" else torch.float32
-    return dev, dtype
-
-
-def ddim_scheduler_config(scheduler: Any, stable_diffusion_rewrites: bool = False) -> dict[str, Any]:
-    """The DDIMScheduler config a pipeline's scheduler maps to, as a plain dict with ``_class_name``.
-
-    A non-DDIM scheduler (SD 1.5 ships PNDM) is converted by ``DDIMScheduler.from_config``, which
-    keeps the shared keys and fills DDIM's defaults. ``StableDiffusionPipeline.__init__`` rewrites
-    ``steps_offset`` to 1 and ``clip_sample`` to False on the scheduler it is given; after a
-    conversion those rewrites are re-applied (``stable_diffusion_rewrites``), so the config is the
-    one a pipeline built with the DDIM scheduler would run — DDIM's default ``clip_sample=True``
-    would clamp SD latents to [−1, 1].
-    """
-    from diffusers import DDIMScheduler
-
-    if not isinstance(scheduler, DDIMScheduler):
-        scheduler = DDIMScheduler.from_config(scheduler.config)
-        overrides = {"steps_offset": 1, "clip_sample": False} if stable_diffusion_rewrites else {}
-    else:
-        overrides = {}
-    config = {k: v for k, v in dict(scheduler.config).items() if not k.startswith("_")}
-    config.update(overrides)
-    config["_class_name"] = "DDIMScheduler"
-    SchedulerConfig.from_dict(config)  # fail now (ValueError) on e.g. thresholding, not mid-run
-    return config
-
-
-def _is_oom(error: BaseException) -> bool:
-    text = str(error).lower()
-    return (
-        isinstance(error, torch.OutOfMemoryError)
-        or "out of memory" in text
-        or "can't allocate memory" in text
-    )
-
-
-class DiffusersModel:
-    """What SD and DiT share: device/dtype, the VAE decode, previews and the out-of-memory guard.
-
-    Subclasses set ``latent_shape``, ``scheduler_config`` and implement ``encode``/``predict``.
-    """
-
-    takes_negative_prompt = False
-
-    def __init__(
-        self,
-        pipe: Any,
-        name: str,
-        device: torch.device | str | None = None,
-        dtype: torch.dtype | None = None,
-        tiny_vae: Any = None,
-    ) -> None:
-        self.device, self.dtype = resolve_device_dtype(device, dtype)
-        self.pipe = pipe.to(device=self.device, dtype=self.dtype)
-        self.name = name
-        self.vae = pipe.vae.eval()
-        # Spatial factor between image and latent: 2^(number of VAE blocks − 1), as pipelines compute it.
-        self.vae_scale_factor = 2 ** (len(self.vae.config.block_out_channels) - 1)
-        self.tiny_vae = (
-            tiny_vae.to(device=self.device, dtype=self.dtype).eval() if tiny_vae is not None else None
-        )
-        self.latent_shape: tuple[int, ...] = ()
-        self.scheduler_config: dict[str, Any] = {}
-
-    @property
-    def image_size(self) -> tuple[int, int]:
-        """(H, W) of decoded images."""
-        return self.latent_shape[-2] * self.vae_scale_factor, self.latent_shape[-1] * self.vae_scale_factor
-
-    def _network(self, fn: Callable[[], Tensor], rows: int, advice: str = "") -> Tensor:
-        """Run one network call; turn an out-of-memory error into ``ModelOutOfMemoryError``.
-
-        The error is re-raised outside the ``except`` block so that its traceback (which holds the
-        frames, and through them the activations) is released before the caller sees ours.
-        """
-        try:
-            return fn()
-        except RuntimeError as error:
-            if not _is_oom(error):
-                raise
-            detail = str(error).splitlines()[0][:200]
-        if self.device.type == "cuda":
-            torch.cuda.empty_cache()
-        advice = (
-            advice or "Use a smaller window or set max_batch (each timestep is 2 rows with guidance ≠ 1)."
-        )
-        raise ModelOutOfMemoryError(
-            f"{self.name}: out of memory running {rows} network rows in one batch on {self.device} "
-            f"({detail}). {advice}"
-        )
-
-    def decode(self, x0: Tensor) -> Tensor:
-        """Full VAE decode of UNet-space latents: vae.decode(x / scaling_factor) → (img+1)/2, float32 CPU."""
-        with torch.inference_mode():
-            return self._network(
-                lambda: decode_with_vae(self.vae, x0, self.device, self.dtype),
-                x0.shape[0],
-                "Decode fewer images at once, or free memory (the VAE decoder needs most at full size).",
-            )
-
-    def preview(self, x0: Tensor) -> Tensor:
-        """Cheap decode: the tiny VAE when given, else the linear 4→3 latent-to-RGB map (full image size)."""
-        with torch.inference_mode():
-            return preview_latents(x0, self.vae_scale_factor, self.tiny_vae, self.vae)
 
 
 def from_pipeline(
@@ -159,15 +38,9 @@ def from_pipeline(
     **kwargs: Any,
 ) -> DiffusersModel:
     """Wrap an already built pipeline object; ``ValueError`` naming the class when it is not supported."""
-    from diffusers import DiTPipeline, StableDiffusionPipeline
-
     if isinstance(pipe, StableDiffusionPipeline):
-        from .sd import StableDiffusionModel
-
         return StableDiffusionModel(pipe, device=device, dtype=dtype, name=name, **kwargs)
     if isinstance(pipe, DiTPipeline):
-        from .dit import DiTModel
-
         return DiTModel(pipe, device=device, dtype=dtype, name=name, **kwargs)
     raise ValueError(_unsupported(type(pipe).__name__))
 
@@ -307,16 +180,3 @@ def _reachable(url: str, timeout: float = 3.0) -> bool:
     thread.start()
     thread.join(timeout)
     return ok.is_set()
-
-
-def __getattr__(name: str) -> Any:
-    """Lazy re-exports: ``StableDiffusionModel`` and ``DiTModel`` live in their own modules."""
-    if name == "StableDiffusionModel":
-        from .sd import StableDiffusionModel
-
-        return StableDiffusionModel
-    if name == "DiTModel":
-        from .dit import DiTModel
-
-        return DiTModel
-    raise AttributeError(name)

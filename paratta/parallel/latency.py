@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-TABLE_PATH = Path(__file__).with_name("data") / "latency.json"
+TABLE_PATH = Path(__file__).resolve().parents[1] / "data" / "latency.json"
 TABLE_NAME = "paratta/data/latency.json"
 NO_TABLE = "no latency table measured for this model on a GPU"
 

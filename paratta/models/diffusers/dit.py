@@ -17,7 +17,7 @@ import torch
 from diffusers import DiTPipeline
 from torch import Tensor
 
-from .diffusers_adapter import DiffusersModel, ddim_scheduler_config
+from .base import DiffusersModel, ddim_scheduler_config
 
 
 @dataclass(frozen=True)

@@ -14,20 +14,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .bench import (
-    ETAS,
-    STEPS,
-    Row,
-    machine,
-    measure,
-    problems,
-    table_header,
-    table_line,
-    to_8bit,
-    tol_text,
-)
-from .config import SolverConfig
-from .solver import solve
+from paratta.config import SolverConfig
+from paratta.metrics import to_8bit
+from paratta.solver import solve
+from paratta.tools.bench import ETAS, STEPS, Row, measure, problems, table_header, table_line, tol_text
+from paratta.tools.machine import machine
 
 EXACT_MODELS = ("shapes", "toy2d")  # cheap exact scores; networks get fewer seeds on a CPU
 WARM_PROMPTS = {"shapes": "ring", "shapes-unet": "red ring"}  # a related prompt for the warm start

@@ -19,11 +19,12 @@ from datetime import timedelta
 import torch
 import torch.distributed as dist
 
-from . import distributed
-from .config import SolverConfig
-from .problem import Request, make_problem
-from .registry import load_model, model_defaults
-from .solver import run
+from paratta.config import SolverConfig
+from paratta.parallel import distributed
+from paratta.problem import Request, make_problem
+from paratta.registry import load_model, model_defaults
+from paratta.solver import run
+from paratta.tools.machine import machine
 
 
 @dataclass(frozen=True)
@@ -99,8 +100,6 @@ def _measure(sub: distributed.Group, problem, config: SolverConfig, device: str 
 
 def scaling_command(args: argparse.Namespace) -> list[ScalingRow]:
     """The bench under torchrun: rows on rank 0, printed as a table or JSON."""
-    from .bench import machine
-
     if args.threads:
         torch.set_num_threads(args.threads)
     group = distributed.current()

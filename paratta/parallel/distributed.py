@@ -20,16 +20,13 @@ Backends: NCCL when the run's device is CUDA (one device per rank, ``cuda:LOCAL_
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager, redirect_stdout, suppress
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import timedelta
-from pathlib import Path
 
 import torch
 import torch.distributed as dist
@@ -277,35 +274,3 @@ def report_failure(error: RankFailure | CollectiveTimeout) -> int:
             dist.barrier(group=group.handle)
     shutdown()
     return 2
-
-
-@contextmanager
-def command_scope(args: argparse.Namespace) -> Iterator[Group | None]:
-    """One CLI command under torchrun; outside torchrun, nothing changes.
-
-    Joins the group from the environment (NCCL when ``args.device`` is CUDA; timeout from
-    ``PARATTA_TIMEOUT_S``, default 300 s). Only rank 0 prints and writes files: the other ranks'
-    stdout goes to /dev/null and their ``--output``/``--save-trajectory`` into a temporary folder.
-    A rank that fails meets its peers at ``finish``, so every rank ends with its message.
-    """
-    if not launched():
-        yield None
-        return
-    text = os.environ.get("PARATTA_TIMEOUT_S", "300")
-    try:
-        timeout_s = float(text)
-    except ValueError:
-        raise ValueError(f"PARATTA_TIMEOUT_S must be a number of seconds > 0; got {text!r}") from None
-    group = init_from_env(timeout_s, getattr(args, "device", None))
-    with ExitStack() as stack:
-        if group.rank != 0:
-            folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="paratta-rank")))
-            stack.enter_context(redirect_stdout(stack.enter_context(open(os.devnull, "w"))))
-            if hasattr(args, "output"):  # the default name would land beside rank 0's file: name one
-                suffix = ".npy" if args.output_type == "latent" else ".png"
-                args.output = folder / (Path(args.output).name if args.output else f"rank{suffix}")
-            if getattr(args, "save_trajectory", None):
-                args.save_trajectory = folder / Path(args.save_trajectory).name
-        with in_step(group):
-            yield group
-    shutdown()

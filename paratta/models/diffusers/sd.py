@@ -15,7 +15,7 @@ import torch
 from diffusers import StableDiffusionPipeline
 from torch import Tensor
 
-from .diffusers_adapter import DiffusersModel, ddim_scheduler_config
+from .base import DiffusersModel, ddim_scheduler_config
 
 
 @dataclass(frozen=True)

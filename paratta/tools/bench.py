@@ -13,22 +13,21 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import statistics
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 
-import torch
 from torch import Tensor
 
-from .config import TOLERANCE, SolverConfig, specs
-from .problem import Problem, Request, make_problem
-from .protocol import DiffusionModel
-from .registry import load_model, model_defaults
-from .sequential import sample_sequential
-from .solver import run, solve
+from paratta.config import TOLERANCE, SolverConfig, specs
+from paratta.metrics import distance, to_8bit
+from paratta.problem import Problem, Request, make_problem
+from paratta.registry import load_model, model_defaults
+from paratta.sequential import sample_sequential
+from paratta.solver import run, solve
+from paratta.tools.args import check_device
+from paratta.tools.machine import machine
 
 STEPS = (25, 50, 100)  # the T of the benchmark plan
 ETAS = (0.0, 1.0)  # DDIM and DDPM-like
@@ -79,33 +78,6 @@ class Row:
     sequential_seconds: float  # mean
     solver_ms_per_iter: float  # everything but the network, per iteration
     converged: bool  # every seed converged
-
-
-def machine() -> str:
-    """A one-line description of where the figures were measured (names the GPU when one is used)."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    line = (
-        f"{cpu}, {os.cpu_count()} cores, {platform.system()}, {torch.get_num_threads()} torch thread(s), "
-        f"torch {torch.__version__}"
-    )
-    if torch.cuda.is_available():
-        line += f", GPU: {torch.cuda.get_device_name()}"
-    return line
-
-
-def distance(a: Tensor, b: Tensor) -> float:
-    """RMS of a − b in latent units (for the embedded models: pixels in [−1, 1])."""
-    return float((a.double() - b.double()).pow(2).mean().sqrt())
-
-
-def to_8bit(model: DiffusionModel, x0: Tensor) -> Tensor:
-    """The decoded image in 8-bit levels (0…255)."""
-    return (model.decode(x0[None].to(model.device, model.dtype))[0].float().cpu() * 255).round()
 
 
 def oracle_iteration(levels: list[int]) -> int | None:
@@ -308,38 +280,12 @@ def check_arguments(args: argparse.Namespace) -> None:
         raise ValueError("--json does not apply to --report (the report is Markdown)")
     if args.seeds is not None and args.seeds < 1:
         raise ValueError(f"--seeds must be at least 1; got {args.seeds}")
-    if args.device is not None:
-        try:
-            device = torch.device(args.device)
-        except (RuntimeError, ValueError):
-            raise ValueError(f"--device: unknown device {args.device!r} (cpu, cuda, cuda:1, …)") from None
-        if device.type == "cuda" and not torch.cuda.is_available():
-            raise ValueError(f"--device {args.device}: CUDA is not available on this machine")
+    check_device(args.device)
 
 
 def bench_command(args: argparse.Namespace) -> list[Row]:
     """Print a table (or JSON) of every solver and both stopping rules, rows printed as they finish."""
-    check_arguments(args)
-    if args.threads:
-        torch.set_num_threads(args.threads)
     tol = args.tol  # None: each rule at its own auto tolerance
-    if args.report:
-        from pathlib import Path
-
-        from .report import Plan, report
-
-        plan = Plan(
-            steps=tuple(args.steps or STEPS),
-            etas=tuple(args.eta or ETAS),
-            tol=tol,
-            seeds=args.seeds,
-            guidance=args.guidance,
-            device=args.device,
-            quick=args.quick,
-        )
-        report(args.models or ["shapes", "shapes-unet"], Path(args.report), plan)
-        print(f"wrote {args.report}")
-        return []
     n_seeds = args.seeds or (1 if args.quick else 3)
     guidance = model_defaults(args.model).guidance if args.guidance is None else args.guidance
     if not args.json:

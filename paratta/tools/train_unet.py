@@ -1,8 +1,8 @@
 """Train the shapes UNet (``paratta.models.unet``) on procedurally drawn, jittered shapes, on CPU.
 
-    python -m paratta.train_unet --steps 3000 --batch 64 --seed 0 --threads 1 \\
+    python -m paratta.tools.train_unet --steps 3000 --batch 64 --seed 0 --threads 1 \\
         --time-limit-minutes 60 --out paratta/models/weights/shapes_unet.safetensors
-    python -m paratta.train_unet --grid docs/unet_grid.png      # sample grid from the committed weights
+    python -m paratta.tools.train_unet --grid docs/unet_grid.png      # sample grid from the committed weights
 
 Objective: DDPM's denoising regression with the embedded scheduler's betas (ᾱ from
 ``paratta.schedule``) and uniform t ∈ [0, 1000). ``--prediction epsilon`` is the plain ε-MSE;
@@ -148,7 +148,7 @@ def train(args: argparse.Namespace) -> Path:
     alpha_bar = alphas_cumprod(SchedulerConfig.from_dict(embedded_scheduler_config()))
     opt = torch.optim.AdamW(network.parameters(), lr=args.lr, weight_decay=args.weight_decay)
     g = torch.Generator().manual_seed(args.seed)
-    command = "python -m paratta.train_unet " + " ".join(sys.argv[1:])
+    command = "python -m paratta.tools.train_unet " + " ".join(sys.argv[1:])
     print(f"training shapes-unet: {n_params} parameters, {args.threads} thread(s); {command}", flush=True)
 
     stop = {"flag": False}
@@ -298,7 +298,7 @@ def sample_grid(
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(prog="python -m paratta.train_unet", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="python -m paratta.tools.train_unet", description=__doc__.split("\n")[0])
     p.add_argument("--steps", type=int, default=100_000, help="maximum number of optimiser steps")
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--seed", type=int, default=0)
