@@ -1,4 +1,5 @@
-"""The Blocks layout and its events. ``build_demo`` is all a launcher (or a test) needs.
+"""The page: ``layout`` places the components, ``wire`` connects their events, ``build_demo`` does
+both and is all a launcher (or a test) needs.
 
 Layout: at 1280×800 the verdict, the three images (ParaTAA, sequential, difference) and the heatmap
 with the curves fit above the fold; the controls are compact (most-used first, the rest collapsed).
@@ -8,6 +9,8 @@ On a phone the columns stack: prompt, Run, then the results.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +19,8 @@ import gradio as gr
 from paratta import BUILTIN_MODELS, Request, SolverConfig, model_defaults
 from paratta.config import specs
 
-from .controls import RUN_INPUT_NAMES, build_controls, wire
+from .controls import RACE_INPUT_NAMES, RUN_INPUT_NAMES, Controls, build_controls
+from .controls import wire as wire_controls
 from .handlers import (
     RACES,
     after_stop,
@@ -124,6 +128,200 @@ def preset_rows(models: list[str]) -> tuple[list[list[Any]], list[str]]:
     return [preset_values(change) for _, change in chosen], [text for text, _ in chosen]
 
 
+@dataclass
+class Page:
+    """Every component the events connect, as ``layout`` placed them."""
+
+    controls: Controls
+    tabs: gr.Tabs
+    # Run tab
+    image: gr.Image
+    sequential: gr.Image
+    diff: gr.Image
+    heatmap: gr.Image
+    curves: gr.Image
+    stats: gr.Markdown
+    info: gr.JSON
+    downloads: gr.File
+    slider: gr.Slider
+    # Race tab
+    contest: gr.Radio
+    race: gr.Button
+    race_images: tuple[gr.Image, ...]  # lane a, lane b, sequential, a heatmap, b heatmap, curves
+    race_stats: gr.Markdown
+    race_info: gr.JSON
+    teach: Any  # the Teach tab's run event (Stop cancels it)
+    # under the tabs
+    warm: gr.Button
+    use: gr.Button
+    init_note: gr.Markdown
+    record: gr.State
+    init_state: gr.State
+
+    def run_outputs(self) -> list[Any]:
+        """In the order of ``handlers.RUN_OUTPUTS``."""
+        return [self.image, self.sequential, self.diff, self.heatmap, self.curves, self.stats, self.info,
+                self.downloads, self.record]  # fmt: skip
+
+    def race_outputs(self) -> list[Any]:
+        """In the order of ``handlers.RACE_OUTPUTS``."""
+        return [*self.race_images, self.race_stats, self.race_info]
+
+
+def layout(models: list[str], default: str, describe: Callable[[str], tuple[Any, Any]], caps: Caps) -> Page:
+    """Place every component (inside an open ``gr.Blocks``); no event but the controls' own is wired."""
+    gr.Markdown(INTRO, elem_id="title")
+    with gr.Row(equal_height=False):
+        with gr.Column(scale=1, min_width=300, elem_id="sidebar"):
+            c = build_controls(models, default, *describe(default), caps)
+        with gr.Column(scale=3, min_width=320, elem_id="results"):
+            with gr.Tabs(selected="run") as tabs:
+                with gr.Tab("Run", id="run"):
+                    stats = gr.Markdown(
+                        "### Press **Run**\nThe sequential reference streams first, then the parallel "
+                        "solver, one frame per iteration; the verdict appears here when it ends.",
+                        elem_id="stats",
+                    )
+                    with gr.Row():
+                        img = image("ParaTAA: current iterate", "paratta-image")
+                        seq = image("Sequential reference", "sequential-image")
+                        diff = image(f"|ParaTAA − sequential| × {DIFF_GAIN:g}", "diff-image")
+                    with gr.Row():
+                        heatmap = chart("Residuals: timestep × iteration", "heatmap")
+                        curves = chart("Convergence (log scale)", "curves")
+                    gr.Markdown(HEATMAP_LEGEND, elem_classes="legend")
+                    slider = gr.Slider(
+                        1, 2, 1, step=1, label="Scrub iterations (no recomputation)", interactive=False
+                    )
+                    downloads = gr.File(
+                        label="Downloads: previews GIF, residuals CSV, run JSON",
+                        file_count="multiple",
+                        interactive=False,
+                        height=210,
+                        elem_id="downloads",
+                    )
+                    with gr.Accordion("Numbers of the frame shown (JSON)", open=False):
+                        info = gr.JSON(label="stats")
+                with gr.Tab("Race", id="race"):
+                    with gr.Row():
+                        contest = gr.Radio(
+                            [(text, key) for key, text in RACES.items()],
+                            value="solvers",
+                            label="Race",
+                            info="same problem, seed, window and order; one iteration of each in turn",
+                            scale=3,
+                        )
+                        race_btn = gr.Button("Race", variant="primary", elem_id="race", scale=1)
+                    race_stats = gr.Markdown(elem_id="race-stats")
+                    with gr.Row():
+                        lanes = [image("Jacobi (fixed point)", "race-a"), image("Anderson (TAA)", "race-b")]
+                        r_seq = image("Sequential reference")
+                    with gr.Row():
+                        heats = [chart("Jacobi residuals"), chart("Anderson residuals")]
+                        r_curves = chart("Convergence (log scale)")
+                    with gr.Accordion("Numbers (JSON)", open=False):
+                        r_info = gr.JSON(label="race stats")
+                with gr.Tab("Teach (2-D)", id="teach"):
+                    teach_event = build_teach_tab()
+            rows, labels = preset_rows(models)
+            gr.Examples(
+                rows, c.run_inputs(), label="Presets (fill the controls; press Run)",
+                example_labels=labels, cache_examples=False,
+            )  # fmt: skip
+            warm_btn = gr.Button(f"Warm start: “{WARM[0]}” → “{WARM[1]}” (two runs)", size="sm")
+            use_btn = gr.Button("Use this run as initialisation", size="sm")
+            init_note = gr.Markdown()
+            gr.Markdown(caps.text(), elem_classes="legend", elem_id="limits")
+    with gr.Accordion("How it works", open=False):
+        gr.Markdown(EXPLAIN, latex_delimiters=LATEX)
+    return Page(
+        controls=c, tabs=tabs, image=img, sequential=seq, diff=diff, heatmap=heatmap, curves=curves,
+        stats=stats, info=info, downloads=downloads, slider=slider, contest=contest, race=race_btn,
+        race_images=(*lanes, r_seq, *heats, r_curves), race_stats=race_stats, race_info=r_info,
+        teach=teach_event, warm=warm_btn, use=use_btn, init_note=init_note,
+        record=gr.State(None, time_to_live=3600), init_state=gr.State(None, time_to_live=3600),
+    )  # fmt: skip
+
+
+PRIVATE: dict[str, Any] = {"api_visibility": "private", "queue": False}  # UI-only events: no API, no queue
+
+
+def wire_run(p: Page, models: list[str]) -> list[Any]:
+    """Run, and the warm-start preset's two runs; returns their events (for Stop)."""
+    c = p.controls
+    sampler = {"preprocess": False, "show_progress": "minimal", "show_progress_on": p.stats,
+               "concurrency_id": SAMPLER_QUEUE}  # fmt: skip
+    started = (lock_scrub(), busy("Running…", True))
+    # Run always shows the Run tab, and says it is running until the run ends or is stopped.
+    c.run.click(lambda: (*started, gr.Tabs(selected="run")), None, [p.slider, c.run, p.tabs], **PRIVATE)
+    run_event = c.run.click(
+        make_run_handler(models), [*c.run_inputs(), p.init_state], p.run_outputs(), api_name="run", **sampler
+    )
+    ended = (lambda r: (scrub_ready(r), busy("Run", False)), p.record, [p.slider, c.run])
+    run_event.then(*ended, **PRIVATE)
+    # The warm-start preset: a run of another prompt, its trajectory stored, then the prompt's own run
+    # started from it (still the exact sample of that prompt, in fewer iterations).
+    events = [run_event]
+    event = p.warm.click(lambda: preset_values({"prompt": WARM[0]}), None, c.run_inputs(), **PRIVATE)
+    for k, prompt in enumerate(WARM):
+        if k:
+            # (a lambda: the API name "use_as_init" belongs to the button's public event)
+            event = event.success(lambda r: use_as_init(r), p.record, [p.init_state, p.init_note], **PRIVATE)
+            warm = {"prompt": prompt, "init": "trajectory"}
+            event = event.success(lambda w=warm: preset_values(w), None, c.run_inputs(), **PRIVATE)
+        event = event.then(lambda: started, None, [p.slider, c.run], **PRIVATE)
+        event = event.then(
+            make_run_handler(models), [*c.run_inputs(), p.init_state], p.run_outputs(),
+            api_visibility="private", **sampler,
+        )  # fmt: skip
+        events.append(event)
+        event.then(*ended, **PRIVATE)
+    return events
+
+
+def wire_race(p: Page, models: list[str]) -> Any:
+    """Race and its lane labels; returns the race event (for Stop)."""
+    c = p.controls
+    p.race.click(lambda: busy("Racing…", True), None, p.race, **PRIVATE)
+    race_event = p.race.click(
+        make_race_handler(models),
+        [*(getattr(c, n) for n in RACE_INPUT_NAMES if n != "contest"), p.contest],
+        p.race_outputs(),
+        api_name="race",
+        preprocess=False,
+        show_progress="minimal",
+        show_progress_on=p.race_stats,
+        concurrency_id=SAMPLER_QUEUE,
+    )
+    race_event.then(lambda: busy("Race", False), None, p.race, **PRIVATE)
+    a, b, _, a_heat, b_heat, _ = p.race_images
+    p.contest.change(race_labels, p.contest, [a, b, a_heat, b_heat], **PRIVATE)
+    return race_event
+
+
+def wire(p: Page, models: list[str], describe: Callable[[str], tuple[Any, Any]]) -> None:
+    """Every event of the page: the controls', Run, Race, Stop, scrubbing and warm starts."""
+    wire_controls(p.controls, describe)
+    jobs = [*wire_run(p, models), wire_race(p, models), p.teach]
+    c = p.controls
+    stop_outputs = [*p.run_outputs()[:-1], p.slider, c.run, p.race]
+    c.stop.click(None, cancels=jobs).then(
+        lambda r: (*after_stop(r), busy("Run", False), busy("Race", False)),
+        p.record,
+        stop_outputs,
+        api_visibility="private",
+    )
+    p.slider.input(
+        scrub,
+        [p.record, p.slider],
+        p.run_outputs()[:7],
+        api_visibility="private",
+        trigger_mode="always_last",
+        concurrency_limit=4,
+    )
+    p.use.click(use_as_init, p.record, [p.init_state, p.init_note], api_name="use_as_init")
+
+
 def build_demo(extra_model: str | None = None) -> gr.Blocks:
     """The whole app on the built-in models plus ``extra_model`` (a diffusers folder or hub id), which
     becomes the default. Models are loaded here, at start-up (ZeroGPU wants them loaded at import)."""
@@ -131,8 +329,6 @@ def build_demo(extra_model: str | None = None) -> gr.Blocks:
     if extra_model and extra_model not in models:
         models.append(extra_model)
     loaded = {name: get_model(name) for name in models}
-    default = extra_model or "shapes"
-    caps = Caps.from_env()
 
     def describe(name: str) -> tuple[Any, Any]:
         model = loaded.get(name) or get_model(name)
@@ -140,150 +336,8 @@ def build_demo(extra_model: str | None = None) -> gr.Blocks:
 
     # delete_cache: Gradio removes its cached frames and downloads on a timer (limits.delete_cache).
     with gr.Blocks(title="ParaTAA live — parallel diffusion sampling", delete_cache=delete_cache()) as demo:
-        gr.Markdown(INTRO, elem_id="title")
-        with gr.Row(equal_height=False):
-            with gr.Column(scale=1, min_width=300, elem_id="sidebar"):
-                c = build_controls(models, default, *describe(default), caps)
-            with gr.Column(scale=3, min_width=320, elem_id="results"):
-                with gr.Tabs(selected="run") as tabs:
-                    with gr.Tab("Run", id="run"):
-                        stats = gr.Markdown(
-                            "### Press **Run**\nThe sequential reference streams first, then the parallel "
-                            "solver, one frame per iteration; the verdict appears here when it ends.",
-                            elem_id="stats",
-                        )
-                        with gr.Row():
-                            img = image("ParaTAA: current iterate", "paratta-image")
-                            seq = image("Sequential reference", "sequential-image")
-                            diff = image(f"|ParaTAA − sequential| × {DIFF_GAIN:g}", "diff-image")
-                        with gr.Row():
-                            heatmap = chart("Residuals: timestep × iteration", "heatmap")
-                            curves = chart("Convergence (log scale)", "curves")
-                        gr.Markdown(HEATMAP_LEGEND, elem_classes="legend")
-                        slider = gr.Slider(
-                            1, 2, 1, step=1, label="Scrub iterations (no recomputation)", interactive=False
-                        )
-                        downloads = gr.File(
-                            label="Downloads: previews GIF, residuals CSV, run JSON",
-                            file_count="multiple",
-                            interactive=False,
-                            height=210,
-                            elem_id="downloads",
-                        )
-                        with gr.Accordion("Numbers of the frame shown (JSON)", open=False):
-                            info = gr.JSON(label="stats")
-                    with gr.Tab("Race", id="race"):
-                        with gr.Row():
-                            contest = gr.Radio(
-                                [(text, key) for key, text in RACES.items()],
-                                value="solvers",
-                                label="Race",
-                                info="same problem, seed, window and order; one iteration of each in turn",
-                                scale=3,
-                            )
-                            race_btn = gr.Button("Race", variant="primary", elem_id="race", scale=1)
-                        race_stats = gr.Markdown(elem_id="race-stats")
-                        with gr.Row():
-                            r_a = image("Jacobi (fixed point)", "race-a")
-                            r_b = image("Anderson (TAA)", "race-b")
-                            r_seq = image("Sequential reference")
-                        with gr.Row():
-                            r_aheat = chart("Jacobi residuals")
-                            r_bheat = chart("Anderson residuals")
-                            r_curves = chart("Convergence (log scale)")
-                        with gr.Accordion("Numbers (JSON)", open=False):
-                            r_info = gr.JSON(label="race stats")
-                    with gr.Tab("Teach (2-D)", id="teach"):
-                        teach_event = build_teach_tab()
-                rows, labels = preset_rows(models)
-                gr.Examples(
-                    rows, c.run_inputs(), label="Presets (fill the controls; press Run)",
-                    example_labels=labels, cache_examples=False,
-                )  # fmt: skip
-                warm_btn = gr.Button(f"Warm start: “{WARM[0]}” → “{WARM[1]}” (two runs)", size="sm")
-                use_btn = gr.Button("Use this run as initialisation", size="sm")
-                init_note = gr.Markdown()
-                gr.Markdown(caps.text(), elem_classes="legend", elem_id="limits")
-        with gr.Accordion("How it works", open=False):
-            gr.Markdown(EXPLAIN, latex_delimiters=LATEX)
-
-        record = gr.State(None, time_to_live=3600)
-        init_state = gr.State(None, time_to_live=3600)
-        wire(c, describe)
-        private: dict[str, Any] = {"api_visibility": "private", "queue": False}
-        # Run always shows the Run tab, and says it is running until the run ends or is stopped.
-        run_btn, stop_btn = c.run, c.stop
-        run_btn.click(
-            lambda: (lock_scrub(), busy("Running…", True), gr.Tabs(selected="run")),
-            None,
-            [slider, run_btn, tabs],
-            **private,
-        )
-        run_event = run_btn.click(
-            make_run_handler(models),
-            [*c.run_inputs(), init_state],
-            [img, seq, diff, heatmap, curves, stats, info, downloads, record],
-            api_name="run",
-            preprocess=False,
-            show_progress="minimal",
-            show_progress_on=stats,
-            concurrency_id=SAMPLER_QUEUE,
-        )
-        run_event.then(lambda r: (scrub_ready(r), busy("Run", False)), record, [slider, run_btn], **private)
-        # The warm-start preset: a run of another prompt, its trajectory stored, then the prompt's own run
-        # started from it (still the exact sample of that prompt, in fewer iterations).
-        run_outputs = [img, seq, diff, heatmap, curves, stats, info, downloads, record]
-        warm_runs = []
-        event = warm_btn.click(lambda: preset_values({"prompt": WARM[0]}), None, c.run_inputs(), **private)
-        for k, prompt in enumerate(WARM):
-            if k:
-                # (a lambda: the API name "use_as_init" belongs to the button's public event)
-                event = event.success(lambda r: use_as_init(r), record, [init_state, init_note], **private)
-                warm = {"prompt": prompt, "init": "trajectory"}
-                event = event.success(lambda w=warm: preset_values(w), None, c.run_inputs(), **private)
-            event = event.then(
-                lambda: (lock_scrub(), busy("Running…", True)), None, [slider, run_btn], **private
-            )
-            event = event.then(
-                make_run_handler(models),
-                [*c.run_inputs(), init_state],
-                run_outputs,
-                api_visibility="private",
-                preprocess=False,
-                show_progress="minimal",
-                show_progress_on=stats,
-                concurrency_id=SAMPLER_QUEUE,
-            )
-            warm_runs.append(event)
-            event.then(lambda r: (scrub_ready(r), busy("Run", False)), record, [slider, run_btn], **private)
-        race_btn.click(lambda: busy("Racing…", True), None, race_btn, **private)
-        race_event = race_btn.click(
-            make_race_handler(models),
-            [*(getattr(c, n) for n in RUN_INPUT_NAMES if n not in ("solver", "init")), contest],
-            [r_a, r_b, r_seq, r_aheat, r_bheat, r_curves, race_stats, r_info],
-            api_name="race",
-            preprocess=False,
-            show_progress="minimal",
-            show_progress_on=race_stats,
-            concurrency_id=SAMPLER_QUEUE,
-        )
-        race_event.then(lambda: busy("Race", False), None, race_btn, **private)
-        contest.change(race_labels, contest, [r_a, r_b, r_aheat, r_bheat], **private)
-        stop_btn.click(None, cancels=[run_event, *warm_runs, race_event, teach_event]).then(
-            lambda r: (*after_stop(r), busy("Run", False), busy("Race", False)),
-            record,
-            [img, seq, diff, heatmap, curves, stats, info, downloads, slider, run_btn, race_btn],
-            api_visibility="private",
-        )
-        slider.input(
-            scrub,
-            [record, slider],
-            [img, seq, diff, heatmap, curves, stats, info],
-            api_visibility="private",
-            trigger_mode="always_last",
-            concurrency_limit=4,
-        )
-        use_btn.click(use_as_init, record, [init_state, init_note], api_name="use_as_init")
+        page = layout(models, extra_model or "shapes", describe, Caps.from_env())
+        wire(page, models, describe)
         demo.unload(forget_session)  # the session's job ends and its download folder goes
     JOBS.waiting = queue_probe(demo)  # a job yields to a newer one of its session waiting in the queue
     return demo

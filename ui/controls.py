@@ -50,6 +50,8 @@ RUN_INPUT_NAMES = (
     "init",
     "stopping",
 )
+# The /race API's inputs: the run's, less the two each lane sets itself, then the contest.
+RACE_INPUT_NAMES = (*(n for n in RUN_INPUT_NAMES if n not in ("solver", "init")), "contest")
 
 
 @dataclass

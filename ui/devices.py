@@ -2,7 +2,7 @@
 
 One device (the default: CUDA when present, else the CPU) loads the model there, as before. Several
 devices load one replica per device and split each iteration's network rows over them in threads
-(``paratta.replicas.ReplicatedModel``): the app stays one process, so no process group is needed.
+(``paratta.parallel.replicas.ReplicatedModel``): the app stays one process, so no process group is needed.
 """
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ from __future__ import annotations
 import torch
 
 from paratta import load_model
+from paratta.parallel.replicas import ReplicatedModel
 from paratta.protocol import DiffusionModel
-from paratta.replicas import ReplicatedModel
 
 from .gpu import DEVICE
 

@@ -10,6 +10,7 @@ changed (``Screen``); the last one carries plain values for all outputs, so a gr
 from __future__ import annotations
 
 import hashlib
+import inspect
 import os
 import time
 from collections.abc import Callable, Iterator
@@ -24,6 +25,8 @@ from PIL import Image
 from paratta.evaluate import NonFiniteError
 
 from . import views
+from .controls import RACE_INPUT_NAMES, RUN_INPUT_NAMES
+from .events import Distances, IterateDone, ReferenceDone, SequentialStep, SolveDone
 from .gpu import gpu, release_memory
 from .limits import JOBS, bounded, check_work, session_folder
 from .record import RunRecord
@@ -192,25 +195,25 @@ def write_downloads(record: RunRecord) -> list[str]:
     return [str(folder / n) for n in names]
 
 
-def sequential_view(event: dict[str, Any], record: RunRecord) -> dict[str, Any]:
+def sequential_view(event: SequentialStep | ReferenceDone, record: RunRecord) -> dict[str, Any]:
     """Outputs while the sequential reference streams, and once it is done (its full decode)."""
-    record.sequential_seconds = event["seconds"]
-    if event["kind"] == "reference":
-        record.sequential_image = event["image"]
+    record.sequential_seconds = event.seconds
+    if isinstance(event, ReferenceDone):
+        record.sequential_image = event.image
         stats = (
             f"Sequential reference done: {record.steps} steps in "
             f"{views.fmt_seconds(record.sequential_seconds)}. The parallel solver's frames follow…"
         )
-        return {"sequential": upscale(event["image"], views.DISPLAY), "stats": stats}
-    record.sequential_preview = event["preview"]
+        return {"sequential": upscale(event.image, views.DISPLAY), "stats": stats}
+    record.sequential_preview = event.preview
     stats = (
-        f"Sequential reference: step {event['step']}/{event['steps']}, "
-        f"{views.fmt_seconds(event['seconds'])}; the parallel solver's iterations come in between."
+        f"Sequential reference: step {event.step}/{event.steps}, "
+        f"{views.fmt_seconds(event.seconds)}; the parallel solver's iterations come in between."
     )
     return {
-        "sequential": upscale(event["preview"], views.DISPLAY),
+        "sequential": upscale(event.preview, views.DISPLAY),
         "stats": stats,
-        "info": {"phase": "sequential", "step": event["step"], "steps": event["steps"]},
+        "info": {"phase": "sequential", "step": event.step, "steps": event.steps},
     }
 
 
@@ -229,29 +232,38 @@ def frame_outputs(record: RunRecord, k: int, phase: str) -> dict[str, Any]:
     }
 
 
+def api_handler(
+    names: tuple[str, ...],
+    body: Callable[[dict[str, Any], gr.Request | None], Iterator[tuple[Any, ...]]],
+    defaults: dict[str, Any] | None = None,
+) -> Callable[..., Iterator[tuple[Any, ...]]]:
+    """A streaming Gradio handler whose inputs are ``names``, in order (``defaults`` for the last ones):
+    ``body`` gets them as one ``{name: raw value}`` and the request. The signature Gradio reads lists
+    ``names`` (the API's parameter names), then ``request``, which Gradio fills from its annotation."""
+    kind = inspect.Parameter.POSITIONAL_OR_KEYWORD
+    given = defaults or {}
+    signature = inspect.Signature(
+        [inspect.Parameter(n, kind, **({"default": given[n]} if n in given else {})) for n in names]
+        + [inspect.Parameter("request", kind, default=None)]
+    )
+
+    def handler(*args: Any, **kwargs: Any) -> Iterator[tuple[Any, ...]]:
+        bound = signature.bind(*args, **kwargs)
+        bound.apply_defaults()
+        named = dict(bound.arguments)
+        request = named.pop("request")
+        yield from body(named, request)
+
+    handler.__signature__ = signature  # type: ignore[attr-defined]
+    handler.__annotations__ = {"request": gr.Request}
+    return handler
+
+
 def make_run_handler(models: list[str]) -> Callable[..., Iterator[tuple[Any, ...]]]:
-    def run(
-        model: str,
-        prompt: str,
-        negative_prompt: str,
-        seed: int,
-        steps: int,
-        eta: float,
-        guidance: float,
-        solver: str,
-        order: int,
-        window: int,
-        history: int,
-        tol: float | None,
-        max_iters: int,
-        init: str,
-        stopping: str,
-        init_state: dict[str, Any] | None,
-        request: gr.Request = None,
-    ) -> Iterator[tuple[Any, ...]]:
-        named = dict(model=model, prompt=prompt, negative_prompt=negative_prompt, seed=seed, steps=steps)
-        named |= dict(eta=eta, guidance=guidance, solver=solver, order=order, window=window)
-        named |= dict(history=history, tol=tol, max_iters=max_iters, init=init, stopping=stopping)
+    """The /run handler: ``RUN_INPUT_NAMES``, then the stored initialisation (a ``gr.State``)."""
+
+    def run(named: dict[str, Any], request: gr.Request | None) -> Iterator[tuple[Any, ...]]:
+        init_state = named.pop("init_state")
         screen = Screen(RUN_OUTPUTS)
         # An output this run has not set yet stays as it was: a refused or failed run leaves the last
         # good run's panels, downloads and record (scrub, "use as initialisation") in place.
@@ -274,30 +286,30 @@ def make_run_handler(models: list[str]) -> Callable[..., Iterator[tuple[Any, ...
             for event in guarded(bounded(gpu_run_events(settings, init_state), ticket)):
                 if record.stopped:  # Stop was handled already; what it showed stays true
                     return
-                kind = event["kind"]
-                if kind in ("sequential", "reference") and record.rows:  # between parallel iterations
-                    yield screen.show(sequential=sequential_view(event, record)["sequential"])
-                elif kind in ("sequential", "reference"):
-                    cleared = dict.fromkeys(("image", "diff", "heatmap", "curves", "downloads"))  # a new run
-                    yield screen.show(**cleared, **sequential_view(event, record))
-                elif kind == "distances":  # the reference has ended: the first iterations' distances
-                    for row, distance in zip(record.rows, event["values"], strict=False):
-                        row.distance = distance
-                elif kind == "iterate":
-                    record.rows.append(event["row"])
-                    record.previews.append(event["preview"])
-                    outputs = frame_outputs(record, record.iterations, "parallel")
-                    if record.sequential_image is None:  # the reference panel streams on its own
-                        del outputs["sequential"]
-                    yield screen.show(**outputs, record=record)
-                elif kind == "done":
-                    record.final_image = event["image"]
-                    record.trajectory = event["trajectory"]
-                    yield screen.show(
-                        final=True,
-                        **frame_outputs(record, record.iterations, "done"),
-                        downloads=write_downloads(record),
-                    )
+                match event:
+                    case SequentialStep() | ReferenceDone() if record.rows:  # between parallel iterations
+                        yield screen.show(sequential=sequential_view(event, record)["sequential"])
+                    case SequentialStep() | ReferenceDone():  # a new run: the last one's panels go
+                        cleared = dict.fromkeys(("image", "diff", "heatmap", "curves", "downloads"))
+                        yield screen.show(**cleared, **sequential_view(event, record))
+                    case Distances():  # the reference has ended: the first iterations' distances
+                        for row, distance in zip(record.rows, event.values, strict=False):
+                            row.distance = distance
+                    case IterateDone():
+                        record.rows.append(event.row)
+                        record.previews.append(event.preview)
+                        outputs = frame_outputs(record, record.iterations, "parallel")
+                        if record.sequential_image is None:  # the reference panel streams on its own
+                            del outputs["sequential"]
+                        yield screen.show(**outputs, record=record)
+                    case SolveDone():
+                        record.final_image = event.image
+                        record.trajectory = event.trajectory
+                        yield screen.show(
+                            final=True,
+                            **frame_outputs(record, record.iterations, "done"),
+                            downloads=write_downloads(record),
+                        )
             if ticket.reason and not record.stopped and record.final_image is None:
                 yield screen.show(final=True, **ended_early(record, ticket.reason))
         except gr.Error as err:
@@ -307,7 +319,7 @@ def make_run_handler(models: list[str]) -> Callable[..., Iterator[tuple[Any, ...
             ticket.end()
             release_memory()
 
-    return run
+    return api_handler((*RUN_INPUT_NAMES, "init_state"), run)
 
 
 def ended_early(record: RunRecord, reason: str) -> dict[str, Any]:
@@ -371,26 +383,11 @@ def use_as_init(record: RunRecord | None) -> tuple[dict[str, Any], str]:
 
 
 def make_race_handler(models: list[str]) -> Callable[..., Iterator[tuple[Any, ...]]]:
-    def race(
-        model: str,
-        prompt: str,
-        negative_prompt: str,
-        seed: int,
-        steps: int,
-        eta: float,
-        guidance: float,
-        order: int,
-        window: int,
-        history: int,
-        tol: float | None,
-        max_iters: int,
-        stopping: str = "budget",
-        contest: str = "solvers",
-        request: gr.Request = None,
-    ) -> Iterator[tuple[Any, ...]]:
-        named = dict(model=model, prompt=prompt, negative_prompt=negative_prompt, seed=seed, steps=steps)
-        named |= dict(eta=eta, guidance=guidance, solver="anderson", order=order, window=window)
-        named |= dict(history=history, tol=tol, max_iters=max_iters, init="xT", stopping=stopping)
+    """The /race handler: ``RACE_INPUT_NAMES`` (the run's, less solver and init, then the contest)."""
+
+    def race(named: dict[str, Any], request: gr.Request | None) -> Iterator[tuple[Any, ...]]:
+        contest = named.pop("contest")
+        named |= {"solver": "anderson", "init": "xT"}  # each lane sets its own solver or rule
         try:
             if not isinstance(contest, str) or contest not in RACES:
                 raise user_error(
@@ -410,7 +407,7 @@ def make_race_handler(models: list[str]) -> Callable[..., Iterator[tuple[Any, ..
             ticket.end()
             release_memory()
 
-    return race
+    return api_handler(RACE_INPUT_NAMES, race, {"stopping": "budget", "contest": "solvers"})
 
 
 def race_frames(settings: RunSettings, contest: str, ticket: Any) -> Iterator[tuple[Any, ...]]:
@@ -423,8 +420,7 @@ def race_frames(settings: RunSettings, contest: str, ticket: Any) -> Iterator[tu
     screen = Screen(RACE_OUTPUTS, final_images_folder(ticket.session))
     yield screen.show(stats="Starting…", info={"phase": "start"})
     for event in guarded(bounded(gpu_race_events(settings, contest), ticket)):
-        kind = event["kind"]
-        if kind in ("sequential", "reference"):
+        if isinstance(event, SequentialStep | ReferenceDone):
             view = sequential_view(event, reference)
             yield screen.show(sequential=view["sequential"], stats=view["stats"])
             for r in records.values():
@@ -432,12 +428,13 @@ def race_frames(settings: RunSettings, contest: str, ticket: Any) -> Iterator[tu
                 r.sequential_image = reference.sequential_image
                 r.sequential_seconds = reference.sequential_seconds
             continue
-        lane = event["lane"]
-        if kind == "iterate":
-            records[lane].rows.append(event["row"])
-            records[lane].previews.append(event["preview"])
+        assert isinstance(event, IterateDone | SolveDone)
+        lane = event.lane
+        if isinstance(event, IterateDone):
+            records[lane].rows.append(event.row)
+            records[lane].previews.append(event.preview)
         else:
-            records[lane].final_image = event["image"]
+            records[lane].final_image = event.image
         finished = all(r.final_image is not None for r in records.values())
         yield screen.show(final=finished, **race_view(records, lane))
     if ticket.reason:

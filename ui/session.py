@@ -1,7 +1,7 @@
-"""The run generators: drive the library and yield small picklable events, one per solver step.
+"""The run generators: drive the library and yield small picklable events (``ui.events``).
 
 ``run_events`` interleaves the sequential reference (streaming its progress) with one event per
-``paratta.solve`` iterate, then a "done" event with the full decode and the last trajectory.
+``paratta.solve`` iterate, then ``SolveDone`` with the full decode and the last trajectory.
 ``race_events`` interleaves two solvers on the same problem (``interleave``, written once).
 Nothing here re-implements the solver or touches Gradio.
 
@@ -21,15 +21,16 @@ import torch
 
 from paratta import Iterate, Problem, SolverConfig, iterate_sequential, load_model, make_problem, solve
 from paratta.config import STOPPINGS
+from paratta.metrics import distance
 from paratta.protocol import DiffusionModel
 
 from . import devices
+from .events import Distances, Event, IterateDone, ReferenceDone, SequentialStep, SolveDone
 from .gpu import DEVICE
 from .record import IterationRow
 from .render import shrink, to_uint8
 from .settings import RunSettings
 
-Event = dict[str, Any]
 T_ = TypeVar("T_")
 PREVIEW_SIDE = 128  # stored previews are at most this big: memory stays small for long runs
 RACE_SOLVERS = ("jacobi", "anderson")
@@ -64,10 +65,6 @@ def preview(model: DiffusionModel, x: torch.Tensor) -> np.ndarray:
 
 def decode(model: DiffusionModel, x: torch.Tensor) -> np.ndarray:
     return to_uint8(model.decode(x[None].to(model.dtype))[0].numpy())
-
-
-def rms(a: torch.Tensor, b: torch.Tensor) -> float:
-    return float((a.double() - b.double()).pow(2).mean().sqrt())
 
 
 def check_init(
@@ -108,16 +105,10 @@ def reference_steps(
     for step in steps:
         x0, done = step.x, T - step.index
         if step.index == 0 or done % every == 0:
-            yield {
-                "kind": "sequential",
-                "step": done,
-                "steps": T,
-                "seconds": steps.seconds,
-                "preview": preview(model, step.x),
-            }
+            yield SequentialStep(done, T, steps.seconds, preview(model, step.x))
         else:
             yield None
-    yield {"kind": "reference", "image": decode(model, x0), "seconds": steps.seconds}
+    yield ReferenceDone(decode(model, x0), steps.seconds)
     return x0
 
 
@@ -149,7 +140,7 @@ class Reference:
             except StopIteration as end:
                 self.x0 = end.value
                 return
-            if event is None or event["kind"] == "sequential":
+            if event is None or isinstance(event, SequentialStep):
                 taken += 1
             if event is not None:
                 yield event
@@ -164,7 +155,7 @@ def iterate_row(it: Iterate, reference: torch.Tensor | None, seconds: float) -> 
         evaluations=it.evaluations,
         seconds=seconds,
         max_residual=it.max_residual,
-        distance=rms(it.x0, reference) if reference is not None else float("nan"),
+        distance=distance(it.x0, reference) if reference is not None else float("nan"),
         residual=it.residual.numpy().copy(),
         converged=it.converged,
     )
@@ -184,22 +175,10 @@ def solver_events(
     last = None
     for it in iterates:
         last = it
-        event = {
-            "kind": "iterate",
-            "lane": lane,
-            "row": iterate_row(it, reference, iterates.seconds),
-            "preview": preview(model, it.x0),
-        }
-        if reference is None:
-            event["x0"] = it.x0
-        yield event
+        row = iterate_row(it, reference, iterates.seconds)
+        yield IterateDone(lane, row, preview(model, it.x0), it.x0 if reference is None else None)
     if last is not None:
-        yield {
-            "kind": "done",
-            "lane": lane,
-            "image": decode(model, last.x0),
-            "trajectory": last.trajectory.to(torch.float32).numpy(),
-        }
+        yield SolveDone(lane, decode(model, last.x0), last.trajectory.to(torch.float32).numpy())
 
 
 def _setup(settings: RunSettings) -> tuple[DiffusionModel, Problem]:
@@ -222,20 +201,20 @@ def run_events(settings: RunSettings, init: dict[str, Any] | None = None) -> Ite
     yield from reference.advance(chunk)
     early: list[torch.Tensor] = []  # x_0 of iterations that came before the reference's x_0
     for event in solver_events(problem, settings, model, None, init_trajectory, "main"):
-        if event["kind"] == "iterate":
-            x0 = event.pop("x0")
+        if isinstance(event, IterateDone):
+            assert event.x0 is not None
             if reference.x0 is None:
-                early.append(x0)
+                early.append(event.x0)
             else:
-                event["row"].distance = rms(x0, reference.x0)
-            yield event
+                event.row.distance = distance(event.x0, reference.x0)
+            yield replace(event, x0=None)
             yield from reference.advance(chunk)
         else:
             yield from reference.advance()  # the verdict compares with the whole reference
         if reference.x0 is not None and early:
-            yield {"kind": "distances", "values": [rms(x0, reference.x0) for x0 in early]}
+            yield Distances(tuple(distance(x0, reference.x0) for x0 in early))
             early = []
-        if event["kind"] == "done":
+        if isinstance(event, SolveDone):
             yield event
 
 

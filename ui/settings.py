@@ -16,9 +16,8 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from paratta import Request, SolverConfig
-from paratta.config import Spec, specs
+from paratta.config import MAX_PROMPT, Spec, specs
 
-MAX_PROMPT = 500  # characters: far more than any built-in vocabulary needs; keeps state and errors small
 EXACT_FLOAT_INT = 2**53  # above this a float cannot hold every integer (seeds go up to 2**63 − 1)
 REQUEST_SPECS = specs(Request)
 CONFIG_SPECS = specs(SolverConfig)
@@ -119,13 +118,12 @@ def as_float(name: str, value: Any) -> float:
 
 
 def as_text(name: str, value: Any) -> str:
-    """A prompt: a string (None reads as empty) of at most ``MAX_PROMPT`` characters, stripped."""
+    """A prompt: a string (None reads as empty) within its declared length, stripped."""
     if value is None:
         return ""
     if not isinstance(value, str):
         raise ValueError(f"{name} must be text (a string), got {type(value).__name__} {short(value)}")
-    if len(value) > MAX_PROMPT:
-        raise ValueError(f"{name} is {len(value):,} characters long; at most {MAX_PROMPT} are accepted here")
+    REQUEST_SPECS[name].check(value)
     return value.strip()
 
 

@@ -23,6 +23,7 @@ from matplotlib.figure import Figure
 
 from paratta import Request, SolverConfig, load_model, make_problem, sample_sequential, solve
 from paratta.config import Spec, specs
+from paratta.metrics import largest_state_distance
 from paratta.registry import model_defaults
 
 from .limits import JOBS
@@ -107,11 +108,6 @@ def zoom(path: np.ndarray, margin: float = 0.3) -> tuple[float, float, float, fl
     return (centre[0] - side / 2, centre[0] + side / 2, centre[1] - side / 2, centre[1] + side / 2)
 
 
-def distance(a: np.ndarray, b: np.ndarray) -> float:
-    """Largest RMS (over the 2 coordinates, the tolerance's units) distance between matching states."""
-    return float(np.sqrt(((a - b) ** 2).mean(axis=1)).max())
-
-
 def checked(prompt: Any, seed: Any, steps: Any, order: Any, caps: Caps) -> tuple[Request, int]:
     """The request and the order k = min(order, T); ``ValueError`` naming the setting and its range."""
     steps_ = as_int("steps", steps)
@@ -153,7 +149,7 @@ def verdict(lesson: Lesson) -> str:
     if a.iteration < j.iteration:
         head += f" ({j.iteration / a.iteration:.1f}× fewer)"
     head += f" · sequential DDIM: {lesson.steps} steps"
-    gaps = {name: distance(s.trajectory, lesson.sequential) for name, s in last.items()}
+    gaps = {name: largest_state_distance(s.trajectory, lesson.sequential) for name, s in last.items()}
     if all(s.converged for s in last.values()) and max(gaps.values()) <= lesson.tol:
         return f"{head} · both end on the sequential trajectory (largest distance {max(gaps.values()):.0e})"
     off = [
