@@ -188,9 +188,26 @@ def test_torchrun_sample_writes_once_and_matches_single_process(tmp_path):
         [sys.executable, "-m", "paratta", *common, "--output", str(tmp_path / "x0.npy")],
         capture_output=True, text=True, cwd=REPO, timeout=300,
     )  # fmt: skip
-    assert json.loads(lines[0])["iterations"] == json.loads(single.stdout)["iterations"]
+    summary, alone = json.loads(lines[0]), json.loads(single.stdout)
+    assert summary["iterations"] == alone["iterations"]
+    assert (summary["world_size"], alone["world_size"]) == (WORLD, 1)
     np.testing.assert_allclose(np.load(tmp_path / "x0_dist.npy"), np.load(tmp_path / "x0.npy"), atol=1e-5)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["x0.npy", "x0_dist.npy"]
+
+
+@pytest.mark.slow
+def test_torchrun_bench_prints_the_rank_scaling_table():
+    run = _torchrun("bench", "--model", "shapes", "--device", "cpu", "--steps", str(STEPS), "--eta", "0", "1",
+                    "--threads", "1", "--json")  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    lines = [line for line in run.stdout.splitlines() if line.startswith("{")]
+    assert len(lines) == 1  # rank 0 prints
+    rows = json.loads(lines[0])["rows"]
+    expected = [(STEPS, eta, ranks) for eta in (0.0, 1.0) for ranks in (1, 2)]
+    assert [(r["steps"], r["eta"], r["ranks"]) for r in rows] == expected
+    for one, two in zip(rows[::2], rows[1::2], strict=True):
+        assert one["iterations"] == two["iterations"] and two["x0_difference"] <= 1e-5
+        assert one["speedup"] == 1.0 and two["ms_per_iter"] > 0 and two["communication_ms"] > 0
 
 
 @pytest.mark.slow

@@ -137,6 +137,7 @@ def sample_command(args: argparse.Namespace) -> dict:
         "model_seconds": round(last.model_seconds, 4),
         "solver_seconds": round(last.solver_seconds, 4),
         "max_residual": last.max_residual,
+        "world_size": group.world if (group := distributed.current()) is not None else 1,
         "output": str(args.output),
     }
     if args.compare_sequential:
