@@ -17,7 +17,7 @@ The latency table is written to ``--table`` (the app's projection reads it) and 
 
     python benchmarks/gpu_latency.py --table paratta/data/latency.json --json gpu.json
     python benchmarks/gpu_latency.py --quick --device cpu
-    python benchmarks/gpu_latency.py --markdown docs/data/gpu_benchmark.json   # the README's tables from a run
+    python benchmarks/gpu_latency.py --markdown docs/data/gpu_benchmark.json   # docs/gpu.md's tables
 """
 
 from __future__ import annotations
@@ -195,7 +195,7 @@ def clock_peak(device: torch.device) -> float | None:
 
 
 def markdown(summary: dict[str, Any]) -> str:
-    """The README's tables from a saved ``--json`` run: latency by batch rows, then the runs."""
+    """docs/gpu.md's tables from a saved ``--json`` run: latency by batch rows, then the runs."""
     models = summary["latency"]["models"]
     sizes = sorted({r for m in models.values() for r in m["rows"]})
     head = "| rows per call | " + " | ".join(f"{name} ({m['dtype']})" for name, m in models.items()) + " |"

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -51,3 +54,55 @@ def test_every_setting_has_a_row_with_its_default(name: str) -> None:
         assert default.endswith('""')
     else:
         assert float(default) == float(spec.default), (name, default, spec.default)
+
+
+ROOT = Path(__file__).resolve().parents[1]
+DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+FENCE = re.compile(r"^```(\w*)\n(.*?)^```", re.S | re.M)
+
+
+def python_blocks() -> list[str]:
+    return [body for lang, body in FENCE.findall(README) if lang == "python"]
+
+
+def test_readme_fits_in_15000_bytes() -> None:
+    size = len((ROOT / "README.md").read_bytes())
+    assert size <= 15_000, f"README.md is {size} bytes; move detail to docs/"
+
+
+@pytest.mark.parametrize("doc", DOCS, ids=lambda p: p.name)
+def test_every_relative_link_points_to_a_file(doc: Path) -> None:
+    text = re.sub(r"`[^`\n]*`", "", FENCE.sub("", doc.read_text(encoding="utf-8")))
+    missing = []
+    for target in re.findall(r"\]\(([^)\s]+)(?:\s+\"[^\"]*\")?\)", text):
+        if re.match(r"[a-z][a-z0-9+.-]*:", target) or target.startswith("#"):
+            continue  # a URL or an anchor on the same page
+        if not (doc.parent / target.split("#", 1)[0]).exists():
+            missing.append(target)
+    assert not missing, f"{doc.relative_to(ROOT)} links to missing files: {missing}"
+
+
+def test_readme_has_a_python_example() -> None:
+    assert python_blocks(), "README.md has no ```python block"
+
+
+@pytest.mark.parametrize("index", range(len(python_blocks())))
+def test_readme_python_blocks_run(index: int) -> None:
+    env = dict(os.environ, PYTHONPATH=str(ROOT), HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
+    block = python_blocks()[index]
+    done = subprocess.run(
+        [sys.executable, "-c", block], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, f"README python block {index} failed:\n{block}\n{done.stderr[-3000:]}"
+    if "distance(" in block:  # the Library example: its last line is x_0's distance to sequential
+        assert float(done.stdout.split()[-1]) <= 2e-3, done.stdout
+
+
+@pytest.mark.parametrize("index", range(len(python_blocks())))
+def test_readme_python_blocks_are_ruff_formatted(index: int) -> None:
+    block = python_blocks()[index]
+    # the project's settings (pyproject.toml) apply: ruff runs in the repository root
+    command = [sys.executable, "-m", "ruff", "format", "--stdin-filename", "README_block.py", "-"]
+    done = subprocess.run(command, cwd=ROOT, input=block, capture_output=True, text=True, check=True)
+    formatted = done.stdout
+    assert formatted == block, f"README python block {index} is not ruff-formatted:\n{formatted}"

@@ -32,7 +32,7 @@ CHOICE_LABELS = {  # how a choice reads in the panel; the values are the library
     "per-step": "per-step (the published rule)",
 }
 ETA_PRESETS = {"DDIM (η = 0)": 0.0, "DDPM (η = 1)": 1.0, "custom": None}
-# The /run API's inputs, in order (README, "Driving the app from Python"); new ones go at the end.
+# The /run API's inputs, in order (docs/api.md); new ones go at the end.
 RUN_INPUT_NAMES = (
     "model",
     "prompt",
