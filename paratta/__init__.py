@@ -7,7 +7,7 @@ Importing paratta imports torch only; diffusers is loaded when a diffusers model
 from .config import SolverConfig
 from .problem import Problem, Request, make_problem
 from .registry import BUILTIN_MODELS, ModelDefaults, load_model, model_defaults
-from .schedule import Coefficients, SchedulerConfig, ddim_coefficients
+from .schedule import Coefficients, SchedulerConfig, coefficients, ddim_coefficients
 from .sequential import iterate_sequential, sample_sequential
 from .solver import Iterate, run, solve
 
@@ -20,6 +20,7 @@ __all__ = [
     "Request",
     "SchedulerConfig",
     "SolverConfig",
+    "coefficients",
     "ddim_coefficients",
     "iterate_sequential",
     "load_model",

@@ -7,8 +7,7 @@ import torch
 from torch import Tensor
 
 from .evaluate import evaluate
-from .problem import Problem
-from .schedule import SchedulerConfig, alphas_cumprod, ddim_coefficients
+from .problem import Problem, schedule_for
 
 
 def copies_of_xT(problem: Problem, device: torch.device, dtype: torch.dtype) -> Tensor:
@@ -30,35 +29,29 @@ def from_trajectory(problem: Problem, trajectory: Tensor, device: torch.device, 
 
 
 def coarse_pass(problem: Problem, steps: int, device: torch.device, dtype: torch.dtype) -> Tensor:
-    """A deterministic DDIM pass with ``steps`` ≪ T steps, carried onto the fine grid.
+    """A deterministic pass of the same sampler with ``steps`` ≪ T steps, carried onto the fine grid.
 
-    State x_i of the fine grid lives at ᾱ(s_i), s_i = τ_{i−1} (s_0: the final ᾱ). It is set to the
-    DDIM jump from the nearest coarse state at or above s_i, √ᾱ(s_i) x̂_0 + √(1−ᾱ(s_i)) ε̂, using
-    that coarse step's own prediction: exactly how DDIM itself moves between any two noise levels.
-    Costs ``steps`` sequential network calls.
+    Fine state x_i lives at the noise level n_i of the fine grid (``Schedule.noise``). It is set by the
+    coarse schedule's ``jump`` from the least noisy coarse evaluation at or above n_i, using that
+    step's own prediction: exactly how the sampler itself moves between two noise levels (DDIM:
+    √(1 − n²) x̂_0 + n ε̂; flow matching: the Euler line x + (σ − σ') v). Costs ``steps`` sequential
+    network calls.
     """
-    config = SchedulerConfig.from_dict(problem.model.scheduler_config)
-    fine = problem.coef
-    coarse = ddim_coefficients(config, steps, 0.0).to(device, dtype)
-    ac = alphas_cumprod(config).to(device, dtype)
+    fine = problem.coef.to(device, dtype)
+    coarse = schedule_for(problem.model, steps, 0.0).to(device, dtype)
     traj = copies_of_xT(problem, device, dtype)
     x = traj[-1].clone()
-    x0s, epss, taus = [], [], []
+    evaluations = []  # (noise level of the input, step, input, network output), noisiest first
     for j in reversed(range(steps)):
         idx = torch.tensor([j], device=device)
         out = evaluate(problem, coarse.timesteps[idx], x[None])
-        x0, eps = coarse.x0_eps(idx, x[None], out)
-        x0s.append(x0[0])
-        epss.append(eps[0])
-        taus.append(int(coarse.timesteps[j]))
+        evaluations.append((float(coarse.input_noise[j]), idx, x[None], out))
         x = coarse.step(idx, x[None], out, None)[0]
-    final = fine.alpha_bar_prev[0].to(device, dtype)
     for i in range(problem.steps):
-        s = int(fine.timesteps[i - 1]) if i > 0 else -1
-        above = [n for n, tau in enumerate(taus) if tau >= s]
+        level = fine.noise[i]
+        above = [e for e in evaluations if e[0] >= float(level)]
         if not above:
             continue  # noisier than the whole coarse grid: keep x_T
-        n = above[-1]
-        ab = ac[s] if s >= 0 else final
-        traj[i] = ab.sqrt() * x0s[n] + (1 - ab).sqrt() * epss[n]
+        _, idx, state, out = above[-1]
+        traj[i] = coarse.jump(idx, state, out, level)[0]
     return traj

@@ -17,7 +17,7 @@ from torch import Tensor
 
 from .config import Request
 from .protocol import DiffusionModel
-from .schedule import Coefficients, SchedulerConfig, ddim_coefficients
+from .schedule import Schedule, coefficients, family
 
 
 @dataclass(frozen=True)
@@ -25,7 +25,7 @@ class Problem:
     """Everything both samplers need; the sequential trajectory is its unique solution."""
 
     model: DiffusionModel
-    coef: Coefficients  # float64, on CPU; samplers move a copy to their device and dtype
+    coef: Schedule  # float64, on CPU; samplers move a copy to their device and dtype
     cond: Any
     x_T: Tensor  # (*latent_shape), float32 on CPU
     xi: Tensor | None  # (T, *latent_shape): ξ_i for step i, None when η = 0
@@ -52,13 +52,37 @@ def draw_noise(
     return x_T, xi
 
 
+def for_family(model: DiffusionModel, wanted: str) -> DiffusionModel:
+    """The model as the sampler family ``wanted`` sees it ("auto": its own scheduler's).
+
+    A model that both families can sample (the embedded mixtures) offers ``with_family``; any other
+    is refused with a message naming its own family.
+    """
+    own = family(model.scheduler_config)
+    if wanted in ("auto", own):
+        return model
+    switch = getattr(model, "with_family", None)
+    if switch is None:
+        kind = "a flow-matching (velocity)" if own == "flow" else "a DDIM (ε/v-prediction)"
+        raise ValueError(f"{model.name} is {kind} model: it cannot be sampled with family {wanted!r}")
+    return switch(wanted)
+
+
+def schedule_for(model: DiffusionModel, steps: int, eta: float = 0.0) -> Schedule:
+    """The coefficients of the model's scheduler config for ``steps`` steps, with the arguments its
+    pipeline passes to ``set_timesteps`` (``schedule_arguments``: a flow model's sigmas, sequence length)."""
+    arguments = getattr(model, "schedule_arguments", None)
+    return coefficients(model.scheduler_config, steps, eta, **(arguments(steps) if arguments else {}))
+
+
 def make_problem(model: DiffusionModel, request: Request, latents: Tensor | None = None) -> Problem:
     """Encode the condition, build the coefficients from the model's own scheduler config, draw noises.
 
-    ``latents`` (shape ``latent_shape``, or with a leading batch axis of 1) replaces the drawn x_T.
+    ``request.family`` picks the sampler family (``for_family``); ``latents`` (shape ``latent_shape``,
+    or with a leading batch axis of 1) replaces the drawn x_T.
     """
-    config = SchedulerConfig.from_dict(model.scheduler_config)
-    coef = ddim_coefficients(config, request.steps, request.eta)
+    model = for_family(model, request.family)
+    coef = schedule_for(model, request.steps, request.eta)
     cond = model.encode(request.prompt, request.negative_prompt)
     x_T, xi = draw_noise(request.seed, tuple(model.latent_shape), request.steps, request.eta, latents is None)
     if latents is not None:

@@ -2,7 +2,7 @@
 
 A model turns a prompt into a condition, predicts the guided network output for a batch of
 states at a batch of timesteps, and decodes states to RGB. The embedded mixture models, the
-trained embedded UNet and the diffusers adapters (Stable Diffusion, DiT) all implement it.
+trained embedded UNet and the diffusers adapters (Stable Diffusion, DiT, SD3, Flux) all implement it.
 """
 
 from __future__ import annotations
@@ -20,10 +20,16 @@ class DiffusionModel(Protocol):
     Attributes:
         name: short human-readable name.
         latent_shape: shape of one state x_t, without the batch axis, e.g. (3, 32, 32).
-        scheduler_config: the diffusers DDIMScheduler config the model was trained with
-            (a mapping; read it with ``paratta.schedule.SchedulerConfig.from_dict``).
+        scheduler_config: the diffusers scheduler config the model is sampled with, a mapping with
+            ``_class_name`` ``DDIMScheduler`` or ``FlowMatchEulerDiscreteScheduler``
+            (``paratta.schedule.coefficients`` reads it).
         device, dtype: where and in which precision the network runs.
         takes_negative_prompt: whether a negative prompt means anything to this model.
+
+    Two optional methods (``paratta.problem`` looks for them): ``schedule_arguments(steps)``, the
+    keyword arguments the model's pipeline passes to ``set_timesteps`` (a flow pipeline's custom
+    sigmas, the image sequence length for μ); ``with_family(family)``, the model as the other sampler
+    family sees it, for a model both can sample (the embedded mixtures).
     """
 
     name: str
@@ -38,9 +44,10 @@ class DiffusionModel(Protocol):
         ...
 
     def predict(self, x: Tensor, t: Tensor, cond: Any, guidance: float) -> Tensor:
-        """Guided network output for states ``x`` (n, *latent_shape) at integer timesteps ``t`` (n,).
+        """Guided network output for states ``x`` (n, *latent_shape) at timesteps ``t`` (n,).
 
-        The output is what the scheduler's ``prediction_type`` names (ε, v or x̂_0) after
+        DDIM: integer timesteps, and the output is what the scheduler's ``prediction_type`` names
+        (ε, v or x̂_0); flow matching: t = σ·N (float) and the output is the velocity; either after
         classifier-free guidance  u + s·(c − u); conditional and unconditional halves are one
         batch. ``x`` arrives in ``self.dtype`` on ``self.device``.
         """

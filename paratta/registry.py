@@ -66,6 +66,8 @@ def model_defaults(name: str, model: DiffusionModel | None = None) -> ModelDefau
     if model is not None and getattr(model, "text_encoder", None) is None:
         has_label = "golden retriever" in (getattr(model, "labels", None) or {})  # an ImageNet class
         return replace(CLASS_CONDITIONAL_DEFAULTS, prompt="golden retriever" if has_label else "")
+    if model is not None and hasattr(model, "default_guidance"):  # a pipeline with its own (SD3, Flux)
+        return replace(TEXT_TO_IMAGE_DEFAULTS, guidance=model.default_guidance, steps=model.default_steps)
     return TEXT_TO_IMAGE_DEFAULTS
 
 

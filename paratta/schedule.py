@@ -1,4 +1,8 @@
-"""DDIM(η) coefficients: the single source of truth for every sampler in paratta.
+"""The samplers' coefficients, the single source of truth for every sampler in paratta.
+
+``coefficients`` builds them from a diffusers scheduler config: DDIM(η) here, flow-matching Euler
+in ``paratta.flow``. Both have the ``Schedule`` interface, so the solvers never ask which family
+they solve: the step is x_i = a_i · x_{i+1} + d_i either way.
 
 One DDIM(η) step, exactly as diffusers' ``DDIMScheduler.step`` takes it, on the grid
 τ_{T-1} > … > τ_0 (index 0 is the last, least noisy step):
@@ -18,13 +22,15 @@ so ᾱ differs from diffusers' float32 table by float32 round-off only).
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields, replace
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
 from torch import Tensor
+
+from .flow import FLOW_SCHEDULER, FlowSchedulerConfig, flow_coefficients
 
 BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2")
 SPACINGS = ("leading", "trailing", "linspace")
@@ -153,6 +159,16 @@ class Coefficients:
     def num_steps(self) -> int:
         return int(self.timesteps.shape[0])
 
+    @property
+    def noise(self) -> Tensor:
+        """√(1 − ᾱ_i⁻): the noise level of x_i, the state step i lands on (0 onto ᾱ = 1)."""
+        return (1 - self.alpha_bar_prev).clamp_min(0).sqrt()
+
+    @property
+    def input_noise(self) -> Tensor:
+        """√(1 − ᾱ_i): the noise level of x_{i+1}, where step i evaluates the network."""
+        return (1 - self.alpha_bar).clamp_min(0).sqrt()
+
     def to(self, device: torch.device | str, dtype: torch.dtype) -> Coefficients:
         moved = {
             f.name: getattr(self, f.name).to(device=device, dtype=dtype)
@@ -192,6 +208,12 @@ class Coefficients:
             x0 = x0.clamp(-self.clip_range, self.clip_range)
         return x0, eps
 
+    def jump(self, i: Tensor, x: Tensor, out: Tensor, level: Tensor) -> Tensor:
+        """The state at noise level ``level`` = √(1 − ᾱ) by DDIM's own move from step i's prediction:
+        √ᾱ x̂_0 + √(1 − ᾱ) ε̂ (how DDIM goes between any two noise levels)."""
+        x0, eps = self.x0_eps(i, x, out)
+        return (1 - level**2).clamp_min(0).sqrt() * x0 + level * eps
+
 
 def ddim_coefficients(config: SchedulerConfig, num_steps: int, eta: float = 0.0) -> Coefficients:
     """DDIM(η) coefficients for ``num_steps`` steps, in float64, as ``DDIMScheduler.step`` takes them.
@@ -228,3 +250,76 @@ def ddim_coefficients(config: SchedulerConfig, num_steps: int, eta: float = 0.0)
         prediction_type=config.prediction_type,
         clip_range=float(config.clip_sample_range) if config.clip_sample else None,
     )
+
+
+DDIM_SCHEDULER = "DDIMScheduler"
+FAMILIES = {DDIM_SCHEDULER: "ddim", FLOW_SCHEDULER: "flow"}  # scheduler class → sampler family
+
+
+class Schedule(Protocol):
+    """What the samplers use of a family's coefficients (``Coefficients``, ``FlowCoefficients``).
+
+    Step i maps x_{i+1} to x_i = a_i · x_{i+1} + d_i; the network is evaluated at ``timesteps[i]``.
+    """
+
+    timesteps: Tensor  # (T,) what the model's ``predict`` receives for step i
+    a: Tensor  # (T,) the linear coefficient of x_{i+1}
+
+    @property
+    def num_steps(self) -> int: ...
+
+    @property
+    def noise(self) -> Tensor:
+        """(T,) the noise level of x_i (the per-step stopping rule's σ_i)."""
+        ...
+
+    @property
+    def input_noise(self) -> Tensor:
+        """(T,) the noise level of x_{i+1}."""
+        ...
+
+    def to(self, device: torch.device | str, dtype: torch.dtype) -> Schedule: ...
+
+    def step(self, i: Tensor, x: Tensor, out: Tensor, xi: Tensor | None) -> Tensor: ...
+
+    def increment(self, i: Tensor, x: Tensor, out: Tensor, xi: Tensor | None) -> Tensor: ...
+
+    def jump(self, i: Tensor, x: Tensor, out: Tensor, level: Tensor) -> Tensor: ...
+
+
+def family(config: Mapping[str, Any]) -> str:
+    """The sampler family, "ddim" or "flow", of a scheduler config by its ``_class_name`` (none: DDIM).
+
+    Other classes are refused by name: a diffusers adapter converts an ε/v-prediction scheduler to
+    ``DDIMScheduler`` first (``paratta.models.diffusers.base.ddim_scheduler_config``).
+    """
+    name = dict(config).get("_class_name") or DDIM_SCHEDULER
+    if name not in FAMILIES:
+        raise ValueError(
+            f"scheduler {name!r} is not one paratta can express: it solves {DDIM_SCHEDULER} (DDIM(η)) and "
+            f"{FLOW_SCHEDULER} (flow-matching Euler); convert an ε/v-prediction scheduler with "
+            "DDIMScheduler.from_config"
+        )
+    return FAMILIES[name]
+
+
+def coefficients(
+    config: Mapping[str, Any],
+    num_steps: int,
+    eta: float = 0.0,
+    *,
+    sigmas: Sequence[float] | None = None,
+    mu: float | None = None,
+    image_seq_len: int | None = None,
+) -> Schedule:
+    """The coefficients of a scheduler config for ``num_steps`` steps: DDIM(η), or flow-matching Euler.
+
+    ``sigmas``, ``mu`` and ``image_seq_len`` are a flow pipeline's arguments to ``set_timesteps``
+    (``paratta.flow.flow_coefficients``); a DDIM config takes none of them.
+    """
+    if family(config) == "flow":
+        flow = FlowSchedulerConfig.from_dict(config)
+        return flow_coefficients(flow, num_steps, eta, sigmas=sigmas, mu=mu, image_seq_len=image_seq_len)
+    if sigmas is not None or mu is not None or image_seq_len is not None:
+        raise ValueError("sigmas, mu and image_seq_len are flow-matching arguments; DDIM takes none of them")
+    return ddim_coefficients(SchedulerConfig.from_dict(config), num_steps, eta)

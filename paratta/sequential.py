@@ -1,4 +1,5 @@
-"""Sequential DDIM(η): T network calls, one after another — the reference every solver must reproduce."""
+"""Sequential sampling (DDIM(η) or flow-matching Euler): T network calls, one after another — the
+reference every solver must reproduce."""
 
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ class SequentialStep:
 def iterate_sequential(
     problem: Problem, device: torch.device | str | None = None, dtype: torch.dtype = torch.float64
 ) -> Iterator[SequentialStep]:
-    """x_i = step_i(x_{i+1}, ε(x_{i+1}, τ_i)) for i = T−1…0, yielding after each step."""
+    """x_i = step_i(x_{i+1}, network(x_{i+1}, t_i)) for i = T−1…0, yielding after each step."""
     device = torch.device(device) if device is not None else problem.model.device
     coef = problem.coef.to(device, dtype)
     x = problem.x_T.to(device, dtype)

@@ -38,7 +38,7 @@ the true defects of the output against the charged budget, docs/stopping.md what
 
 **per-step** (Tang et al. 2024): step i is converged when
 
-    (7)  ρ_i = RMS(r_i) ≤ tol   or   ρ_i ≤ tol2 · σ_i,      σ_i = √(1 − ᾱ_i⁻),
+    (7)  ρ_i = RMS(r_i) ≤ tol   or   ρ_i ≤ tol2 · σ_i,      σ_i = √(1 − ᾱ_i⁻)  (flow: σ_i itself),
 
 and u is the noisiest unconverged step (lo if none). It bounds no distance to the sequential
 output: per-step errors of size tol add up along the trajectory.
@@ -110,5 +110,6 @@ def per_step_anchor(r_rms: Tensor, sigma: Tensor, tol: float, tol2: float, lo: i
 
 
 def noise_level(alpha_bar_prev: Tensor) -> Tensor:
-    """σ_i = √(1 − ᾱ_i⁻) of (7): the noise level of x_i, the state step i lands on (0 onto ᾱ = 1)."""
+    """σ_i = √(1 − ᾱ_i⁻) of (7) for DDIM: the noise level of x_i, the state step i lands on (0 onto
+    ᾱ = 1). The solver reads each family's own from its coefficients (``Schedule.noise``)."""
     return (1 - alpha_bar_prev).clamp_min(0).sqrt()

@@ -7,7 +7,9 @@ cyan. Both solvers are run to the end first (the 2-D model takes milliseconds), 
 zoomed once to where the iterates go, the verdict is known, and a lecturer can step back and forth
 through the frames (slider, previous/next) without anything being recomputed.
 
-The tab has its own controls: the sidebar's settings do not apply to it.
+The tab has its own controls: the sidebar's settings do not apply to it. The sampler family (DDIM
+on ε, or flow-matching Euler on the same mixture's exact velocity) is one of them: the same clusters,
+the same solvers, another path from x_T to x_0.
 """
 
 from __future__ import annotations
@@ -26,8 +28,9 @@ from paratta.config import Spec, specs
 from paratta.metrics import largest_state_distance
 from paratta.registry import model_defaults
 
+from .controls import CHOICE_LABELS
 from .limits import JOBS
-from .settings import Caps, as_int, as_text, frame_index
+from .settings import Caps, as_choice, as_int, as_text, frame_index
 
 MODEL = "toy2d"
 LANES = ("jacobi", "anderson")
@@ -37,6 +40,8 @@ EXTENT = 3.2  # the backdrop shows [−EXTENT, EXTENT]²: x_T ~ N(0, I) and the 
 MIN_SIDE = 1.5  # the zoomed view is at least this wide, so a short trajectory keeps its context
 ITERATE, FINAL_PART, SEQUENTIAL = "#ff7a3d", "#22d3ee", "white"
 REQUEST, SOLVER = specs(Request), specs(SolverConfig)
+FAMILIES = tuple(f for f in REQUEST["family"].choices if f != "auto")  # toy2d has both; "auto" is DDIM
+SAMPLER_NAMES = {"ddim": "DDIM", "flow": "flow-matching Euler"}
 
 
 @dataclass(frozen=True)
@@ -78,6 +83,7 @@ class Lesson:
     sequential: np.ndarray  # (T+1, 2)
     lanes: dict[str, list[Snapshot]]  # per lane, iterations 0 … n
     view: tuple[float, float, float, float]  # x_lo, x_hi, y_lo, y_hi (square)
+    family: str = "ddim"  # the sampler family both lanes solve
 
     @property
     def frames(self) -> int:
@@ -108,7 +114,9 @@ def zoom(path: np.ndarray, margin: float = 0.3) -> tuple[float, float, float, fl
     return (centre[0] - side / 2, centre[0] + side / 2, centre[1] - side / 2, centre[1] + side / 2)
 
 
-def checked(prompt: Any, seed: Any, steps: Any, order: Any, caps: Caps) -> tuple[Request, int]:
+def checked(
+    prompt: Any, seed: Any, steps: Any, order: Any, caps: Caps, family: Any = "ddim"
+) -> tuple[Request, int]:
     """The request and the order k = min(order, T); ``ValueError`` naming the setting and its range."""
     steps_ = as_int("steps", steps)
     if steps_ > caps.max_steps:
@@ -116,7 +124,10 @@ def checked(prompt: Any, seed: Any, steps: Any, order: Any, caps: Caps) -> tuple
             f"steps must be at most {caps.max_steps} in this app (a cap that keeps the machine shared "
             f"fairly); got {steps_}"
         )
-    request = Request(prompt=as_text("prompt", prompt), seed=as_int("seed", seed), steps=steps_)
+    family_ = as_choice(REQUEST["family"], family)
+    request = Request(
+        prompt=as_text("prompt", prompt), seed=as_int("seed", seed), steps=steps_, family=family_
+    )
     order_ = as_int("order", order)
     if order_ > caps.max_steps:
         raise ValueError(f"order must be at most {caps.max_steps} in this app; got {order_}")
@@ -138,7 +149,8 @@ def lesson(request: Request, order: int) -> Lesson:
             for it in solve(problem, config)
         ]
     tol = SolverConfig().resolved(T).tol  # the default rule's own
-    return Lesson(request.prompt, T, order, tol, sequential, lanes, zoom(sequential))
+    family = "flow" if request.family == "flow" else "ddim"
+    return Lesson(request.prompt, T, order, tol, sequential, lanes, zoom(sequential), family)
 
 
 def verdict(lesson: Lesson) -> str:
@@ -148,7 +160,7 @@ def verdict(lesson: Lesson) -> str:
     head = f"**Anderson {a.iteration} vs Jacobi {j.iteration} parallel iterations**"
     if a.iteration < j.iteration:
         head += f" ({j.iteration / a.iteration:.1f}× fewer)"
-    head += f" · sequential DDIM: {lesson.steps} steps"
+    head += f" · sequential {SAMPLER_NAMES[lesson.family]}: {lesson.steps} steps"
     gaps = {name: largest_state_distance(s.trajectory, lesson.sequential) for name, s in last.items()}
     if all(s.converged for s in last.values()) and max(gaps.values()) <= lesson.tol:
         return f"{head} · both end on the sequential trajectory (largest distance {max(gaps.values()):.0e})"
@@ -225,12 +237,12 @@ def refuse(err: Exception) -> gr.Error:
 
 
 def teach_run(
-    prompt: Any, seed: Any, steps: Any, order: Any, request: gr.Request = None
+    prompt: Any, seed: Any, steps: Any, order: Any, family: Any = "ddim", request: gr.Request = None
 ) -> Iterator[tuple[Figure, str, Lesson]]:
     """Solve both lanes, then stream one frame per parallel iteration (0 … n); the last has the verdict.
     Like Run and Race, one job per session (``ui.limits``): it replaces the session's running one."""
     try:
-        lesson_request, order_ = checked(prompt, seed, steps, order, Caps.from_env())
+        lesson_request, order_ = checked(prompt, seed, steps, order, Caps.from_env(), family)
         ticket = JOBS.begin(request, Caps.from_env())
         try:
             result = lesson(lesson_request, order_)  # toy2d: T ≤ the cap costs well under a second
@@ -299,7 +311,10 @@ EXPLANATION = (
     "Each frame is **one parallel iteration**: the whole trajectory x_T → x_0 (orange) is updated at once; "
     "from the anchor up it is final (cyan), by the solver's own records. White dashed: the sequential "
     "trajectory (square: x_T, star: its x_0); red dot: the iterate's x_0. Both solvers use the full window "
-    "and the same order; only the update differs. Frame 0 is the starting guess, every state a copy of x_T."
+    "and the same order; only the update differs. Frame 0 is the starting guess, every state a copy of x_T. "
+    "Sampler family: DDIM follows the mixture's exact ε; flow matching takes Euler steps along the same "
+    "mixture's exact velocity (the rectified-flow path x_σ = (1 − σ) x_0 + σ ε, as SD3 and Flux): same "
+    "clusters, straighter paths (How it works: does the fixed point converge faster?)."
 )
 
 
@@ -331,6 +346,13 @@ def build_teach_tab() -> Any:
             label=f"{SOLVER['order'].label} {SOLVER['order'].symbol}",
             scale=2,
         )
+        family = gr.Radio(
+            [(CHOICE_LABELS[f], f) for f in FAMILIES],
+            value=FAMILIES[0],
+            label=REQUEST["family"].label,
+            scale=2,
+            elem_id="teach-family",
+        )
         go = gr.Button("Run Jacobi and Anderson", variant="primary", elem_id="teach-run", scale=1)
     with gr.Row(equal_height=False):
         previous = gr.Button(
@@ -359,7 +381,7 @@ def build_teach_tab() -> Any:
     go.click(locked, None, [slider, previous, following], queue=False, api_visibility="private")
     event = go.click(
         teach_run,
-        [prompt, seed, steps, order],
+        [prompt, seed, steps, order, family],
         [plot, text, state],
         api_name="teach",
         preprocess=False,

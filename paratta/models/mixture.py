@@ -15,11 +15,23 @@ Squared distances come from ‖x‖² − 2√ᾱ x·μ_k + ᾱ‖μ_k‖² (one
 n × K × D is ever formed. Everything runs in float64 whatever the input dtype.
 
 Weights are given as log-weights so that a condition can drop components with −inf.
+
+The same mixture under the rectified-flow path x_σ = (1 − σ) x_0 + σ ε (SD3, Flux) has the exact
+velocity v*(x, σ) = E[ε − x_0 | x_σ = x] = (x − E[x_0 | x]) / σ, since ε = (x_σ − (1 − σ) x_0) / σ.
+The path is the DDPM one rescaled: x_σ / r = √ᾱ x_0 + √(1 − ᾱ) ε with r = √((1 − σ)² + σ²) and
+√ᾱ = (1 − σ) / r, so the responsibilities and the posterior mean
+
+    E[x_0 | x_t] = Σ_k w_k ((1 − ᾱ) μ_k + √ᾱ s_k² x_t) / v_k        (x_t = x_σ / r)
+
+come from the same distance computation as ε*. A ``MixtureModel`` predicts ε* for DDIM(η) and v*
+for flow-matching Euler (``with_family``): the same distribution, sampled by either family.
 """
 
 from __future__ import annotations
 
+import copy
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,6 +53,15 @@ def embedded_scheduler_config() -> dict[str, Any]:
         "prediction_type": "epsilon",
         "timestep_spacing": "leading",
     }
+
+
+def embedded_flow_scheduler_config() -> dict[str, Any]:
+    """The flow-matching scheduler of the embedded models: diffusers' defaults, i.e. shift 1 (σ evenly
+    spaced from 1 to 1/N, then 0: the plain rectified-flow grid)."""
+    return {"_class_name": "FlowMatchEulerDiscreteScheduler", "num_train_timesteps": 1000, "shift": 1.0}
+
+
+SCHEDULER_CONFIGS = {"ddim": embedded_scheduler_config, "flow": embedded_flow_scheduler_config}
 
 
 @dataclass(frozen=True)
@@ -121,6 +142,41 @@ def mixture_eps(
     return eps.to(out_dtype or x.dtype)
 
 
+def mixture_x0(
+    x: Tensor,
+    alpha_bar: Tensor | float,
+    mix: IsotropicMixture,
+    log_weights: Tensor,
+    out_dtype: torch.dtype | None = None,
+) -> Tensor:
+    """E[x_0 | x_t] of the module docstring under x_t = √ᾱ x_0 + √(1−ᾱ) ε; shapes as ``mixture_eps``.
+
+    Well defined at ᾱ = 0 (pure noise: the prior mean), where x̂_0 from ε* would divide by √ᾱ.
+    """
+    x64, ab = _prepare(x, alpha_bar, mix)
+    lw = _check_log_weights(log_weights, mix)
+    log_lik, v = component_log_likelihoods(x64, ab, mix)
+    u = torch.softmax(lw.unsqueeze(-2) + log_lik, dim=-1) / v  # w_k / v_k
+    x0 = (1 - ab)[:, None] * (u @ mix.means) + ab.sqrt()[:, None] * x64 * (u @ mix.variances)[..., None]
+    return x0.to(out_dtype or x.dtype)
+
+
+def mixture_velocity(
+    x: Tensor,
+    sigma: Tensor | float,
+    mix: IsotropicMixture,
+    log_weights: Tensor,
+    out_dtype: torch.dtype | None = None,
+) -> Tensor:
+    """v*(x, σ) = (x − E[x_0 | x_σ = x]) / σ under x_σ = (1 − σ) x_0 + σ ε, for σ in (0, 1], batched
+    over rows with their own σ; shapes as ``mixture_eps``."""
+    x64 = x.reshape(x.shape[0], -1).to(device=mix.means.device, dtype=torch.float64)
+    s = torch.as_tensor(sigma, dtype=torch.float64, device=x64.device).reshape(-1).expand(x64.shape[0])
+    r = ((1 - s) ** 2 + s**2).sqrt()  # x_σ / r is the DDPM state at √ᾱ = (1 − σ) / r
+    x0 = mixture_x0(x64 / r[:, None], ((1 - s) / r) ** 2, mix, log_weights, out_dtype=torch.float64)
+    return ((x64 - x0) / s[:, None]).to(out_dtype or x.dtype)
+
+
 def guided_mixture_eps(
     x: Tensor, alpha_bar: Tensor, mix: IsotropicMixture, log_weights: Tensor, guidance: float
 ) -> Tensor:
@@ -129,10 +185,29 @@ def guided_mixture_eps(
     The unconditional half is skipped when it cannot matter (s = 1, or identical weightings).
     Combined in float64, returned in x's dtype.
     """
+    return _guided(mixture_eps, x, alpha_bar, mix, log_weights, guidance)
+
+
+def guided_mixture_velocity(
+    x: Tensor, sigma: Tensor, mix: IsotropicMixture, log_weights: Tensor, guidance: float
+) -> Tensor:
+    """v_u + s(v_c − v_u), as SD3 guides its velocity; as ``guided_mixture_eps`` otherwise. (v is affine
+    in ε at a fixed σ < 1, so this is the same guided field as guidance on ε.)"""
+    return _guided(mixture_velocity, x, sigma, mix, log_weights, guidance)
+
+
+def _guided(
+    field: Callable[..., Tensor],
+    x: Tensor,
+    level: Tensor,
+    mix: IsotropicMixture,
+    log_weights: Tensor,
+    guidance: float,
+) -> Tensor:
     if guidance == 1 or torch.equal(log_weights[0], log_weights[1]):
-        return mixture_eps(x, alpha_bar, mix, log_weights[0])
-    eps_c, eps_u = mixture_eps(x, alpha_bar, mix, log_weights, out_dtype=torch.float64)
-    return (eps_u + guidance * (eps_c - eps_u)).to(x.dtype)
+        return field(x, level, mix, log_weights[0])
+    cond, uncond = field(x, level, mix, log_weights, out_dtype=torch.float64)
+    return (uncond + guidance * (cond - uncond)).to(x.dtype)
 
 
 def mixture_log_density(
@@ -173,8 +248,11 @@ class MixtureModel:
     """A ``DiffusionModel`` whose ε is a mixture's exact ε: the shared part of the embedded models.
 
     A subclass sets ``name`` and says which components a prompt keeps (``_select``: log-weights
-    over the K means); ε is computed in float64 and returned in the state's dtype.
+    over the K means); ε is computed in float64 and returned in the state's dtype. ``with_family("flow")``
+    is the same model with the flow-matching scheduler, predicting the exact velocity instead.
     """
+
+    family = "ddim"  # which field ``predict`` returns: ε* (DDIM) or v* (flow matching)
 
     name = "mixture"
     takes_negative_prompt = True
@@ -188,6 +266,18 @@ class MixtureModel:
         self.mixture = IsotropicMixture.create(means, scale, self.device)
         self.scheduler_config = embedded_scheduler_config()
         self.alphas_cumprod = alphas_cumprod(SchedulerConfig.from_dict(self.scheduler_config)).to(self.device)
+        self._families: dict[str, MixtureModel] = {"ddim": self}  # shared by every view of this mixture
+
+    def with_family(self, family: str) -> MixtureModel:
+        """This mixture as sampler family ``family`` ("ddim" or "flow") sees it: a view that shares the
+        components and changes only the scheduler config and what ``predict`` returns."""
+        if family not in SCHEDULER_CONFIGS:
+            raise ValueError(f"family must be one of {', '.join(SCHEDULER_CONFIGS)}; got {family!r}")
+        if family not in self._families:
+            view = copy.copy(self)
+            view.family, view.scheduler_config = family, SCHEDULER_CONFIGS[family]()
+            self._families[family] = view
+        return self._families[family]
 
     @property
     def num_components(self) -> int:
@@ -202,11 +292,17 @@ class MixtureModel:
         return MixtureCondition(log_weights=log_weights, prompt=prompt, negative_prompt=negative_prompt)
 
     def predict(self, x: Tensor, t: Tensor, cond: MixtureCondition, guidance: float) -> Tensor:
-        """Exact guided ε at integer timesteps ``t`` (n,), one ᾱ_t per row."""
-        alpha_bar = self.alphas_cumprod[torch.as_tensor(t, device=self.device).long().reshape(-1)]
+        """Exact guided ε at integer timesteps ``t`` (n,), one ᾱ_t per row; for the flow family the
+        exact guided velocity at t = σ N."""
         flat = x.reshape(x.shape[0], -1)
-        eps = guided_mixture_eps(flat, alpha_bar, self.mixture, cond.log_weights, guidance)
-        return eps.reshape(x.shape).to(x.dtype)
+        t = torch.as_tensor(t, device=self.device).reshape(-1)
+        if self.family == "flow":
+            sigma = t.double() / self.scheduler_config["num_train_timesteps"]
+            out = guided_mixture_velocity(flat, sigma, self.mixture, cond.log_weights, guidance)
+        else:
+            alpha_bar = self.alphas_cumprod[t.long()]
+            out = guided_mixture_eps(flat, alpha_bar, self.mixture, cond.log_weights, guidance)
+        return out.reshape(x.shape).to(x.dtype)
 
 
 def nearest_component(x: Tensor, mix: IsotropicMixture) -> Tensor:

@@ -21,6 +21,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from paratta.problem import for_family
 from paratta.protocol import DiffusionModel
 
 from .distributed import shares
@@ -48,6 +49,14 @@ class ReplicatedModel:
             raise ValueError("devices: give at least one device")
         self.replicas = replicas
         self._pool = ThreadPoolExecutor(max_workers=len(replicas), thread_name_prefix="paratta-replica")
+        self._families: dict[str, ReplicatedModel] = {}
+
+    def with_family(self, family: str) -> ReplicatedModel:
+        """Every replica as sampler family ``family`` sees it (``paratta.problem.for_family``), still split
+        over all devices; one view per family, so its threads are reused."""
+        if family not in self._families:
+            self._families[family] = ReplicatedModel([for_family(r, family) for r in self.replicas])
+        return self._families[family]
 
     def __getattr__(self, name: str) -> Any:  # everything but predict is the first replica's
         return getattr(self.replicas[0], name)

@@ -111,7 +111,8 @@ def scaling_command(args: argparse.Namespace) -> list[ScalingRow]:
     rows: list[ScalingRow] = []
     for steps in args.steps:
         for eta in args.eta:
-            problem = make_problem(model, Request(prompt, "", 0, steps, eta, args.guidance))
+            family = getattr(args, "family", "auto")
+            problem = make_problem(model, Request(prompt, "", 0, steps, eta, args.guidance, family))
             config = SolverConfig(solver="anderson", tol=args.tol)
             base: dict | None = None
             for k, sub in subgroups.items():

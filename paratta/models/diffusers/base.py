@@ -1,9 +1,10 @@
-"""The shared base of the diffusers adapters: device/dtype defaults, the DDIM scheduler config a
+"""The shared base of the diffusers adapters: device/dtype defaults, the scheduler config a
 pipeline maps to, out-of-memory messages, and ``DiffusersModel`` (encode/predict/decode/preview).
 
-Everything is sampled with DDIM(η): the pipeline's own scheduler config is converted with
-``DDIMScheduler.from_config`` semantics (betas, ``num_train_timesteps``, ``prediction_type`` and
-spacing kept).
+ε/v-prediction pipelines (SD, DiT) are sampled with DDIM(η): their scheduler config is converted
+with ``DDIMScheduler.from_config`` semantics (betas, ``num_train_timesteps``, ``prediction_type`` and
+spacing kept). Flow-matching pipelines (SD3, Flux) keep their ``FlowMatchEulerDiscreteScheduler``
+config as it is (``flow_scheduler_config``).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from paratta.flow import FLOW_SCHEDULER, FlowSchedulerConfig
 from paratta.models.previews import decode_with_vae, preview_latents
 from paratta.schedule import SchedulerConfig
 
@@ -60,6 +62,24 @@ def ddim_scheduler_config(scheduler: Any, stable_diffusion_rewrites: bool = Fals
     return config
 
 
+def flow_scheduler_config(scheduler: Any) -> dict[str, Any]:
+    """A flow pipeline's scheduler config as a plain dict with ``_class_name``, checked now.
+
+    Only ``FlowMatchEulerDiscreteScheduler`` is the Euler step paratta solves; another class (e.g. a
+    flow-matching Heun or UniPC scheduler swapped in) is refused by name, as is ``stochastic_sampling``.
+    """
+    name = type(scheduler).__name__
+    if name != FLOW_SCHEDULER:
+        raise ValueError(
+            f"scheduler {name!r} is not one paratta can express for a flow-matching pipeline: it solves "
+            f"{FLOW_SCHEDULER} (deterministic Euler) only"
+        )
+    config = {k: v for k, v in dict(scheduler.config).items() if not k.startswith("_")}
+    config["_class_name"] = FLOW_SCHEDULER
+    FlowSchedulerConfig.from_dict(config)  # fail now (ValueError) on e.g. stochastic_sampling, not mid-run
+    return config
+
+
 def _is_oom(error: BaseException) -> bool:
     text = str(error).lower()
     return (
@@ -70,7 +90,7 @@ def _is_oom(error: BaseException) -> bool:
 
 
 class DiffusersModel:
-    """What SD and DiT share: device/dtype, the VAE decode, previews and the out-of-memory guard.
+    """What the adapters share: device/dtype, the VAE decode, previews and the out-of-memory guard.
 
     Subclasses set ``latent_shape``, ``scheduler_config`` and implement ``encode``/``predict``.
     """

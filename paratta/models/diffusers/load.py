@@ -4,6 +4,8 @@ Supported pipelines (``SUPPORTED_PIPELINES``):
 
 - ``StableDiffusionPipeline`` (SD 1.x, SD 2.x incl. v-prediction) → ``sd.StableDiffusionModel``
 - ``DiTPipeline`` (class-conditional transformer) → ``dit.DiTModel``
+- ``StableDiffusion3Pipeline`` (SD3, SD3.5: flow matching, CFG) → ``sd3.StableDiffusion3Model``
+- ``FluxPipeline`` (Flux.1: flow matching, embedded guidance, packed latents) → ``flux.FluxModel``
 
 diffusers and transformers are imported by this subpackage only, never from ``paratta/__init__``
 (``import diffusers`` alone takes seconds): ``paratta.registry`` imports this module when a
@@ -21,13 +23,16 @@ from typing import Any
 from urllib.parse import urlparse
 
 import torch
-from diffusers import DiTPipeline, StableDiffusionPipeline
+from diffusers import DiTPipeline, FluxPipeline, StableDiffusion3Pipeline, StableDiffusionPipeline
 
 from .base import DiffusersModel, resolve_device_dtype
 from .dit import DiTModel
+from .flux import FluxModel
 from .sd import StableDiffusionModel
+from .sd3 import StableDiffusion3Model
 
-SUPPORTED_PIPELINES = ("StableDiffusionPipeline", "DiTPipeline")
+SUPPORTED_PIPELINES = ("StableDiffusionPipeline", "DiTPipeline", "StableDiffusion3Pipeline", "FluxPipeline")
+SIZED_PIPELINES = ("StableDiffusionPipeline", "StableDiffusion3Pipeline", "FluxPipeline")  # take height/width
 
 
 def from_pipeline(
@@ -42,13 +47,17 @@ def from_pipeline(
         return StableDiffusionModel(pipe, device=device, dtype=dtype, name=name, **kwargs)
     if isinstance(pipe, DiTPipeline):
         return DiTModel(pipe, device=device, dtype=dtype, name=name, **kwargs)
+    if isinstance(pipe, StableDiffusion3Pipeline):
+        return StableDiffusion3Model(pipe, device=device, dtype=dtype, name=name, **kwargs)
+    if isinstance(pipe, FluxPipeline):
+        return FluxModel(pipe, device=device, dtype=dtype, name=name, **kwargs)
     raise ValueError(_unsupported(type(pipe).__name__))
 
 
 def _unsupported(class_name: str | None) -> str:
     return (
         f"unsupported diffusers pipeline {class_name!r}: paratta supports {', '.join(SUPPORTED_PIPELINES)} "
-        "(DDIM sampling of an ε/v-prediction UNet or DiT)"
+        "(DDIM sampling of an ε/v-prediction UNet or DiT; flow-matching Euler of SD3 or Flux)"
     )
 
 
@@ -67,7 +76,7 @@ def load_diffusers_model(
     before any weights load. Hub ids are looked up in the local cache first; the hub is asked only
     when it is reachable and ``HF_HUB_OFFLINE`` is not set, otherwise a ``ValueError`` names the id.
     ``tiny_vae`` (an ``AutoencoderTiny`` or its folder/hub id, e.g. TAESD) is used for previews;
-    ``height``/``width`` (SD only) override the pipeline's default image size.
+    ``height``/``width`` (SD, SD3, Flux) override the pipeline's default image size.
     """
     source = name_or_path.strip()
     device, dtype = resolve_device_dtype(device, dtype)
@@ -102,7 +111,7 @@ def load_diffusers_model(
             ),
         )
     name = os.path.basename(os.path.normpath(source)) if local else source
-    size = {"height": height, "width": width} if class_name == "StableDiffusionPipeline" else {}
+    size = {"height": height, "width": width} if class_name in SIZED_PIPELINES else {}
     return from_pipeline(pipe, device=device, dtype=dtype, name=name, tiny_vae=tiny_vae, **size)
 
 

@@ -1,0 +1,134 @@
+"""Flux.1 (rectified-flow transformer with embedded guidance) as a paratta ``DiffusionModel``.
+
+Sampled as ``FluxPipeline.__call__`` samples it: flow-matching Euler (``paratta.flow``) on the
+pipeline's custom grid σ = linspace(1, 1/T, T), shifted by μ from the packed token count, with the
+timestep fed as t/1000 in the latents' dtype. Guidance is *embedded* (Flux-dev: the transformer
+takes the scale as an input), so one row per timestep; a transformer without ``guidance_embeds``
+(Flux-schnell) ignores the scale. The pipeline's true CFG (``true_cfg_scale`` with a negative
+prompt) is not offered. States are the pipeline's own *packed* latents, (h/2 · w/2, 4C) per image
+(2×2 patches), so ``--latents`` and ``--output-type latent`` match
+``pipe(latents=…, output_type="latent")``; ``decode`` unpacks before the VAE.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from diffusers import FluxPipeline
+from torch import Tensor
+
+from .base import DiffusersModel, flow_scheduler_config
+from .sd import _pipe_name
+
+
+@dataclass(frozen=True)
+class FluxCondition:
+    """T5 embeddings (1, L, D), the pooled CLIP embedding (1, P) and the text position ids (L, 3)."""
+
+    prompt_embeds: Tensor
+    pooled: Tensor
+    text_ids: Tensor
+    prompt: str
+
+
+class FluxModel(DiffusersModel):
+    """A ``FluxPipeline`` (Flux transformer + VAE + CLIP + T5) for paratta.
+
+    ``height``/``width`` default to the pipeline's (128 × ``vae_scale_factor``, 1024 px for Flux.1) and
+    must be multiples of 2·``vae_scale_factor``; ``max_sequence_length`` is the T5 prompt length (512).
+    """
+
+    takes_negative_prompt = False
+    rows_per_timestep = 1  # guidance is an input of the transformer, not a second batch row
+
+    def __init__(
+        self,
+        pipe: FluxPipeline,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+        name: str | None = None,
+        tiny_vae: Any = None,
+        height: int | None = None,
+        width: int | None = None,
+        max_sequence_length: int = 512,
+    ) -> None:
+        if not isinstance(pipe, FluxPipeline):
+            raise ValueError(f"FluxModel needs a FluxPipeline, got {type(pipe).__name__}")
+        super().__init__(pipe, name or _pipe_name(pipe, "flux"), device, dtype, tiny_vae)
+        self.transformer = pipe.transformer.eval()
+        self.text_encoder = pipe.text_encoder.eval()
+        f = self.vae_scale_factor
+        height = height or pipe.default_sample_size * f
+        width = width or pipe.default_sample_size * f
+        if height % (2 * f) or width % (2 * f):
+            raise ValueError(f"height and width must be multiples of {2 * f}, got {height}×{width}")
+        self.height, self.width = height, width
+        rows, cols = height // f // 2, width // f // 2  # tokens: one per 2×2 latent patch
+        self.latent_shape = (rows * cols, int(self.transformer.config.in_channels))
+        self.image_seq_len = rows * cols
+        self.image_ids = pipe._prepare_latent_image_ids(1, rows, cols, self.device, self.dtype)
+        self.guidance_embeds = bool(self.transformer.config.guidance_embeds)
+        self.max_sequence_length = max_sequence_length
+        self.scheduler_config = flow_scheduler_config(pipe.scheduler)
+        # The pipeline's defaults (``paratta.registry.model_defaults``): Flux-dev 3.5 and 28 steps;
+        # without embedded guidance (Flux-schnell, distilled to few steps) the scale means nothing.
+        self.default_guidance, self.default_steps = (3.5, 28) if self.guidance_embeds else (1.0, 4)
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        return self.height, self.width
+
+    def schedule_arguments(self, steps: int) -> dict[str, Any]:
+        """What ``FluxPipeline`` passes to ``set_timesteps``: its custom grid and the token count for μ."""
+        return {"sigmas": np.linspace(1.0, 1 / steps, steps), "image_seq_len": self.image_seq_len}
+
+    def encode(self, prompt: str, negative_prompt: str = "") -> FluxCondition:
+        """CLIP (pooled) and T5 on the prompt, by the pipeline's ``encode_prompt``; the negative is unused."""
+        if not isinstance(prompt, str) or not isinstance(negative_prompt, str):
+            raise ValueError("prompt and negative_prompt must be strings")
+        with torch.inference_mode():
+            embeds, pooled, text_ids = self.pipe.encode_prompt(
+                prompt=prompt,
+                prompt_2=None,
+                device=self.device,
+                num_images_per_prompt=1,
+                max_sequence_length=self.max_sequence_length,
+            )
+        return FluxCondition(embeds, pooled, text_ids, prompt)
+
+    def predict(self, x: Tensor, t: Tensor, cond: FluxCondition, guidance: float) -> Tensor:
+        """Velocity for n packed states at n timesteps t = σ·N: one row each, the scale embedded."""
+        n = x.shape[0]
+        t = torch.as_tensor(t, device=self.device).reshape(-1).expand(n).to(x.dtype)
+        scale = (
+            torch.full((n,), guidance, device=self.device, dtype=torch.float32)
+            if self.guidance_embeds
+            else None
+        )
+        return self._network(
+            lambda: self.transformer(
+                hidden_states=x,
+                timestep=t / 1000,
+                guidance=scale,
+                pooled_projections=cond.pooled.expand(n, -1),
+                encoder_hidden_states=cond.prompt_embeds.expand(n, -1, -1),
+                txt_ids=cond.text_ids,
+                img_ids=self.image_ids,
+                return_dict=False,
+            )[0],
+            n,
+            "Use a smaller window or set max_batch.",
+        )
+
+    def unpack(self, x: Tensor) -> Tensor:
+        """Packed states (n, tokens, 4C) → VAE latents (n, C, h, w), as the pipeline unpacks them."""
+        return self.pipe._unpack_latents(x, self.height, self.width, self.vae_scale_factor)
+
+    def decode(self, x0: Tensor) -> Tensor:
+        return super().decode(self.unpack(x0))
+
+    def preview(self, x0: Tensor) -> Tensor:
+        return super().preview(self.unpack(x0))
