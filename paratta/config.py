@@ -19,10 +19,12 @@ Solver = Literal["sequential", "jacobi", "anderson", "anderson-global"]
 Init = Literal["xT", "trajectory", "coarse"]
 Stopping = Literal["budget", "per-step"]
 StateDtype = Literal["float64", "float32"]
+Family = Literal["auto", "ddim", "flow"]
 
 SOLVERS: tuple[str, ...] = get_args(Solver)
 INITS: tuple[str, ...] = get_args(Init)
 STOPPINGS: tuple[str, ...] = get_args(Stopping)
+FAMILIES: tuple[str, ...] = get_args(Family)
 STATE_DTYPES = {"float64": torch.float64, "float32": torch.float32}
 
 MAX_STEPS = 1000  # diffusers' training grids have 1,000 timesteps
@@ -30,9 +32,9 @@ MAX_SEED = 2**63 - 1  # torch.Generator.manual_seed takes any signed 64-bit inte
 MAX_PROMPT = 500  # characters: CLIP reads 77 tokens; a longer text only costs memory
 
 # The auto tolerance of each stopping rule (latent RMS). budget: 2e-3 ≈ 2/255/4, a quarter of an
-# 8-bit level of pixels in [−1, 1] — a quarter because the largest pixel error of x_0 has been up to
-# ~5× its RMS on the embedded models (measured: at most 0.75 of a level, docs/BENCHMARKS.md rows all
-# within one). per-step: the published 1e-3 (Tang et al. 2024), so the rule runs as published.
+# 8-bit level of pixels in [−1, 1]: the largest pixel error of x_0 is several times its RMS (its
+# ratio on the embedded models: docs/stopping.md). per-step: the published 1e-3 (Tang et al. 2024),
+# so the rule runs as published.
 TOLERANCE: dict[str, float] = {"budget": 2e-3, "per-step": 1e-3}
 
 
@@ -42,7 +44,8 @@ class Spec:
 
     ``lo``/``hi`` bound numbers (``hi="T"``: at most the run's number of steps); ``choices`` lists a
     ``Literal``'s values; ``optional`` settings accept ``None``, which means ``auto`` (described in
-    the hint); ``symbol`` is the paper's letter, for labels.
+    the hint); ``words`` are text values a number setting also takes (``"auto"``: chosen per device
+    at run time, see the hint); ``symbol`` is the paper's letter, for labels.
     """
 
     name: str
@@ -55,6 +58,7 @@ class Spec:
     optional: bool = False
     symbol: str = ""
     label: str = ""
+    words: tuple[str, ...] = ()
 
     @property
     def range_text(self) -> str:
@@ -63,7 +67,8 @@ class Spec:
         if self.kind is str:
             return f"a string of at most {self.hi} characters" if self.hi else "a string"
         hi = "T" if self.hi == "T" else self._fmt(self.hi) if self.hi is not None else "∞"
-        return f"{'an integer' if self.kind is int else 'a number'} in [{self._fmt(self.lo)}, {hi}]"
+        text = f"{'an integer' if self.kind is int else 'a number'} in [{self._fmt(self.lo)}, {hi}]"
+        return text + "".join(f" or {w!r}" for w in self.words)
 
     def _fmt(self, v: float | None) -> str:
         if v == MAX_SEED:
@@ -73,6 +78,8 @@ class Spec:
     def check(self, value: Any, steps: int | None = None) -> None:
         """Raise ``ValueError`` naming this setting and its range when ``value`` is outside it."""
         if value is None and self.optional:
+            return
+        if isinstance(value, str) and value in self.words:
             return
         if self.choices:
             if value not in self.choices:
@@ -101,13 +108,22 @@ def setting(
     optional: bool = False,
     symbol: str = "",
     label: str = "",
+    words: tuple[str, ...] = (),
 ) -> Any:
     """A dataclass field carrying its declaration (type and choices are read from the annotation)."""
     meta = {"hint": hint, "lo": lo, "hi": hi, "optional": optional, "symbol": symbol, "label": label}
+    meta["words"] = words
     return field(default=default, metadata=meta)
 
 
-_KINDS = {"int": int, "float": float, "str": str, "int | None": int, "float | None": float}
+_KINDS = {
+    "int": int,
+    "float": float,
+    "str": str,
+    "int | None": int,
+    "float | None": float,
+    "int | str | None": int,
+}
 
 
 def specs(cls: type) -> dict[str, Spec]:
@@ -131,21 +147,31 @@ def _validate(obj: Any) -> None:
 
 @dataclass(frozen=True)
 class Request:
-    """What to sample: the condition, the noise and the sampler (T steps of DDIM(η))."""
+    """What to sample: the condition, the noise and the sampler (T steps of DDIM(η) or of flow Euler)."""
 
     prompt: str = setting("", "what to draw; the embedded models know a small vocabulary", hi=MAX_PROMPT)
     negative_prompt: str = setting("", "steered away from when guidance > 1", hi=MAX_PROMPT)
     seed: int = setting(0, "fixes x_T and, for η > 0, the DDPM noises", 0, MAX_SEED)
-    steps: int = setting(50, "sequential network calls of DDIM", 1, MAX_STEPS, symbol="T", label="Steps")
+    steps: int = setting(50, "sequential network calls", 1, MAX_STEPS, symbol="T", label="Steps")
     eta: float = setting(
         0.0, "0 = DDIM, 1 = DDPM-like; noises are drawn once from the seed", 0.0, 1.0, symbol="η"
     )
     guidance: float = setting(
         1.0, "classifier-free guidance ε_u + s(ε_c − ε_u); 1 = plain conditional", 0.0, 50.0, symbol="s"
     )
+    family: Family = setting(
+        "auto",
+        "the sampler family: auto (the model's own scheduler), ddim (DDIM(η) on the ε/v network), flow "
+        "(flow-matching Euler on the velocity, η = 0; SD3, Flux). The embedded mixtures have both",
+        label="Sampler family",
+    )
 
     def __post_init__(self) -> None:
         _validate(self)
+        if self.family == "flow" and self.eta != 0:
+            raise ValueError(
+                f"eta must be 0 with family flow (flow-matching Euler is deterministic); got {self.eta!r}"
+            )
 
 
 @dataclass(frozen=True)
@@ -166,10 +192,18 @@ class SolverConfig:
         symbol="k",
         label="Order",
     )
-    window: int | None = setting(
-        None, "unknowns evaluated per iteration, in one batched network call (auto: T)", 1, "T",
-        optional=True, symbol="W", label="Window",
-    )  # fmt: skip
+    window: int | str | None = setting(
+        None,
+        "unknowns evaluated per iteration, in one batched network call; 'auto': the window of least "
+        "projected wall-clock on this device, from its measured batch latency (default: auto on CUDA, "
+        "T elsewhere)",
+        1,
+        "T",
+        optional=True,
+        symbol="W",
+        label="Window",
+        words=("auto",),
+    )
     history: int = setting(
         2, "iterates Anderson remembers; 1 = plain fixed point, 2 = the paper's default", 1, 10,
         symbol="m", label="History",
@@ -199,14 +233,21 @@ class SolverConfig:
     lam: float = setting(
         1e-3, "Anderson's Tikhonov regularisation, relative to the Gram scale", 0.0, 1e3, symbol="λ"
     )
-    init: Init = setting("xT", "xT (copies of x_T), trajectory (a given one), coarse (a T/10-step DDIM pass)")
+    init: Init = setting(
+        "xT", "xT (copies of x_T), trajectory (a given one), coarse (a T/10-step sequential pass)"
+    )
     coarse_steps: int | None = setting(
         None, "steps of the coarse pass (auto: max(2, T // 10))", 1, "T", optional=True
     )
-    max_batch: int | None = setting(
-        None, "timesteps per network call, to fit a large window in memory (auto: all)", 1, 1 << 20,
+    max_batch: int | str | None = setting(
+        None,
+        "timesteps per network call, to fit a large window in memory (default: all; 'auto': as many as "
+        "fit in the free GPU memory, measured)",
+        1,
+        1 << 20,
         optional=True,
-    )  # fmt: skip
+        words=("auto",),
+    )
     state_dtype: StateDtype = setting("float64", "precision of the solver state; the network runs in its own")
 
     def __post_init__(self) -> None:
@@ -218,7 +259,11 @@ class SolverConfig:
             spec.check(getattr(self, name), steps)
 
     def resolved(self, steps: int) -> SolverConfig:
-        """Fill the ``None`` (auto) settings for a T = ``steps`` run; "sequential" becomes window-1 Jacobi."""
+        """Fill the ``None`` (auto) settings for a T = ``steps`` run; "sequential" becomes window-1 Jacobi.
+
+        ``window="auto"`` and ``max_batch="auto"`` stay: they depend on the device and the model, and
+        ``paratta.parallel.window.plan_window`` (which ``solve`` calls) turns them into numbers.
+        """
         self.validate(steps)
         cfg = replace(
             self,
@@ -237,4 +282,10 @@ class SolverConfig:
         return STATE_DTYPES[self.state_dtype]
 
 
-_LITERALS = {"Solver": SOLVERS, "Init": INITS, "Stopping": STOPPINGS, "StateDtype": tuple(STATE_DTYPES)}
+_LITERALS = {
+    "Solver": SOLVERS,
+    "Init": INITS,
+    "Stopping": STOPPINGS,
+    "StateDtype": tuple(STATE_DTYPES),
+    "Family": FAMILIES,
+}

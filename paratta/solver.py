@@ -29,8 +29,9 @@ from . import init as initial
 from .anderson import anderson_step
 from .config import SolverConfig
 from .evaluate import evaluate
+from .parallel.window import plan_window
 from .problem import Problem
-from .stopping import budget_anchor, noise_level, per_step_anchor, sensitivity
+from .stopping import budget_anchor, per_step_anchor, sensitivity
 from .system import anchor_flow, order_products, order_residual, rms, step_residual
 
 
@@ -111,14 +112,17 @@ def solve(
     The caller may stop consuming at any time. ``init_trajectory`` is required for ``init="trajectory"``.
     """
     T = problem.steps
-    cfg = (config or SolverConfig()).resolved(T)
+    given = config or SolverConfig()
+    given.validate(T)
+    given, _ = plan_window(problem, given, problem.model.device)  # window / max_batch "auto" → numbers
+    cfg = given.resolved(T)
     if cfg.init == "trajectory" and init_trajectory is None:
         raise ValueError("init='trajectory' needs init_trajectory (a (T+1, *latent) tensor)")
     device = torch.device(device) if device is not None else problem.model.device
     shape = tuple(problem.x_T.shape)
     coef = problem.coef.to(device, cfg.dtype)
     xi = problem.xi.to(device, cfg.dtype).flatten(1) if problem.xi is not None else None
-    noise = noise_level(coef.alpha_bar_prev)
+    noise = coef.noise  # the per-step rule's σ_i, each family's own
     clock = _Clock()
     clock.resume()
     traj, initialised, evaluations = _initial(problem, cfg, init_trajectory, device, clock)

@@ -156,7 +156,7 @@ def test_bad_input_is_a_clear_error_and_the_next_run_works(app: Any) -> None:
     c = client(app)
     bad = [
         (dict(prompt="purple dragon on blue"), "unknown word 'dragon'"),
-        (dict(window=60), "window must be an integer in [1, T] (T = 50)"),
+        (dict(window=60), "window must be an integer in [1, T] or 'auto' (T = 50)"),
         (dict(seed="abc"), "seed must be a number"),
         (dict(steps=500), "at most 200"),
         (dict(init="trajectory"), "none is stored"),
@@ -276,15 +276,16 @@ def test_zerogpu_wrapper_gets_picklable_arguments_and_events(monkeypatch: Any) -
     import types
 
     from ui.gpu import gpu
+    from ui.handlers import zero_gpu
     from ui.session import race_events, run_events
     from ui.settings import Caps, parse_settings
 
     durations: list[int] = []
 
-    def GPU(duration: int = 60) -> Any:  # noqa: N802 - the real decorator's name
+    def GPU(duration: Any = 60) -> Any:  # noqa: N802 - the real decorator's name
         def decorate(fn: Any) -> Any:
             def worker(*args: Any) -> Iterator[Any]:
-                durations.append(duration)
+                durations.append(duration(*args) if callable(duration) else duration)  # ZeroGPU's dynamic
                 for value in fn(*pickle.loads(pickle.dumps(args))):
                     yield pickle.loads(pickle.dumps(value))
 
@@ -296,8 +297,9 @@ def test_zerogpu_wrapper_gets_picklable_arguments_and_events(monkeypatch: Any) -
     settings = parse_settings(**FAST, caps=Caps(200, 200))
     events = list(gpu(run_events)(settings, None))
     assert durations and events[-1].kind == "done" and events[-1].trajectory.shape == (21, 2)
-    lanes = {e.lane for e in gpu(race_events)(settings) if e.kind == "done"}
+    lanes = {e.lane for e in zero_gpu(race_events, 2)(settings) if e.kind == "done"}
     assert lanes == {"jacobi", "anderson"}
+    assert all(isinstance(d, int) and d > 0 for d in durations)
 
 
 @pytest.fixture(scope="module")

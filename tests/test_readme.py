@@ -20,7 +20,7 @@ PER_MODEL = {
 }  # stated per model in the registry; the row says so or gives T = 50
 AUTO = {
     "order": "min(20, T)",
-    "window": "T",
+    "window": "T on a CPU, auto on CUDA",
     "max_iters": "T",
     "coarse_steps": "max(2, T // 10)",
     "max_batch": "all",

@@ -21,6 +21,7 @@ from paratta.config import specs
 
 from .controls import RACE_INPUT_NAMES, RUN_INPUT_NAMES, Controls, build_controls
 from .controls import wire as wire_controls
+from .gpu import DEVICE
 from .handlers import (
     RACES,
     after_stop,
@@ -79,6 +80,7 @@ PRESETS: list[tuple[str, dict[str, Any]]] = [
     ("Small window W = 10", {"window": 10}),
     ("Coarse start: a T/10-step sequential pass as the first guess", {"init": "coarse"}),
     ("DDPM (η = 1)", {"eta": 1.0}),
+    ("Flow matching: the mixture's exact velocity, Euler steps as SD3 and Flux take", {"family": "flow"}),
     ("shapes-unet: “red circle”, guidance 3", {"model": "shapes-unet"}),
 ]
 
@@ -119,6 +121,7 @@ def preset_values(change: dict[str, Any]) -> list[Any]:
     auto = SolverConfig().resolved(steps)
     values = declared | dict(model=name, prompt=d.prompt, guidance=d.guidance, steps=steps)
     values |= dict(order=auto.order, window=auto.window, max_iters=auto.max_iters) | change
+    values.setdefault("window_auto", DEVICE == "cuda" and "window" not in change)  # a preset's W is its own
     return [values[n] for n in RUN_INPUT_NAMES]
 
 
@@ -285,7 +288,7 @@ def wire_race(p: Page, models: list[str]) -> Any:
     p.race.click(lambda: busy("Racing…", True), None, p.race, **PRIVATE)
     race_event = p.race.click(
         make_race_handler(models),
-        [*(getattr(c, n) for n in RACE_INPUT_NAMES if n != "contest"), p.contest],
+        [p.contest if n == "contest" else getattr(c, n) for n in RACE_INPUT_NAMES],
         p.race_outputs(),
         api_name="race",
         preprocess=False,

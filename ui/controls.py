@@ -17,6 +17,7 @@ import gradio as gr
 from paratta import ModelDefaults, Request, SolverConfig
 from paratta.config import Spec, specs
 
+from .gpu import DEVICE
 from .settings import Caps
 
 REQUEST, CONFIG = specs(Request), specs(SolverConfig)
@@ -30,6 +31,16 @@ CHOICE_LABELS = {  # how a choice reads in the panel; the values are the library
     "coarse": "coarse sequential pass",
     "budget": "budget: x₀ within tol of sequential",
     "per-step": "per-step (the published rule)",
+    "auto": "the model's own",
+    "ddim": "DDIM (ε)",
+    "flow": "flow matching (Euler, v)",
+}
+# The auto-window box's note, off the GPU and on it (the library's default: T on a CPU, auto on CUDA).
+WINDOW_AUTO_INFO = {
+    False: "off: W = T, the teaching default on a CPU; on: the W of least projected wall-clock from "
+    "this CPU's measured batch latency",
+    True: "on: the W of least projected wall-clock from this GPU's measured batch latency; off: the "
+    "window slider",
 }
 ETA_PRESETS = {"DDIM (η = 0)": 0.0, "DDPM (η = 1)": 1.0, "custom": None}
 # The /run API's inputs, in order (docs/api.md); new ones go at the end.
@@ -49,9 +60,17 @@ RUN_INPUT_NAMES = (
     "max_iters",
     "init",
     "stopping",
+    "window_auto",
+    "family",
 )
-# The /race API's inputs: the run's, less the two each lane sets itself, then the contest.
-RACE_INPUT_NAMES = (*(n for n in RUN_INPUT_NAMES if n not in ("solver", "init")), "contest")
+# The /race API's inputs: the run's, less the two each lane sets itself, then the contest; the inputs
+# added after it came in (``AFTER_CONTEST``) follow it, so the API's order only grows at the end.
+AFTER_CONTEST = ("window_auto", "family")
+RACE_INPUT_NAMES = (
+    *(n for n in RUN_INPUT_NAMES if n not in ("solver", "init", *AFTER_CONTEST)),
+    "contest",
+    *AFTER_CONTEST,
+)
 
 
 @dataclass
@@ -69,12 +88,14 @@ class Controls:
     solver: gr.Dropdown
     order: gr.Slider
     window: gr.Slider
+    window_auto: gr.Checkbox
     history: gr.Slider
     tol: gr.Textbox
     max_iters: gr.Slider
     init: gr.Radio
     stopping: gr.Radio
     last_steps: gr.State  # the T that order, window and the budget were last fitted to
+    family: gr.Radio
 
     def run_inputs(self) -> list[gr.components.Component]:
         """In the order of the ``/run`` API (``RUN_INPUT_NAMES``)."""
@@ -133,6 +154,12 @@ def build_controls(
         dropdown = gr.Dropdown(
             models, value=default_model, label="Model", info="a diffusers model comes from --model"
         )
+        family = gr.Radio(
+            choices(REQUEST["family"]),
+            value=REQUEST["family"].default,
+            label=label(REQUEST["family"]),
+            info=REQUEST["family"].hint,
+        )
         solver = gr.Dropdown(
             choices(CONFIG["solver"]),
             value=CONFIG["solver"].default,
@@ -142,7 +169,15 @@ def build_controls(
         steps = slider(REQUEST["steps"], T, min(REQUEST["steps"].hi, caps.max_steps))
         with gr.Row():
             order = slider(CONFIG["order"], auto.order, slider_top(T), min_width=140)
-            window = slider(CONFIG["window"], auto.window, slider_top(min(T, caps.max_window)), min_width=140)
+            window = slider(
+                CONFIG["window"], auto.window, slider_top(min(T, caps.max_window)), min_width=140,
+                interactive=DEVICE != "cuda",
+            )  # fmt: skip
+        window_auto = gr.Checkbox(
+            DEVICE == "cuda",
+            label="Auto window: the fastest W on this device",
+            info=WINDOW_AUTO_INFO[DEVICE == "cuda"],
+        )
         with gr.Accordion("Sampler: seed, DDIM/DDPM, guidance", open=False):
             seed = gr.Number(
                 REQUEST["seed"].default,
@@ -176,15 +211,22 @@ def build_controls(
             )
     return Controls(
         dropdown, prompt, negative, run, stop, seed, steps, eta_preset, eta, guidance, solver, order, window,
-        history, tol, max_iters, init, stopping, gr.State(T),
+        window_auto, history, tol, max_iters, init, stopping, gr.State(T), family,
     )  # fmt: skip
 
 
-def solver_visibility(solver: str) -> tuple[dict, dict, dict]:
-    """(order, window, history) updates: order and window not for sequential, history only for Anderson."""
+def solver_visibility(solver: str) -> tuple[dict, dict, dict, dict]:
+    """(order, window, auto window, history) updates: order and window not for sequential, history only
+    for Anderson."""
     parallel = solver != "sequential"
     anderson = str(solver).startswith("anderson")
-    return gr.update(visible=parallel), gr.update(visible=parallel), gr.update(visible=anderson)
+    shown = gr.update(visible=parallel)
+    return shown, shown, shown, gr.update(visible=anderson)
+
+
+def window_auto_changed(auto: bool) -> dict:
+    """The window slider is the user's only while auto is off."""
+    return gr.update(interactive=not auto)
 
 
 def as_steps(value: Any) -> int | None:
@@ -241,7 +283,8 @@ def eta_moved(eta: float) -> dict:
 def wire(c: Controls, describe: Any) -> None:
     """Attach the control-only events; ``describe(name)`` gives (model, ``ModelDefaults``) for a name."""
     private: dict[str, Any] = {"api_visibility": "private", "queue": False}
-    c.solver.change(solver_visibility, c.solver, [c.order, c.window, c.history], **private)
+    c.solver.change(solver_visibility, c.solver, [c.order, c.window, c.window_auto, c.history], **private)
+    c.window_auto.change(window_auto_changed, c.window_auto, c.window, **private)
     c.steps.change(
         steps_changed,
         [c.steps, c.order, c.window, c.max_iters, c.last_steps],

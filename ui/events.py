@@ -64,4 +64,14 @@ class SolveDone:
     trajectory: np.ndarray
 
 
-Event = SequentialStep | ReferenceDone | IterateDone | Distances | SolveDone
+@dataclass(frozen=True)
+class WindowChosen:
+    """``window="auto"`` chose ``window`` (and ``max_batch``) for this device; ``line`` says how."""
+
+    kind: ClassVar[str] = "window"
+    window: int
+    max_batch: int | None
+    line: str
+
+
+Event = WindowChosen | SequentialStep | ReferenceDone | IterateDone | Distances | SolveDone

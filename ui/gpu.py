@@ -19,7 +19,9 @@ F = TypeVar("F", bound=Callable)
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def gpu(fn: F, duration: int = 120) -> F:
+def gpu(fn: F, duration: int | Callable[..., int] = 120) -> F:
+    """``fn`` under ``spaces.GPU``: ``duration`` is seconds, or a function of ``fn``'s arguments that
+    returns them (ZeroGPU queues a shorter request first)."""
     try:
         import spaces  # type: ignore[import-not-found]
     except ImportError:
@@ -31,8 +33,8 @@ def release_memory() -> None:
     """After a run: hand cached allocator memory back where the backend allows it.
 
     A large batch leaves its blocks in the allocator's cache: CUDA's caching allocator keeps them
-    until ``empty_cache``; glibc's malloc keeps freed arenas until ``malloc_trim`` (a server was seen
-    at 2.37 GB after a 3.1 GB peak). Both calls only return memory nothing refers to.
+    until ``empty_cache``; glibc's malloc keeps freed arenas until ``malloc_trim`` (docs/space.md,
+    memory). Both calls only return memory nothing refers to.
     """
     gc.collect()
     if torch.cuda.is_available():

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import inspect
+import math
 import os
 import time
 from collections.abc import Callable, Iterator
@@ -22,20 +23,41 @@ import gradio as gr
 import numpy as np
 from PIL import Image
 
+from paratta import Request, SolverConfig
+from paratta.config import specs
 from paratta.evaluate import NonFiniteError
+from paratta.parallel.latency import rows_per_step
+from paratta.problem import for_family
+from paratta.schedule import family
 
 from . import views
 from .controls import RACE_INPUT_NAMES, RUN_INPUT_NAMES
-from .events import Distances, IterateDone, ReferenceDone, SequentialStep, SolveDone
-from .gpu import gpu, release_memory
-from .limits import JOBS, bounded, check_work, session_folder
+from .events import Distances, IterateDone, ReferenceDone, SequentialStep, SolveDone, WindowChosen
+from .gpu import DEVICE, gpu, release_memory
+from .limits import JOBS, bounded, check_work, session_folder, work_bound
 from .record import RunRecord
 from .render import gif_bytes, history_csv, history_json, upscale
 from .session import check_init, get_model, race_configs, race_events, run_events
 from .settings import Caps, RunSettings, frame_index, parse_settings, short
 
-gpu_run_events = gpu(run_events)
-gpu_race_events = gpu(race_events)
+ZERO_GPU_MARGIN_S = 10  # beyond a run's own bound: loading onto the GPU and the final decode
+
+
+def gpu_seconds(settings: RunSettings, lanes: int) -> int:
+    """The ZeroGPU time a job asks for: its worst-case network time (``limits.work_bound``), within
+    the per-run budget, plus a margin."""
+    caps = Caps.from_env()
+    work = work_bound(settings, get_model(settings.model), lanes)[1]
+    return math.ceil(min(caps.budget_s, work)) + ZERO_GPU_MARGIN_S
+
+
+def zero_gpu(events: Callable[..., Iterator[Any]], lanes: int) -> Callable[..., Iterator[Any]]:
+    """``events(settings, …)`` on ZeroGPU (where ``spaces`` is installed), asking for ``gpu_seconds``."""
+    return gpu(events, duration=lambda settings, *_, **__: gpu_seconds(settings, lanes))
+
+
+gpu_run_events = zero_gpu(run_events, 1)
+gpu_race_events = zero_gpu(race_events, 2)
 
 # Outputs of /run and /race, in the order ui.app passes their components (gr.State last: not in the API).
 RUN_OUTPUTS = ("image", "sequential", "diff", "heatmap", "curves", "stats", "info", "downloads", "record")
@@ -50,6 +72,13 @@ RACE_LABELS = {
     "per-step": "Per-step rule",
 }
 SCRUB_OUTPUTS = RUN_OUTPUTS[:7]
+# Inputs an API caller may leave out: those added after the API's first version ("stopping" on) take
+# their declared default (the auto window: on where the app's box is), and so the gr.State after them.
+DECLARED = {name: spec.default for name, spec in {**specs(Request), **specs(SolverConfig)}.items()}
+API_DEFAULTS: dict[str, Any] = {
+    name: DECLARED.get(name, DEVICE == "cuda")
+    for name in RUN_INPUT_NAMES[RUN_INPUT_NAMES.index("stopping") :]
+} | {"init_state": None}
 
 
 class Screen:
@@ -134,9 +163,16 @@ def settings_from(models: list[str], named: dict[str, Any], lanes: int = 1) -> R
         caps = Caps.from_env()
         settings = parse_settings(**named, caps=caps, needs_prompt=needs_prompt(get_model(name)))
         check_work(settings, get_model(name), caps, lanes)
-        return settings
+        return sampled_by(settings, get_model(name))
     except ValueError as err:
         raise user_error(err) from None
+
+
+def sampled_by(settings: RunSettings, model: Any) -> RunSettings:
+    """The settings with the sampler family named ("auto" becomes the model's own, so the record and
+    the verdict say which sampler the reference is); a family the model lacks is refused here."""
+    named = family(for_family(model, settings.request.family).scheduler_config)
+    return replace(settings, request=replace(settings.request, family=named))
 
 
 def refusal(names: tuple[str, ...], err: gr.Error) -> tuple[Any, ...]:
@@ -159,6 +195,7 @@ def new_record(settings: RunSettings) -> RunRecord:
         steps=settings.request.steps,
         tol=settings.config.resolved(settings.request.steps).tol,  # auto: the rule's own
         latent_shape=tuple(model.latent_shape),
+        rows_per_step=rows_per_step(settings.request.guidance, model),
     )
 
 
@@ -193,6 +230,12 @@ def write_downloads(record: RunRecord) -> list[str]:
     (folder / names[1]).write_text(history_csv(record.rows))
     (folder / names[2]).write_text(history_json(record))
     return [str(folder / n) for n in names]
+
+
+def chose_window(record: RunRecord, event: WindowChosen) -> None:
+    """The run's window is the one auto chose; the stats line says how it was chosen."""
+    record.settings |= {"window": event.window, "max_batch": event.max_batch}
+    record.notes.append(event.line)
 
 
 def sequential_view(event: SequentialStep | ReferenceDone, record: RunRecord) -> dict[str, Any]:
@@ -287,6 +330,8 @@ def make_run_handler(models: list[str]) -> Callable[..., Iterator[tuple[Any, ...
                 if record.stopped:  # Stop was handled already; what it showed stays true
                     return
                 match event:
+                    case WindowChosen():
+                        chose_window(record, event)
                     case SequentialStep() | ReferenceDone() if record.rows:  # between parallel iterations
                         yield screen.show(sequential=sequential_view(event, record)["sequential"])
                     case SequentialStep() | ReferenceDone():  # a new run: the last one's panels go
@@ -319,7 +364,7 @@ def make_run_handler(models: list[str]) -> Callable[..., Iterator[tuple[Any, ...
             ticket.end()
             release_memory()
 
-    return api_handler((*RUN_INPUT_NAMES, "init_state"), run)
+    return api_handler((*RUN_INPUT_NAMES, "init_state"), run, API_DEFAULTS)
 
 
 def ended_early(record: RunRecord, reason: str) -> dict[str, Any]:
@@ -407,7 +452,7 @@ def make_race_handler(models: list[str]) -> Callable[..., Iterator[tuple[Any, ..
             ticket.end()
             release_memory()
 
-    return api_handler(RACE_INPUT_NAMES, race, {"stopping": "budget", "contest": "solvers"})
+    return api_handler(RACE_INPUT_NAMES, race, {**API_DEFAULTS, "contest": "solvers"})
 
 
 def race_frames(settings: RunSettings, contest: str, ticket: Any) -> Iterator[tuple[Any, ...]]:
@@ -420,6 +465,10 @@ def race_frames(settings: RunSettings, contest: str, ticket: Any) -> Iterator[tu
     screen = Screen(RACE_OUTPUTS, final_images_folder(ticket.session))
     yield screen.show(stats="Starting…", info={"phase": "start"})
     for event in guarded(bounded(gpu_race_events(settings, contest), ticket)):
+        if isinstance(event, WindowChosen):
+            for r in records.values():
+                chose_window(r, event)
+            continue
         if isinstance(event, SequentialStep | ReferenceDone):
             view = sequential_view(event, reference)
             yield screen.show(sequential=view["sequential"], stats=view["stats"])

@@ -35,6 +35,7 @@ class RunRecord:
     steps: int
     tol: float
     latent_shape: tuple[int, ...]
+    rows_per_step: int | None = None  # network rows a timestep costs; None: from the guidance (1 or 2)
     rows: list[IterationRow] = field(default_factory=list)
     previews: list[np.ndarray] = field(default_factory=list)  # uint8 (h, w, 3), one per row
     sequential_preview: np.ndarray | None = None  # uint8 (h, w, 3)

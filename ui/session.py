@@ -22,10 +22,11 @@ import torch
 from paratta import Iterate, Problem, SolverConfig, iterate_sequential, load_model, make_problem, solve
 from paratta.config import STOPPINGS
 from paratta.metrics import distance
+from paratta.parallel.window import plan_window
 from paratta.protocol import DiffusionModel
 
 from . import devices
-from .events import Distances, Event, IterateDone, ReferenceDone, SequentialStep, SolveDone
+from .events import Distances, Event, IterateDone, ReferenceDone, SequentialStep, SolveDone, WindowChosen
 from .gpu import DEVICE
 from .record import IterationRow
 from .render import shrink, to_uint8
@@ -181,11 +182,16 @@ def solver_events(
         yield SolveDone(lane, decode(model, last.x0), last.trajectory.to(torch.float32).numpy())
 
 
-def _setup(settings: RunSettings) -> tuple[DiffusionModel, Problem]:
+def _setup(settings: RunSettings) -> tuple[DiffusionModel, Problem, RunSettings, list[Event]]:
+    """The model, the problem, the settings with an auto window chosen, and the event that says so."""
     model = get_model(settings.model)
     problem = make_problem(model, settings.request)
     settings.config.validate(problem.steps)
-    return model, problem
+    config, plan = plan_window(problem, settings.config, model.device)
+    if plan is None:
+        return model, problem, settings, []
+    chosen = WindowChosen(int(config.window), plan.max_batch, plan.line())
+    return model, problem, replace(settings, config=config), [chosen]
 
 
 def run_events(settings: RunSettings, init: dict[str, Any] | None = None) -> Iterator[Event]:
@@ -194,7 +200,8 @@ def run_events(settings: RunSettings, init: dict[str, Any] | None = None) -> Ite
     the first ParaTAA frame comes early even for a large T. Iterations computed before the reference
     ends get their distance to it in one "distances" event (for rows 1…n) once it ends; "done" comes
     after the whole reference. Picklable events."""
-    model, problem = _setup(settings)
+    model, problem, settings, chosen = _setup(settings)
+    yield from chosen
     init_trajectory = check_init(settings, init, model)
     chunk = -(-problem.steps // REFERENCE_CHUNKS)
     reference = Reference(problem, model)
@@ -247,7 +254,8 @@ def race_configs(config: SolverConfig, contest: str = "solvers") -> dict[str, So
 
 def race_events(settings: RunSettings, contest: str = "solvers") -> Iterator[Event]:
     """The sequential reference, then the two lanes interleaved one event at a time (``lane`` names one)."""
-    model, problem = _setup(settings)
+    model, problem, settings, chosen = _setup(settings)
+    yield from chosen
     reference = yield from reference_events(problem, model)
     lanes = {
         name: solver_events(problem, replace(settings, config=config), model, reference, None, name)

@@ -127,6 +127,13 @@ def as_text(name: str, value: Any) -> str:
     return value.strip()
 
 
+def as_bool(name: str, value: Any) -> bool:
+    """A checkbox: a bool (None reads as False); anything else is a ``ValueError`` naming ``name``."""
+    if value is None or isinstance(value, bool):
+        return bool(value)
+    raise ValueError(f"{name} must be true or false, got {short(value)}")
+
+
 def as_choice(spec: Spec, value: Any) -> str:
     if not isinstance(value, str) or value not in spec.choices:
         raise ValueError(f"{spec.name} must be {spec.range_text}; got {short(value)}")
@@ -138,13 +145,15 @@ def as_setting(spec: Spec, value: Any, steps: int | None = None) -> Any:
     setting None or blank text is ``auto`` (None)."""
     if spec.optional and (value is None or (isinstance(value, str) and not value.strip())):
         return None
+    if isinstance(value, str) and value.strip() in spec.words:
+        return value.strip()
     converted = as_int(spec.name, value) if spec.kind is int else as_float(spec.name, value)
     spec.check(converted, steps)
     return converted
 
 
-def capped(name: str, value: int | None, cap: int) -> int | None:
-    if value is not None and value > cap:
+def capped(name: str, value: int | str | None, cap: int) -> int | str | None:
+    if isinstance(value, int) and value > cap:
         raise ValueError(
             f"{name} must be at most {cap} in this app (a cap that keeps the machine shared fairly); "
             f"got {value}"
@@ -170,6 +179,8 @@ def parse_settings(
     caps: Caps,
     needs_prompt: bool = False,
     stopping: str = "budget",
+    window_auto: Any = False,
+    family: Any = "auto",
 ) -> RunSettings:
     """Validate everything a run needs; raises ``ValueError`` with a message meant for the user."""
     prompt, negative_prompt = as_text("prompt", prompt), as_text("negative_prompt", negative_prompt)
@@ -183,8 +194,11 @@ def parse_settings(
         steps=steps_,
         eta=as_setting(REQUEST_SPECS["eta"], eta),
         guidance=as_setting(REQUEST_SPECS["guidance"], guidance),
+        family=as_choice(REQUEST_SPECS["family"], family),
     )
     solver_ = as_choice(CONFIG_SPECS["solver"], solver)
+    if as_bool("window_auto", window_auto):  # the slider's value does not apply
+        window = "auto"
     numbers = {
         name: as_setting(CONFIG_SPECS[name], value, steps_)
         for name, value in (("order", order), ("window", window), ("history", history), ("tol", tol))

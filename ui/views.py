@@ -55,8 +55,10 @@ def plural(n: int, noun: str) -> str:
     return f"{n} {noun}" + ("" if n == 1 else "s")
 
 
-def sampler_name(eta: float) -> str:
-    """DDIM for η = 0, DDPM for η = 1, DDIM(η) in between: what the sequential reference is."""
+def sampler_name(eta: float, family: str = "ddim") -> str:
+    """What the sequential reference is: DDIM (η = 0), DDPM (η = 1), DDIM(η), or flow-matching Euler."""
+    if family == "flow":
+        return "flow-matching Euler"
     return "DDIM" if eta == 0 else "DDPM" if eta == 1 else f"DDIM (η = {eta:g})"
 
 
@@ -98,7 +100,8 @@ def projection(record: RunRecord, k: int) -> Projection | None:
     )
     coarse = config.coarse_steps if config.init == "coarse" else 0  # run step by step before iteration 1
     windows = [hi - lo for lo, hi in (r.window for r in record.rows[:k])]
-    return project(table, windows, record.steps, float(s.get("guidance", 1.0)), config.max_batch, coarse)
+    guidance = float(s.get("guidance", 1.0))
+    return project(table, windows, record.steps, guidance, config.max_batch, coarse, record.rows_per_step)
 
 
 def verdict(record: RunRecord, k: int) -> str:
@@ -107,7 +110,7 @@ def verdict(record: RunRecord, k: int) -> str:
     Only says "same image" when it is true: converged and no pixel more than one 8-bit level off.
     """
     T, row, levels = record.steps, record.rows[k - 1], pixel_levels(record, k)
-    sampler = sampler_name(float(record.settings.get("eta", 0.0)))
+    sampler = sampler_name(float(record.settings.get("eta", 0.0)), str(record.settings.get("family")))
     n = row.iteration
     diff = (
         f"largest pixel difference {levels}/255" if levels is not None else "no sequential image to compare"
@@ -264,7 +267,7 @@ def race_verdict(records: dict[str, RunRecord]) -> str:
     if len(done) < len(records) or len(records) != 2:
         return ""
     (a, ra), (b, rb) = sorted(done.items(), key=lambda item: item[1].iterations)
-    sampler = sampler_name(float(ra.settings.get("eta", 0.0)))
+    sampler = sampler_name(float(ra.settings.get("eta", 0.0)), str(ra.settings.get("family")))
     levels = {name: pixel_levels(r, r.iterations) for name, r in done.items()}
     both_same = all(
         r.converged and levels[n] is not None and levels[n] <= SAME_LEVELS for n, r in done.items()

@@ -85,8 +85,12 @@ class Projection:
         )
 
 
-def rows_per_step(guidance: float) -> int:
-    """Network rows one timestep costs: two under classifier-free guidance (s ≠ 1), else one."""
+def rows_per_step(guidance: float, model: Any = None) -> int:
+    """Network rows one timestep costs: two under classifier-free guidance (s ≠ 1), else one; one
+    always for a model whose guidance is an input of its network (``rows_per_timestep = 1``, Flux)."""
+    fixed = getattr(model, "rows_per_timestep", None)
+    if fixed is not None:
+        return int(fixed)
     return 1 if guidance == 1 else 2
 
 
@@ -97,14 +101,16 @@ def project(
     guidance: float,
     max_batch: int | None = None,
     sequential_steps_before: int = 0,
+    per_step: int | None = None,
 ) -> Projection:
     """Σ_iterations latency(rows of that iteration) against T · latency(rows of one step).
 
     ``timesteps_per_iteration`` are the window sizes evaluated, one per parallel iteration;
     ``max_batch`` (timesteps per call) splits an iteration into several calls, as the solver does;
-    ``sequential_steps_before`` charges an initialisation run step by step (the coarse pass).
+    ``sequential_steps_before`` charges an initialisation run step by step (the coarse pass);
+    ``per_step`` overrides the rows a timestep costs (``rows_per_step(guidance, model)``).
     """
-    per_step = rows_per_step(guidance)
+    per_step = per_step or rows_per_step(guidance)
     one_step_ms = table.call_ms(per_step)
     parallel_ms = sequential_steps_before * one_step_ms
     for timesteps in timesteps_per_iteration:

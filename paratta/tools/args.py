@@ -6,18 +6,26 @@ from __future__ import annotations
 import argparse
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager, redirect_stdout
 from dataclasses import fields
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import torch
 
-from paratta.config import specs
+from paratta.config import Spec, specs
 from paratta.parallel import distributed
 
 PER_MODEL = ("prompt", "guidance", "steps")  # defaults that depend on the model (registry)
+
+
+class Parser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line: a ``ValueError`` that ``main`` prints and exits 2
+    on (argparse's own would print the usage first)."""
+
+    def error(self, message: str) -> NoReturn:
+        raise ValueError(f"{self.prog}: {message}")
 
 
 def flag(name: str) -> str:
@@ -35,7 +43,23 @@ def add_setting_arguments(p: argparse.ArgumentParser, cls: type, skip: tuple[str
         sym = f"{spec.symbol}: " if spec.symbol else ""
         auto = "" if spec.optional else f"; default {default}"  # an optional setting's hint says its auto
         text = f"{sym}{spec.hint} ({spec.range_text}{auto})"
-        p.add_argument(flag(name), type=spec.kind, default=None, choices=spec.choices or None, help=text)
+        kind = value_parser(spec) if spec.words else spec.kind
+        p.add_argument(flag(name), type=kind, default=None, choices=spec.choices or None, help=text)
+
+
+def value_parser(spec: Spec) -> Callable[[str], Any]:
+    """A flag's type for a number setting that also takes words (``--window auto``)."""
+
+    def parse(text: str) -> Any:
+        if text in spec.words:
+            return text
+        try:
+            return spec.kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{spec.range_text}; got {text!r}") from None
+
+    parse.__name__ = spec.kind.__name__  # argparse names the type in its message
+    return parse
 
 
 def settings_from_args(args: argparse.Namespace, cls: type, **given: Any) -> Any:

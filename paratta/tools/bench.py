@@ -20,13 +20,14 @@ from dataclasses import asdict, dataclass, replace
 
 from torch import Tensor
 
-from paratta.config import TOLERANCE, SolverConfig, specs
+from paratta.config import FAMILIES, TOLERANCE, SolverConfig, specs
 from paratta.metrics import distance, to_8bit
+from paratta.parallel.window import WindowPlan, plan_window
 from paratta.problem import Problem, Request, make_problem
 from paratta.registry import load_model, model_defaults
 from paratta.sequential import sample_sequential
 from paratta.solver import run, solve
-from paratta.tools.args import check_device
+from paratta.tools.args import check_device, value_parser
 from paratta.tools.machine import machine
 
 STEPS = (25, 50, 100)  # the T of the benchmark plan
@@ -126,16 +127,17 @@ def problems(
     guidance: float | None,
     device: str | None,
     prompt: str | None = None,
+    family: str = "auto",
 ) -> tuple[list[Problem], list[Tensor], list[float]]:
-    """The model's default prompt (or ``prompt``) and guidance (or ``guidance``) at each seed, with
-    its sequential trajectory and that trajectory's wall-clock."""
+    """The model's default prompt (or ``prompt``) and guidance (or ``guidance``) at each seed, sampled
+    by ``family``, with its sequential trajectory and that trajectory's wall-clock."""
     model = load_model(model_name, device=device)
     defaults = model_defaults(model_name, model)
     g = defaults.guidance if guidance is None else guidance
     out, refs, secs = [], [], []
     for seed in seeds:
         p = make_problem(
-            model, Request(defaults.prompt if prompt is None else prompt, "", seed, steps, eta, g)
+            model, Request(defaults.prompt if prompt is None else prompt, "", seed, steps, eta, g, family)
         )
         t0 = time.perf_counter()
         refs.append(sample_sequential(p, device=device))
@@ -154,13 +156,17 @@ def measure(
     device: str | None = None,
     on_row: Callable[[Row], None] | None = None,
     warm_prompt: str | None = None,
+    family: str = "auto",
 ) -> list[Row]:
     """One ``Row`` per (setting label, config), all on the same problems; ``on_row`` sees each row as
-    it ends. ``init="trajectory"`` configs start from a default run with ``warm_prompt`` (same seed)."""
-    probs, refs, seq_secs = problems(model_name, steps, eta, seeds, guidance, device)
+    it ends. ``init="trajectory"`` configs start from a default run with ``warm_prompt`` (same seed).
+    A ``family`` other than auto is named in the rows' model column, e.g. "shapes (flow)"."""
+    probs, refs, seq_secs = problems(model_name, steps, eta, seeds, guidance, device, family=family)
     warms: list[Tensor | None] = [None] * len(probs)
     if any(c.init == "trajectory" for _, c in configs):
-        others, _, _ = problems(model_name, steps, eta, seeds, guidance, device, prompt=warm_prompt or "")
+        others, _, _ = problems(
+            model_name, steps, eta, seeds, guidance, device, prompt=warm_prompt or "", family=family
+        )
         warms = [run(o, SolverConfig(), device=device).trajectory for o in others]
     rows = []
     for setting, config in configs:
@@ -171,7 +177,8 @@ def measure(
             )
             for p, ref, s, w in zip(probs, refs, seq_secs, warms, strict=True)
         ]
-        row = summarise(model_name, steps, eta, config, setting, runs)
+        label = model_name if family == "auto" else f"{model_name} ({family})"
+        row = summarise(label, steps, eta, config, setting, runs)
         rows.append(row)
         if on_row is not None:
             on_row(row)
@@ -248,9 +255,14 @@ def add_bench_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quick", action="store_true", help="one seed per row (under 2 min on 2 CPU cores)")
     p.add_argument("--seeds", type=int, default=None, help="seeds per row (default 3, quick 1; report: 10/4)")
     p.add_argument("--steps", type=int, nargs="+", default=None, help=f"T values (default {STEPS})")
-    p.add_argument("--eta", type=float, nargs="+", default=None, help=f"η values (default {ETAS})")
+    p.add_argument("--eta", type=float, nargs="+", default=None, help=f"η values (default {ETAS}; flow: 0)")
+    p.add_argument(
+        "--family", choices=FAMILIES, default="auto", help="sampler family (default: the model's own)"
+    )
     p.add_argument("--guidance", type=float, default=None, help="default: the model's own")
     p.add_argument("--tol", type=float, default=None, help="stopping tolerance (default: each rule's auto)")
+    window = specs(SolverConfig)["window"]
+    p.add_argument("--window", type=value_parser(window), default=None, help=f"every row's W: {window.hint}")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 … (default: the model's)")
     p.add_argument("--json", action="store_true", help="print rows as JSON instead of a table")
     p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
@@ -278,6 +290,10 @@ def check_arguments(args: argparse.Namespace) -> None:
         specs(SolverConfig)["tol"].check(args.tol)
     if args.report and args.json:
         raise ValueError("--json does not apply to --report (the report is Markdown)")
+    if args.report and args.family != "auto":
+        raise ValueError("--family applies to the table, not to --report (benchmarks/flow_vs_ddim.py)")
+    if args.family == "flow" and any(eta != 0 for eta in args.eta or ()):
+        raise ValueError("--eta must be 0 with --family flow (flow-matching Euler is deterministic)")
     if args.seeds is not None and args.seeds < 1:
         raise ValueError(f"--seeds must be at least 1; got {args.seeds}")
     check_device(args.device)
@@ -291,19 +307,40 @@ def bench_command(args: argparse.Namespace) -> list[Row]:
     if not args.json:
         print(f"machine: {machine()}; {tol_text(tol)}; {n_seeds} seed(s) per row; guidance {guidance:g}")
         print(table_header(), flush=True)
-    rows = []
+    rows, windows = [], []
+    given = f"window {args.window}" if args.window is not None else ""
+    configs = [(setting or given, replace(c, window=args.window)) for setting, c in solver_rows(tol)]
+    etas = args.eta or ((0.0,) if args.family == "flow" else ETAS)  # flow matching is deterministic
     for steps in args.steps or STEPS:
-        for eta in args.eta or ETAS:
+        for eta in etas:
+            plan = window_plan(
+                args.model, Request(steps=steps, eta=eta, guidance=guidance), configs[1][1], args
+            )
+            if plan is not None:
+                windows.append({"steps": steps, "eta": eta, **plan.summary(), "note": plan.line()})
+                if not args.json:
+                    print(f"| T = {steps}, η = {eta:g}: {plan.line()} |", flush=True)
             rows += measure(
                 args.model,
                 steps,
                 eta,
-                solver_rows(tol),
+                configs,
                 list(range(n_seeds)),
                 guidance,
                 args.device,
                 on_row=None if args.json else lambda r: print(table_line(r), flush=True),
+                family=args.family,
             )
     if args.json:
-        print(json.dumps({"machine": machine(), "tol": tol, "rows": [asdict(r) for r in rows]}))
+        summary = {"machine": machine(), "tol": tol, "rows": [asdict(r) for r in rows], "windows": windows}
+        print(json.dumps(summary))
     return rows
+
+
+def window_plan(
+    model_name: str, request: Request, config: SolverConfig, args: argparse.Namespace
+) -> WindowPlan | None:
+    """The plan an auto window makes for this T and η (seed 0; every seed has the same curve), if any."""
+    model = load_model(model_name, device=args.device)
+    request = replace(request, prompt=model_defaults(model_name, model).prompt, family=args.family)
+    return plan_window(make_problem(model, request), config, model.device)[1]

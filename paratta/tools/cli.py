@@ -22,12 +22,14 @@ from paratta.config import Request, SolverConfig
 from paratta.evaluate import NonFiniteError
 from paratta.metrics import distance
 from paratta.parallel import distributed
+from paratta.parallel.window import plan_window
 from paratta.problem import make_problem
 from paratta.registry import BUILTIN_MODELS, load_model, model_defaults
 from paratta.sequential import sample_sequential
 from paratta.solver import run
 from paratta.tools import bench, report, scaling
 from paratta.tools.args import (
+    Parser,
     add_setting_arguments,
     check_device,
     check_output,
@@ -119,10 +121,12 @@ def sample_command(args: argparse.Namespace) -> dict:
         guidance=defaults.guidance if args.guidance is None else args.guidance,
     )
     problem = make_problem(model, request, arrays["latents"])
+    config, plan = plan_window(problem, config, model.device)  # a calibration, when auto needs one
 
     start = time.perf_counter()
     last = run(problem, config, arrays["init_trajectory"], device=args.device)
     seconds = time.perf_counter() - start
+    window = config.resolved(request.steps).window
     summary: dict[str, Any] = {
         "model": args.model,
         "prompt": request.prompt,
@@ -138,8 +142,12 @@ def sample_command(args: argparse.Namespace) -> dict:
         "solver_seconds": round(last.solver_seconds, 4),
         "max_residual": last.max_residual,
         "world_size": group.world if (group := distributed.current()) is not None else 1,
+        "window": window,
+        "window_source": "given" if args.window is not None else f"default on {model.device.type}: W = T",
         "output": str(args.output),
     }
+    if plan is not None:
+        summary |= plan.summary() | {"window_note": plan.line()}
     if args.compare_sequential:
         t0 = time.perf_counter()
         reference = sample_sequential(problem, device=args.device, dtype=config.dtype)
@@ -169,6 +177,8 @@ def summary_line(s: dict[str, Any]) -> str:
             f"; sequential {s['sequential_seconds']:.2f} s, distance to the sequential x_0 "
             f"{s['distance_to_sequential_rms']:.2e} RMS, {s['distance_to_sequential_max']:.2e} max"
         )
+    if "window_note" in s:
+        line += f"; {s['window_note']}"
     return line + f"; wrote {s['output']}"
 
 
@@ -203,7 +213,8 @@ def bench_dispatch(args: argparse.Namespace) -> None:
         report.report(args.models or ["shapes", "shapes-unet"], Path(args.report), plan)
         print(f"wrote {args.report}")
     elif distributed.current() is not None:
-        args.steps, args.eta = args.steps or list(bench.STEPS), args.eta or list(bench.ETAS)
+        etas = [0.0] if args.family == "flow" else list(bench.ETAS)  # flow matching is deterministic
+        args.steps, args.eta = args.steps or list(bench.STEPS), args.eta or etas
         if args.guidance is None:
             args.guidance = model_defaults(args.model).guidance
         scaling.scaling_command(args)
@@ -212,12 +223,12 @@ def bench_dispatch(args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m paratta", description=__doc__)
+    parser = Parser(prog="python -m paratta", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     add_sample_arguments(sub.add_parser("sample", help="sample one image"))
     bench.add_bench_arguments(sub.add_parser("bench", help="iterations and wall-clock against sequential"))
-    args = parser.parse_args(argv)
     try:
+        args = parser.parse_args(argv)
         with rank_scope(args):  # under torchrun: rank 0 prints and writes; failures shared
             if args.command == "sample":
                 sample_command(args)

@@ -7,14 +7,7 @@ import platform
 
 import torch
 
-
-def cpu_name() -> str:
-    """The CPU model as ``/proc/cpuinfo`` names it (else what ``platform`` knows)."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            return next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        return platform.processor() or platform.machine()
+from paratta.parallel.hardware import cpu_name
 
 
 def machine(device: torch.device | str | None = None) -> str:

@@ -20,6 +20,8 @@ from paratta.solver import solve
 from paratta.tools.bench import ETAS, STEPS, Row, measure, problems, table_header, table_line, tol_text
 from paratta.tools.machine import machine
 
+# Sections after this line in the report's file are written by other benchmarks; the report keeps them.
+KEPT = "<!-- kept by `bench --report`: the sections below are written by other benchmarks -->"
 EXACT_MODELS = ("shapes", "toy2d")  # cheap exact scores; networks get fewer seeds on a CPU
 WARM_PROMPTS = {"shapes": "ring", "shapes-unet": "red ring"}  # a related prompt for the warm start
 
@@ -183,6 +185,8 @@ def report(models: list[str], out: Path, plan: Plan | None = None) -> str:
     """Write the report to ``out`` as rows finish (a long run shows progress), and return its text."""
     plan = plan or Plan()
     out.parent.mkdir(parents=True, exist_ok=True)
+    existing = out.read_text(encoding="utf-8") if out.exists() else ""
+    kept = existing[existing.index(KEPT) :] if KEPT in existing else ""  # other benchmarks' sections
     where = device_line(plan.device)
     header = [
         "# Benchmarks",
@@ -197,13 +201,13 @@ def report(models: list[str], out: Path, plan: Plan | None = None) -> str:
         "than one 8-bit level; *distance* is the RMS of x_0 − sequential x_0 in latent units. "
         "`budget` is paratta's rule (x_0 within tol of sequential, first order), `per-step` the "
         "published one (one-step residual ≤ tol or ≤ tol·σ). Seconds are the library's own time "
-        "(network + solver); on this CPU a batch of W evaluations costs about W single ones.",
+        "(network + solver), on the CPU named above (what a batch costs there: docs/gpu.md, auto window).",
     ]
     lines: list[str] = []
 
     def write(line: str) -> None:
         lines.append(line)
-        out.write_text("\n".join(header + lines) + "\n")
+        out.write_text("\n".join(header + lines) + "\n" + (f"\n\n{kept}" if kept else ""))
         print(line, flush=True)
 
     for name in models:
