@@ -100,6 +100,48 @@ def _worker(rank: int, port: int, out: str, job: str, arg: str, timeout_s: float
     distributed.shutdown()
 
 
+def _cli_worker(rank: int, port: int, out: str) -> None:
+    """``python -m paratta sample`` as rank ``rank`` of 2 (a slow run: Jacobi at order 1, tol 1e-12);
+    rank 1 marks its first network call, for the test to kill it mid-solve."""
+    import contextlib
+    import io
+
+    from paratta import evaluate
+    from paratta.tools.cli import main
+
+    torch.set_num_threads(1)
+    env = {"RANK": rank, "WORLD_SIZE": WORLD, "LOCAL_RANK": rank, "MASTER_ADDR": "127.0.0.1"}
+    os.environ.update({k: str(v) for k, v in {**env, "MASTER_PORT": port, "PARATTA_TIMEOUT_S": 20}.items()})
+    if rank == 1:
+        inner = evaluate._evaluate_rows
+
+        def marked(*args):
+            Path(out, "rank1-solving").touch()
+            return inner(*args)
+
+        evaluate._evaluate_rows = marked
+    args = [
+        "sample",
+        "--model",
+        "shapes",
+        "--steps",
+        "200",
+        "--solver",
+        "jacobi",
+        "--order",
+        "1",
+        "--tol",
+        "1e-12",
+    ]
+    args += ["--output-type", "latent", "--output", f"{out}/x0.npy"]
+    err = io.StringIO()
+    t0 = time.perf_counter()
+    with contextlib.redirect_stderr(err):
+        code = main(args)
+    result = {"code": code, "stderr": err.getvalue(), "seconds": time.perf_counter() - t0}
+    Path(out, f"rank{rank}.json").write_text(json.dumps(result))
+
+
 def _spawn(tmp_path: Path, job: str, arg: str = "", timeout_s: float = 60.0) -> list:
     ctx = mp.start_processes(
         _worker, args=(free_port(), str(tmp_path), job, arg, timeout_s), nprocs=WORLD, join=False
@@ -169,8 +211,33 @@ def test_a_silent_rank_ends_the_run_at_the_timeout(tmp_path):
     assert "did not complete within 3 s timeout" in waiting[0]["error"]
 
 
-def _torchrun(*args: str, nproc: int = WORLD) -> subprocess.CompletedProcess:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+@pytest.mark.slow
+def test_a_killed_rank_ends_the_survivor_within_the_timeout_naming_it_and_leaves_no_output(tmp_path):
+    import signal
+
+    ctx = mp.start_processes(_cli_worker, args=(free_port(), str(tmp_path)), nprocs=WORLD, join=False)
+    survivor, victim = ctx.processes
+    deadline = time.monotonic() + 120
+    while not (tmp_path / "rank1-solving").exists():
+        assert time.monotonic() < deadline and victim.is_alive(), "rank 1 never started solving"
+        time.sleep(0.05)
+    killed_at = time.monotonic()
+    os.kill(victim.pid, signal.SIGKILL)
+    survivor.join(timeout=60)
+    ended_after = time.monotonic() - killed_at
+    assert not survivor.is_alive(), "the survivor did not end"
+    result = json.loads((tmp_path / "rank0.json").read_text())
+    assert result["code"] == 2 and ended_after < 20 + 10  # within the collective timeout (and the roll call)
+    lines = [line for line in result["stderr"].splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and "lost: rank 1" in lines[0], result["stderr"]
+    assert not list(tmp_path.glob("*.npy"))  # nothing half-written
+    victim.join(timeout=5)
+
+
+def _torchrun(
+    *args: str, nproc: int = WORLD, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO), **(env or {})}
     cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}", "--master_port"]
     cmd += [str(free_port()), "-m", "paratta", *args]
     return subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=REPO, timeout=300)
@@ -193,6 +260,24 @@ def test_torchrun_sample_writes_once_and_matches_single_process(tmp_path):
     assert (summary["world_size"], alone["world_size"]) == (WORLD, 1)
     np.testing.assert_allclose(np.load(tmp_path / "x0_dist.npy"), np.load(tmp_path / "x0.npy"), atol=1e-5)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["x0.npy", "x0_dist.npy"]
+
+
+@pytest.mark.slow
+def test_torchrun_auto_window_is_chosen_once_for_every_rank(tmp_path):
+    """Rank 0 measures and chooses; the ranks solve with its window (out of step they would stop)."""
+    env_cache = {"PARATTA_CACHE_DIR": str(tmp_path / "cache")}
+    run = _torchrun("sample", "--model", "shapes", "--steps", str(STEPS), "--window", "auto", "--json",
+                    "--output", str(tmp_path / "x.png"), env=env_cache)  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    (line,) = [line for line in run.stdout.splitlines() if line.startswith("{")]
+    summary = json.loads(line)
+    assert summary["world_size"] == WORLD and summary["converged"] and 1 <= summary["window"] <= STEPS
+    assert (
+        "over 2 ranks" in summary["window_note"]
+        or summary["window"] == 1
+        or "ranks" in summary["window_note"]
+    )
+    assert len(list((tmp_path / "cache").glob("latency-*.json"))) == 1  # one calibration, on rank 0
 
 
 @pytest.mark.slow

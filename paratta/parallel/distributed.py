@@ -13,7 +13,9 @@ rank raise ``RankFailure`` carrying the failing rank's message; a rank whose win
 the others' (ranks out of step) does too. The same record ends a command (``finish``), so a rank
 that fails outside the solver still meets its peers at their next exchange. A collective that does
 not complete within the group's timeout (set explicitly in ``init_from_env``) raises
-``CollectiveTimeout`` (gloo); NCCL's watchdog aborts the process after the same timeout.
+``CollectiveTimeout`` (gloo), whose message names the ranks that did not answer a roll call in the
+rendezvous store (``roll_call``): a rank that was killed; NCCL's watchdog aborts the process after the
+same timeout.
 
 Backends: NCCL when the run's device is CUDA (one device per rank, ``cuda:LOCAL_RANK``), gloo on CPU.
 """
@@ -73,6 +75,8 @@ class Group:
 
 
 _group: Group | None = None  # the group ``evaluate`` splits over; set by init_from_env / use_group
+_failures = 0  # failed collectives in this process: each gets its own roll call
+ROLL_CALL_S = 3.0  # how long the ranks left wait for each other after a failed collective
 
 
 def launched() -> bool:
@@ -174,10 +178,40 @@ def _collective(group: Group, call: Callable[[], object], what: str) -> None:
         limit = f"{group.timeout_s:g} s" if group.timeout_s else "the group's"
         raise CollectiveTimeout(
             f"rank {group.rank}: {what} did not complete within {limit} timeout "
-            f"(a peer stopped, crashed or is stuck): {err}"
+            f"(a peer stopped, crashed or is stuck){_lost_text(roll_call(group))}: {err}"
         ) from err
     finally:
         group.timers.communication += time.perf_counter() - t0
+
+
+def roll_call(group: Group, grace_s: float = ROLL_CALL_S) -> list[int] | None:
+    """After a failed collective: the ranks that do not answer within ``grace_s`` (lost or stuck).
+
+    Each rank that gets here writes its name under this failure's key in the group's rendezvous store
+    and waits for the others'; the ranks missing at the deadline are returned. None when the store
+    itself cannot be reached (its host is gone), so nothing can be said.
+    """
+    global _failures
+    _failures += 1
+    prefix = f"paratta/roll-call/{_failures}"
+    try:
+        store = dist.distributed_c10d._get_default_store()
+        store.set(f"{prefix}/{group.rank}", "here")
+        missing = set(range(group.world)) - {group.rank}
+        deadline = time.monotonic() + grace_s
+        while missing and time.monotonic() < deadline:
+            missing = {r for r in missing if not store.check([f"{prefix}/{r}"])}
+            time.sleep(0.05)
+    except (RuntimeError, ValueError, AttributeError):
+        return None
+    return sorted(missing)
+
+
+def _lost_text(lost: list[int] | None) -> str:
+    if not lost:
+        return ""
+    names = ", ".join(f"rank {r}" for r in lost)
+    return f"; lost: {names} (no answer to the roll call within {ROLL_CALL_S:g} s)"
 
 
 def exchange_status(group: Group, error: BaseException | None, n: int = -1, t0: int = -1) -> None:
