@@ -31,7 +31,7 @@ is refused: paratta solves the deterministic sampler, so η must be 0.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
@@ -43,6 +43,16 @@ FLOW_SCHEDULER = "FlowMatchEulerDiscreteScheduler"
 TIME_SHIFT_TYPES = ("exponential", "linear")
 SPACINGS = ("use_karras_sigmas", "use_exponential_sigmas", "use_beta_sigmas")  # (6), at most one
 _OPTIONAL = ("base_shift", "max_shift", "shift_terminal")  # None is a meaningful value for these
+
+
+def config_fields(cls: type, config: Mapping[str, Any], nullable: Collection[str] = ()) -> dict[str, Any]:
+    """The entries of a diffusers scheduler config that are fields of the dataclass ``cls``.
+
+    Keys of other scheduler classes are dropped, and so is a None value (diffusers writes None for
+    "unset", which the field's default stands for) unless its key is in ``nullable``.
+    """
+    names = {f.name for f in fields(cls)}
+    return {k: v for k, v in dict(config).items() if k in names and (v is not None or k in nullable)}
 
 
 @dataclass(frozen=True)
@@ -67,9 +77,7 @@ class FlowSchedulerConfig:
     @classmethod
     def from_dict(cls, config: Mapping[str, Any]) -> FlowSchedulerConfig:
         """Read a scheduler config dict (keys of other schedulers are ignored) and validate it."""
-        names = {f.name for f in fields(cls)}
-        kwargs = {k: v for k, v in dict(config).items() if k in names and (v is not None or k in _OPTIONAL)}
-        out = cls(**kwargs)
+        out = cls(**config_fields(cls, config, nullable=_OPTIONAL))
         out.validate()
         return out
 

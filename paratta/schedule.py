@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .flow import FLOW_SCHEDULER, FlowSchedulerConfig, flow_coefficients
+from .flow import FLOW_SCHEDULER, FlowSchedulerConfig, config_fields, flow_coefficients
 
 BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2")
 SPACINGS = ("leading", "trailing", "linspace")
@@ -61,8 +61,7 @@ class SchedulerConfig:
     @classmethod
     def from_dict(cls, config: Mapping[str, Any]) -> SchedulerConfig:
         """Read a diffusers scheduler config (any scheduler class); unknown keys are ignored."""
-        names = {f.name for f in fields(cls)}
-        kwargs = {k: v for k, v in dict(config).items() if k in names and v is not None}
+        kwargs = config_fields(cls, config)
         if "trained_betas" in kwargs:
             kwargs["trained_betas"] = tuple(float(b) for b in kwargs["trained_betas"])
         out = cls(**kwargs)

@@ -113,6 +113,17 @@ def _check_log_weights(log_weights: Tensor, mix: IsotropicMixture) -> Tensor:
     return lw
 
 
+def _scaled_responsibilities(
+    x: Tensor, alpha_bar: Tensor | float, mix: IsotropicMixture, log_weights: Tensor
+) -> tuple[Tensor, Tensor, Tensor]:
+    """(x, ᾱ, w_k / v_k): float64 states (n, D), ᾱ (n,) and the responsibilities over the component
+    variances, (n, K) or (G, n, K); ε* and E[x_0 | x_t] are both weighted sums with these weights."""
+    x64, ab = _prepare(x, alpha_bar, mix)
+    lw = _check_log_weights(log_weights, mix)
+    log_lik, v = component_log_likelihoods(x64, ab, mix)
+    return x64, ab, torch.softmax(lw.unsqueeze(-2) + log_lik, dim=-1) / v
+
+
 def mixture_eps(
     x: Tensor,
     alpha_bar: Tensor | float,
@@ -133,11 +144,7 @@ def mixture_eps(
     Returns:
         ε of shape (n, D), or (G, n, D) when log_weights is (G, K).
     """
-    x64, ab = _prepare(x, alpha_bar, mix)
-    lw = _check_log_weights(log_weights, mix)
-    log_lik, v = component_log_likelihoods(x64, ab, mix)
-    w = torch.softmax(lw.unsqueeze(-2) + log_lik, dim=-1)  # (…, n, K) responsibilities
-    u = w / v  # w_k / v_k
+    x64, ab, u = _scaled_responsibilities(x, alpha_bar, mix, log_weights)
     eps = (1 - ab).sqrt()[:, None] * (x64 * u.sum(-1, keepdim=True) - ab.sqrt()[:, None] * (u @ mix.means))
     return eps.to(out_dtype or x.dtype)
 
@@ -153,10 +160,7 @@ def mixture_x0(
 
     Well defined at ᾱ = 0 (pure noise: the prior mean), where x̂_0 from ε* would divide by √ᾱ.
     """
-    x64, ab = _prepare(x, alpha_bar, mix)
-    lw = _check_log_weights(log_weights, mix)
-    log_lik, v = component_log_likelihoods(x64, ab, mix)
-    u = torch.softmax(lw.unsqueeze(-2) + log_lik, dim=-1) / v  # w_k / v_k
+    x64, ab, u = _scaled_responsibilities(x, alpha_bar, mix, log_weights)
     x0 = (1 - ab)[:, None] * (u @ mix.means) + ab.sqrt()[:, None] * x64 * (u @ mix.variances)[..., None]
     return x0.to(out_dtype or x.dtype)
 

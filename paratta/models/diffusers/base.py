@@ -10,7 +10,7 @@ config as it is (``flow_scheduler_config``).
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
@@ -89,25 +89,49 @@ def _is_oom(error: BaseException) -> bool:
     )
 
 
-class DiffusersModel:
-    """What the adapters share: device/dtype, the VAE decode, previews and the out-of-memory guard.
+def _pipe_name(pipe: Any, default: str) -> str:
+    """The pipeline's hub id or folder (``config._name_or_path``), else ``default``."""
+    path = getattr(pipe, "name_or_path", None) or getattr(pipe.config, "_name_or_path", None)
+    return str(path) if path else default
 
-    Subclasses set ``latent_shape``, ``scheduler_config`` and implement ``encode``/``predict``.
+
+def resolve_image_size(height: int | None, width: int | None, default: int, multiple: int) -> tuple[int, int]:
+    """(H, W) as requested, a missing side the pipeline's ``default``; ``ValueError`` unless both are
+    multiples of ``multiple`` (the latent patch the networks need)."""
+    height = height or default
+    width = width or default
+    if height % multiple or width % multiple:
+        raise ValueError(f"height and width must be multiples of {multiple}, got {height}×{width}")
+    return height, width
+
+
+class DiffusersModel:
+    """What the adapters share: the constructor, device/dtype, the VAE decode, previews and the
+    out-of-memory guard.
+
+    ``pipe`` is checked to be a ``pipeline_class`` and moved to ``device``/``dtype`` (in place, as
+    ``pipe.to`` does); ``name`` defaults to its hub id or folder, else ``default_name``. Subclasses set
+    ``latent_shape`` and ``scheduler_config`` in ``_configure``, which takes their own keyword options
+    (image size, prompt length), and implement ``encode``/``predict``.
     """
 
+    pipeline_class: ClassVar[type]
+    default_name: ClassVar[str]
     takes_negative_prompt = False
 
     def __init__(
         self,
         pipe: Any,
-        name: str,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
+        name: str | None = None,
         tiny_vae: Any = None,
+        **options: Any,
     ) -> None:
+        self._check_pipeline(pipe)
         self.device, self.dtype = resolve_device_dtype(device, dtype)
         self.pipe = pipe.to(device=self.device, dtype=self.dtype)
-        self.name = name
+        self.name = name or _pipe_name(pipe, self.default_name)
         self.vae = pipe.vae.eval()
         # Spatial factor between image and latent: 2^(number of VAE blocks − 1), as pipelines compute it.
         self.vae_scale_factor = 2 ** (len(self.vae.config.block_out_channels) - 1)
@@ -116,6 +140,18 @@ class DiffusersModel:
         )
         self.latent_shape: tuple[int, ...] = ()
         self.scheduler_config: dict[str, Any] = {}
+        self._configure(**options)
+
+    def _check_pipeline(self, pipe: Any) -> None:
+        """``ValueError`` for a pipeline this adapter cannot sample; called before ``pipe`` is moved."""
+        if not isinstance(pipe, self.pipeline_class):
+            raise ValueError(
+                f"{type(self).__name__} needs a {self.pipeline_class.__name__}, got {type(pipe).__name__}"
+            )
+
+    def _configure(self, **options: Any) -> None:
+        """Set the subclass's networks, ``latent_shape`` and ``scheduler_config`` from ``self.pipe``."""
+        raise NotImplementedError
 
     @property
     def image_size(self) -> tuple[int, int]:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import difflib
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 from diffusers import DiTPipeline
@@ -32,31 +31,22 @@ class ClassCondition:
 class DiTModel(DiffusersModel):
     """A ``DiTPipeline`` (transformer + VAE) for paratta; ``pipe`` moves to ``device``/``dtype`` in place."""
 
+    pipeline_class = DiTPipeline
+    default_name = "dit"
     takes_negative_prompt = False
 
-    def __init__(
-        self,
-        pipe: DiTPipeline,
-        device: torch.device | str | None = None,
-        dtype: torch.dtype | None = None,
-        name: str | None = None,
-        tiny_vae: Any = None,
-    ) -> None:
-        if not isinstance(pipe, DiTPipeline):
-            raise ValueError(f"DiTModel needs a DiTPipeline, got {type(pipe).__name__}")
-        name = name or (getattr(pipe, "name_or_path", None) or "dit")
-        super().__init__(pipe, str(name), device, dtype, tiny_vae)
-        self.transformer = pipe.transformer.eval()
+    def _configure(self) -> None:
+        self.transformer = self.pipe.transformer.eval()
         config = self.transformer.config
         self.channels = int(config.in_channels)
         # learn_sigma: the transformer predicts [ε, variance]; DDIM only uses ε (the pipeline's split).
         self.learn_sigma = int(config.out_channels or config.in_channels) // 2 == self.channels
         self.num_classes = int(config.num_embeds_ada_norm or 1000)
         self.latent_shape = (self.channels, int(config.sample_size), int(config.sample_size))
-        self.scheduler_config = ddim_scheduler_config(pipe.scheduler)
+        self.scheduler_config = ddim_scheduler_config(self.pipe.scheduler)
         # Label → id, lower-cased (pipe.labels maps every comma-separated synonym of id2label).
         self.labels: dict[str, int] = {
-            k.lower(): int(v) for k, v in (getattr(pipe, "labels", None) or {}).items()
+            k.lower(): int(v) for k, v in (getattr(self.pipe, "labels", None) or {}).items()
         }
 
     def class_id(self, prompt: str) -> int:

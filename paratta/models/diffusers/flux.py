@@ -20,8 +20,7 @@ import torch
 from diffusers import FluxPipeline
 from torch import Tensor
 
-from .base import DiffusersModel, flow_scheduler_config
-from .sd import _pipe_name
+from .base import DiffusersModel, flow_scheduler_config, resolve_image_size
 
 
 @dataclass(frozen=True)
@@ -41,38 +40,26 @@ class FluxModel(DiffusersModel):
     must be multiples of 2·``vae_scale_factor``; ``max_sequence_length`` is the T5 prompt length (512).
     """
 
+    pipeline_class = FluxPipeline
+    default_name = "flux"
     takes_negative_prompt = False
     rows_per_timestep = 1  # guidance is an input of the transformer, not a second batch row
 
-    def __init__(
-        self,
-        pipe: FluxPipeline,
-        device: torch.device | str | None = None,
-        dtype: torch.dtype | None = None,
-        name: str | None = None,
-        tiny_vae: Any = None,
-        height: int | None = None,
-        width: int | None = None,
-        max_sequence_length: int = 512,
+    def _configure(
+        self, height: int | None = None, width: int | None = None, max_sequence_length: int = 512
     ) -> None:
-        if not isinstance(pipe, FluxPipeline):
-            raise ValueError(f"FluxModel needs a FluxPipeline, got {type(pipe).__name__}")
-        super().__init__(pipe, name or _pipe_name(pipe, "flux"), device, dtype, tiny_vae)
-        self.transformer = pipe.transformer.eval()
-        self.text_encoder = pipe.text_encoder.eval()
+        self.transformer = self.pipe.transformer.eval()
+        self.text_encoder = self.pipe.text_encoder.eval()
         f = self.vae_scale_factor
-        height = height or pipe.default_sample_size * f
-        width = width or pipe.default_sample_size * f
-        if height % (2 * f) or width % (2 * f):
-            raise ValueError(f"height and width must be multiples of {2 * f}, got {height}×{width}")
+        height, width = resolve_image_size(height, width, self.pipe.default_sample_size * f, 2 * f)
         self.height, self.width = height, width
         rows, cols = height // f // 2, width // f // 2  # tokens: one per 2×2 latent patch
         self.latent_shape = (rows * cols, int(self.transformer.config.in_channels))
         self.image_seq_len = rows * cols
-        self.image_ids = pipe._prepare_latent_image_ids(1, rows, cols, self.device, self.dtype)
+        self.image_ids = self.pipe._prepare_latent_image_ids(1, rows, cols, self.device, self.dtype)
         self.guidance_embeds = bool(self.transformer.config.guidance_embeds)
         self.max_sequence_length = max_sequence_length
-        self.scheduler_config = flow_scheduler_config(pipe.scheduler)
+        self.scheduler_config = flow_scheduler_config(self.pipe.scheduler)
         # The pipeline's defaults (``paratta.registry.model_defaults``): Flux-dev 3.5 and 28 steps;
         # without embedded guidance (Flux-schnell, distilled to few steps) the scale means nothing.
         self.default_guidance, self.default_steps = (3.5, 28) if self.guidance_embeds else (1.0, 4)

@@ -15,7 +15,7 @@ import torch
 from diffusers import StableDiffusionPipeline
 from torch import Tensor
 
-from .base import DiffusersModel, ddim_scheduler_config
+from .base import DiffusersModel, ddim_scheduler_config, resolve_image_size
 
 
 @dataclass(frozen=True)
@@ -35,22 +35,12 @@ class StableDiffusionModel(DiffusersModel):
     default to the pipeline's own default (``unet.config.sample_size × vae_scale_factor``).
     """
 
+    pipeline_class = StableDiffusionPipeline
+    default_name = "stable-diffusion"
     takes_negative_prompt = True
 
-    def __init__(
-        self,
-        pipe: StableDiffusionPipeline,
-        device: torch.device | str | None = None,
-        dtype: torch.dtype | None = None,
-        name: str | None = None,
-        tiny_vae: Any = None,
-        height: int | None = None,
-        width: int | None = None,
-    ) -> None:
-        if not isinstance(pipe, StableDiffusionPipeline):
-            raise ValueError(
-                f"StableDiffusionModel needs a StableDiffusionPipeline, got {type(pipe).__name__}"
-            )
+    def _check_pipeline(self, pipe: Any) -> None:
+        super()._check_pipeline(pipe)
         unet_config = pipe.unet.config
         if getattr(unet_config, "time_cond_proj_dim", None) is not None:
             raise ValueError("guidance-embedded UNets (time_cond_proj_dim, e.g. LCM) are not supported")
@@ -58,18 +48,17 @@ class StableDiffusionModel(DiffusersModel):
             raise ValueError(
                 f"UNets with addition_embed_type={unet_config.addition_embed_type!r} are not supported"
             )
-        super().__init__(pipe, name or _pipe_name(pipe, "stable-diffusion"), device, dtype, tiny_vae)
-        self.unet = pipe.unet.eval()
-        self.text_encoder = pipe.text_encoder.eval()
+
+    def _configure(self, height: int | None = None, width: int | None = None) -> None:
+        self.unet = self.pipe.unet.eval()
+        self.text_encoder = self.pipe.text_encoder.eval()
+        unet_config = self.unet.config
         f = self.vae_scale_factor
-        height = height or unet_config.sample_size * f
-        width = width or unet_config.sample_size * f
         multiple = 8 if f >= 8 else f  # diffusers' own check is "multiple of 8"; tiny test VAEs have f = 2
-        if height % multiple or width % multiple:
-            raise ValueError(f"height and width must be multiples of {multiple}, got {height}×{width}")
+        height, width = resolve_image_size(height, width, unet_config.sample_size * f, multiple)
         self.latent_shape = (int(unet_config.in_channels), height // f, width // f)
         # Read after the pipeline's __init__, which rewrites steps_offset 0 → 1 and clip_sample → False.
-        self.scheduler_config = ddim_scheduler_config(pipe.scheduler, stable_diffusion_rewrites=True)
+        self.scheduler_config = ddim_scheduler_config(self.pipe.scheduler, stable_diffusion_rewrites=True)
 
     def encode(self, prompt: str, negative_prompt: str = "") -> TextCondition:
         """CLIP-encode both prompts with the pipeline's own ``encode_prompt`` (truncation, clip_skip=None)."""
@@ -101,8 +90,3 @@ class StableDiffusionModel(DiffusersModel):
 
     def _unet(self, x: Tensor, t: Tensor, emb: Tensor) -> Tensor:
         return self.unet(x, t, encoder_hidden_states=emb, return_dict=False)[0]
-
-
-def _pipe_name(pipe: Any, default: str) -> str:
-    path = getattr(pipe, "name_or_path", None) or getattr(pipe.config, "_name_or_path", None)
-    return str(path) if path else default

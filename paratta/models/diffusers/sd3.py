@@ -19,8 +19,7 @@ import torch
 from diffusers import StableDiffusion3Pipeline
 from torch import Tensor
 
-from .base import DiffusersModel, flow_scheduler_config
-from .sd import _pipe_name
+from .base import DiffusersModel, flow_scheduler_config, resolve_image_size
 
 
 @dataclass(frozen=True)
@@ -42,37 +41,23 @@ class StableDiffusion3Model(DiffusersModel):
     ``max_sequence_length`` is the T5 prompt length the pipeline uses (256 by default).
     """
 
+    pipeline_class = StableDiffusion3Pipeline
+    default_name = "stable-diffusion-3"
     takes_negative_prompt = True
     default_guidance, default_steps = 7.0, 28  # the pipeline's (``paratta.registry.model_defaults``)
 
-    def __init__(
-        self,
-        pipe: StableDiffusion3Pipeline,
-        device: torch.device | str | None = None,
-        dtype: torch.dtype | None = None,
-        name: str | None = None,
-        tiny_vae: Any = None,
-        height: int | None = None,
-        width: int | None = None,
-        max_sequence_length: int = 256,
+    def _configure(
+        self, height: int | None = None, width: int | None = None, max_sequence_length: int = 256
     ) -> None:
-        if not isinstance(pipe, StableDiffusion3Pipeline):
-            raise ValueError(
-                f"StableDiffusion3Model needs a StableDiffusion3Pipeline, got {type(pipe).__name__}"
-            )
-        super().__init__(pipe, name or _pipe_name(pipe, "stable-diffusion-3"), device, dtype, tiny_vae)
-        self.transformer = pipe.transformer.eval()
-        self.text_encoder = pipe.text_encoder.eval()
+        self.transformer = self.pipe.transformer.eval()
+        self.text_encoder = self.pipe.text_encoder.eval()
         config = self.transformer.config
         f, p = self.vae_scale_factor, int(config.patch_size)
-        height = height or config.sample_size * f
-        width = width or config.sample_size * f
-        if height % (f * p) or width % (f * p):
-            raise ValueError(f"height and width must be multiples of {f * p}, got {height}×{width}")
+        height, width = resolve_image_size(height, width, config.sample_size * f, f * p)
         self.latent_shape = (int(config.in_channels), height // f, width // f)
         self.image_seq_len = (height // f // p) * (width // f // p)  # μ's sequence length, as the pipeline's
         self.max_sequence_length = max_sequence_length
-        self.scheduler_config = flow_scheduler_config(pipe.scheduler)
+        self.scheduler_config = flow_scheduler_config(self.pipe.scheduler)
 
     def schedule_arguments(self, steps: int) -> dict[str, Any]:
         """What the pipeline passes to ``set_timesteps`` besides T: the token count μ is computed from."""
