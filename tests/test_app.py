@@ -115,7 +115,7 @@ def test_run_streams_every_iteration_and_ends_on_the_sequential_image(app: Any) 
         in final[STATS]
     )
     assert f"({50 / n:.1f}× fewer); largest pixel difference {info['max_pixel_levels']}/255" in final[STATS]
-    assert "on a CPU a batch of W network evaluations costs about W single calls" in final[STATS]
+    assert "on a CPU a batch of W network evaluations costs many single calls" in final[STATS]
     assert "no latency table measured for this model on a GPU" in final[STATS]
     # An unchanged output is sent once, not every frame (re-sending rewrites the file being served):
     # the sequential reference does not change while the parallel frames stream.
@@ -437,7 +437,7 @@ def test_wall_clock_comes_with_its_reason_and_a_labelled_projection_where_a_tabl
     ]
     monkeypatch.setattr(views, "latency_table", lambda model: None)
     line, info = views.wall_clock(r, 4)
-    assert "on a CPU a batch of W network evaluations costs about W single calls" in line
+    assert "on a CPU a batch of W network evaluations costs many single calls" in line
     assert "no latency table measured for this model on a GPU" in line and info["projection"] is None
     table = LatencyTable(model="shapes", device="NVIDIA H200", rows=(1, 2, 8), ms=(1.0, 1.0, 2.0))
     monkeypatch.setattr(views, "latency_table", lambda model: table)

@@ -30,7 +30,10 @@ SOLVER_NAMES = {
     "anderson": "ParaTAA",
     "anderson-global": "Anderson (global γ)",
 }
-WHY_CPU = "on a CPU a batch of W network evaluations costs about W single calls; on a GPU about one"
+WHY_CPU = (
+    "on a CPU a batch of W network evaluations costs many single calls (the Auto window box measures "
+    "how many and picks the fastest W here); on a GPU about one until the device is full"
+)
 WHY_GPU = "on a GPU a batch of W evaluations costs about one call until the device is full"
 
 

@@ -1,7 +1,8 @@
 """Projected wall-clock on the hardware ParaTAA was made for, from a measured batch-latency table.
 
-On a CPU a batch of W network rows costs about W single calls, so a parallel iteration buys nothing
-there; on a GPU a batch costs about one call until the device is full. The honest way to show what
+On a CPU a batch of W network rows costs many single calls, so a parallel iteration buys little
+there (``calibration`` measures how little); on a GPU a batch costs about one call until the device
+is full. The honest way to show what
 the method is for is to take the *measured* latency of one network call at each batch size on a
 GPU (``paratta/data/latency.json``, written by ``benchmarks/gpu_latency.py``) and charge each
 iteration of a run with it:
