@@ -243,7 +243,7 @@ def test_after_stop_writes_one_file_set_however_often_it_is_called(isolated: Pat
         (dict(guidance="lots"), "guidance must be a number"),
         (dict(solver="y" * 100_000), "solver must be one of"),
         (dict(init=None), "init must be one of"),
-        (dict(window=11), r"window must be an integer in \[1, T\] \(T = 10\)"),
+        (dict(window=11), r"window must be an integer in \[1, T\] or 'auto' \(T = 10\)"),
     ],
 )
 def test_every_input_is_type_checked_with_a_short_message(change: dict[str, Any], message: str) -> None:
@@ -284,6 +284,86 @@ def test_every_unknown_word_is_named_non_ascii_included() -> None:
     assert len(str(err.value)) < 1000  # an unknown 10 MB word does not come back as a 20 MB error
 
 
+# ---- malformed calls and the probe (issue 20: found by benchmarks/soak.py) --------------------------
+
+
+def fake_fns() -> dict[int, Any]:
+    run = SimpleNamespace(api_name="run", name="run", inputs=[None] * 16)
+    stop = SimpleNamespace(api_name=None, name="<lambda>", inputs=[])
+    return {13: run, 29: stop}
+
+
+def test_a_call_of_no_event_or_with_too_few_inputs_is_refused_with_the_reason() -> None:
+    import json
+
+    from ui.limits import call_problem
+
+    def problem(body: Any, api: str | None = None) -> Any:
+        return call_problem(fake_fns(), api, body if isinstance(body, bytes) else json.dumps(body).encode())
+
+    assert problem({"data": [], "fn_index": 9999}) == (422, "no event with fn_index 9999")
+    assert problem({"data": [], "fn_index": "13"})[0] == 422  # an index is an int, never a text
+    assert problem({"data": ["shapes", "red"], "fn_index": 13}) == (422, "/run takes 16 inputs; got 2")
+    assert problem({"data": [1]}, api="run") == (422, "/run takes 16 inputs; got 1")
+    assert problem({"data": []}, api="nothing") == (404, "no API endpoint named 'nothing'")
+    assert problem({"data": [None] * 16, "fn_index": 13}) is None  # a good call goes on to Gradio
+    assert problem({"data": [], "fn_index": 29}) is None  # Stop: no inputs
+    assert problem({"prompt": "x"}, api="run") is None  # /call/v2's named inputs: Gradio fills the rest
+    assert problem(b"{not json") is None and problem(["a"]) is None  # Gradio's own 422 answers these
+
+
+def test_the_probe_answers_loopback_only_and_only_when_turned_on_and_the_state_cap_is_set(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import asyncio
+    import json
+
+    from ui.limits import Probe, launch_limits
+
+    queue = SimpleNamespace(
+        event_queue_per_concurrency_id={"sampler": SimpleNamespace(queue=[1, 2])},
+        active_jobs=[None, [1]],
+        pending_messages_per_session={"a": 1},
+        event_ids_to_events={"e": 1, "f": 2, "g": 3},
+    )
+    holder = SimpleNamespace(session_data={"a": SimpleNamespace(state_data={1: 1, 2: 2})}, capacity=200)
+    app = SimpleNamespace(get_blocks=lambda: SimpleNamespace(state_holder=holder, _queue=queue))
+    passed: list[str] = []
+
+    async def inner(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        passed.append(scope["path"])
+
+    def get(client: str, path: str = "/paratta/probe") -> list[dict[str, Any]]:
+        sent: list[dict[str, Any]] = []
+
+        async def send(message: dict[str, Any]) -> None:
+            sent.append(message)
+
+        scope = {"type": "http", "path": path, "client": (client, 1), "app": app}
+        asyncio.run(Probe(inner)(scope, None, send))
+        return sent
+
+    counts = json.loads(get("127.0.0.1")[1]["body"])
+    assert counts == {
+        "sessions": 1, "session_capacity": 200, "state_values": 2, "queue_waiting": 2, "queue_running": 1,
+        "queue_sessions": 1, "queue_events": 3, "jobs": 0,
+    }  # fmt: skip
+    assert get("10.0.0.7") == [] and get("127.0.0.1", "/config") == []
+    assert passed == ["/paratta/probe", "/config"]  # everything else goes on to the app
+    monkeypatch.delenv("PARATTA_PROBE", raising=False)
+    assert launch_limits()["state_session_capacity"] == 200
+    monkeypatch.setenv("PARATTA_STATE_SESSIONS", "40")  # the soak's lower cap, reached in a short run
+    assert launch_limits()["state_session_capacity"] == 40
+    for bad in ("0", "many", "-3"):
+        monkeypatch.setenv("PARATTA_STATE_SESSIONS", bad)
+        with pytest.raises(ValueError, match="PARATTA_STATE_SESSIONS must be a whole number"):
+            launch_limits()
+    monkeypatch.delenv("PARATTA_STATE_SESSIONS")
+    assert Probe not in [m.cls for m in launch_limits()["app_kwargs"]["middleware"]]
+    monkeypatch.setenv("PARATTA_PROBE", "1")
+    assert Probe in [m.cls for m in launch_limits()["app_kwargs"]["middleware"]]
+
+
 # ---- through a server, as on a Space (one job at a time) ----------------------------------------
 
 
@@ -295,6 +375,7 @@ def space(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
         mp.setenv("GRADIO_TEMP_DIR", str(tmp / "cache"))
         mp.setenv("TMPDIR", str(tmp / "tmp"))
         mp.setenv("PARATTA_DELETE_CACHE", "1,2")  # sweep every second, files older than 2 s
+        mp.setenv("PARATTA_PROBE", "1")  # the loopback probe of sessions and queue (the soak benchmark's)
         mp.delenv("SPACE_ID", raising=False)
         (tmp / "tmp").mkdir()
         mp.setattr(tempfile, "tempdir", None)
@@ -409,3 +490,43 @@ def test_the_limits_are_stated_under_the_controls(space: Any) -> None:
     assert "replaces the one still running" in texts[0]
     queues = {fn.api_name: fn.concurrency_id for fn in space.demo.fns.values()}
     assert queues["run"] == queues["race"]  # Run and Race share the concurrency limit, not one each
+
+
+@pytest.mark.slow
+def test_malformed_calls_get_a_reason_and_leave_no_traceback(
+    space: Any, capfd: pytest.CaptureFixture
+) -> None:
+    """Found by the soak: Gradio 6.31 answered an unknown fn_index with HTTP 500 (a KeyError traceback in
+    the log) and too few inputs with a ValueError traceback."""
+    import httpx
+
+    from ui.controls import RUN_INPUT_NAMES
+
+    run_inputs = len(RUN_INPUT_NAMES) + 1  # and the stored initialisation (a gr.State)
+    api = space.url + "gradio_api/"
+    capfd.readouterr()
+    short_run = {"data": ["shapes", "red"], "fn_index": fn_index(space, "run"), "session_hash": "soak2"}
+    for path, body, status, reason in [
+        ("queue/join", {"data": [], "fn_index": 9999, "session_hash": "s1"}, 422, "no event with fn_index"),
+        ("queue/join", short_run, 422, f"/run takes {run_inputs} inputs; got 2"),
+        ("call/run", {"data": ["shapes"]}, 422, f"/run takes {run_inputs} inputs; got 1"),
+        ("call/v2/nothing", {"prompt": "x"}, 404, "no API endpoint named 'nothing'"),
+    ]:  # fmt: skip
+        reply = httpx.post(api + path, json=body, timeout=30)
+        assert (reply.status_code, reply.json()["detail"][: len(reason)]) == (status, reason), reply.text
+    time.sleep(0.5)
+    assert "Traceback" not in capfd.readouterr().err
+
+
+def fn_index(space: Any, api_name: str) -> int:
+    return next(i for i, fn in space.demo.fns.items() if fn.api_name == api_name)
+
+
+@pytest.mark.slow
+def test_the_probe_counts_sessions_and_an_empty_queue_after_a_run(space: Any) -> None:
+    import httpx
+
+    client(space).predict(**BASE, api_name="/run")
+    counts = httpx.get(space.url + "paratta/probe", timeout=10).json()
+    assert counts["sessions"] >= 1 and counts["session_capacity"] == 200
+    assert counts["queue_waiting"] == counts["jobs"] == counts["queue_events"] == 0

@@ -10,11 +10,16 @@
   which ends at its next event as if stopped; a job that starts while a newer one from its session is
   already waiting in the queue ends at once, so only the newest of a burst runs.
 - **Files**: each session writes its downloads into its own folder, removed when the session ends.
+- **Calls**: a call of an event that does not exist, or with fewer inputs than it takes, is answered
+  422/404 with the reason before Gradio sees it (``CheckedCalls``).
+- **Probe** (``PARATTA_PROBE=1`` only, loopback clients only): ``GET /paratta/probe`` answers the counts of
+  what the server holds for its visitors (``server_probe``), for the soak benchmark; read-only.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 import shutil
@@ -32,7 +37,7 @@ from gradio.utils import get_upload_folder
 
 from paratta import SolverConfig
 
-from .settings import Caps, RunSettings
+from .settings import Caps, RunSettings, short
 
 E = TypeVar("E")
 
@@ -42,7 +47,7 @@ ROW_MS = {"toy2d": 0.01, "shapes": 4.1, "shapes-unet": 24.0}
 # Other networks (diffusers folders, hub ids): scaled by parameter count from shapes-unet (1.12 M).
 MS_PER_PARAMETER = 24.0 / 1_117_667
 CACHE_FREQUENCY_S, CACHE_AGE_S = 300, 3600  # Gradio's cache: swept every 5 min, files kept for an hour
-STATE_SESSIONS = 200  # sessions whose gr.State Gradio keeps (the oldest go first)
+STATE_SESSIONS = 200  # sessions whose gr.State Gradio keeps (the oldest go first); PARATTA_STATE_SESSIONS
 REPLACED = "replaced by a newer job from the same session"
 JOB_APIS = frozenset({"run", "race", "teach"})
 # Run (and the warm-start chain's runs) and Race share one Gradio concurrency id: together they get the
@@ -63,10 +68,11 @@ def evaluation_bound(steps: int, config: SolverConfig) -> int:
     """Most guided evaluations one solve can make: Σ_{k=1}^{K} min(W, T − k + 1) (+ the coarse pass).
 
     At iteration k the anchor is at most T − k + 1 (one more timestep final per iteration) and the
-    window holds min(W, anchor) states; K = min(max_iters, T).
+    window holds min(W, anchor) states; K = min(max_iters, T); an auto window is bounded by W = T.
     """
     cfg = config.resolved(steps)
-    W, K = cfg.window, min(cfg.max_iters, steps)
+    W = cfg.window if isinstance(cfg.window, int) else steps  # auto chooses a window ≤ T
+    K = min(cfg.max_iters, steps)
     coarse = cfg.coarse_steps if cfg.init == "coarse" else 0
     return coarse + sum(min(W, steps - k + 1) for k in range(1, K + 1))
 
@@ -229,14 +235,166 @@ class NoUploads:
         await self.app(scope, receive, send)
 
 
+# The routes that call an event: the queue's join (by fn_index) and the named API routes (by name).
+CALL_PATH = re.compile(r"/(?:queue/join|(?:run|api|call|call/v2)/(?P<api>[^/]+))/?$")
+
+
+def call_problem(fns: dict[Any, Any], api_name: str | None, body: bytes) -> tuple[int, str] | None:
+    """(status, reason) when a call's body names no event of ``fns`` or sends fewer inputs than the event
+    takes; None when Gradio can take it as it is (malformed JSON and wrong field types included: its own
+    validation answers those with a 422)."""
+    try:
+        payload = json.loads(body)
+    except ValueError:
+        return None
+    if not isinstance(payload, dict):
+        return None
+    index = payload.get("fn_index")
+    if index is not None:
+        fn = fns.get(index) if type(index) is int else None
+        if fn is None:
+            return 422, f"no event with fn_index {short(index)}"
+    else:
+        fn = next((f for f in fns.values() if api_name is not None and f.api_name == api_name), None)
+        if fn is None:
+            return 404, f"no API endpoint named {short(api_name)}"
+    data = payload.get("data")
+    if isinstance(data, list) and len(data) < len(fn.inputs):
+        return 422, f"/{fn.api_name or fn.name} takes {len(fn.inputs)} inputs; got {len(data)}"
+    return None
+
+
+class CheckedCalls:
+    """ASGI middleware: a POST that calls an event (``CALL_PATH``) is read whole and answered with
+    ``call_problem``'s status and reason when it has one; otherwise it goes on to Gradio unchanged.
+
+    Gradio 6.31 answers an unknown fn_index with HTTP 500 and a KeyError traceback in the log, an
+    unknown name on /call/v2 the same way, and too few inputs with a ValueError traceback (the client
+    gets "Error")."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        post = scope["type"] == "http" and scope.get("method") == "POST"
+        match = CALL_PATH.search(scope.get("path", "")) if post else None
+        blocks = getattr(scope.get("app"), "get_blocks", None)
+        if match is None or blocks is None:
+            await self.app(scope, receive, send)
+            return
+        body = await _whole_body(receive)
+        if body is None:  # the client went away
+            return
+        problem = call_problem(blocks().fns, match.group("api"), body)
+        if problem is not None:
+            status, reason = problem
+            headers = [(b"content-type", b"application/json")]
+            await send({"type": "http.response.start", "status": status, "headers": headers})
+            await send({"type": "http.response.body", "body": json.dumps({"detail": reason}).encode()})
+            return
+        await self.app(scope, _replay(body, receive), send)
+
+
+async def _whole_body(receive: Any) -> bytes | None:
+    chunks = []
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return None
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body"):
+            return b"".join(chunks)
+
+
+def _replay(body: bytes, receive: Any) -> Any:
+    """An ASGI ``receive`` that first gives ``body`` back whole, then waits on the real one (disconnects)."""
+    sent = [False]
+
+    async def again() -> dict[str, Any]:
+        if not sent[0]:
+            sent[0] = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return again
+
+
+PROBE_PATH = "/paratta/probe"
+LOOPBACK = frozenset({"127.0.0.1", "::1"})
+
+
+def server_probe(demo: Any) -> dict[str, int]:
+    """What the server holds for its visitors right now (read-only): sessions with state (Gradio keeps at
+    most ``STATE_SESSIONS``) and the state values in them, the queue (waiting, running, sessions with a
+    message stream, events known), and the sessions with a running job here (``JOBS``)."""
+    holder = getattr(demo, "state_holder", None)
+    sessions = list(getattr(holder, "session_data", {}).values())
+    queue = getattr(demo, "_queue", None)
+    event_queues = list(getattr(queue, "event_queue_per_concurrency_id", {}).values())
+    return {
+        "sessions": len(sessions),
+        "session_capacity": int(getattr(holder, "capacity", 0)),
+        "state_values": sum(len(s.state_data) for s in sessions),
+        "queue_waiting": sum(len(q.queue) for q in event_queues),
+        "queue_running": sum(job is not None for job in list(getattr(queue, "active_jobs", []))),
+        "queue_sessions": len(getattr(queue, "pending_messages_per_session", {})),
+        "queue_events": len(getattr(queue, "event_ids_to_events", {})),
+        "jobs": len(JOBS.current),
+    }
+
+
+class Probe:
+    """ASGI middleware: ``GET /paratta/probe`` from a loopback client answers ``server_probe`` as JSON;
+    everything else passes through. Installed only with ``PARATTA_PROBE=1`` (``launch_limits``)."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        client = (scope.get("client") or ("",))[0]
+        blocks = getattr(scope.get("app"), "get_blocks", None)  # Starlette puts the app in the scope
+        wanted = scope["type"] == "http" and scope.get("path", "").rstrip("/").endswith(PROBE_PATH)
+        if wanted and client in LOOPBACK and blocks is not None:
+            counts = await _counted(blocks)
+            headers = [(b"content-type", b"application/json"), (b"cache-control", b"no-store")]
+            await send({"type": "http.response.start", "status": 200, "headers": headers})
+            await send({"type": "http.response.body", "body": json.dumps(counts).encode()})
+            return
+        await self.app(scope, receive, send)
+
+
+async def _counted(get_blocks: Callable[[], Any]) -> dict[str, int]:
+    """``server_probe`` on the event loop's thread (where the queue changes), retried if a dict changed
+    size while it was read (another thread: the session state)."""
+    for _ in range(5):
+        try:
+            return server_probe(get_blocks())
+        except RuntimeError:
+            continue
+    return server_probe(get_blocks())
+
+
+def state_sessions() -> int:
+    """How many sessions' ``gr.State`` Gradio keeps: ``STATE_SESSIONS``, or ``PARATTA_STATE_SESSIONS``
+    (a whole number ≥ 1; the soak benchmark lowers it to reach the plateau within a short run)."""
+    text = os.environ.get("PARATTA_STATE_SESSIONS", str(STATE_SESSIONS))
+    if not text.strip().isdigit() or int(text) < 1:
+        raise ValueError(f"PARATTA_STATE_SESSIONS must be a whole number ≥ 1; got {short(text)}")
+    return int(text)
+
+
 def launch_limits() -> dict[str, Any]:
-    """``demo.launch`` keywords that bound what a visitor can leave on the server."""
+    """``demo.launch`` keywords that bound what a visitor can leave on the server (and, with
+    ``PARATTA_PROBE=1``, the loopback probe of what it holds)."""
     from starlette.middleware import Middleware
 
+    middleware = [Middleware(NoUploads), Middleware(CheckedCalls)]
+    if os.environ.get("PARATTA_PROBE") == "1":
+        middleware.append(Middleware(Probe))
     return {
         "max_file_size": 0,
-        "app_kwargs": {"middleware": [Middleware(NoUploads)]},
-        "state_session_capacity": STATE_SESSIONS,
+        "app_kwargs": {"middleware": middleware},
+        "state_session_capacity": state_sessions(),
     }
 
 
