@@ -19,9 +19,8 @@ import gradio as gr
 from paratta import BUILTIN_MODELS, Request, SolverConfig, model_defaults
 from paratta.config import specs
 
-from .controls import RACE_INPUT_NAMES, RUN_INPUT_NAMES, Controls, build_controls
+from .controls import RACE_INPUT_NAMES, RUN_INPUT_NAMES, WINDOW_AUTO, Controls, build_controls
 from .controls import wire as wire_controls
-from .gpu import DEVICE
 from .handlers import (
     RACES,
     after_stop,
@@ -121,7 +120,7 @@ def preset_values(change: dict[str, Any]) -> list[Any]:
     auto = SolverConfig().resolved(steps)
     values = declared | dict(model=name, prompt=d.prompt, guidance=d.guidance, steps=steps)
     values |= dict(order=auto.order, window=auto.window, max_iters=auto.max_iters) | change
-    values.setdefault("window_auto", DEVICE == "cuda" and "window" not in change)  # a preset's W is its own
+    values.setdefault("window_auto", WINDOW_AUTO and "window" not in change)  # a preset's W is its own
     return [values[n] for n in RUN_INPUT_NAMES]
 
 

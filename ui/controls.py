@@ -35,6 +35,8 @@ CHOICE_LABELS = {  # how a choice reads in the panel; the values are the library
     "ddim": "DDIM (ε)",
     "flow": "flow matching (Euler, v)",
 }
+# The auto-window box's default: the library's own (auto on CUDA, W = T elsewhere).
+WINDOW_AUTO = DEVICE == "cuda"
 # The auto-window box's note, off the GPU and on it (the library's default: T on a CPU, auto on CUDA).
 WINDOW_AUTO_INFO = {
     False: "off: W = T, the teaching default on a CPU; on: the W of least projected wall-clock from "
@@ -171,12 +173,12 @@ def build_controls(
             order = slider(CONFIG["order"], auto.order, slider_top(T), min_width=140)
             window = slider(
                 CONFIG["window"], auto.window, slider_top(min(T, caps.max_window)), min_width=140,
-                interactive=DEVICE != "cuda",
+                interactive=not WINDOW_AUTO,
             )  # fmt: skip
         window_auto = gr.Checkbox(
-            DEVICE == "cuda",
+            WINDOW_AUTO,
             label="Auto window: the fastest W on this device",
-            info=WINDOW_AUTO_INFO[DEVICE == "cuda"],
+            info=WINDOW_AUTO_INFO[WINDOW_AUTO],
         )
         with gr.Accordion("Sampler: seed, DDIM/DDPM, guidance", open=False):
             seed = gr.Number(

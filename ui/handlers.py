@@ -31,9 +31,9 @@ from paratta.problem import for_family
 from paratta.schedule import family
 
 from . import views
-from .controls import RACE_INPUT_NAMES, RUN_INPUT_NAMES
+from .controls import RACE_INPUT_NAMES, RUN_INPUT_NAMES, WINDOW_AUTO
 from .events import Distances, IterateDone, ReferenceDone, SequentialStep, SolveDone, WindowChosen
-from .gpu import DEVICE, gpu, release_memory
+from .gpu import gpu, release_memory
 from .limits import JOBS, bounded, check_work, session_folder, work_bound
 from .record import RunRecord
 from .render import gif_bytes, history_csv, history_json, upscale
@@ -74,10 +74,10 @@ RACE_LABELS = {
 SCRUB_OUTPUTS = RUN_OUTPUTS[:7]
 # Inputs an API caller may leave out: those added after the API's first version ("stopping" on) take
 # their declared default (the auto window: on where the app's box is), and so the gr.State after them.
-DECLARED = {name: spec.default for name, spec in {**specs(Request), **specs(SolverConfig)}.items()}
+DEFAULTS = {n: spec.default for n, spec in {**specs(Request), **specs(SolverConfig)}.items()}
+DEFAULTS["window_auto"] = WINDOW_AUTO
 API_DEFAULTS: dict[str, Any] = {
-    name: DECLARED.get(name, DEVICE == "cuda")
-    for name in RUN_INPUT_NAMES[RUN_INPUT_NAMES.index("stopping") :]
+    name: DEFAULTS[name] for name in RUN_INPUT_NAMES[RUN_INPUT_NAMES.index("stopping") :]
 } | {"init_state": None}
 
 
