@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -106,3 +107,37 @@ def test_readme_python_blocks_are_ruff_formatted(index: int) -> None:
     done = subprocess.run(command, cwd=ROOT, input=block, capture_output=True, text=True, check=True)
     formatted = done.stdout
     assert formatted == block, f"README python block {index} is not ruff-formatted:\n{formatted}"
+
+
+@pytest.mark.slow
+def test_the_package_installs_and_the_library_example_runs_outside_the_clone(tmp_path: Path) -> None:
+    """`pip install .` puts paratta (its code, shipped tables and weights) on the path: the README's
+    library example runs from a folder that is not the repository root."""
+    source = tmp_path / "source"  # a copy, so the build leaves nothing in the work tree
+    source.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        (source / name).write_bytes((ROOT / name).read_bytes())
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
+    shutil.copytree(ROOT / "paratta", source / "paratta", ignore=ignore)
+    site = tmp_path / "site"
+    pip = [sys.executable, "-m", "pip", "install", "-q", "--disable-pip-version-check", "--no-deps"]
+    pip += ["--no-build-isolation", "--target", str(site), str(source)]
+    built = subprocess.run(pip, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert built.returncode == 0, built.stderr[-3000:]
+    assert (site / "paratta" / "models" / "weights" / "shapes_unet.safetensors").is_file()
+    assert (site / "paratta" / "data" / "latency.json").is_file()
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    env = dict(os.environ, PYTHONPATH=str(site), HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
+    block = next(b for b in python_blocks() if "distance(" in b)
+    done = subprocess.run(
+        [sys.executable, "-c", "import paratta; print(paratta.__file__)\n" + block],
+        cwd=elsewhere,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.splitlines()[0].startswith(str(site)), done.stdout
+    assert float(done.stdout.split()[-1]) <= 2e-3, done.stdout
