@@ -57,20 +57,10 @@ def folder_mib(root: Path) -> tuple[int, float]:
 
 
 def default_run(model: str, steps: int | None) -> dict[str, Any]:
-    """The /run arguments a visitor gets by pressing Run: declared defaults, the model's own, auto values."""
-    from paratta import Request, SolverConfig
-    from paratta.config import specs
-    from paratta.registry import model_defaults
+    """The /run arguments a visitor gets by pressing Run: the panel's values for ``model`` (``ui.app``)."""
+    from ui.app import preset_values
 
-    d = model_defaults(model)
-    T = steps or d.steps
-    auto = SolverConfig().resolved(T)
-    values = {name: spec.default for name, spec in {**specs(Request), **specs(SolverConfig)}.items()}
-    values |= dict(model=model, prompt=d.prompt, guidance=d.guidance, steps=T)
-    values |= dict(order=auto.order, window=auto.window, max_iters=auto.max_iters)
-    names = ("model", "prompt", "negative_prompt", "seed", "steps", "eta", "guidance", "solver", "order")
-    names += ("window", "history", "tol", "max_iters", "init", "stopping")
-    return {n: values[n] for n in names}
+    return preset_values({"model": model} | ({"steps": steps} if steps else {}))
 
 
 def start_server(port: int, cache: Path, log: Path, space: bool, budget: float | None) -> subprocess.Popen:

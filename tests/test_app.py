@@ -42,6 +42,13 @@ DEFAULTS: dict[str, Any] = dict(
 FAST = dict(DEFAULTS, model="toy2d", prompt="north", steps=20, order=20, window=20, max_iters=20)
 
 
+def typed(**values: Any) -> Any:
+    """The RunSettings the app makes of these control values."""
+    from ui.settings import Caps, parse_settings
+
+    return parse_settings(**values, caps=Caps(200, 200))
+
+
 @pytest.fixture(scope="module")
 def app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     tmp = tmp_path_factory.mktemp("gradio")
@@ -232,7 +239,7 @@ def test_scrub_and_stop_handlers_use_the_stored_record(tmp_path: Path, monkeypat
     from ui.handlers import after_stop, make_run_handler, scrub
 
     run = make_run_handler(["shapes", "toy2d"])
-    outs = list(run(*FAST.values(), None))
+    outs = list(run(**FAST, init_state=None))
     record = outs[-1][RECORD]
     n = record.iterations
     assert n > 2 and record.converged and record.trajectory.shape == (21, 2)
@@ -399,7 +406,7 @@ def test_verdict_says_same_image_only_when_it_is_true() -> None:
     from ui.views import race_verdict, stats, verdict
 
     def record(converged: bool, level: int, solver: str = "anderson", iterations: int = 14) -> RunRecord:
-        settings = dict(DEFAULTS, solver=solver)
+        settings = typed(**dict(DEFAULTS, solver=solver))
         r = RunRecord(settings=settings, steps=50, tol=1e-3, latent_shape=(3, 8, 8))
         r.rows = [
             IterationRow(k, (0, 50), 0 if converged and k == iterations else 7, 50 * k, 0.1 * k, 1e-2, 1e-5,
@@ -430,7 +437,7 @@ def test_wall_clock_comes_with_its_reason_and_a_labelled_projection_where_a_tabl
     from ui import views
     from ui.record import IterationRow, RunRecord
 
-    settings = dict(DEFAULTS, guidance=3.0, steps=4, order=4, window=4, max_iters=4)
+    settings = typed(**dict(DEFAULTS, guidance=3.0, steps=4, order=4, window=4, max_iters=4))
     r = RunRecord(settings=settings, steps=4, tol=1e-3, latent_shape=(3, 8, 8))
     r.rows = [
         IterationRow(k, (0, 4), 4 - k, 4 * k, 0.1, 1e-2, 1e-5, np.full(4, 1e-3), k == 4) for k in (1, 2, 3, 4)
@@ -452,7 +459,7 @@ def test_progress_line_says_why_the_preview_stands_still() -> None:
     from ui.record import IterationRow, RunRecord
     from ui.views import progress
 
-    r = RunRecord(settings=dict(DEFAULTS, window=10), steps=50, tol=1e-3, latent_shape=(3, 8, 8))
+    r = RunRecord(settings=typed(**dict(DEFAULTS, window=10)), steps=50, tol=1e-3, latent_shape=(3, 8, 8))
     row = IterationRow(3, (38, 48), 45, 30, 0.3, 1e-1, float("nan"), np.full(50, np.nan))
     line = progress(r, row)
     assert "**Iteration 3** · 5/50 timesteps final" in line

@@ -194,7 +194,10 @@ def test_preview_conversions() -> None:
 
 
 def _record(T: int = 4) -> RunRecord:
-    settings = {"solver": "anderson", "prompt": "red circle"}
+    from paratta import Request, SolverConfig
+    from ui.settings import RunSettings
+
+    settings = RunSettings("shapes-unet", Request("red circle", steps=T), SolverConfig(solver="anderson"))
     rec = RunRecord(settings=settings, steps=T, tol=1e-3, latent_shape=(3, 2, 2))
     rec.rows = [
         IterationRow(1, (0, 4), 2, 4, 0.5, 0.3, 0.2, np.array([0.1, 0.2, 0.3, 0.05])),

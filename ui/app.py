@@ -19,7 +19,7 @@ import gradio as gr
 from paratta import BUILTIN_MODELS, Request, SolverConfig, model_defaults
 from paratta.config import specs
 
-from .controls import RACE_INPUT_NAMES, RUN_INPUT_NAMES, WINDOW_AUTO, Controls, build_controls
+from .controls import RACE_INPUT_NAMES, WIDGETS, WINDOW_AUTO, Controls, build_controls
 from .controls import wire as wire_controls
 from .handlers import (
     RACES,
@@ -73,7 +73,7 @@ def busy(label: str, running: bool) -> gr.Button:
     return gr.Button(value=label, variant="secondary" if running else "primary")
 
 
-# Presets: (label, changes to the default shapes settings); values by RUN_INPUT_NAMES.
+# Presets: (label, changes to the default shapes settings, by setting name).
 PRESETS: list[tuple[str, dict[str, Any]]] = [
     ("DDIM-100: then press Race (Jacobi vs Anderson)", {"steps": 100}),
     ("Small window W = 10", {"window": 10}),
@@ -110,9 +110,9 @@ def chart(label: str, elem_id: str | None = None) -> gr.Image:
     return image(label, elem_id, PLOT_HEIGHT, show_label=False)
 
 
-def preset_values(change: dict[str, Any]) -> list[Any]:
-    """A full row of /run inputs: the declared defaults, the model's own defaults and the library's auto
-    values for its T, then ``change``."""
+def preset_values(change: dict[str, Any]) -> dict[str, Any]:
+    """Every input of the panel, by name: the declared defaults, the model's own defaults and the
+    library's auto values for its T, then ``change``."""
     declared = {name: spec.default for name, spec in {**specs(Request), **specs(SolverConfig)}.items()}
     name = change.get("model", "shapes")
     d = model_defaults(name)
@@ -121,13 +121,18 @@ def preset_values(change: dict[str, Any]) -> list[Any]:
     values = declared | dict(model=name, prompt=d.prompt, guidance=d.guidance, steps=steps)
     values |= dict(order=auto.order, window=auto.window, max_iters=auto.max_iters) | change
     values.setdefault("window_auto", WINDOW_AUTO and "window" not in change)  # a preset's W is its own
-    return [values[n] for n in RUN_INPUT_NAMES]
+    return {n: values[n] for n in WIDGETS}
+
+
+def fill(c: Controls, change: dict[str, Any]) -> dict[Any, Any]:
+    """A preset's values as an update of every input of the panel."""
+    return {c[name]: value for name, value in preset_values(change).items()}
 
 
 def preset_rows(models: list[str]) -> tuple[list[list[Any]], list[str]]:
     """The presets whose model this app serves, as rows for ``gr.Examples``, and their labels."""
     chosen = [(text, change) for text, change in PRESETS if change.get("model", "shapes") in models]
-    return [preset_values(change) for _, change in chosen], [text for text, _ in chosen]
+    return [list(preset_values(change).values()) for _, change in chosen], [text for text, _ in chosen]
 
 
 @dataclass
@@ -227,7 +232,7 @@ def layout(models: list[str], default: str, describe: Callable[[str], tuple[Any,
                     teach_event = build_teach_tab()
             rows, labels = preset_rows(models)
             gr.Examples(
-                rows, c.run_inputs(), label="Presets (fill the controls; press Run)",
+                rows, list(c.inputs.values()), label="Presets (fill the controls; press Run)",
                 example_labels=labels, cache_examples=False,
             )  # fmt: skip
             warm_btn = gr.Button(f"Warm start: “{WARM[0]}” → “{WARM[1]}” (two runs)", size="sm")
@@ -256,24 +261,26 @@ def wire_run(p: Page, models: list[str]) -> list[Any]:
     started = (lock_scrub(), busy("Running…", True))
     # Run always shows the Run tab, and says it is running until the run ends or is stopped.
     c.run.click(lambda: (*started, gr.Tabs(selected="run")), None, [p.slider, c.run, p.tabs], **PRIVATE)
+    named = {**c.inputs, "init_state": p.init_state}  # the API's parameters are the settings' names
     run_event = c.run.click(
-        make_run_handler(models), [*c.run_inputs(), p.init_state], p.run_outputs(), api_name="run", **sampler
+        make_run_handler(models), None, p.run_outputs(), inputs_kwargs=named, api_name="run", **sampler
     )
     ended = (lambda r: (scrub_ready(r), busy("Run", False)), p.record, [p.slider, c.run])
     run_event.then(*ended, **PRIVATE)
     # The warm-start preset: a run of another prompt, its trajectory stored, then the prompt's own run
     # started from it (still the exact sample of that prompt, in fewer iterations).
     events = [run_event]
-    event = p.warm.click(lambda: preset_values({"prompt": WARM[0]}), None, c.run_inputs(), **PRIVATE)
+    fields = list(c.inputs.values())
+    event = p.warm.click(lambda: fill(c, {"prompt": WARM[0]}), None, fields, **PRIVATE)
     for k, prompt in enumerate(WARM):
         if k:
             # (a lambda: the API name "use_as_init" belongs to the button's public event)
             event = event.success(lambda r: use_as_init(r), p.record, [p.init_state, p.init_note], **PRIVATE)
             warm = {"prompt": prompt, "init": "trajectory"}
-            event = event.success(lambda w=warm: preset_values(w), None, c.run_inputs(), **PRIVATE)
+            event = event.success(lambda w=warm: fill(c, w), None, fields, **PRIVATE)
         event = event.then(lambda: started, None, [p.slider, c.run], **PRIVATE)
         event = event.then(
-            make_run_handler(models), [*c.run_inputs(), p.init_state], p.run_outputs(),
+            make_run_handler(models), None, p.run_outputs(), inputs_kwargs=named,
             api_visibility="private", **sampler,
         )  # fmt: skip
         events.append(event)
@@ -287,8 +294,9 @@ def wire_race(p: Page, models: list[str]) -> Any:
     p.race.click(lambda: busy("Racing…", True), None, p.race, **PRIVATE)
     race_event = p.race.click(
         make_race_handler(models),
-        [p.contest if n == "contest" else getattr(c, n) for n in RACE_INPUT_NAMES],
+        None,
         p.race_outputs(),
+        inputs_kwargs={n: p.contest if n == "contest" else c[n] for n in RACE_INPUT_NAMES},
         api_name="race",
         preprocess=False,
         show_progress="minimal",

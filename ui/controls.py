@@ -1,14 +1,18 @@
 """The control panel, generated from the settings' declarations (``paratta.config.specs``) and each
-model's defaults (``paratta.registry.model_defaults``): no range, default or hint is typed here.
+model's defaults (``paratta.registry.model_defaults``): no range or default is typed here.
 
-The most-used knobs come first (prompt, Run, solver, T, order, window); the rest sit in collapsed
-groups. Small events keep the panel coherent: order, window and the iteration budget follow T
-(``steps_changed``), a model switch brings that model's prompt, guidance and steps, and what does not
-apply is hidden (history only for Anderson, order and window not for sequential).
+``WIDGETS`` maps each input, by setting name, to its group, its component and a short line under its
+label; the declared hint, in full, is under "What the settings mean". The most-used knobs come first
+(prompt, Run, model, T, solver, order, window); the rest sit in collapsed groups. Small events keep
+the panel coherent: order, window and the iteration budget follow T (``steps_changed``), a model
+switch brings that model's prompt, guidance and steps, and what does not apply is hidden (history
+only for Anderson, order and window not for sequential).
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,69 +43,154 @@ CHOICE_LABELS = {  # how a choice reads in the panel; the values are the library
 WINDOW_AUTO = DEVICE == "cuda"
 # The auto-window box's note, off the GPU and on it (the library's default: T on a CPU, auto on CUDA).
 WINDOW_AUTO_INFO = {
-    False: "off: W = T, the teaching default on a CPU; on: the W of least projected wall-clock from "
-    "this CPU's measured batch latency",
-    True: "on: the W of least projected wall-clock from this GPU's measured batch latency; off: the "
-    "window slider",
+    False: "off: W = T, the CPU default; on: the W measured fastest here",
+    True: "on: the W measured fastest here; off: the slider",
 }
-ETA_PRESETS = {"DDIM (η = 0)": 0.0, "DDPM (η = 1)": 1.0, "custom": None}
-# The /run API's inputs, in order (docs/api.md); new ones go at the end.
-RUN_INPUT_NAMES = (
-    "model",
-    "prompt",
-    "negative_prompt",
-    "seed",
-    "steps",
-    "eta",
-    "guidance",
-    "solver",
-    "order",
-    "window",
-    "history",
-    "tol",
-    "max_iters",
-    "init",
-    "stopping",
-    "window_auto",
-    "family",
-)
-# The /race API's inputs: the run's, less the two each lane sets itself, then the contest; the inputs
-# added after it came in (``AFTER_CONTEST``) follow it, so the API's order only grows at the end.
-AFTER_CONTEST = ("window_auto", "family")
-RACE_INPUT_NAMES = (
-    *(n for n in RUN_INPUT_NAMES if n not in ("solver", "init", *AFTER_CONTEST)),
-    "contest",
-    *AFTER_CONTEST,
-)
+
+
+@dataclass(frozen=True)
+class Panel:
+    """What a widget is built from: the run's T and the library's auto values for it, the model and its
+    defaults, the app's models and caps."""
+
+    models: list[str]
+    model_name: str
+    model: Any
+    defaults: ModelDefaults
+    caps: Caps
+
+    @property
+    def T(self) -> int:
+        return self.defaults.steps
+
+    @property
+    def auto(self) -> SolverConfig:
+        return SolverConfig().resolved(self.T)  # the library's "auto" values for this T
+
+    def value(self, spec: Spec) -> Any:
+        """A widget's first value: the model's own default, else the library's auto value for T, else the
+        declared default."""
+        own = {"prompt": self.defaults.prompt, "guidance": self.defaults.guidance, "steps": self.T}
+        if spec.name in own:
+            return own[spec.name]
+        if spec.name in CONFIG and spec.default is None:
+            return getattr(self.auto, spec.name)
+        return spec.default
+
+    def top(self, spec: Spec) -> float:
+        """A slider's maximum: the declared upper end, "T" resolved, within the app's caps."""
+        cap = {"steps": self.caps.max_steps, "window": self.caps.max_window}.get(spec.name, math.inf)
+        hi = self.T if spec.hi == "T" else spec.hi
+        return slider_top(min(hi, cap)) if spec.hi == "T" else min(hi, cap)
+
+
+Make = Callable[[Spec, Panel, str], gr.components.Component]
+
+
+def slider_widget(step: float = 1, **kw: Any) -> Make:
+    def make(spec: Spec, panel: Panel, info: str) -> gr.Slider:
+        return gr.Slider(
+            spec.lo, panel.top(spec), panel.value(spec), step=step, label=label(spec), info=info, **kw
+        )
+
+    return make
+
+
+def radio_widget(spec: Spec, panel: Panel, info: str) -> gr.Radio:
+    return gr.Radio(choices(spec), value=panel.value(spec), label=label(spec), info=info)
+
+
+def dropdown_widget(spec: Spec, panel: Panel, info: str) -> gr.Dropdown:
+    return gr.Dropdown(choices(spec), value=panel.value(spec), label=label(spec), info=info)
+
+
+def model_widget(spec: Spec, panel: Panel, info: str) -> gr.Dropdown:
+    return gr.Dropdown(panel.models, value=panel.model_name, label="Model", info=info)
+
+
+def prompt_widget(spec: Spec, panel: Panel, info: str) -> gr.Textbox:
+    return gr.Textbox(
+        panel.value(spec), label="Prompt", info=prompt_hint(panel.model, panel.defaults), max_lines=2,
+        elem_id="prompt",
+    )  # fmt: skip
+
+
+def negative_widget(spec: Spec, panel: Panel, info: str) -> gr.Textbox:
+    return gr.Textbox(
+        spec.default, label=label(spec), info=info, max_lines=2,
+        visible=bool(getattr(panel.model, "takes_negative_prompt", False)),
+    )  # fmt: skip
+
+
+def seed_widget(spec: Spec, panel: Panel, info: str) -> gr.Number:
+    return gr.Number(spec.default, label=label(spec), precision=0, minimum=spec.lo, info=info)
+
+
+def tol_widget(spec: Spec, panel: Panel, info: str) -> gr.Textbox:
+    """A text box, not gr.Number: a Number shows (and, once its accordion opens, sends) 0 for "no
+    value", and 0 is outside tol's range. Empty = auto, each rule's own."""
+    return gr.Textbox("", label=label(spec), placeholder="auto", info=info, max_lines=1)
+
+
+def window_auto_widget(spec: Spec, panel: Panel, info: str) -> gr.Checkbox:
+    return gr.Checkbox(WINDOW_AUTO, label="Auto window", info=WINDOW_AUTO_INFO[WINDOW_AUTO])
+
+
+@dataclass(frozen=True)
+class Widget:
+    """How one input shows in the panel: its group, the component that edits it, and a short line under
+    its label (the declaration's full hint is in "What the settings mean", one click away)."""
+
+    group: str
+    make: Make
+    info: str = ""
+
+
+# The groups of the panel, top to bottom: (elem_id or accordion title, open).
+TOP, MAIN, SAMPLER, DETAILS = "top", "main", "Sampler: seed, DDIM/DDPM, guidance", "Solver details"
+# Every input of the panel, by setting name (``model`` and ``window_auto`` are the app's own), in the order
+# of the /run API's parameters (docs/api.md): a new setting goes at the end, so a positional
+# gradio_client call keeps its meaning. Adding a setting: its declaration in paratta.config, one line here.
+WIDGETS: dict[str, Widget] = {
+    "model": Widget(MAIN, model_widget, "built-in, or the app's --model"),
+    "prompt": Widget(TOP, prompt_widget),
+    "negative_prompt": Widget(TOP, negative_widget, "steered away from when guidance > 1"),
+    "seed": Widget(SAMPLER, seed_widget, "fixes x_T; 0 … 2³² − 1 (x_T repeats every 2³²)"),
+    "steps": Widget(MAIN, slider_widget(), "sequential network calls"),
+    "eta": Widget(SAMPLER, slider_widget(0.05), "0 = DDIM, 1 = DDPM"),
+    "guidance": Widget(SAMPLER, slider_widget(0.5), "classifier-free; 1 = off"),
+    "solver": Widget(MAIN, dropdown_widget, "Anderson (TAA) is ParaTAA"),
+    "order": Widget(MAIN, slider_widget(), "steps each equation unrolls"),
+    "window": Widget(MAIN, slider_widget(interactive=not WINDOW_AUTO), "steps solved per batched call"),
+    "history": Widget(DETAILS, slider_widget(), "iterates Anderson remembers"),
+    "tol": Widget(DETAILS, tol_widget, "empty: each rule's own"),
+    "max_iters": Widget(DETAILS, slider_widget(), "parallel iterations at most"),
+    "init": Widget(DETAILS, radio_widget, "the first guess of the trajectory"),
+    "stopping": Widget(DETAILS, radio_widget, "when the iteration ends"),
+    "window_auto": Widget(MAIN, window_auto_widget),
+    "family": Widget(MAIN, radio_widget, "DDIM or flow matching, if the model has both"),
+}
+RUN_INPUT_NAMES = tuple(WIDGETS)
+# The /race API: the run's inputs less those each lane sets itself, with the contest after "stopping"
+# (where it came in; the inputs after it in WIDGETS came later).
+LANE_SETTINGS = ("solver", "init")
+_shared = [n for n in RUN_INPUT_NAMES if n not in LANE_SETTINGS]
+_at = _shared.index("stopping") + 1
+RACE_INPUT_NAMES = (*_shared[:_at], "contest", *_shared[_at:])
+SPECS = {**REQUEST, **CONFIG}
 
 
 @dataclass
 class Controls:
-    model: gr.Dropdown
-    prompt: gr.Textbox
-    negative_prompt: gr.Textbox
+    """The panel's inputs by name (``WIDGETS``), Run and Stop, and the T the T-bound sliders fit."""
+
+    inputs: dict[str, gr.components.Component]
     run: gr.Button
     stop: gr.Button
-    seed: gr.Number
-    steps: gr.Slider
-    eta_preset: gr.Radio
-    eta: gr.Slider
-    guidance: gr.Slider
-    solver: gr.Dropdown
-    order: gr.Slider
-    window: gr.Slider
-    window_auto: gr.Checkbox
-    history: gr.Slider
-    tol: gr.Textbox
-    max_iters: gr.Slider
-    init: gr.Radio
-    stopping: gr.Radio
     last_steps: gr.State  # the T that order, window and the budget were last fitted to
-    family: gr.Radio
 
-    def run_inputs(self) -> list[gr.components.Component]:
-        """In the order of the ``/run`` API (``RUN_INPUT_NAMES``)."""
-        return [getattr(self, name) for name in RUN_INPUT_NAMES]
+    def __getitem__(self, name: str) -> gr.components.Component:
+        return self.inputs[name]
 
 
 def label(spec: Spec) -> str:
@@ -114,11 +203,6 @@ def choices(spec: Spec) -> list[tuple[str, str]]:
     return [(CHOICE_LABELS.get(c, c), c) for c in spec.choices]
 
 
-def slider(spec: Spec, value: float, hi: float, step: float = 1, **kw: Any) -> gr.Slider:
-    """A slider over the setting's declared range (``hi`` resolves "T" and the app's caps)."""
-    return gr.Slider(spec.lo, hi, value, step=step, label=label(spec), info=spec.hint, **kw)
-
-
 def slider_top(T: int) -> int:
     """A Gradio slider needs maximum > minimum: at T = 1 the top is 2 and the library refuses 2."""
     return max(T, 2)
@@ -127,94 +211,49 @@ def slider_top(T: int) -> int:
 def prompt_hint(model: Any, defaults: ModelDefaults) -> str:
     vocabulary = getattr(model, "vocabulary", None)
     if vocabulary:
-        words = "; ".join(f"{cat}: {', '.join(ws)}" for cat, ws in vocabulary.items() if cat != "ignored")
-        return f"this model knows only these words — {words}"
+        words = "; ".join(f"{', '.join(ws)}" for cat, ws in vocabulary.items() if cat != "ignored")
+        return f"only these words: {words}"
     return REQUEST["prompt"].hint + (" (required)" if defaults.requires_prompt else "")
+
+
+def glossary() -> str:
+    """Every setting of the panel with its declared hint and range: the depth behind the short lines."""
+    rows = [
+        f"- **{label(SPECS[n])}** (`{n}`): {SPECS[n].hint}; {SPECS[n].range_text}"
+        for n in WIDGETS
+        if n in SPECS
+    ]
+    return "\n".join(rows)
 
 
 def build_controls(
     models: list[str], default_model: str, model: Any, defaults: ModelDefaults, caps: Caps
 ) -> Controls:
-    """Create the components (inside the current Blocks context), Run and Stop right under the prompt."""
-    T = defaults.steps
-    auto = SolverConfig().resolved(T)  # the library's "auto" values for this T
+    """Create the components (inside the current Blocks context) group by group, Run and Stop right under
+    the prompt."""
+    panel = Panel(models, default_model, model, defaults, caps)
+    inputs: dict[str, gr.components.Component] = {}
+
+    def place(group: str) -> None:
+        for name, w in WIDGETS.items():
+            if w.group == group:
+                spec = SPECS.get(name) or Spec(name, str, None, "")
+                inputs[name] = w.make(spec, panel, w.info)
+
     with gr.Column(elem_id="sidebar-top"):  # on a phone the results come right after this part
-        prompt = gr.Textbox(
-            defaults.prompt, label="Prompt", info=prompt_hint(model, defaults), max_lines=2, elem_id="prompt"
-        )
-        negative = gr.Textbox(
-            REQUEST["negative_prompt"].default,
-            label="Negative prompt",
-            visible=bool(getattr(model, "takes_negative_prompt", False)),
-            max_lines=2,
-            info=REQUEST["negative_prompt"].hint,
-        )
+        place(TOP)
         with gr.Row():
             run = gr.Button("Run", variant="primary", elem_id="run", min_width=80)
             stop = gr.Button("Stop", variant="stop", elem_id="stop", min_width=80)
     with gr.Column(elem_id="sidebar-rest"):  # on a phone: under the results
-        dropdown = gr.Dropdown(
-            models, value=default_model, label="Model", info="a diffusers model comes from --model"
-        )
-        family = gr.Radio(
-            choices(REQUEST["family"]),
-            value=REQUEST["family"].default,
-            label=label(REQUEST["family"]),
-            info=REQUEST["family"].hint,
-        )
-        solver = gr.Dropdown(
-            choices(CONFIG["solver"]),
-            value=CONFIG["solver"].default,
-            label="Solver",
-            info=CONFIG["solver"].hint,
-        )
-        steps = slider(REQUEST["steps"], T, min(REQUEST["steps"].hi, caps.max_steps))
-        with gr.Row():
-            order = slider(CONFIG["order"], auto.order, slider_top(T), min_width=140)
-            window = slider(
-                CONFIG["window"], auto.window, slider_top(min(T, caps.max_window)), min_width=140,
-                interactive=not WINDOW_AUTO,
-            )  # fmt: skip
-        window_auto = gr.Checkbox(
-            WINDOW_AUTO,
-            label="Auto window: the fastest W on this device",
-            info=WINDOW_AUTO_INFO[WINDOW_AUTO],
-        )
-        with gr.Accordion("Sampler: seed, DDIM/DDPM, guidance", open=False):
-            seed = gr.Number(
-                REQUEST["seed"].default,
-                label=label(REQUEST["seed"]),
-                precision=0,
-                minimum=REQUEST["seed"].lo,
-                info=REQUEST["seed"].hint,
-            )
-            eta_preset = gr.Radio(
-                list(ETA_PRESETS), value="DDIM (η = 0)", label="Sampler", info=REQUEST["eta"].hint
-            )
-            eta = slider(REQUEST["eta"], REQUEST["eta"].default, REQUEST["eta"].hi, step=0.05)
-            guidance = slider(REQUEST["guidance"], defaults.guidance, REQUEST["guidance"].hi, step=0.5)
-        with gr.Accordion("Solver details: history, tolerance, stopping, initialisation", open=False):
-            history = slider(CONFIG["history"], CONFIG["history"].default, CONFIG["history"].hi)
-            # A text box, not gr.Number: a Number shows (and, once its accordion opens, sends) 0 for
-            # "no value", and 0 is outside tol's range. Empty = auto, each rule's own.
-            tol = gr.Textbox(
-                "", label=label(CONFIG["tol"]), placeholder="auto", info=CONFIG["tol"].hint, max_lines=1
-            )
-            stopping = gr.Radio(
-                choices(CONFIG["stopping"]), value=CONFIG["stopping"].default, label="Stopping rule",
-                info=CONFIG["stopping"].hint,
-            )  # fmt: skip
-            max_iters = slider(CONFIG["max_iters"], auto.max_iters, slider_top(T))
-            init = gr.Radio(
-                choices(CONFIG["init"]),
-                value=CONFIG["init"].default,
-                label="Initialisation",
-                info=CONFIG["init"].hint,
-            )
-    return Controls(
-        dropdown, prompt, negative, run, stop, seed, steps, eta_preset, eta, guidance, solver, order, window,
-        window_auto, history, tol, max_iters, init, stopping, gr.State(T), family,
-    )  # fmt: skip
+        place(MAIN)
+        for group in (SAMPLER, DETAILS):
+            with gr.Accordion(group, open=False):
+                place(group)
+        with gr.Accordion("What the settings mean", open=False):
+            gr.Markdown(glossary(), elem_classes="legend")
+    ordered = {name: inputs[name] for name in WIDGETS}
+    return Controls(ordered, run, stop, gr.State(panel.T))
 
 
 def solver_visibility(solver: str) -> tuple[dict, dict, dict, dict]:
@@ -273,29 +312,24 @@ def steps_changed(steps: Any, order: Any, window: Any, max_iters: Any, previous:
     )
 
 
-def eta_preset_changed(preset: str, eta: float) -> dict:
-    value = ETA_PRESETS.get(preset)
-    return gr.update(value=eta if value is None else value)
-
-
-def eta_moved(eta: float) -> dict:
-    return gr.update(value=next((k for k, v in ETA_PRESETS.items() if v == eta), "custom"))
-
-
 def wire(c: Controls, describe: Any) -> None:
     """Attach the control-only events; ``describe(name)`` gives (model, ``ModelDefaults``) for a name."""
     private: dict[str, Any] = {"api_visibility": "private", "queue": False}
-    c.solver.change(solver_visibility, c.solver, [c.order, c.window, c.window_auto, c.history], **private)
-    c.window_auto.change(window_auto_changed, c.window_auto, c.window, **private)
-    c.steps.change(
+    c["solver"].change(
+        solver_visibility,
+        c["solver"],
+        [c[n] for n in ("order", "window", "window_auto", "history")],
+        **private,
+    )
+    c["window_auto"].change(window_auto_changed, c["window_auto"], c["window"], **private)
+    fitted = [c[n] for n in ("order", "window", "max_iters")]
+    c["steps"].change(
         steps_changed,
-        [c.steps, c.order, c.window, c.max_iters, c.last_steps],
-        [c.order, c.window, c.max_iters, c.last_steps],
+        [c["steps"], *fitted, c.last_steps],
+        [*fitted, c.last_steps],
         preprocess=False,  # a typed value outside the slider's range must not be an HTTP 500
         **private,
     )
-    c.eta_preset.input(eta_preset_changed, [c.eta_preset, c.eta], c.eta, **private)
-    c.eta.input(eta_moved, c.eta, c.eta_preset, **private)
 
     def model_changed(name: str) -> tuple[dict, dict, dict, dict]:
         model, d = describe(name)
@@ -306,6 +340,9 @@ def wire(c: Controls, describe: Any) -> None:
             gr.update(value=d.steps),
         )
 
-    c.model.input(
-        model_changed, c.model, [c.prompt, c.negative_prompt, c.guidance, c.steps], api_visibility="private"
+    c["model"].input(
+        model_changed,
+        c["model"],
+        [c["prompt"], c["negative_prompt"], c["guidance"], c["steps"]],
+        api_visibility="private",
     )

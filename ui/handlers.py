@@ -10,7 +10,6 @@ changed (``Screen``); the last one carries plain values for all outputs, so a gr
 from __future__ import annotations
 
 import hashlib
-import inspect
 import math
 import os
 import time
@@ -23,15 +22,12 @@ import gradio as gr
 import numpy as np
 from PIL import Image
 
-from paratta import Request, SolverConfig
-from paratta.config import specs
 from paratta.evaluate import NonFiniteError
 from paratta.parallel.latency import rows_per_step
 from paratta.problem import for_family
 from paratta.schedule import family
 
 from . import views
-from .controls import RACE_INPUT_NAMES, RUN_INPUT_NAMES, WINDOW_AUTO
 from .events import Distances, IterateDone, ReferenceDone, SequentialStep, SolveDone, WindowChosen
 from .gpu import gpu, release_memory
 from .limits import JOBS, bounded, check_work, session_folder, work_bound
@@ -72,13 +68,6 @@ RACE_LABELS = {
     "per-step": "Per-step rule",
 }
 SCRUB_OUTPUTS = RUN_OUTPUTS[:7]
-# Inputs an API caller may leave out: those added after the API's first version ("stopping" on) take
-# their declared default (the auto window: on where the app's box is), and so the gr.State after them.
-DEFAULTS = {n: spec.default for n, spec in {**specs(Request), **specs(SolverConfig)}.items()}
-DEFAULTS["window_auto"] = WINDOW_AUTO
-API_DEFAULTS: dict[str, Any] = {
-    name: DEFAULTS[name] for name in RUN_INPUT_NAMES[RUN_INPUT_NAMES.index("stopping") :]
-} | {"init_state": None}
 
 
 class Screen:
@@ -154,9 +143,9 @@ def user_error(err: Exception) -> gr.Error:
 
 
 def settings_from(models: list[str], named: dict[str, Any], lanes: int = 1) -> RunSettings:
-    """Raw control values by name (``parse_settings``'s) → RunSettings within the app's caps (``lanes``
+    """Raw control values by setting name → RunSettings within the app's caps (``lanes``
     solvers on top of the sequential reference); ``gr.Error`` on bad input."""
-    name = named["model"]
+    name = named.get("model")
     if not isinstance(name, str) or name not in models:
         raise user_error(ValueError(f"model must be one of {', '.join(models)}; got {short(name)}"))
     try:
@@ -191,7 +180,7 @@ def needs_prompt(model: Any) -> bool:
 def new_record(settings: RunSettings) -> RunRecord:
     model = get_model(settings.model)
     return RunRecord(
-        settings=settings.as_dict(),
+        settings=settings,
         steps=settings.request.steps,
         tol=settings.config.resolved(settings.request.steps).tol,  # auto: the rule's own
         latent_shape=tuple(model.latent_shape),
@@ -234,7 +223,7 @@ def write_downloads(record: RunRecord) -> list[str]:
 
 def chose_window(record: RunRecord, event: WindowChosen) -> None:
     """The run's window is the one auto chose; the stats line says how it was chosen."""
-    record.settings |= {"window": event.window, "max_batch": event.max_batch}
+    record.settings = record.settings.with_config(window=event.window, max_batch=event.max_batch)
     record.notes.append(event.line)
 
 
@@ -275,38 +264,13 @@ def frame_outputs(record: RunRecord, k: int, phase: str) -> dict[str, Any]:
     }
 
 
-def api_handler(
-    names: tuple[str, ...],
-    body: Callable[[dict[str, Any], gr.Request | None], Iterator[tuple[Any, ...]]],
-    defaults: dict[str, Any] | None = None,
-) -> Callable[..., Iterator[tuple[Any, ...]]]:
-    """A streaming Gradio handler whose inputs are ``names``, in order (``defaults`` for the last ones):
-    ``body`` gets them as one ``{name: raw value}`` and the request. The signature Gradio reads lists
-    ``names`` (the API's parameter names), then ``request``, which Gradio fills from its annotation."""
-    kind = inspect.Parameter.POSITIONAL_OR_KEYWORD
-    given = defaults or {}
-    signature = inspect.Signature(
-        [inspect.Parameter(n, kind, **({"default": given[n]} if n in given else {})) for n in names]
-        + [inspect.Parameter("request", kind, default=None)]
-    )
-
-    def handler(*args: Any, **kwargs: Any) -> Iterator[tuple[Any, ...]]:
-        bound = signature.bind(*args, **kwargs)
-        bound.apply_defaults()
-        named = dict(bound.arguments)
-        request = named.pop("request")
-        yield from body(named, request)
-
-    handler.__signature__ = signature  # type: ignore[attr-defined]
-    handler.__annotations__ = {"request": gr.Request}
-    return handler
-
-
 def make_run_handler(models: list[str]) -> Callable[..., Iterator[tuple[Any, ...]]]:
-    """The /run handler: ``RUN_INPUT_NAMES``, then the stored initialisation (a ``gr.State``)."""
+    """The /run handler: the panel's inputs by setting name (``controls.WIDGETS``, the API's parameter
+    names), the stored initialisation (a ``gr.State``), and the request, which Gradio fills."""
 
-    def run(named: dict[str, Any], request: gr.Request | None) -> Iterator[tuple[Any, ...]]:
-        init_state = named.pop("init_state")
+    def run(
+        request: gr.Request | None = None, init_state: Any = None, **named: Any
+    ) -> Iterator[tuple[Any, ...]]:
         screen = Screen(RUN_OUTPUTS)
         # An output this run has not set yet stays as it was: a refused or failed run leaves the last
         # good run's panels, downloads and record (scrub, "use as initialisation") in place.
@@ -364,7 +328,7 @@ def make_run_handler(models: list[str]) -> Callable[..., Iterator[tuple[Any, ...
             ticket.end()
             release_memory()
 
-    return api_handler((*RUN_INPUT_NAMES, "init_state"), run, API_DEFAULTS)
+    return run
 
 
 def ended_early(record: RunRecord, reason: str) -> dict[str, Any]:
@@ -417,21 +381,22 @@ def use_as_init(record: RunRecord | None) -> tuple[dict[str, Any], str]:
     stored = {
         "trajectory": record.trajectory,
         "steps": record.steps,
-        "model": s["model"],
-        "prompt": s["prompt"],
+        "model": s.model,
+        "prompt": s.request.prompt,
     }
     note = (
-        f"Stored the final trajectory of “{s['prompt']}” (T = {record.steps}, model {s['model']}). "
+        f"Stored the final trajectory of “{s.request.prompt}” (T = {record.steps}, model {s.model}). "
         "Choose *previous run's trajectory* as initialisation; the next run must use the same T."
     )
     return stored, note
 
 
 def make_race_handler(models: list[str]) -> Callable[..., Iterator[tuple[Any, ...]]]:
-    """The /race handler: ``RACE_INPUT_NAMES`` (the run's, less solver and init, then the contest)."""
+    """The /race handler: the run's inputs less solver and init (each lane sets its own), and the contest."""
 
-    def race(named: dict[str, Any], request: gr.Request | None) -> Iterator[tuple[Any, ...]]:
-        contest = named.pop("contest")
+    def race(
+        request: gr.Request | None = None, contest: Any = "solvers", **named: Any
+    ) -> Iterator[tuple[Any, ...]]:
         named |= {"solver": "anderson", "init": "xT"}  # each lane sets its own solver or rule
         try:
             if not isinstance(contest, str) or contest not in RACES:
@@ -452,7 +417,7 @@ def make_race_handler(models: list[str]) -> Callable[..., Iterator[tuple[Any, ..
             ticket.end()
             release_memory()
 
-    return api_handler(RACE_INPUT_NAMES, race, {**API_DEFAULTS, "contest": "solvers"})
+    return race
 
 
 def race_frames(settings: RunSettings, contest: str, ticket: Any) -> Iterator[tuple[Any, ...]]:

@@ -7,9 +7,12 @@ sequential reference and the final trajectory (for "use this run as initialisati
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from .settings import RunSettings
 
 
 @dataclass
@@ -31,7 +34,7 @@ class IterationRow:
 class RunRecord:
     """Everything one run leaves behind; lives in a ``gr.State``."""
 
-    settings: dict[str, Any]
+    settings: RunSettings
     steps: int
     tol: float
     latent_shape: tuple[int, ...]

@@ -258,7 +258,7 @@ def history_csv(rows: Sequence[IterationRow]) -> str:
 def history_json(record: RunRecord) -> str:
     """The settings, the sequential reference's cost and every iteration (NaN → null)."""
     doc = {
-        "settings": record.settings,
+        "settings": record.settings.as_dict(),
         "steps": record.steps,
         "tol": record.tol,
         "converged": record.converged,

@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import os
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from paratta import Request, SolverConfig
@@ -60,11 +60,27 @@ class Caps:
 
 @dataclass(frozen=True)
 class RunSettings:
+    """One run's settings, typed: the model's name, what to sample and how to solve it. A setting is
+    read by its declared name (``settings["window"]``) wherever it is kept."""
+
     model: str
     request: Request
     config: SolverConfig
 
+    def __getitem__(self, name: str) -> Any:
+        if name == "model":
+            return self.model
+        if name in REQUEST_SPECS:
+            return getattr(self.request, name)
+        if name in CONFIG_SPECS:
+            return getattr(self.config, name)
+        raise KeyError(name)
+
+    def with_config(self, **changes: Any) -> RunSettings:
+        return replace(self, config=replace(self.config, **changes))
+
     def as_dict(self) -> dict[str, Any]:
+        """Every setting by name (the run JSON's ``settings``)."""
         return {"model": self.model, **asdict(self.request), **asdict(self.config)}
 
 
@@ -123,7 +139,7 @@ def as_text(name: str, value: Any) -> str:
         return ""
     if not isinstance(value, str):
         raise ValueError(f"{name} must be text (a string), got {type(value).__name__} {short(value)}")
-    REQUEST_SPECS[name].check(value)
+    {**REQUEST_SPECS, **CONFIG_SPECS}[name].check(value)
     return value.strip()
 
 
@@ -161,57 +177,38 @@ def capped(name: str, value: int | str | None, cap: int) -> int | str | None:
     return value
 
 
-def parse_settings(
-    model: str,
-    prompt: str | None,
-    negative_prompt: str | None,
-    seed: Any,
-    steps: Any,
-    eta: Any,
-    guidance: Any,
-    solver: str,
-    order: Any,
-    window: Any,
-    history: Any,
-    tol: Any,
-    max_iters: Any,
-    init: str,
-    caps: Caps,
-    needs_prompt: bool = False,
-    stopping: str = "budget",
-    window_auto: Any = False,
-    family: Any = "auto",
-) -> RunSettings:
-    """Validate everything a run needs; raises ``ValueError`` with a message meant for the user."""
-    prompt, negative_prompt = as_text("prompt", prompt), as_text("negative_prompt", negative_prompt)
-    if needs_prompt and not prompt:
+UI_INPUTS = ("model", "window_auto")  # inputs of the panel that are no library setting
+
+
+def read(spec: Spec, value: Any, steps: int | None = None) -> Any:
+    """A raw control value of one declared setting, converted to its kind and checked against its range."""
+    if spec.choices:
+        return as_choice(spec, value)
+    if spec.kind is str:
+        return as_text(spec.name, value)
+    return as_setting(spec, value, steps)
+
+
+def parse_settings(*, caps: Caps, needs_prompt: bool = False, **values: Any) -> RunSettings:
+    """Raw control values, by setting name, into a ``RunSettings`` within ``caps``; a setting not given
+    takes its declared default. Raises ``ValueError`` with a message meant for the user."""
+    unknown = [n for n in values if n not in (*UI_INPUTS, *REQUEST_SPECS, *CONFIG_SPECS)]
+    if unknown:
+        raise ValueError(f"unknown setting {short(unknown[0])}")
+    given = {n: read(spec, values[n]) for n, spec in REQUEST_SPECS.items() if n in values}
+    if needs_prompt and not given.get("prompt"):
         raise ValueError("prompt is empty: this model needs a text prompt")
-    steps_ = capped("steps", as_setting(REQUEST_SPECS["steps"], steps), caps.max_steps)
-    request = Request(
-        prompt=prompt,
-        negative_prompt=negative_prompt,
-        seed=as_setting(REQUEST_SPECS["seed"], seed),
-        steps=steps_,
-        eta=as_setting(REQUEST_SPECS["eta"], eta),
-        guidance=as_setting(REQUEST_SPECS["guidance"], guidance),
-        family=as_choice(REQUEST_SPECS["family"], family),
-    )
-    solver_ = as_choice(CONFIG_SPECS["solver"], solver)
-    if as_bool("window_auto", window_auto):  # the slider's value does not apply
-        window = "auto"
-    numbers = {
-        name: as_setting(CONFIG_SPECS[name], value, steps_)
-        for name, value in (("order", order), ("window", window), ("history", history), ("tol", tol))
+    request = Request(**given)
+    steps = capped("steps", request.steps, caps.max_steps)
+    auto = as_bool("window_auto", values.get("window_auto"))  # then the slider's value does not apply
+    given = {
+        n: "auto" if n == "window" and auto else read(spec, values[n], steps)
+        for n, spec in CONFIG_SPECS.items()
+        if n in values or n == "window" and auto
     }
-    numbers["max_iters"] = as_setting(CONFIG_SPECS["max_iters"], max_iters, steps_)
-    capped("window", numbers["window"], caps.max_window)
-    if solver_ == "sequential":  # order and window are hidden for it and do not apply
-        numbers["order"], numbers["window"] = 1, 1
-    config = SolverConfig(
-        solver=solver_,
-        init=as_choice(CONFIG_SPECS["init"], init),
-        stopping=as_choice(CONFIG_SPECS["stopping"], stopping),
-        **numbers,
-    )
-    config.validate(steps_)
-    return RunSettings(model=model, request=request, config=config)
+    capped("window", given.get("window"), caps.max_window)
+    if given.get("solver") == "sequential":  # order and window are hidden for it and do not apply
+        given |= {"order": 1, "window": 1}
+    config = SolverConfig(**given)
+    config.validate(steps)
+    return RunSettings(model=values.get("model", ""), request=request, config=config)

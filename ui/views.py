@@ -8,13 +8,12 @@ reason, and a GPU projection only where a measured latency table exists (``parat
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
 import numpy as np
 
-from paratta import SolverConfig
 from paratta.parallel.latency import NO_TABLE, LatencyTable, Projection, project, table_for
 
 from .gpu import DEVICE
@@ -66,7 +65,7 @@ def sampler_name(eta: float, family: str = "ddim") -> str:
 
 
 def solver_name(record: RunRecord) -> str:
-    return SOLVER_NAMES.get(str(record.settings.get("solver")), str(record.settings.get("solver", "run")))
+    return SOLVER_NAMES.get(record.settings.config.solver, record.settings.config.solver)
 
 
 def pair(record: RunRecord, k: int) -> tuple[np.ndarray | None, np.ndarray | None]:
@@ -94,16 +93,13 @@ def latency_table(model: str) -> LatencyTable | None:
 
 def projection(record: RunRecord, k: int) -> Projection | None:
     """Iterations 1…k charged with the measured GPU batch latency of this model; None without a table."""
-    table = latency_table(str(record.settings.get("model", "")))
+    table = latency_table(record.settings.model)
     if table is None:
         return None
-    s = record.settings
-    config = SolverConfig(**{f.name: s[f.name] for f in fields(SolverConfig) if f.name in s}).resolved(
-        record.steps
-    )
+    config = record.settings.config.resolved(record.steps)
     coarse = config.coarse_steps if config.init == "coarse" else 0  # run step by step before iteration 1
     windows = [hi - lo for lo, hi in (r.window for r in record.rows[:k])]
-    guidance = float(s.get("guidance", 1.0))
+    guidance = record.settings.request.guidance
     return project(table, windows, record.steps, guidance, config.max_batch, coarse, record.rows_per_step)
 
 
@@ -113,7 +109,7 @@ def verdict(record: RunRecord, k: int) -> str:
     Only says "same image" when it is true: converged and no pixel more than one 8-bit level off.
     """
     T, row, levels = record.steps, record.rows[k - 1], pixel_levels(record, k)
-    sampler = sampler_name(float(record.settings.get("eta", 0.0)), str(record.settings.get("family")))
+    sampler = sampler_name(record.settings.request.eta, record.settings.request.family)
     n = row.iteration
     diff = (
         f"largest pixel difference {levels}/255" if levels is not None else "no sequential image to compare"
@@ -121,7 +117,7 @@ def verdict(record: RunRecord, k: int) -> str:
     steps = f"**{plural(n, 'parallel iteration')}** instead of {plural(T, 'step')} ({T / n:.1f}× fewer)"
     if T == 1:
         steps = "1 step: nothing to run in parallel"
-    elif record.settings.get("solver") == "sequential":
+    elif record.settings.config.solver == "sequential":
         steps = f"{n} iterations of one step each: the sequential sampler itself, no speed-up"
     if not row.converged:
         why = "stopped" if record.stopped else f"the budget of {n} iterations ended"
@@ -270,7 +266,7 @@ def race_verdict(records: dict[str, RunRecord]) -> str:
     if len(done) < len(records) or len(records) != 2:
         return ""
     (a, ra), (b, rb) = sorted(done.items(), key=lambda item: item[1].iterations)
-    sampler = sampler_name(float(ra.settings.get("eta", 0.0)), str(ra.settings.get("family")))
+    sampler = sampler_name(ra.settings.request.eta, ra.settings.request.family)
     levels = {name: pixel_levels(r, r.iterations) for name, r in done.items()}
     both_same = all(
         r.converged and levels[n] is not None and levels[n] <= SAME_LEVELS for n, r in done.items()
