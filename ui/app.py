@@ -21,6 +21,7 @@ from paratta.config import specs
 
 from .controls import RACE_INPUT_NAMES, RUN_INPUT_NAMES, WINDOW_AUTO, Controls, build_controls
 from .controls import wire as wire_controls
+from .door import race_validator, run_validator, stepping_validator, use_validator
 from .handlers import (
     RACES,
     after_stop,
@@ -256,9 +257,9 @@ def wire_run(p: Page, models: list[str]) -> list[Any]:
     started = (lock_scrub(), busy("Running…", True))
     # Run always shows the Run tab, and says it is running until the run ends or is stopped.
     c.run.click(lambda: (*started, gr.Tabs(selected="run")), None, [p.slider, c.run, p.tabs], **PRIVATE)
-    run_event = c.run.click(
-        make_run_handler(models), [*c.run_inputs(), p.init_state], p.run_outputs(), api_name="run", **sampler
-    )
+    run = make_run_handler(models)
+    sampler["validator"] = run_validator(run, models)  # bad settings are answered before the queue
+    run_event = c.run.click(run, [*c.run_inputs(), p.init_state], p.run_outputs(), api_name="run", **sampler)
     ended = (lambda r: (scrub_ready(r), busy("Run", False)), p.record, [p.slider, c.run])
     run_event.then(*ended, **PRIVATE)
     # The warm-start preset: a run of another prompt, its trajectory stored, then the prompt's own run
@@ -273,8 +274,7 @@ def wire_run(p: Page, models: list[str]) -> list[Any]:
             event = event.success(lambda w=warm: preset_values(w), None, c.run_inputs(), **PRIVATE)
         event = event.then(lambda: started, None, [p.slider, c.run], **PRIVATE)
         event = event.then(
-            make_run_handler(models), [*c.run_inputs(), p.init_state], p.run_outputs(),
-            api_visibility="private", **sampler,
+            run, [*c.run_inputs(), p.init_state], p.run_outputs(), api_visibility="private", **sampler,
         )  # fmt: skip
         events.append(event)
         event.then(*ended, **PRIVATE)
@@ -285,8 +285,9 @@ def wire_race(p: Page, models: list[str]) -> Any:
     """Race and its lane labels; returns the race event (for Stop)."""
     c = p.controls
     p.race.click(lambda: busy("Racing…", True), None, p.race, **PRIVATE)
+    race = make_race_handler(models)
     race_event = p.race.click(
-        make_race_handler(models),
+        race,
         [p.contest if n == "contest" else getattr(c, n) for n in RACE_INPUT_NAMES],
         p.race_outputs(),
         api_name="race",
@@ -294,6 +295,7 @@ def wire_race(p: Page, models: list[str]) -> Any:
         show_progress="minimal",
         show_progress_on=p.race_stats,
         concurrency_id=SAMPLER_QUEUE,
+        validator=race_validator(race, models),
     )
     race_event.then(lambda: busy("Race", False), None, p.race, **PRIVATE)
     a, b, _, a_heat, b_heat, _ = p.race_images
@@ -320,8 +322,15 @@ def wire(p: Page, models: list[str], describe: Callable[[str], tuple[Any, Any]])
         api_visibility="private",
         trigger_mode="always_last",
         concurrency_limit=4,
+        validator=stepping_validator(scrub),
     )
-    p.use.click(use_as_init, p.record, [p.init_state, p.init_note], api_name="use_as_init")
+    p.use.click(
+        use_as_init,
+        p.record,
+        [p.init_state, p.init_note],
+        api_name="use_as_init",
+        validator=use_validator(use_as_init),
+    )
 
 
 def build_demo(extra_model: str | None = None) -> gr.Blocks:
