@@ -420,8 +420,8 @@ def test_uploads_are_refused_and_nothing_is_stored(space: Any) -> None:
 
 
 @pytest.mark.slow
-def test_api_errors_keep_the_previous_run_and_show_in_the_status_line(space: Any) -> None:
-    from gradio_client.exceptions import AppError
+def test_api_errors_are_refused_at_the_door_and_keep_the_previous_run(space: Any) -> None:
+    from gradio_client.exceptions import ValidationError
 
     c = client(space)
     good = c.predict(**BASE, api_name="/run")
@@ -433,13 +433,46 @@ def test_api_errors_keep_the_previous_run_and_show_in_the_status_line(space: Any
         (dict(init="trajectory", steps=12, window=12, order=12, max_iters=12), "none is stored|T = 12"),
     ]:
         job = c.submit(**dict(BASE, **change), api_name="/run")
-        with pytest.raises(AppError, match=message) as err:
+        with pytest.raises(ValidationError, match=message) as err:
             job.result()
         assert len(str(err.value)) < 1500
-        statuses = [o[STATS] for o in job.outputs() if isinstance(o[STATS], str)]
-        assert statuses and statuses[-1].startswith("**Not run:**")
+        assert job.outputs() == []  # never queued: nothing streamed, the page keeps what it shows
     note = c.predict(api_name="/use_as_init")  # the good run is still the session's run (state not sent)
     assert "Stored the final trajectory" in note
+
+
+@pytest.mark.slow
+def test_bad_input_is_answered_before_other_sessions_busy_runs_finish(space: Any) -> None:
+    """Two slow runs of other visitors hold the one-job queue; a run with an out-of-range setting, a
+    race, a Teach and a "use as initialisation" from a third visitor are answered with their message
+    while both are still busy, and both busy runs still finish."""
+    from gradio_client.exceptions import ValidationError
+
+    busy = [
+        client(space).submit(**dict(SLOW, steps=60, window=60, max_iters=60, seed=s), api_name="/run")
+        for s in (1, 2)
+    ]
+    for job in busy:
+        joined(job)
+    visitor = client(space)
+    refusals = [
+        (lambda: visitor.predict(**dict(BASE, steps=0), api_name="/run"), r"steps.*\[1, "),
+        (lambda: visitor.predict(**dict(BASE, window=-3), api_name="/run"), "window"),
+        (lambda: visitor.predict(**race_args(steps=10**6), api_name="/race"), "steps must be"),
+        (lambda: visitor.predict("north", 0, 0, 4, "ddim", api_name="/teach"), "steps"),
+        (lambda: visitor.predict(api_name="/use_as_init"), "No finished run"),
+    ]
+    for call, message in refusals:
+        with pytest.raises(ValidationError, match=message):
+            call()
+    assert not busy[1].done()  # answered while the second busy run still waits or runs
+    for job in busy:
+        assert job.result()[INFO]["phase"] == "done"
+
+
+def race_args(**change: Any) -> dict[str, Any]:
+    """/race's arguments by name: the run's less the two each lane sets itself."""
+    return {n: v for n, v in BASE.items() if n not in ("solver", "init")} | change
 
 
 def joined(job: Any) -> None:

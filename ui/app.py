@@ -21,6 +21,7 @@ from paratta.config import specs
 
 from .controls import RACE_INPUT_NAMES, WIDGETS, WINDOW_AUTO, Controls, build_controls
 from .controls import wire as wire_controls
+from .door import race_validator, run_validator, stepping_validator, use_validator
 from .handlers import (
     RACES,
     after_stop,
@@ -262,9 +263,9 @@ def wire_run(p: Page, models: list[str]) -> list[Any]:
     # Run always shows the Run tab, and says it is running until the run ends or is stopped.
     c.run.click(lambda: (*started, gr.Tabs(selected="run")), None, [p.slider, c.run, p.tabs], **PRIVATE)
     named = {**c.inputs, "init_state": p.init_state}  # the API's parameters are the settings' names
-    run_event = c.run.click(
-        make_run_handler(models), None, p.run_outputs(), inputs_kwargs=named, api_name="run", **sampler
-    )
+    run = make_run_handler(models)
+    sampler["validator"] = run_validator(list(named), models)  # bad settings are answered before the queue
+    run_event = c.run.click(run, None, p.run_outputs(), inputs_kwargs=named, api_name="run", **sampler)
     ended = (lambda r: (scrub_ready(r), busy("Run", False)), p.record, [p.slider, c.run])
     run_event.then(*ended, **PRIVATE)
     # The warm-start preset: a run of another prompt, its trajectory stored, then the prompt's own run
@@ -280,8 +281,7 @@ def wire_run(p: Page, models: list[str]) -> list[Any]:
             event = event.success(lambda w=warm: fill(c, w), None, fields, **PRIVATE)
         event = event.then(lambda: started, None, [p.slider, c.run], **PRIVATE)
         event = event.then(
-            make_run_handler(models), None, p.run_outputs(), inputs_kwargs=named,
-            api_visibility="private", **sampler,
+            run, None, p.run_outputs(), inputs_kwargs=named, api_visibility="private", **sampler,
         )  # fmt: skip
         events.append(event)
         event.then(*ended, **PRIVATE)
@@ -292,8 +292,9 @@ def wire_race(p: Page, models: list[str]) -> Any:
     """Race and its lane labels; returns the race event (for Stop)."""
     c = p.controls
     p.race.click(lambda: busy("Racing…", True), None, p.race, **PRIVATE)
+    race = make_race_handler(models)
     race_event = p.race.click(
-        make_race_handler(models),
+        race,
         None,
         p.race_outputs(),
         inputs_kwargs={n: p.contest if n == "contest" else c[n] for n in RACE_INPUT_NAMES},
@@ -302,6 +303,7 @@ def wire_race(p: Page, models: list[str]) -> Any:
         show_progress="minimal",
         show_progress_on=p.race_stats,
         concurrency_id=SAMPLER_QUEUE,
+        validator=race_validator(list(RACE_INPUT_NAMES), models),
     )
     race_event.then(lambda: busy("Race", False), None, p.race, **PRIVATE)
     a, b, _, a_heat, b_heat, _ = p.race_images
@@ -328,8 +330,15 @@ def wire(p: Page, models: list[str], describe: Callable[[str], tuple[Any, Any]])
         api_visibility="private",
         trigger_mode="always_last",
         concurrency_limit=4,
+        validator=stepping_validator(scrub),
     )
-    p.use.click(use_as_init, p.record, [p.init_state, p.init_note], api_name="use_as_init")
+    p.use.click(
+        use_as_init,
+        p.record,
+        [p.init_state, p.init_note],
+        api_name="use_as_init",
+        validator=use_validator(use_as_init),
+    )
 
 
 def build_demo(extra_model: str | None = None) -> gr.Blocks:

@@ -29,6 +29,7 @@ from paratta.metrics import largest_state_distance
 from paratta.registry import model_defaults
 
 from .controls import CHOICE_LABELS
+from .door import stepping_validator, teach_validator
 from .limits import JOBS
 from .settings import Caps, as_choice, as_int, as_text, frame_index
 
@@ -386,10 +387,23 @@ def build_teach_tab() -> Any:
         api_name="teach",
         preprocess=False,
         show_progress="minimal",
+        validator=teach_validator(teach_run),
     )
     event.then(stepper_ready, state, [slider, previous, following], api_visibility="private", queue=False)
     outputs = [slider, plot, text]
-    slider.input(show, [state, slider], outputs, api_visibility="private", trigger_mode="always_last")
-    previous.click(previous_frame, [state, slider], outputs, api_visibility="private")
-    following.click(next_frame, [state, slider], outputs, api_visibility="private")
+    stepping: dict[str, Any] = {"api_visibility": "private"}
+    slider.input(
+        show,
+        [state, slider],
+        outputs,
+        trigger_mode="always_last",
+        validator=stepping_validator(show),
+        **stepping,
+    )
+    previous.click(
+        previous_frame, [state, slider], outputs, validator=stepping_validator(previous_frame), **stepping
+    )
+    following.click(
+        next_frame, [state, slider], outputs, validator=stepping_validator(next_frame), **stepping
+    )
     return event
