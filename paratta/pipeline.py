@@ -88,7 +88,7 @@ class ParaTAAPipeline:
                 f"pipe.scheduler = {used}.from_config(pipe.scheduler.config) to compare like with like"
             )
         self.parameters = inspect.signature(type(pipe).__call__).parameters
-        self.honoured = HONOURED[self.pipeline_name]
+        self.honoured = tuple(n for n in HONOURED[self.pipeline_name] if n in self.parameters)
         self._lengths: dict[int, Any] = {}
 
     @classmethod
@@ -149,7 +149,7 @@ class ParaTAAPipeline:
                     specs(Request)[setting].check(given[name])
                 except ValueError as error:
                     raise ValueError(f"{name}: {error}") from None
-        if (count := given["num_images_per_prompt"]) not in (None, 1):
+        if (count := given.get("num_images_per_prompt")) not in (None, 1):
             raise ValueError(f"num_images_per_prompt: paratta samples one image per call; got {count!r}")
         output_type = given["output_type"]
         if output_type not in OUTPUT_TYPES:
