@@ -5,6 +5,7 @@ Importing paratta imports torch only; diffusers is loaded when a diffusers model
 """
 
 from .config import SolverConfig
+from .pipeline import ParaTAAPipeline, ParaTAAPipelineOutput
 from .problem import Problem, Request, make_problem
 from .registry import BUILTIN_MODELS, ModelDefaults, load_model, model_defaults
 from .schedule import Coefficients, SchedulerConfig, coefficients, ddim_coefficients
@@ -16,6 +17,8 @@ __all__ = [
     "Coefficients",
     "Iterate",
     "ModelDefaults",
+    "ParaTAAPipeline",
+    "ParaTAAPipelineOutput",
     "Problem",
     "Request",
     "SchedulerConfig",

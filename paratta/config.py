@@ -30,6 +30,7 @@ STATE_DTYPES = {"float64": torch.float64, "float32": torch.float32}
 MAX_STEPS = 1000  # diffusers' training grids have 1,000 timesteps
 MAX_SEED = 2**63 - 1  # torch.Generator.manual_seed takes any signed 64-bit integer
 MAX_PROMPT = 500  # characters: CLIP reads 77 tokens; a longer text only costs memory
+MAX_IMAGE_SIDE = 4096  # pixels: twice the largest side SD3 or Flux are trained at
 
 # The auto tolerance of each stopping rule (latent RMS). budget: 2e-3 ≈ 2/255/4, a quarter of an
 # 8-bit level of pixels in [−1, 1]: the largest pixel error of x_0 is several times its RMS (its
@@ -164,6 +165,22 @@ class Request:
         "the sampler family: auto (the model's own scheduler), ddim (DDIM(η) on the ε/v network), flow "
         "(flow-matching Euler on the velocity, η = 0; SD3, Flux). The embedded mixtures have both",
         label="Sampler family",
+    )
+    height: int | None = setting(
+        None,
+        "image height in pixels, for diffusers models that take one (auto: the pipeline's default)",
+        8,
+        MAX_IMAGE_SIDE,
+        optional=True,
+        label="Height",
+    )
+    width: int | None = setting(
+        None,
+        "image width in pixels, for diffusers models that take one (auto: the pipeline's default)",
+        8,
+        MAX_IMAGE_SIDE,
+        optional=True,
+        label="Width",
     )
 
     def __post_init__(self) -> None:

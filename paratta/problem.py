@@ -9,6 +9,7 @@ given as ``latents``, then one ξ per step from the noisiest down), so a diffuse
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,17 +39,26 @@ class Problem:
 
 
 def draw_noise(
-    seed: int, shape: tuple[int, ...], steps: int, eta: float, draw_x_T: bool = True
+    seed: int,
+    shape: tuple[int, ...],
+    steps: int,
+    eta: float,
+    draw_x_T: bool = True,
+    generator: torch.Generator | None = None,
+    draw: Callable[[torch.Generator | None], Tensor] | None = None,
 ) -> tuple[Tensor | None, Tensor | None]:
     """x_T (unless ``draw_x_T`` is False: a pipeline given ``latents`` draws none) and, for η > 0,
-    ξ_i for i = T−1…0, from one seeded CPU generator, in that order."""
-    g = torch.Generator().manual_seed(seed)
-    x_T = torch.randn((1, *shape), generator=g)[0] if draw_x_T else None
+    ξ_i for i = T−1…0, in that order, from ``generator`` (default: a CPU generator seeded with
+    ``seed``). ``draw`` makes one draw of ``shape`` (default: float32 ``torch.randn``); a diffusers
+    model's ``draw_latents`` draws as its pipeline does (dtype, device, Flux's packing)."""
+    g = generator if generator is not None else torch.Generator().manual_seed(seed)
+    draw = draw or (lambda g: torch.randn((1, *shape), generator=g)[0])
+    x_T = draw(g) if draw_x_T else None
     if eta == 0:
         return x_T, None
     xi = torch.empty((steps, *shape))
     for i in reversed(range(steps)):
-        xi[i] = torch.randn((1, *shape), generator=g)[0]
+        xi[i] = draw(g)
     return x_T, xi
 
 
@@ -75,24 +85,58 @@ def schedule_for(model: DiffusionModel, steps: int, eta: float = 0.0) -> Schedul
     return coefficients(model.scheduler_config, steps, eta, **(arguments(steps) if arguments else {}))
 
 
-def make_problem(model: DiffusionModel, request: Request, latents: Tensor | None = None) -> Problem:
+def at_size(
+    model: DiffusionModel, height: int | None, width: int | None, latent_shape: tuple[int, ...] | None = None
+) -> DiffusionModel:
+    """The model at ``height``×``width`` pixels (``with_size``, a diffusers pipeline that takes a size);
+    with neither given, at the size ``latent_shape`` is for (``size_of``), else its own. A model of one
+    size refuses a size by name."""
+    resize = getattr(model, "with_size", None)
+    if resize is None:
+        if height is not None or width is not None:
+            raise ValueError(
+                f"height and width: {model.name} samples at one size (latents {tuple(model.latent_shape)}); "
+                "they apply to the diffusers pipelines that take an image size (SD, SD3, Flux)"
+            )
+        return model
+    if height is None and width is None and latent_shape is not None:
+        height, width = model.size_of(latent_shape)
+    if (height is None and width is None) or (height, width) == getattr(model, "image_size", None):
+        return model  # as it is (a model over replicas stays one)
+    return resize(height, width)
+
+
+def make_problem(
+    model: DiffusionModel,
+    request: Request,
+    latents: Tensor | None = None,
+    generator: torch.Generator | None = None,
+) -> Problem:
     """Encode the condition, build the coefficients from the model's own scheduler config, draw noises.
 
-    ``request.family`` picks the sampler family (``for_family``); ``latents`` (shape ``latent_shape``,
-    or with a leading batch axis of 1) replaces the drawn x_T.
+    ``request.family`` picks the sampler family (``for_family``), ``request.height``/``width`` the image
+    size (``at_size``); ``latents`` (shape ``latent_shape``, or with a leading batch axis of 1) replace
+    the drawn x_T and, without a size, set it. x_T and the η-noises are drawn from ``generator`` when
+    given (a pipeline's ``generator=``), else from ``request.seed``.
     """
-    model = for_family(model, request.family)
-    coef = schedule_for(model, request.steps, request.eta)
-    cond = model.encode(request.prompt, request.negative_prompt)
-    x_T, xi = draw_noise(request.seed, tuple(model.latent_shape), request.steps, request.eta, latents is None)
     if latents is not None:
         latents = torch.as_tensor(latents).detach().to("cpu", torch.float32)
         if latents.dim() == len(model.latent_shape) + 1 and latents.shape[0] == 1:
             latents = latents[0]
-        if tuple(latents.shape) != tuple(model.latent_shape):
-            raise ValueError(
-                f"latents must have shape {tuple(model.latent_shape)}, got {tuple(latents.shape)}"
+    model = for_family(model, request.family)
+    given_shape = None if latents is None else tuple(latents.shape)
+    model = at_size(model, request.height, request.width, given_shape)
+    coef = schedule_for(model, request.steps, request.eta)
+    cond = model.encode(request.prompt, request.negative_prompt)
+    shape = tuple(model.latent_shape)
+    draw = getattr(model, "draw_latents", None)
+    x_T, xi = draw_noise(request.seed, shape, request.steps, request.eta, latents is None, generator, draw)
+    if latents is not None:
+        if tuple(latents.shape) != shape:
+            sized = (
+                " (height and width set the image size they are for)" if hasattr(model, "with_size") else ""
             )
+            raise ValueError(f"latents must have shape {shape}, got {tuple(latents.shape)}{sized}")
         if not torch.isfinite(latents).all():
             raise ValueError("latents contain NaN or inf")
         x_T = latents

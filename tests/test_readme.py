@@ -25,6 +25,8 @@ AUTO = {
     "max_iters": "T",
     "coarse_steps": "max(2, T // 10)",
     "max_batch": "all",
+    "height": "the pipeline's",
+    "width": "the pipeline's",
     "tol": ", ".join(f"{v:.0e}".replace("e-0", "e-") + f" ({rule})" for rule, v in TOLERANCE.items()),
 }
 

@@ -51,7 +51,11 @@ def add_sample_arguments(p: argparse.ArgumentParser) -> None:
         "--init-trajectory", type=Path, help=".npy trajectory (T+1, *latent) for --init trajectory"
     )
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 … (default: the model's)")
-    p.add_argument("--latents", type=Path, help=".npy x_T, shape of one latent")
+    p.add_argument(
+        "--latents",
+        type=Path,
+        help=".npy x_T, the pipeline's own latents= (packed for Flux: give --height/--width too)",
+    )
     p.add_argument(
         "--output", type=Path, default=None, help="default paratta.png, or paratta.npy for latents"
     )
@@ -155,7 +159,7 @@ def sample_command(args: argparse.Namespace) -> dict:
         gap = (last.x0 - reference[0].to(last.x0.device)).double()
         summary["distance_to_sequential_rms"] = distance(last.x0, reference[0].to(last.x0.device))
         summary["distance_to_sequential_max"] = float(gap.abs().max())
-    write_output(model, last.x0, args.output, args.output_type)
+    write_output(problem.model, last.x0, args.output, args.output_type)  # at the run's image size
     if args.save_trajectory:
         with open(args.save_trajectory, "wb") as f:  # a file object: np.save adds no suffix
             np.save(f, last.trajectory.cpu().numpy())

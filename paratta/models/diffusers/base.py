@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 
 from paratta.flow import FLOW_SCHEDULER, FlowSchedulerConfig
-from paratta.models.previews import decode_with_vae, preview_latents
+from paratta.models.previews import decode_with_vae, preview_latents, vae_input
 from paratta.schedule import SchedulerConfig
 
 
@@ -95,13 +95,23 @@ def _pipe_name(pipe: Any, default: str) -> str:
     return str(path) if path else default
 
 
-def resolve_image_size(height: int | None, width: int | None, default: int, multiple: int) -> tuple[int, int]:
+def resolve_image_size(
+    height: int | None, width: int | None, default: int, multiple: int, largest: int | None = None
+) -> tuple[int, int]:
     """(H, W) as requested, a missing side the pipeline's ``default``; ``ValueError`` unless both are
-    multiples of ``multiple`` (the latent patch the networks need)."""
-    height = height or default
-    width = width or default
+    positive multiples of ``multiple`` (the latent patch the networks need) and at most ``largest``."""
+    height = default if height is None else height
+    width = default if width is None else width
+    for side in (height, width):
+        if isinstance(side, bool) or not isinstance(side, int) or side <= 0:
+            raise ValueError(f"height and width must be positive integers (pixels), got {height!r}×{width!r}")
     if height % multiple or width % multiple:
         raise ValueError(f"height and width must be multiples of {multiple}, got {height}×{width}")
+    if largest is not None and max(height, width) > largest:
+        raise ValueError(
+            f"height and width must be at most {largest} for this model (its position table), "
+            f"got {height}×{width}"
+        )
     return height, width
 
 
@@ -118,6 +128,7 @@ class DiffusersModel:
     pipeline_class: ClassVar[type]
     default_name: ClassVar[str]
     takes_negative_prompt = False
+    takes_image_size = True  # the pipeline takes height/width (DiT samples at its transformer's size)
 
     def __init__(
         self,
@@ -140,6 +151,8 @@ class DiffusersModel:
         )
         self.latent_shape: tuple[int, ...] = ()
         self.scheduler_config: dict[str, Any] = {}
+        self.options = options
+        self._sizes: dict[tuple[int, int], DiffusersModel] = {}
         self._configure(**options)
 
     def _check_pipeline(self, pipe: Any) -> None:
@@ -157,6 +170,43 @@ class DiffusersModel:
     def image_size(self) -> tuple[int, int]:
         """(H, W) of decoded images."""
         return self.latent_shape[-2] * self.vae_scale_factor, self.latent_shape[-1] * self.vae_scale_factor
+
+    def with_size(self, height: int | None, width: int | None) -> DiffusersModel:
+        """This model at ``height``×``width`` pixels (a missing side: the pipeline's default), sharing the
+        pipeline and its weights; ``ValueError`` for a size the pipeline cannot take."""
+        if height is None and width is None:
+            return self
+        if not self.takes_image_size:
+            H, W = self.image_size
+            raise ValueError(
+                f"height and width: {self.name} ({type(self.pipe).__name__}) samples at one size, {H}×{W}"
+            )
+        size = (height, width)
+        if size == self.image_size:
+            return self
+        if size not in self._sizes:
+            options = {**self.options, "height": height, "width": width}
+            self._sizes[size] = type(self)(
+                self.pipe, self.device, self.dtype, self.name, self.tiny_vae, **options
+            )
+        return self._sizes[size]
+
+    def size_of(self, latent_shape: tuple[int, ...]) -> tuple[int | None, int | None]:
+        """The image size latents of ``latent_shape`` (no batch axis) are for: (h·f, w·f) for the
+        (C, h, w) layout; (None, None) when the shape does not say (another layout or channel count)."""
+        if len(latent_shape) != 3 or latent_shape[0] != self.latent_shape[0] or not self.takes_image_size:
+            return None, None
+        return latent_shape[1] * self.vae_scale_factor, latent_shape[2] * self.vae_scale_factor
+
+    def draw_latents(self, generator: torch.Generator | None) -> Tensor:
+        """One N(0, I) draw of ``latent_shape`` made as the pipeline makes x_T (and DDIM its η-noises):
+        diffusers' ``randn_tensor`` in the model's dtype, on the generator's device; float32 on CPU."""
+        from diffusers.utils.torch_utils import randn_tensor
+
+        noise = randn_tensor(
+            (1, *self.latent_shape), generator=generator, device=self.device, dtype=self.dtype
+        )
+        return noise[0].to("cpu", torch.float32)
 
     def _network(self, fn: Callable[[], Tensor], rows: int, advice: str = "") -> Tensor:
         """Run one network call; turn an out-of-memory error into ``ModelOutOfMemoryError``.
@@ -179,6 +229,17 @@ class DiffusersModel:
             f"{self.name}: out of memory running {rows} network rows in one batch on {self.device} "
             f"({detail}). {advice}"
         )
+
+    def pipeline_images(self, x0: Tensor, output_type: str) -> Any:
+        """What the pipeline's ``__call__`` returns as ``images`` for final latents ``x0`` (n, *latent):
+        the latents themselves for ``"latent"``, else its own VAE decode and ``image_processor.postprocess``
+        (``"pil"``, ``"np"``, ``"pt"``)."""
+        latents = x0.to(self.device, self.dtype)
+        if output_type == "latent":
+            return latents
+        with torch.no_grad():  # SD's VAE has no shift_factor; SD3's and Flux's pipelines add theirs
+            image = self.vae.decode(vae_input(self.vae, latents), return_dict=False)[0]
+        return self.pipe.image_processor.postprocess(image, output_type=output_type)
 
     def decode(self, x0: Tensor) -> Tensor:
         """Full VAE decode of UNet-space latents: vae.decode(x / scaling_factor) → (img+1)/2, float32 CPU."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import difflib
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from diffusers import DiTPipeline
@@ -34,6 +35,8 @@ class DiTModel(DiffusersModel):
     pipeline_class = DiTPipeline
     default_name = "dit"
     takes_negative_prompt = False
+
+    takes_image_size = False
 
     def _configure(self) -> None:
         self.transformer = self.pipe.transformer.eval()
@@ -91,6 +94,17 @@ class DiTModel(DiffusersModel):
         if out.dtype in (torch.float16, torch.bfloat16):
             c, u = c.float(), u.float()
         return u + guidance * (c - u)
+
+    def pipeline_images(self, x0: Tensor, output_type: str) -> Any:
+        """``DiTPipeline``'s ``images``: its own decode and clamp; a tensor for ``"pt"``, else an
+        (n, H, W, 3) array, as PIL images for ``"pil"``."""
+        with torch.no_grad():
+            samples = self.vae.decode(x0.to(self.device, self.dtype) / self.vae.config.scaling_factor).sample
+        samples = (samples / 2 + 0.5).clamp(0, 1)
+        if output_type == "pt":
+            return samples
+        samples = samples.cpu().permute(0, 2, 3, 1).float().numpy()
+        return self.pipe.numpy_to_pil(samples) if output_type == "pil" else samples
 
     def _eps(self, x: Tensor, t: Tensor, labels: Tensor) -> Tensor:
         out = self.transformer(x, timestep=t, class_labels=labels, return_dict=False)[0]

@@ -110,6 +110,22 @@ class FluxModel(DiffusersModel):
             "Use a smaller window or set max_batch.",
         )
 
+    def draw_latents(self, generator: torch.Generator | None) -> Tensor:
+        """x_T as ``FluxPipeline.prepare_latents`` draws it: N(0, I) in the unpacked layout (C, h, w), in
+        the model's dtype, then packed into (tokens, 4C); float32 on CPU."""
+        from diffusers.utils.torch_utils import randn_tensor
+
+        channels = self.latent_shape[1] // 4
+        h, w = self.height // self.vae_scale_factor, self.width // self.vae_scale_factor
+        noise = randn_tensor((1, channels, h, w), generator=generator, device=self.device, dtype=self.dtype)
+        return self.pipe._pack_latents(noise, 1, channels, h, w)[0].to("cpu", torch.float32)
+
+    def pipeline_images(self, x0: Tensor, output_type: str) -> Any:
+        """``FluxPipeline``'s ``images``: the packed latents for ``"latent"``, else unpacked and decoded."""
+        if output_type == "latent":
+            return x0.to(self.device, self.dtype)
+        return super().pipeline_images(self.unpack(x0.to(self.device, self.dtype)), output_type)
+
     def unpack(self, x: Tensor) -> Tensor:
         """Packed states (n, tokens, 4C) → VAE latents (n, C, h, w), as the pipeline unpacks them."""
         return self.pipe._unpack_latents(x, self.height, self.width, self.vae_scale_factor)

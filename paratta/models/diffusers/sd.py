@@ -8,6 +8,7 @@ The guided output is the pipeline's own:  o = o_u + s·(o_c − o_u), with the u
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -54,8 +55,8 @@ class StableDiffusionModel(DiffusersModel):
         self.text_encoder = self.pipe.text_encoder.eval()
         unet_config = self.unet.config
         f = self.vae_scale_factor
-        multiple = 8 if f >= 8 else f  # diffusers' own check is "multiple of 8"; tiny test VAEs have f = 2
-        height, width = resolve_image_size(height, width, unet_config.sample_size * f, multiple)
+        # StableDiffusionPipeline.check_inputs takes multiples of 8 pixels, whatever the VAE's factor f.
+        height, width = resolve_image_size(height, width, unet_config.sample_size * f, math.lcm(8, f))
         self.latent_shape = (int(unet_config.in_channels), height // f, width // f)
         # Read after the pipeline's __init__, which rewrites steps_offset 0 → 1 and clip_sample → False.
         self.scheduler_config = ddim_scheduler_config(self.pipe.scheduler, stable_diffusion_rewrites=True)

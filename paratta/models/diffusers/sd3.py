@@ -53,7 +53,10 @@ class StableDiffusion3Model(DiffusersModel):
         self.text_encoder = self.pipe.text_encoder.eval()
         config = self.transformer.config
         f, p = self.vae_scale_factor, int(config.patch_size)
-        height, width = resolve_image_size(height, width, config.sample_size * f, f * p)
+        limit = config.pos_embed_max_size  # patches per side the position table holds
+        height, width = resolve_image_size(
+            height, width, config.sample_size * f, f * p, limit * p * f if limit else None
+        )
         self.latent_shape = (int(config.in_channels), height // f, width // f)
         self.image_seq_len = (height // f // p) * (width // f // p)  # μ's sequence length, as the pipeline's
         self.max_sequence_length = max_sequence_length
