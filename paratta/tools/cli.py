@@ -134,6 +134,8 @@ def sample_command(args: argparse.Namespace) -> dict:
         "solver": config.solver,
         "stopping": config.stopping,
         "steps": request.steps,
+        "sampler": problem.sampler,
+        "sampler_note": problem.note,  # the model's own scheduler was replaced, and how (None: it was not)
         "iterations": last.iteration,
         "model_evaluations": last.evaluations,
         "converged": last.converged,
@@ -168,7 +170,7 @@ def sample_command(args: argparse.Namespace) -> dict:
 
 def summary_line(s: dict[str, Any]) -> str:
     line = (
-        f"{s['solver']}: {s['iterations']} parallel iterations for T = {s['steps']} "
+        f"{s['solver']}: {s['iterations']} parallel iterations for {s['sampler']}, T = {s['steps']} "
         f"({'converged' if s['converged'] else 'NOT converged'}), "
         f"{s['model_evaluations']} model evaluations, {s['seconds']:.2f} s"
     )
@@ -179,6 +181,8 @@ def summary_line(s: dict[str, Any]) -> str:
         )
     if "window_note" in s:
         line += f"; {s['window_note']}"
+    if s.get("sampler_note"):
+        line += f"; {s['sampler_note']}"
     return line + f"; wrote {s['output']}"
 
 
