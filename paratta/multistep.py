@@ -49,6 +49,7 @@ import torch
 from torch import Tensor
 
 from .flow import config_fields
+from .noise import betas
 
 EULER_SCHEDULER = "EulerDiscreteScheduler"
 DPM_SCHEDULER = "DPMSolverMultistepScheduler"
@@ -151,19 +152,7 @@ class MultistepSchedulerConfig:
 
 def _alphas_cumprod32(config: MultistepSchedulerConfig) -> Tensor:
     """ᾱ as both schedulers' ``__init__`` computes it: float32 betas and cumulative product."""
-    from .schedule import SchedulerConfig, _rescale_zero_terminal_snr, betas
-
-    n = config.num_train_timesteps
-    if config.trained_betas is None and config.beta_schedule == "linear":
-        beta = torch.linspace(config.beta_start, config.beta_end, n, dtype=torch.float32)
-    elif config.trained_betas is None and config.beta_schedule == "scaled_linear":
-        beta = torch.linspace(config.beta_start**0.5, config.beta_end**0.5, n, dtype=torch.float32) ** 2
-    else:  # the cosine schedule and trained betas: float64 formulas, rounded to float32 as diffusers does
-        schedule = SchedulerConfig(n, beta_schedule=config.beta_schedule, trained_betas=config.trained_betas)
-        beta = betas(schedule).to(torch.float32)
-    if config.rescale_betas_zero_snr:
-        beta = _rescale_zero_terminal_snr(beta)
-    ac = torch.cumprod(1.0 - beta, 0)
+    ac = torch.cumprod(1.0 - betas(config, torch.float32), 0)
     if config.rescale_betas_zero_snr:
         ac[-1] = 2**-24  # diffusers: close to 0 without being 0, so the first σ is finite
     return ac

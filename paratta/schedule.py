@@ -24,7 +24,6 @@ so ᾱ differs from diffusers' float32 table by float32 round-off only).
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields, replace
 from typing import Any, Protocol
@@ -41,8 +40,8 @@ from .multistep import (
     multistep_coefficients,
     multistep_name,
 )
+from .noise import BETA_SCHEDULES, betas
 
-BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2")
 SPACINGS = ("leading", "trailing", "linspace")
 PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
 
@@ -91,39 +90,6 @@ class SchedulerConfig:
             )
         if self.thresholding:
             raise ValueError("thresholding=True (dynamic thresholding) is not supported by paratta")
-
-
-def betas(config: SchedulerConfig) -> Tensor:
-    """β_1…β_N in float64, following diffusers' schedule definitions."""
-    n = config.num_train_timesteps
-    if config.trained_betas is not None:
-        beta = torch.tensor(config.trained_betas, dtype=torch.float64)
-    elif config.beta_schedule == "linear":
-        beta = torch.linspace(config.beta_start, config.beta_end, n, dtype=torch.float64)
-    elif config.beta_schedule == "scaled_linear":
-        beta = torch.linspace(config.beta_start**0.5, config.beta_end**0.5, n, dtype=torch.float64) ** 2
-    else:  # squaredcos_cap_v2: the Glide cosine schedule, capped at 0.999
-
-        def alpha_bar(t: float) -> float:
-            return math.cos((t + 0.008) / 1.008 * math.pi / 2) ** 2
-
-        beta = torch.tensor(
-            [min(1 - alpha_bar((i + 1) / n) / alpha_bar(i / n), 0.999) for i in range(n)],
-            dtype=torch.float64,
-        )
-    if config.rescale_betas_zero_snr:
-        beta = _rescale_zero_terminal_snr(beta)
-    return beta
-
-
-def _rescale_zero_terminal_snr(beta: Tensor) -> Tensor:
-    """Lin et al. 2023, Algorithm 1: shift and scale √ᾱ so that ᾱ_N = 0 and ᾱ_1 is unchanged."""
-    s = torch.cumprod(1 - beta, 0).sqrt()
-    s0, sN = s[0].clone(), s[-1].clone()
-    s = (s - sN) * s0 / (s0 - sN)
-    ab = s**2
-    alphas = torch.cat([ab[:1], ab[1:] / ab[:-1]])
-    return 1 - alphas
 
 
 def alphas_cumprod(config: SchedulerConfig) -> Tensor:
