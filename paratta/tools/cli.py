@@ -217,7 +217,7 @@ def bench_dispatch(args: argparse.Namespace) -> None:
         report.report(args.models or ["shapes", "shapes-unet"], Path(args.report), plan)
         print(f"wrote {args.report}")
     elif distributed.current() is not None:
-        etas = [0.0] if args.family == "flow" else list(bench.ETAS)  # flow matching is deterministic
+        etas = [0.0] if bench.deterministic(args) else list(bench.ETAS)  # only DDIM takes η > 0
         args.steps, args.eta = args.steps or list(bench.STEPS), args.eta or etas
         if args.guidance is None:
             args.guidance = model_defaults(args.model).guidance
