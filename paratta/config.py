@@ -20,11 +20,13 @@ Init = Literal["xT", "trajectory", "coarse"]
 Stopping = Literal["budget", "per-step"]
 StateDtype = Literal["float64", "float32"]
 Family = Literal["auto", "ddim", "flow"]
+Sampler = Literal["auto", "ddim", "euler", "euler-karras", "dpm++2m", "dpm++2m-karras"]
 
 SOLVERS: tuple[str, ...] = get_args(Solver)
 INITS: tuple[str, ...] = get_args(Init)
 STOPPINGS: tuple[str, ...] = get_args(Stopping)
 FAMILIES: tuple[str, ...] = get_args(Family)
+SAMPLER_CHOICES: tuple[str, ...] = get_args(Sampler)
 STATE_DTYPES = {"float64": torch.float64, "float32": torch.float32}
 
 MAX_STEPS = 1000  # diffusers' training grids have 1,000 timesteps
@@ -166,6 +168,13 @@ class Request:
         "(flow-matching Euler on the velocity, η = 0; SD3, Flux). The embedded mixtures have both",
         label="Sampler family",
     )
+    sampler: Sampler = setting(
+        "auto",
+        "the sampler on the model's noise schedule: auto (the model's own scheduler), ddim (DDIM(η)), euler "
+        "and euler-karras (Euler, evenly spaced or Karras σ), dpm++2m and dpm++2m-karras (DPM-Solver++ 2M); "
+        "a flow-matching model takes auto or euler (its flow Euler). All but ddim need η = 0",
+        label="Sampler",
+    )
     height: int | None = setting(
         None,
         "image height in pixels, for diffusers models that take one (auto: the pipeline's default)",
@@ -188,6 +197,10 @@ class Request:
         if self.family == "flow" and self.eta != 0:
             raise ValueError(
                 f"eta must be 0 with family flow (flow-matching Euler is deterministic); got {self.eta!r}"
+            )
+        if self.sampler not in ("auto", "ddim") and self.eta != 0:
+            raise ValueError(
+                f"eta must be 0 with sampler {self.sampler} (a deterministic sampler); got {self.eta!r}"
             )
 
 
@@ -305,4 +318,5 @@ _LITERALS = {
     "Stopping": STOPPINGS,
     "StateDtype": tuple(STATE_DTYPES),
     "Family": FAMILIES,
+    "Sampler": SAMPLER_CHOICES,
 }

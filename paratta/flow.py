@@ -235,8 +235,19 @@ class FlowCoefficients:
             a=self.a.to(device=device, dtype=dtype),
         )
 
+    init_scale = 1.0  # x_T = the drawn latents
+
+    @property
+    def second(self) -> Tensor:
+        """r_i: the Euler step reads one row, x_{i+1}."""
+        return torch.zeros_like(self.a)
+
     def _view(self, v: Tensor, x: Tensor) -> Tensor:
         return v.view((-1,) + (1,) * (x.dim() - 1))
+
+    def denoised(self, i: Tensor, x: Tensor, out: Tensor) -> Tensor:
+        """x̂_0 = x − n v at step i's input, n its noise level."""
+        return x - self._view(self.input_noise[i], x) * out
 
     def increment(self, i: Tensor, x: Tensor, out: Tensor, xi: Tensor | None) -> Tensor:
         """d_i = (σ_i − σ_{i+1}) v for velocities ``out`` at states ``x`` = x_{i+1}, batched over ``i``."""

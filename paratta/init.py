@@ -38,15 +38,20 @@ def coarse_pass(problem: Problem, steps: int, device: torch.device, dtype: torch
     network calls.
     """
     fine = problem.coef.to(device, dtype)
-    coarse = schedule_for(problem.model, steps, 0.0).to(device, dtype)
+    coarse = schedule_for(problem.model, steps, 0.0, problem.request.sampler).to(device, dtype)
     traj = copies_of_xT(problem, device, dtype)
     x = traj[-1].clone()
     evaluations = []  # (noise level of the input, step, input, network output), noisiest first
+    previous = None  # x̂_0 of the step before, for a two-row step (DPM-Solver++ 2M)
     for j in reversed(range(steps)):
         idx = torch.tensor([j], device=device)
         out = evaluate(problem, coarse.timesteps[idx], x[None])
         evaluations.append((float(coarse.input_noise[j]), idx, x[None], out))
-        x = coarse.step(idx, x[None], out, None)[0]
+        x_new = coarse.step(idx, x[None], out, None)[0]
+        if previous is not None and bool(coarse.second[j] != 0):
+            x_new = x_new + coarse.second[j] * previous
+        previous = coarse.denoised(idx, x[None], out)[0]
+        x = x_new
     for i in range(problem.steps):
         level = fine.noise[i]
         above = [e for e in evaluations if e[0] >= float(level)]

@@ -9,6 +9,7 @@ given as ``latents``, then one ξ per step from the noisiest down), so a diffuse
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -18,7 +19,7 @@ from torch import Tensor
 
 from .config import Request
 from .protocol import DiffusionModel
-from .schedule import Schedule, coefficients, family
+from .schedule import Schedule, coefficients, family, sampler_config, sampler_name
 
 
 @dataclass(frozen=True)
@@ -32,6 +33,10 @@ class Problem:
     xi: Tensor | None  # (T, *latent_shape): ξ_i for step i, None when η = 0
     guidance: float
     request: Request
+    # said wherever the run is reported: the model's own scheduler was replaced (e.g. "the pipeline's
+    # PNDMScheduler is not supported: sampling DDIM on its noise schedule"); None when it was not
+    note: str | None = None
+    sampler: str = "DDIM"  # the sampler solved, by its usual name ("DPM++ 2M Karras")
 
     @property
     def steps(self) -> int:
@@ -78,11 +83,19 @@ def for_family(model: DiffusionModel, wanted: str) -> DiffusionModel:
     return switch(wanted)
 
 
-def schedule_for(model: DiffusionModel, steps: int, eta: float = 0.0) -> Schedule:
-    """The coefficients of the model's scheduler config for ``steps`` steps, with the arguments its
-    pipeline passes to ``set_timesteps`` (``schedule_arguments``: a flow model's sigmas, sequence length)."""
+def schedule_for(model: DiffusionModel, steps: int, eta: float = 0.0, sampler: str = "auto") -> Schedule:
+    """The coefficients of ``sampler`` on the model's scheduler config (``sampler_config``; "auto": the
+    model's own) for ``steps`` steps, with the arguments its pipeline passes to ``set_timesteps``
+    (``schedule_arguments``: a flow model's sigmas, sequence length)."""
     arguments = getattr(model, "schedule_arguments", None)
-    return coefficients(model.scheduler_config, steps, eta, **(arguments(steps) if arguments else {}))
+    config = sampler_config(model.scheduler_config, sampler)
+    return coefficients(config, steps, eta, **(arguments(steps) if arguments else {}))
+
+
+def conversion_note(config: dict[str, Any]) -> str | None:
+    """The statement an adapter left on a scheduler config it had to replace (``_conversion``), if any."""
+    note = dict(config).get("_conversion")
+    return str(note) if note else None
 
 
 def at_size(
@@ -114,8 +127,10 @@ def make_problem(
 ) -> Problem:
     """Encode the condition, build the coefficients from the model's own scheduler config, draw noises.
 
-    ``request.family`` picks the sampler family (``for_family``), ``request.height``/``width`` the image
-    size (``at_size``); ``latents`` (shape ``latent_shape``, or with a leading batch axis of 1) replace
+    ``request.family`` picks the sampler family (``for_family``), ``request.sampler`` the sampler on
+    its noise schedule (``sampler_config``; a replaced scheduler is said in ``note`` and warned),
+    ``request.height``/``width`` the image size (``at_size``); ``latents`` (the pipeline's ``latents=``:
+    x_T before ``init_noise_sigma``; shape ``latent_shape``, or with a leading batch axis of 1) replace
     the drawn x_T and, without a size, set it. x_T and the η-noises are drawn from ``generator`` when
     given (a pipeline's ``generator=``), else from ``request.seed``.
     """
@@ -126,7 +141,11 @@ def make_problem(
     model = for_family(model, request.family)
     given_shape = None if latents is None else tuple(latents.shape)
     model = at_size(model, request.height, request.width, given_shape)
-    coef = schedule_for(model, request.steps, request.eta)
+    config = sampler_config(model.scheduler_config, request.sampler)
+    coef = schedule_for(model, request.steps, request.eta, request.sampler)
+    note = conversion_note(config)
+    if note is not None:
+        warnings.warn(f"{model.name}: {note}", stacklevel=2)
     cond = model.encode(request.prompt, request.negative_prompt)
     shape = tuple(model.latent_shape)
     draw = getattr(model, "draw_latents", None)
@@ -140,4 +159,6 @@ def make_problem(
         if not torch.isfinite(latents).all():
             raise ValueError("latents contain NaN or inf")
         x_T = latents
-    return Problem(model, coef, cond, x_T, xi, float(request.guidance), request)
+    x_T = x_T * coef.init_scale  # the pipeline's latents · init_noise_sigma, in the solver's state space
+    name = sampler_name(config, request.eta)
+    return Problem(model, coef, cond, x_T, xi, float(request.guidance), request, note, name)

@@ -1,8 +1,11 @@
 """The samplers' coefficients, the single source of truth for every sampler in paratta.
 
 ``coefficients`` builds them from a diffusers scheduler config: DDIM(η) here, flow-matching Euler
-in ``paratta.flow``. Both have the ``Schedule`` interface, so the solvers never ask which family
-they solve: the step is x_i = a_i · x_{i+1} + d_i either way.
+in ``paratta.flow``, Euler and DPM-Solver++ 2M in ``paratta.multistep``. All have the ``Schedule``
+interface, so the solvers never ask which sampler they solve: the step is
+x_i = a_i · x_{i+1} + d_i, with d_i = increment_i(x_{i+1}) + r_i · m_{i+1}(x_{i+2}) (r = ``second``,
+zero except on DPM-Solver++ 2M's second-order steps). ``sampler_config`` turns a model's scheduler
+config into another sampler's on the same noise schedule (the ``sampler`` setting).
 
 One DDIM(η) step, exactly as diffusers' ``DDIMScheduler.step`` takes it, on the grid
 τ_{T-1} > … > τ_0 (index 0 is the last, least noisy step):
@@ -21,7 +24,6 @@ so ᾱ differs from diffusers' float32 table by float32 round-off only).
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields, replace
 from typing import Any, Protocol
@@ -31,8 +33,15 @@ import torch
 from torch import Tensor
 
 from .flow import FLOW_SCHEDULER, FlowSchedulerConfig, config_fields, flow_coefficients
+from .multistep import (
+    DPM_SCHEDULER,
+    EULER_SCHEDULER,
+    MultistepSchedulerConfig,
+    multistep_coefficients,
+    multistep_name,
+)
+from .noise import BETA_SCHEDULES, betas
 
-BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2")
 SPACINGS = ("leading", "trailing", "linspace")
 PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
 
@@ -81,39 +90,6 @@ class SchedulerConfig:
             )
         if self.thresholding:
             raise ValueError("thresholding=True (dynamic thresholding) is not supported by paratta")
-
-
-def betas(config: SchedulerConfig) -> Tensor:
-    """β_1…β_N in float64, following diffusers' schedule definitions."""
-    n = config.num_train_timesteps
-    if config.trained_betas is not None:
-        beta = torch.tensor(config.trained_betas, dtype=torch.float64)
-    elif config.beta_schedule == "linear":
-        beta = torch.linspace(config.beta_start, config.beta_end, n, dtype=torch.float64)
-    elif config.beta_schedule == "scaled_linear":
-        beta = torch.linspace(config.beta_start**0.5, config.beta_end**0.5, n, dtype=torch.float64) ** 2
-    else:  # squaredcos_cap_v2: the Glide cosine schedule, capped at 0.999
-
-        def alpha_bar(t: float) -> float:
-            return math.cos((t + 0.008) / 1.008 * math.pi / 2) ** 2
-
-        beta = torch.tensor(
-            [min(1 - alpha_bar((i + 1) / n) / alpha_bar(i / n), 0.999) for i in range(n)],
-            dtype=torch.float64,
-        )
-    if config.rescale_betas_zero_snr:
-        beta = _rescale_zero_terminal_snr(beta)
-    return beta
-
-
-def _rescale_zero_terminal_snr(beta: Tensor) -> Tensor:
-    """Lin et al. 2023, Algorithm 1: shift and scale √ᾱ so that ᾱ_N = 0 and ᾱ_1 is unchanged."""
-    s = torch.cumprod(1 - beta, 0).sqrt()
-    s0, sN = s[0].clone(), s[-1].clone()
-    s = (s - sN) * s0 / (s0 - sN)
-    ab = s**2
-    alphas = torch.cat([ab[:1], ab[1:] / ab[:-1]])
-    return 1 - alphas
 
 
 def alphas_cumprod(config: SchedulerConfig) -> Tensor:
@@ -189,10 +165,21 @@ class Coefficients:
             x_prev = x_prev + c * xi
         return x_prev
 
+    @property
+    def second(self) -> Tensor:
+        """r_i: DDIM's step reads one row, x_{i+1}."""
+        return torch.zeros_like(self.a)
+
+    init_scale = 1.0  # x_T = the drawn latents
+
     def increment(self, i: Tensor, x: Tensor, out: Tensor, xi: Tensor | None) -> Tensor:
         """d_i = step_i(x_{i+1}) − a_i · x_{i+1}: the part of the step that is not the linear map."""
         view = (-1,) + (1,) * (x.dim() - 1)
         return self.step(i, x, out, xi) - self.a[i].view(view) * x
+
+    def denoised(self, i: Tensor, x: Tensor, out: Tensor) -> Tensor:
+        """x̂_0 at step i's input (clipped if configured)."""
+        return self.x0_eps(i, x, out)[0]
 
     def x0_eps(self, i: Tensor, x: Tensor, out: Tensor) -> tuple[Tensor, Tensor]:
         """(x̂_0, ε̂) at step i from the state x_{i+1} and the network output; x̂_0 clipped if configured."""
@@ -252,7 +239,18 @@ def ddim_coefficients(config: SchedulerConfig, num_steps: int, eta: float = 0.0)
 
 
 DDIM_SCHEDULER = "DDIMScheduler"
-FAMILIES = {DDIM_SCHEDULER: "ddim", FLOW_SCHEDULER: "flow"}  # scheduler class → sampler family
+# scheduler class → sampler family: what the network predicts (ε/v/x̂_0: "ddim"; velocity: "flow")
+FAMILIES = {DDIM_SCHEDULER: "ddim", EULER_SCHEDULER: "ddim", DPM_SCHEDULER: "ddim", FLOW_SCHEDULER: "flow"}
+# the ``sampler`` setting's choices (``paratta.config``) → (scheduler class, Karras σ); "euler" on a
+# flow-matching model is its own flow Euler
+SAMPLERS: dict[str, tuple[str, bool]] = {
+    "ddim": (DDIM_SCHEDULER, False),
+    "euler": (EULER_SCHEDULER, False),
+    "euler-karras": (EULER_SCHEDULER, True),
+    "dpm++2m": (DPM_SCHEDULER, False),
+    "dpm++2m-karras": (DPM_SCHEDULER, True),
+}
+FLOW_SAMPLERS = ("auto", "euler")
 
 
 class Schedule(Protocol):
@@ -263,6 +261,7 @@ class Schedule(Protocol):
 
     timesteps: Tensor  # (T,) what the model's ``predict`` receives for step i
     a: Tensor  # (T,) the linear coefficient of x_{i+1}
+    init_scale: float  # x_T = the drawn (or given) latents × init_scale (Euler's init_noise_sigma)
 
     @property
     def num_steps(self) -> int: ...
@@ -277,6 +276,13 @@ class Schedule(Protocol):
         """(T,) the noise level of x_{i+1}."""
         ...
 
+    @property
+    def second(self) -> Tensor:
+        """(T,) r_i: the coefficient of m_{i+1} = ``denoised`` at x_{i+2} in d_i (0: one row)."""
+        ...
+
+    def denoised(self, i: Tensor, x: Tensor, out: Tensor) -> Tensor: ...
+
     def to(self, device: torch.device | str, dtype: torch.dtype) -> Schedule: ...
 
     def step(self, i: Tensor, x: Tensor, out: Tensor, xi: Tensor | None) -> Tensor: ...
@@ -287,19 +293,73 @@ class Schedule(Protocol):
 
 
 def family(config: Mapping[str, Any]) -> str:
-    """The sampler family, "ddim" or "flow", of a scheduler config by its ``_class_name`` (none: DDIM).
+    """The sampler family, "ddim" (an ε/v-prediction network: DDIM, Euler, DPM-Solver++) or "flow", of a
+    scheduler config by its ``_class_name`` (none: DDIM).
 
-    Other classes are refused by name: a diffusers adapter converts an ε/v-prediction scheduler to
-    ``DDIMScheduler`` first (``paratta.models.diffusers.base.ddim_scheduler_config``).
+    Other classes are refused by name: a diffusers adapter samples an ε/v-prediction scheduler paratta
+    cannot express with DDIM on its noise schedule, and says so
+    (``paratta.models.diffusers.base.pipeline_scheduler_config``).
     """
     name = dict(config).get("_class_name") or DDIM_SCHEDULER
     if name not in FAMILIES:
         raise ValueError(
-            f"scheduler {name!r} is not one paratta can express: it solves {DDIM_SCHEDULER} (DDIM(η)) and "
-            f"{FLOW_SCHEDULER} (flow-matching Euler); convert an ε/v-prediction scheduler with "
-            "DDIMScheduler.from_config"
+            f"scheduler {name!r} is not one paratta can express: it solves {', '.join(FAMILIES)}; "
+            "convert an ε/v-prediction scheduler with DDIMScheduler.from_config"
         )
     return FAMILIES[name]
+
+
+def sampler_name(config: Mapping[str, Any], eta: float = 0.0) -> str:
+    """A scheduler config's sampler as people name it: "DDIM", "DDPM-like DDIM(η=1)", "Euler Karras",
+    "DPM++ 2M", "flow Euler"."""
+    name = dict(config).get("_class_name") or DDIM_SCHEDULER
+    if name == FLOW_SCHEDULER:
+        return "flow Euler"
+    if name in (EULER_SCHEDULER, DPM_SCHEDULER):
+        return multistep_name(MultistepSchedulerConfig.from_dict(config))
+    return "DDIM" if eta == 0 else f"DDIM(η={eta:g})"
+
+
+# keys a conversion keeps (what ``from_config`` carries between these classes: the noise schedule)
+_SHARED = (
+    "num_train_timesteps", "beta_start", "beta_end", "beta_schedule", "trained_betas", "prediction_type",
+    "timestep_spacing", "steps_offset", "rescale_betas_zero_snr",
+)  # fmt: skip
+
+
+def sampler_config(config: Mapping[str, Any], sampler: str) -> dict[str, Any]:
+    """The scheduler config that samples ``config``'s model with ``sampler`` ("auto": ``config`` itself).
+
+    The noise schedule (betas, prediction type, spacing) is kept, as ``from_config`` keeps it; the
+    other keys are the target class's defaults, with SD's conventions for DDIM (no clipping, last step
+    onto ᾱ(0)). ``ValueError`` naming the setting and the choices for a flow-matching model, which has
+    its flow Euler only, and for an unknown name.
+    """
+    config = dict(config)
+    if family(config) == "flow":
+        if sampler not in FLOW_SAMPLERS:
+            raise ValueError(
+                f"sampler must be one of {', '.join(FLOW_SAMPLERS)} for a flow-matching model (its own "
+                f"{FLOW_SCHEDULER}); got {sampler!r}"
+            )
+        return config
+    if sampler == "auto":
+        return config
+    if sampler not in SAMPLERS:
+        raise ValueError(f"sampler must be one of auto, {', '.join(SAMPLERS)}; got {sampler!r}")
+    kind, karras = SAMPLERS[sampler]
+    own = config.get("_class_name") or DDIM_SCHEDULER
+    if own == kind and bool(config.get("use_karras_sigmas", False)) == karras:
+        return config
+    out = {k: config[k] for k in _SHARED if k in config}
+    if own == kind:  # the same class: keep its own keys, change the spacing only
+        out = {k: v for k, v in config.items() if not k.startswith("use_")}
+    if kind == DDIM_SCHEDULER:
+        out.update(clip_sample=False, set_alpha_to_one=False)
+    else:
+        out["use_karras_sigmas"] = karras
+    out["_class_name"] = kind
+    return out
 
 
 def coefficients(
@@ -321,4 +381,6 @@ def coefficients(
         return flow_coefficients(flow, num_steps, eta, sigmas=sigmas, mu=mu, image_seq_len=image_seq_len)
     if sigmas is not None or mu is not None or image_seq_len is not None:
         raise ValueError("sigmas, mu and image_seq_len are flow-matching arguments; DDIM takes none of them")
+    if dict(config).get("_class_name") in (EULER_SCHEDULER, DPM_SCHEDULER):
+        return multistep_coefficients(MultistepSchedulerConfig.from_dict(config), num_steps, eta)
     return ddim_coefficients(SchedulerConfig.from_dict(config), num_steps, eta)

@@ -1,5 +1,5 @@
-"""Sequential sampling (DDIM(η) or flow-matching Euler): T network calls, one after another — the
-reference every solver must reproduce."""
+"""Sequential sampling (DDIM(η), Euler, DPM-Solver++ 2M or flow-matching Euler): T network calls, one
+after another — the reference every solver must reproduce."""
 
 from __future__ import annotations
 
@@ -32,6 +32,9 @@ def iterate_sequential(
     coef = problem.coef.to(device, dtype)
     x = problem.x_T.to(device, dtype)
     xi = problem.xi.to(device, dtype) if problem.xi is not None else None
+    second = coef.second  # r_i: DPM-Solver++ 2M's step also reads x̂_0 at x_{i+2}
+    two_rows = bool((second != 0).any())
+    previous = None  # m_{i+1}: x̂_0 of the step before
     model_seconds, seconds = 0.0, 0.0
     for i in reversed(range(problem.steps)):
         start = time.perf_counter()  # restarted per step: time spent by the caller is not counted
@@ -39,7 +42,12 @@ def iterate_sequential(
         t0 = time.perf_counter()
         out = evaluate(problem, coef.timesteps[idx], x[None])
         model_seconds += time.perf_counter() - t0
-        x = coef.step(idx, x[None], out, xi[i][None] if xi is not None else None)[0]
+        x_new = coef.step(idx, x[None], out, xi[i][None] if xi is not None else None)[0]
+        if two_rows:
+            if previous is not None and bool(second[i] != 0):
+                x_new = x_new + second[i] * previous
+            previous = coef.denoised(idx, x[None], out)[0]
+        x = x_new
         seconds += time.perf_counter() - start
         yield SequentialStep(i, x, model_seconds, seconds)
 

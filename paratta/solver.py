@@ -92,11 +92,14 @@ class _Clock:
 @dataclass
 class _Memory:
     """What the iteration keeps between calls: Anderson's last iterates and the last evaluation of
-    each step (its input x_{i+1} and increment d_i), from which the sensitivity L_i is measured."""
+    each step (its input x_{i+1}, the increment's own-row term and x̂_0), from which the sensitivities
+    are measured; a two-row step (DPM-Solver++ 2M) just below the anchor reads x̂_0 of the final state
+    above it from here, as that step's last evaluation left it (its defect was charged then)."""
 
     history: deque[tuple[Tensor, Tensor, Tensor]]  # (X, R, valid) padded to (T, D)
     inputs: Tensor  # (T, D) x_{i+1} at step i's last evaluation
-    increments: Tensor  # (T, D) d_i at that evaluation
+    increments: Tensor  # (T, D) the own-row term of d_i at that evaluation
+    denoised: Tensor  # (T, D) m_i = x̂_0 at that evaluation (two-row steps only)
     evaluated: Tensor  # (T,) bool: step i has been evaluated
     spent: float = 0.0  # budget rule: charged so far
 
@@ -127,10 +130,13 @@ def solve(
     clock.resume()
     traj, initialised, evaluations = _initial(problem, cfg, init_trajectory, device, clock)
     x = traj.flatten(1)  # a view: rows are x_0 … x_T
+    second = coef.second  # r_i: the weight of x̂_0 at x_{i+2} in d_i (DPM-Solver++ 2M)
+    two_rows = bool((second != 0).any())
     memory = _Memory(
         deque(maxlen=max(cfg.history - 1, 0)),
         torch.zeros_like(x[1:]),
         torch.zeros_like(x[1:]),
+        torch.zeros_like(x[1:]) if two_rows else x.new_zeros((T, 0)),
         torch.zeros(T, dtype=torch.bool, device=device),
     )
     anderson = cfg.solver in ("anderson", "anderson-global") and cfg.history > 1
@@ -153,7 +159,12 @@ def solve(
             out = evaluate(problem, coef.timesteps[rows], x[lo + 1 : top + 1].view(-1, *shape), cfg.max_batch)
         evaluations += top - lo
         xi_w = xi[lo:top].view(-1, *shape) if xi is not None else None
-        d = coef.increment(rows, x[lo + 1 : top + 1].view(-1, *shape), out, xi_w).flatten(1)
+        own = coef.increment(rows, x[lo + 1 : top + 1].view(-1, *shape), out, xi_w).flatten(1)
+        d, m = own, None
+        if two_rows:  # d_i = own_i + r_i m_{i+1}: row i reads the x̂_0 of row i + 1 (above the window: memory)
+            m = coef.denoised(rows, x[lo + 1 : top + 1].view(-1, *shape), out).flatten(1)
+            above = torch.cat([m[1:], memory.denoised[top : top + 1] if top < T else torch.zeros_like(m[:1])])
+            d = own + second[lo:top, None] * above
 
         # 2. residuals
         X = x[lo:top]
@@ -166,17 +177,18 @@ def solve(
         if cfg.stopping == "per-step":
             u = per_step_anchor(r_rms, noise[lo:top], cfg.tol, cfg.tol2, lo)
         else:
-            L, K = sensitivity(
-                x[lo + 1 : top + 1],
-                d,
-                a,
-                memory.inputs[lo:top],
-                memory.increments[lo:top],
-                memory.evaluated[lo:top],
-            )
-            u, charge = budget_anchor(g_rms, L, K, memory.spent, cfg.tol, T, lo, floor)
+            inputs, known = x[lo + 1 : top + 1], memory.evaluated[lo:top]
+            L, K = sensitivity(inputs, own, a, memory.inputs[lo:top], memory.increments[lo:top], known)
+            below = None
+            if two_rows:  # (1'): row v − 1 reads m_v, whose sensitivity to x_{v+1} is measured on row v
+                Lm, _ = sensitivity(inputs, m, 0 * a, memory.inputs[lo:top], memory.denoised[lo:top], known)
+                r_below = torch.cat(
+                    [second[lo - 1 : lo] if lo > 0 else second.new_zeros(1), second[lo : top - 1]]
+                )
+                below = r_below.abs() * Lm
+            u, charge = budget_anchor(g_rms, L, K, memory.spent, cfg.tol, T, lo, floor, below)
             memory.spent += charge
-        _remember_evaluation(memory, x, d, lo, top)
+        _remember_evaluation(memory, x, own, m, lo, top)
 
         # 4. update
         X_new = X + R
@@ -212,9 +224,13 @@ def solve(
             return
 
 
-def _remember_evaluation(memory: _Memory, x: Tensor, d: Tensor, lo: int, top: int) -> None:
+def _remember_evaluation(
+    memory: _Memory, x: Tensor, own: Tensor, m: Tensor | None, lo: int, top: int
+) -> None:
     memory.inputs[lo:top] = x[lo + 1 : top + 1]
-    memory.increments[lo:top] = d
+    memory.increments[lo:top] = own
+    if m is not None:
+        memory.denoised[lo:top] = m
     memory.evaluated[lo:top] = True
 
 

@@ -11,18 +11,29 @@ the sequential recurrence up to one defect per step,
 
     (1)  δ_i = d_i(x_{i+1}) − d_i(z_{i+1}),      ‖δ_i‖ ≤ L_i ‖G_{i+1}‖,
 
-with L_i the sensitivity of the increment d_i. The error of x_0 is the sum of the defects carried
-to step 0 by the sampler's flow, e_0 = Σ_i Φ_{0←i} δ_i, so to first order
+with L_i the sensitivity of the increment d_i. A step that reads two rows (DPM-Solver++ 2M:
+d_i = own_i(x_{i+1}) + r_i m_{i+1}(x_{i+2}), m the predicted x̂_0, ``paratta.multistep``) has a defect
+from each input; the second one is evaluated in the same window, except for the step just below the
+anchor, which reads m_top as step top's last evaluation left it (at an iterate G_{top+1} away from z):
 
-    (2)  ‖e_0‖ ≤ Σ_i Φ_i L_i ‖G_{i+1}‖,      Φ_i = Π_{q<i} max(K_q, 1),
+    (1') ‖δ_i‖ ≤ L_i ‖G_{i+1}‖ + B_{i+1} ‖G_{i+2}‖,      B_v = |r_{v−1}| L^m_v,
 
-with K_q the gain of the whole step q. The rule keeps the right-hand side of (2), charged as the run
-goes, at most tol:
+L_i now the sensitivity of own_i and L^m_v that of m_v to x_{v+1}. The error of x_0 is the sum of the
+defects carried to step 0 by the sampler's flow, e_0 = Σ_i Φ_{0←i} δ_i. The flow's error recursion
+is ‖e_i‖ ≤ K_i ‖e_{i+1}‖ + B_{i+1} ‖e_{i+2}‖ ≤ (K_i + B_{i+1}) max(‖e_{i+1}‖, ‖e_{i+2}‖), so to first order
 
-    (3)  c(u) = MARGIN · Σ_{v=u}^{top−2} Φ_v L_v RMS(G_{v+1})       (the charge of freezing [u, top))
+    (2)  ‖e_0‖ ≤ Σ_i Φ_i ‖δ_i‖,      Φ_i = Π_{q<i} max(K_q + B_{q+1}, 1),
 
-and ∞ for a term whose RMS(G_{v+1}) > CAP · tol, where first order does not hold. G_u is not
-charged (z_u = y_u is computed from frozen states) and c(top − 1) = 0.
+with K_q the gain of step q's own row (B = 0 for one-row samplers: DDIM, Euler, flow Euler). The rule
+keeps the right-hand side of (2), charged as the run goes, at most tol:
+
+    (3)  c(u) = MARGIN · [ Σ_{v=u}^{top−2} Φ_v L_v RMS(G_{v+1}) + Σ_{v=u}^{top−3} Φ_v B_{v+1} RMS(G_{v+2})
+                           + Φ_{u−1} B_u RMS(G_{u+1}) ]                (the charge of freezing [u, top))
+
+and ∞ for a term whose RMS(G) > CAP · tol, where first order does not hold. G_u is not charged
+(z_u = y_u is computed from frozen states) and c(top − 1) = 0. The last term is the defect that
+step u − 1, not frozen yet, will take from m_u evaluated now (Φ_{lo−1} = 1 below the window; zero at
+the end, u = 0); freezing charges it once, so the step just below a later anchor reads it for free.
 
     (4)  the end:   when lo = 0 and spent + c(0) ≤ tol, the whole window is frozen (u = 0);
     (5)  otherwise: u is the lowest index with spent + c(v) ≤ PARTIAL · tol · (T − v) / T for every
@@ -32,13 +43,15 @@ charged (z_u = y_u is computed from frozen states) and c(top − 1) = 0.
 The reserve (1 − PARTIAL of tol) is kept for (4): an error frozen early is carried to x_0, where a
 network may amplify it, while the end freezes everything that remains at once. L_i and K_i are
 measured (6): from step i's last two evaluations, L_i ≈ RMS(Δd_i) / RMS(Δx_{i+1}) and
-K_i ≈ RMS(a_i Δx_{i+1} + Δd_i) / RMS(Δx_{i+1}); 1 where step i has no earlier evaluation. So x_0 is
+K_i ≈ RMS(a_i Δx_{i+1} + Δd_i) / RMS(Δx_{i+1}) (d_i: the own-row term), L^m_i ≈ RMS(Δm_i) / RMS(Δx_{i+1});
+1 where step i has no earlier evaluation. So x_0 is
 within tol (RMS, latent units) of the sequential x_0 to first order; tests/test_stopping.py checks
 the true defects of the output against the charged budget, docs/stopping.md what this guarantees.
 
 **per-step** (Tang et al. 2024): step i is converged when
 
-    (7)  ρ_i = RMS(r_i) ≤ tol   or   ρ_i ≤ tol2 · σ_i,      σ_i = √(1 − ᾱ_i⁻)  (flow: σ_i itself),
+    (7)  ρ_i = RMS(r_i) ≤ tol   or   ρ_i ≤ tol2 · σ_i,      σ_i = √(1 − ᾱ_i⁻)  (flow: σ_i itself;
+                                                               Euler, DPM-Solver++: s_i/√(s_i² + 1)),
 
 and u is the noisiest unconverged step (lo if none). It bounds no distance to the sequential
 output: per-step errors of size tol add up along the trajectory.
@@ -57,22 +70,43 @@ PARTIAL = 0.25  # (5): the share of tol that freezes short of the end may spend
 
 
 def budget_anchor(
-    g_rms: Tensor, L: Tensor, K: Tensor, spent: float, tol: float, T: int, lo: int, floor: float = 0.0
+    g_rms: Tensor,
+    L: Tensor,
+    K: Tensor,
+    spent: float,
+    tol: float,
+    T: int,
+    lo: int,
+    floor: float = 0.0,
+    below: Tensor | None = None,
 ) -> tuple[int, float]:
     """The budget rule's anchor u and the charge of freezing [u, top): (3)–(5).
 
     Window rows are i = lo…top−1: ``g_rms`` is RMS(G_i), ``L`` the sensitivity L_i and ``K`` the
-    step's gain K_i. Partial freezes (5) charge L_v no less than ``floor``; the end (4) charges the
-    measured L. Either way spent stays ≤ tol.
+    step's gain K_i; ``below`` (two-row steps) holds B_v = |r_{v−1}| L^m_v of (1'). Partial freezes (5)
+    charge L_v no less than ``floor``; the end (4) charges the measured L. Either way spent stays ≤ tol.
     """
     n = g_rms.shape[0]
-    amplification = torch.cat([K.new_ones(1), torch.cumprod(K.clamp_min(1.0), 0)[:-1]])  # Φ_v
+    B = below if below is not None else torch.zeros_like(L)
+    B_next = torch.cat([B[1:], B.new_zeros(1)])  # B_{v+1} per row v
+    amplification = torch.cat([K.new_ones(1), torch.cumprod((K + B_next).clamp_min(1.0), 0)[:-1]])  # Φ_v
+    inf = float("inf")
 
     def charges(sensitivity: Tensor) -> Tensor:  # (3): c(v) per window row v
         defect = torch.zeros(n, dtype=torch.float64, device=g_rms.device)
         defect[:-1] = (MARGIN * amplification[:-1] * sensitivity[:-1] * g_rms[1:]).double()
-        defect[:-1][g_rms[1:] > CAP * tol] = float("inf")
-        return defect.flip(0).cumsum(0).flip(0)
+        defect[:-1][g_rms[1:] > CAP * tol] = inf
+        if n > 2:  # the second input, x_{v+2}, below the anchor
+            second = (MARGIN * amplification[:-2] * B_next[:-2] * g_rms[2:]).double()
+            second[(g_rms[2:] > CAP * tol) & (B_next[:-2] > 0)] = inf
+            defect[:-2] += second
+        total = defect.flip(0).cumsum(0).flip(0)
+        # the step below u reads m_u, evaluated at x_{u+1}: Φ_{u−1} B_u RMS(G_{u+1})
+        left = torch.zeros(n, dtype=torch.float64, device=g_rms.device)
+        phi_below = torch.cat([K.new_ones(1), amplification[:-1]])
+        left[:-1] = (MARGIN * phi_below[:-1] * B[:-1] * g_rms[1:]).double()
+        left[:-1][(g_rms[1:] > CAP * tol) & (B[:-1] > 0)] = inf
+        return total + left
 
     charge = charges(L)
     # (4) the end

@@ -108,8 +108,8 @@ def test_refused_schedulers_are_named() -> None:
     flow = {"_class_name": "FlowMatchEulerDiscreteScheduler"}
     with pytest.raises(ValueError, match="stochastic_sampling"):
         coefficients({**flow, "stochastic_sampling": True}, 10)
-    with pytest.raises(ValueError, match="'EulerDiscreteScheduler'"):
-        coefficients({"_class_name": "EulerDiscreteScheduler"}, 10)
+    with pytest.raises(ValueError, match="'HeunDiscreteScheduler'"):
+        coefficients({"_class_name": "HeunDiscreteScheduler"}, 10)
     with pytest.raises(ValueError, match="use_dynamic_shifting"):
         coefficients({**flow, "use_dynamic_shifting": True}, 10)
     with pytest.raises(ValueError, match="eta must be 0"):

@@ -86,6 +86,24 @@ def test_a_warm_start_charges_partial_freezes_at_least_L_1_and_the_end_as_measur
     assert u == 0 and charge == pytest.approx(9e-5)
 
 
+def test_budget_charges_a_second_input_and_the_step_below_the_freeze() -> None:
+    """(3) with B_v = |r_{v−1}| L^m_v: row v's defect from x_{v+2} (Φ_v B_{v+1} G_{v+2}), the gain
+    K_q + B_{q+1} in Φ, and the step u − 1 below a partial freeze, which reads m_u (Φ_{u−1} B_u G_{u+1})."""
+    g = torch.tensor([0.0, 0.0, 4e-4, 4e-4], dtype=torch.float64)
+    L, K = torch.zeros(4, dtype=torch.float64), torch.ones(4, dtype=torch.float64)
+    B = torch.tensor([0.0, 0.5, 0.5, 0.5], dtype=torch.float64)
+    assert budget_anchor(g, L, K, 0.0, TOL, 4, 0) == (0, 0.0)  # one-row steps: nothing to charge
+    u, charge = budget_anchor(g, L, K, 0.0, TOL, 4, 0, below=B)
+    assert u == 0 and charge == pytest.approx(MARGIN * (0.5 * 4e-4 + 1.5 * 0.5 * 4e-4))
+    # T = 10, rows 6…9: freezing from step 8 leaves step 7 reading m_8, evaluated G_9 away; that
+    # charge, MARGIN · 0.5 · 1e-4, exceeds step 8's partial share (PARTIAL · tol · 2/10): only step 9
+    g = torch.tensor([0.0, 0.0, 0.0, 1e-4], dtype=torch.float64)
+    B = torch.tensor([0.0, 0.0, 0.5, 0.0], dtype=torch.float64)
+    assert MARGIN * 0.5 * 1e-4 > PARTIAL * TOL * 2 / 10
+    assert budget_anchor(g, L, K, 0.0, TOL, 10, 6) == (6, 0.0)
+    assert budget_anchor(g, L, K, 0.0, TOL, 10, 6, below=B) == (9, 0.0)
+
+
 def test_budget_ignores_residuals_the_output_does_not_depend_on() -> None:
     """G at u itself is not charged (x_u is set to y_u), and a step whose network does not react to
     its input (L = 0) costs nothing — unless its residual is too large for a first-order estimate."""
@@ -124,6 +142,30 @@ def test_the_budget_bound_holds_on_the_output_it_is_about(shapes) -> None:
         xi = problem.xi.double() if problem.xi is not None else None
         defects = (z[:-1] - coef.step(torch.arange(50), z[1:], out, xi)).flatten(1).pow(2).mean(1).sqrt()
         assert float(defects.sum()) <= 1.5 * spent[-1] + 1e-9  # L is measured, not known: a margin
+        assert distance(z[0], sample_sequential(problem)[0]) <= float(defects.sum()) + 1e-9
+
+
+@pytest.mark.parametrize("sampler", ["euler-karras", "dpm++2m", "dpm++2m-karras"])
+def test_the_budget_bound_holds_for_a_term_that_reads_two_rows(shapes, sampler) -> None:
+    """(1'): with DPM-Solver++ 2M each step's term reads x̂_0 at x_{i+1} and x_{i+2}; the defects of the
+    output z (both network inputs evaluated at z itself) still add up to no more than the charged
+    budget (≤ tol), and x_0 is within it of sequential. Jacobi and Anderson, W = T and W < T."""
+    T = 40
+    for seed, solver, window in ((0, "anderson", None), (1, "jacobi", None), (2, "anderson", 15)):
+        problem = make_problem(shapes, Request("red circle on blue", "", seed, T, 0.0, 1.0, sampler=sampler))
+        records = list(solve(problem, SolverConfig(solver=solver, window=window, tol=TOL)))
+        spent = [r.spent for r in records]
+        assert records[-1].converged and spent == sorted(spent) and spent[-1] <= TOL
+        z = records[-1].trajectory.double()
+        coef = problem.coef
+        rows = torch.arange(T)
+        out = evaluate(problem, coef.timesteps, z[1:]).double()
+        m = coef.denoised(rows, z[1:], out)
+        above = torch.cat([m[1:], torch.zeros_like(m[:1])])
+        second = coef.second.view(-1, 1, 1, 1)
+        steps = coef.step(rows, z[1:], out, None) + second * above
+        defects = (z[:-1] - steps).flatten(1).pow(2).mean(1).sqrt()
+        assert float(defects.sum()) <= 1.5 * spent[-1] + 1e-9, (seed, solver, window)
         assert distance(z[0], sample_sequential(problem)[0]) <= float(defects.sum()) + 1e-9
 
 

@@ -38,6 +38,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from paratta.multistep import alpha_bar_at
+
 
 def embedded_scheduler_config() -> dict[str, Any]:
     """The DDIMScheduler config of the embedded models: DDPM's linear betas, with SD 1.x's conventions."""
@@ -296,15 +298,15 @@ class MixtureModel:
         return MixtureCondition(log_weights=log_weights, prompt=prompt, negative_prompt=negative_prompt)
 
     def predict(self, x: Tensor, t: Tensor, cond: MixtureCondition, guidance: float) -> Tensor:
-        """Exact guided ε at integer timesteps ``t`` (n,), one ᾱ_t per row; for the flow family the
-        exact guided velocity at t = σ N."""
+        """Exact guided ε at timesteps ``t`` (n,), one ᾱ_t per row (integer, or fractional as Euler's
+        Karras grids give them); for the flow family the exact guided velocity at t = σ N."""
         flat = x.reshape(x.shape[0], -1)
         t = torch.as_tensor(t, device=self.device).reshape(-1)
         if self.family == "flow":
             sigma = t.double() / self.scheduler_config["num_train_timesteps"]
             out = guided_mixture_velocity(flat, sigma, self.mixture, cond.log_weights, guidance)
-        else:
-            alpha_bar = self.alphas_cumprod[t.long()]
+        else:  # Euler's fractional timesteps: ᾱ by diffusers' own σ ↔ t interpolation
+            alpha_bar = alpha_bar_at(self.alphas_cumprod, t)
             out = guided_mixture_eps(flat, alpha_bar, self.mixture, cond.log_weights, guidance)
         return out.reshape(x.shape).to(x.dtype)
 

@@ -30,6 +30,7 @@ from torch import Tensor, nn
 
 from paratta.models.mixture import embedded_scheduler_config
 from paratta.models.shapes import BACKGROUNDS, CATEGORIES, COLOURS, POSITIONS, SHAPES, SIZES, parse_prompt
+from paratta.multistep import alpha_bar_at
 from paratta.schedule import SchedulerConfig, alphas_cumprod
 
 NETWORK_PREDICTIONS = ("epsilon", "v_prediction")
@@ -190,9 +191,12 @@ class ShapesUNetModel:
 
     @torch.no_grad()
     def predict(self, x: Tensor, t: Tensor, cond: UNetCondition, guidance: float) -> Tensor:
-        """Guided ε = u + s(c − u) at integer timesteps ``t`` (n,); both halves in one batch."""
+        """Guided ε = u + s(c − u) at timesteps ``t`` (n,); both halves in one batch. Fractional t
+        (Euler's Karras grids) reach the network as they are, as a diffusers pipeline passes them."""
         n = x.shape[0]
-        t = torch.as_tensor(t, device=self.device).long().reshape(-1).expand(n)
+        t = torch.as_tensor(t, device=self.device).reshape(-1).expand(n)
+        if not torch.is_floating_point(t):
+            t = t.long()
         xin = x.to(device=self.device, dtype=self.dtype)
         idx = cond.indices.to(self.device)
         if guidance == 1 or torch.equal(idx[0], idx[1]):
@@ -201,9 +205,8 @@ class ShapesUNetModel:
             both = self.network(torch.cat([xin, xin]), torch.cat([t, t]), idx.repeat_interleave(n, dim=0))
             out_c, out_u = both[:n].float(), both[n:].float()
             out = out_u + guidance * (out_c - out_u)  # ε̂ is affine in the output with the same x_t
-        return network_output_to_eps(out, xin.float(), self.alphas_cumprod[t], self.network_prediction).to(
-            x.dtype
-        )
+        ab = alpha_bar_at(self.alphas_cumprod, t)
+        return network_output_to_eps(out, xin.float(), ab, self.network_prediction).to(x.dtype)
 
     def decode(self, x0: Tensor) -> Tensor:
         return ((x0.detach().float().cpu() + 1) / 2).clamp(0, 1)

@@ -128,17 +128,17 @@ def problems(
     device: str | None,
     prompt: str | None = None,
     family: str = "auto",
+    sampler: str = "auto",
 ) -> tuple[list[Problem], list[Tensor], list[float]]:
     """The model's default prompt (or ``prompt``) and guidance (or ``guidance``) at each seed, sampled
-    by ``family``, with its sequential trajectory and that trajectory's wall-clock."""
+    by ``family`` and ``sampler``, with its sequential trajectory and that trajectory's wall-clock."""
     model = load_model(model_name, device=device)
     defaults = model_defaults(model_name, model)
     g = defaults.guidance if guidance is None else guidance
     out, refs, secs = [], [], []
     for seed in seeds:
-        p = make_problem(
-            model, Request(defaults.prompt if prompt is None else prompt, "", seed, steps, eta, g, family)
-        )
+        text = defaults.prompt if prompt is None else prompt
+        p = make_problem(model, Request(text, "", seed, steps, eta, g, family, sampler=sampler))
         t0 = time.perf_counter()
         refs.append(sample_sequential(p, device=device))
         secs.append(time.perf_counter() - t0)
@@ -157,15 +157,18 @@ def measure(
     on_row: Callable[[Row], None] | None = None,
     warm_prompt: str | None = None,
     family: str = "auto",
+    sampler: str = "auto",
 ) -> list[Row]:
     """One ``Row`` per (setting label, config), all on the same problems; ``on_row`` sees each row as
     it ends. ``init="trajectory"`` configs start from a default run with ``warm_prompt`` (same seed).
-    A ``family`` other than auto is named in the rows' model column, e.g. "shapes (flow)"."""
-    probs, refs, seq_secs = problems(model_name, steps, eta, seeds, guidance, device, family=family)
+    A ``family`` or ``sampler`` other than auto is named in the rows' model column, e.g. "shapes (flow)"."""
+    probs, refs, seq_secs = problems(
+        model_name, steps, eta, seeds, guidance, device, family=family, sampler=sampler
+    )
     warms: list[Tensor | None] = [None] * len(probs)
     if any(c.init == "trajectory" for _, c in configs):
         others, _, _ = problems(
-            model_name, steps, eta, seeds, guidance, device, prompt=warm_prompt or "", family=family
+            model_name, steps, eta, seeds, guidance, device, warm_prompt or "", family, sampler
         )
         warms = [run(o, SolverConfig(), device=device).trajectory for o in others]
     rows = []
@@ -177,7 +180,8 @@ def measure(
             )
             for p, ref, s, w in zip(probs, refs, seq_secs, warms, strict=True)
         ]
-        label = model_name if family == "auto" else f"{model_name} ({family})"
+        chosen = [c for c in (family, sampler) if c != "auto"]
+        label = f"{model_name} ({', '.join(chosen)})" if chosen else model_name
         row = summarise(label, steps, eta, config, setting, runs)
         rows.append(row)
         if on_row is not None:
@@ -259,6 +263,8 @@ def add_bench_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--family", choices=FAMILIES, default="auto", help="sampler family (default: the model's own)"
     )
+    sampler = specs(Request)["sampler"]
+    p.add_argument("--sampler", choices=sampler.choices, default=sampler.default, help=sampler.hint)
     p.add_argument("--guidance", type=float, default=None, help="default: the model's own")
     p.add_argument("--tol", type=float, default=None, help="stopping tolerance (default: each rule's auto)")
     window = specs(SolverConfig)["window"]
@@ -294,9 +300,18 @@ def check_arguments(args: argparse.Namespace) -> None:
         raise ValueError("--family applies to the table, not to --report (benchmarks/flow_vs_ddim.py)")
     if args.family == "flow" and any(eta != 0 for eta in args.eta or ()):
         raise ValueError("--eta must be 0 with --family flow (flow-matching Euler is deterministic)")
+    if args.report and args.sampler != "auto":
+        raise ValueError("--sampler applies to the table, not to --report (benchmarks/samplers.py)")
+    if deterministic(args) and any(eta != 0 for eta in args.eta or ()):
+        raise ValueError(f"--eta must be 0 with --sampler {args.sampler} (a deterministic sampler)")
     if args.seeds is not None and args.seeds < 1:
         raise ValueError(f"--seeds must be at least 1; got {args.seeds}")
     check_device(args.device)
+
+
+def deterministic(args: argparse.Namespace) -> bool:
+    """Whether the chosen sampler takes only η = 0 (flow Euler, Euler, DPM-Solver++)."""
+    return args.family == "flow" or getattr(args, "sampler", "auto") not in ("auto", "ddim")
 
 
 def bench_command(args: argparse.Namespace) -> list[Row]:
@@ -310,7 +325,7 @@ def bench_command(args: argparse.Namespace) -> list[Row]:
     rows, windows = [], []
     given = f"window {args.window}" if args.window is not None else ""
     configs = [(setting or given, replace(c, window=args.window)) for setting, c in solver_rows(tol)]
-    etas = args.eta or ((0.0,) if args.family == "flow" else ETAS)  # flow matching is deterministic
+    etas = args.eta or ((0.0,) if deterministic(args) else ETAS)  # only DDIM takes η > 0
     for steps in args.steps or STEPS:
         for eta in etas:
             plan = window_plan(
@@ -330,6 +345,7 @@ def bench_command(args: argparse.Namespace) -> list[Row]:
                 args.device,
                 on_row=None if args.json else lambda r: print(table_line(r), flush=True),
                 family=args.family,
+                sampler=args.sampler,
             )
     if args.json:
         summary = {"machine": machine(), "tol": tol, "rows": [asdict(r) for r in rows], "windows": windows}
@@ -342,5 +358,7 @@ def window_plan(
 ) -> WindowPlan | None:
     """The plan an auto window makes for this T and η (seed 0; every seed has the same curve), if any."""
     model = load_model(model_name, device=args.device)
-    request = replace(request, prompt=model_defaults(model_name, model).prompt, family=args.family)
+    request = replace(
+        request, prompt=model_defaults(model_name, model).prompt, family=args.family, sampler=args.sampler
+    )
     return plan_window(make_problem(model, request), config, model.device)[1]

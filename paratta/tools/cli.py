@@ -138,6 +138,8 @@ def sample_command(args: argparse.Namespace) -> dict:
         "solver": config.solver,
         "stopping": config.stopping,
         "steps": request.steps,
+        "sampler": problem.sampler,
+        "sampler_note": problem.note,  # the model's own scheduler was replaced, and how (None: it was not)
         "iterations": last.iteration,
         "model_evaluations": last.evaluations,
         "converged": last.converged,
@@ -172,7 +174,7 @@ def sample_command(args: argparse.Namespace) -> dict:
 
 def summary_line(s: dict[str, Any]) -> str:
     line = (
-        f"{s['solver']}: {s['iterations']} parallel iterations for T = {s['steps']} "
+        f"{s['solver']}: {s['iterations']} parallel iterations for {s['sampler']}, T = {s['steps']} "
         f"({'converged' if s['converged'] else 'NOT converged'}), "
         f"{s['model_evaluations']} model evaluations, {s['seconds']:.2f} s"
     )
@@ -183,6 +185,8 @@ def summary_line(s: dict[str, Any]) -> str:
         )
     if "window_note" in s:
         line += f"; {s['window_note']}"
+    if s.get("sampler_note"):
+        line += f"; {s['sampler_note']}"
     return line + f"; wrote {s['output']}"
 
 
@@ -217,7 +221,7 @@ def bench_dispatch(args: argparse.Namespace) -> None:
         report.report(args.models or ["shapes", "shapes-unet"], Path(args.report), plan)
         print(f"wrote {args.report}")
     elif distributed.current() is not None:
-        etas = [0.0] if args.family == "flow" else list(bench.ETAS)  # flow matching is deterministic
+        etas = [0.0] if bench.deterministic(args) else list(bench.ETAS)  # only DDIM takes η > 0
         args.steps, args.eta = args.steps or list(bench.STEPS), args.eta or etas
         if args.guidance is None:
             args.guidance = model_defaults(args.model).guidance

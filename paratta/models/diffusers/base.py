@@ -1,10 +1,13 @@
 """The shared base of the diffusers adapters: device/dtype defaults, the scheduler config a
 pipeline maps to, out-of-memory messages, and ``DiffusersModel`` (encode/predict/decode/preview).
 
-ε/v-prediction pipelines (SD, DiT) are sampled with DDIM(η): their scheduler config is converted
-with ``DDIMScheduler.from_config`` semantics (betas, ``num_train_timesteps``, ``prediction_type`` and
-spacing kept). Flow-matching pipelines (SD3, Flux) keep their ``FlowMatchEulerDiscreteScheduler``
-config as it is (``flow_scheduler_config``).
+ε/v-prediction pipelines (SD, DiT) are sampled with their own scheduler when paratta expresses it
+(DDIM(η), Euler, DPM-Solver++ 1/2M: ``pipeline_scheduler_config``); any other (SD 1.5's PNDM, Heun,
+UniPC, ancestral and SDE variants) is sampled with DDIM on its noise schedule (``DDIMScheduler.from_config``
+semantics: betas, ``num_train_timesteps``, ``prediction_type`` and spacing kept), and the config carries
+the statement that says so (``_conversion``; ``Problem.note``, the CLI summary, a warning).
+Flow-matching pipelines (SD3, Flux) keep their ``FlowMatchEulerDiscreteScheduler`` config as it is
+(``flow_scheduler_config``).
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from torch import Tensor
 
 from paratta.flow import FLOW_SCHEDULER, FlowSchedulerConfig
 from paratta.models.previews import decode_with_vae, preview_latents, vae_input
+from paratta.multistep import DPM_SCHEDULER, EULER_SCHEDULER, MultistepSchedulerConfig
 from paratta.schedule import SchedulerConfig
 
 
@@ -59,6 +63,34 @@ def ddim_scheduler_config(scheduler: Any, stable_diffusion_rewrites: bool = Fals
     config.update(overrides)
     config["_class_name"] = "DDIMScheduler"
     SchedulerConfig.from_dict(config)  # fail now (ValueError) on e.g. thresholding, not mid-run
+    return config
+
+
+def pipeline_scheduler_config(scheduler: Any, stable_diffusion_rewrites: bool = False) -> dict[str, Any]:
+    """The config paratta samples an ε/v-prediction pipeline's ``scheduler`` with: its own when paratta
+    expresses it (DDIM, Euler, DPM-Solver++), else DDIM on its noise schedule with the statement
+    ``_conversion`` ("the pipeline's UniPCMultistepScheduler is not supported: sampling DDIM on its
+    noise schedule"), which ``paratta.problem`` carries to the run and warns about.
+
+    UniPC (bh2) is converted too: its corrector rewrites the state with the output evaluated at it
+    before the next predictor, so written in the states the network sees its step is lower-triangular
+    but reads x̂_0 at three rows (x_{i+1}, x_{i+2}, x_{i+3}); the solver and the budget rule read two.
+    """
+    name = type(scheduler).__name__
+    reason = ""
+    if name in (EULER_SCHEDULER, DPM_SCHEDULER):
+        config = {k: v for k, v in dict(scheduler.config).items() if not k.startswith("_")}
+        config["_class_name"] = name
+        try:
+            MultistepSchedulerConfig.from_dict(config)
+            return config
+        except ValueError as error:
+            reason = f" ({error})"
+    config = ddim_scheduler_config(scheduler, stable_diffusion_rewrites)
+    if name != "DDIMScheduler":
+        config["_conversion"] = (
+            f"the pipeline's {name} is not supported{reason}: sampling DDIM on its noise schedule"
+        )
     return config
 
 

@@ -17,7 +17,7 @@ import torch
 from diffusers import DiTPipeline
 from torch import Tensor
 
-from .base import DiffusersModel, ddim_scheduler_config
+from .base import DiffusersModel, pipeline_scheduler_config
 
 
 @dataclass(frozen=True)
@@ -46,7 +46,7 @@ class DiTModel(DiffusersModel):
         self.learn_sigma = int(config.out_channels or config.in_channels) // 2 == self.channels
         self.num_classes = int(config.num_embeds_ada_norm or 1000)
         self.latent_shape = (self.channels, int(config.sample_size), int(config.sample_size))
-        self.scheduler_config = ddim_scheduler_config(self.pipe.scheduler)
+        self.scheduler_config = pipeline_scheduler_config(self.pipe.scheduler)
         # Label → id, lower-cased (pipe.labels maps every comma-separated synonym of id2label).
         self.labels: dict[str, int] = {
             k.lower(): int(v) for k, v in (getattr(self.pipe, "labels", None) or {}).items()
