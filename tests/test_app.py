@@ -389,11 +389,12 @@ def test_the_final_update_sends_an_image_already_sent_as_a_file_written_once(tmp
 def test_steps_changed_lets_order_window_and_budget_follow_T_back_up() -> None:
     from ui.controls import steps_changed
 
-    order, window, budget, last = steps_changed(2, 20, 50, 50, 50)  # T 50 → 2
+    order, window, budget, last, note = steps_changed(2, 20, 50, 50, 50)  # T 50 → 2
     assert (order["value"], window["value"], budget["value"], last) == (2, 2, 2, 2)
-    order, window, budget, last = steps_changed(100, 2, 2, 2, 2)  # T 2 → 100: back to the auto values
-    assert (order["value"], window["value"], budget["value"], last) == (20, 100, 100, 100)
-    order, window, _, _ = steps_changed(100, 20, 10, 50, 50)  # a window set below T is kept
+    assert note == "Lowered to T = 2 (none may exceed T): Order k 20 → 2."  # a clamp is said, not silent
+    order, window, budget, last, note = steps_changed(100, 2, 2, 2, 2)  # T 2 → 100: back to the auto values
+    assert (order["value"], window["value"], budget["value"], last, note) == (20, 100, 100, 100, "")
+    order, window, _, _, _ = steps_changed(100, 20, 10, 50, 50)  # a window set below T is kept
     assert (order["value"], window["value"]) == (20, 10)
     assert all(
         u == {"__type__": "update"} for u in steps_changed("1e9", 20, 50, 50, 50)

@@ -68,6 +68,7 @@ RACE_LABELS = {
     "per-step": "Per-step rule",
 }
 SCRUB_OUTPUTS = RUN_OUTPUTS[:7]
+EMPTY_PROMPT = "empty prompt: a sample of everything the model draws (no condition), not of a caption"
 
 
 class Screen:
@@ -139,7 +140,9 @@ def same(a: Any, b: Any) -> bool:
 
 
 def user_error(err: Exception) -> gr.Error:
-    return gr.Error(str(err), print_exception=False)
+    """The error a gradio_client caller gets; on the page the status line shows it in full (``refusal``),
+    so no toast covers the panels."""
+    return gr.Error(str(err), print_exception=False, visible=False)
 
 
 def settings_from(models: list[str], named: dict[str, Any], lanes: int = 1) -> RunSettings:
@@ -179,13 +182,16 @@ def needs_prompt(model: Any) -> bool:
 
 def new_record(settings: RunSettings) -> RunRecord:
     model = get_model(settings.model)
-    return RunRecord(
+    record = RunRecord(
         settings=settings,
         steps=settings.request.steps,
         tol=settings.config.resolved(settings.request.steps).tol,  # auto: the rule's own
         latent_shape=tuple(model.latent_shape),
         rows_per_step=rows_per_step(settings.request.guidance, model),
     )
+    if not settings.request.prompt:
+        record.notes.append(EMPTY_PROMPT)
+    return record
 
 
 def guarded(events: Iterator[Any]) -> Iterator[Any]:
