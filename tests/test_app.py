@@ -476,3 +476,25 @@ def test_a_stopping_race_runs_each_rule_at_its_own_tolerance_unless_one_is_given
     assert {rule: c.resolved(50).tol for rule, c in lanes.items()} == TOLERANCE
     given = race_configs(SolverConfig(tol=5e-4), "stopping")
     assert {c.resolved(50).tol for c in given.values()} == {5e-4}
+
+
+def test_a_stopping_race_says_iterations_and_evaluations_of_each_rule_at_its_tolerance() -> None:
+    from ui.record import IterationRow, RunRecord
+    from ui.views import race_verdict
+
+    def lane(stopping: str, tol: float, iterations: int, evaluations: int) -> RunRecord:
+        r = RunRecord(
+            settings=typed(**dict(DEFAULTS, stopping=stopping)), steps=50, tol=tol, latent_shape=(3,)
+        )
+        r.rows = [IterationRow(k, (0, 50), 0, evaluations * k // iterations, 0.1, 1e-4, 1e-5, np.zeros(50),
+                               k == iterations) for k in range(1, iterations + 1)]  # fmt: skip
+        r.previews = [np.zeros((8, 8, 3), np.uint8)] * iterations
+        r.sequential_preview = r.sequential_image = r.final_image = np.zeros((8, 8, 3), np.uint8)
+        return r
+
+    text = race_verdict(
+        {"Budget rule": lane("budget", 2e-3, 11, 362), "Per-step rule": lane("per-step", 1e-3, 12, 305)}
+    )
+    assert "wins" not in text  # fewer iterations and fewer evaluations went to different rules
+    assert "**Budget rule** (tol 0.002): 11 parallel iterations, 362 network evaluations" in text
+    assert "**Per-step rule** (tol 0.001): 12 parallel iterations, 305 network evaluations" in text

@@ -186,8 +186,9 @@ def layout(models: list[str], default: str, describe: Callable[[str], tuple[Any,
             with gr.Tabs(selected="run") as tabs:
                 with gr.Tab("Run", id="run"):
                     stats = gr.Markdown(
-                        "### Press **Run**\nThe sequential reference streams first, then the parallel "
-                        "solver, one frame per iteration; the verdict appears here when it ends.",
+                        "### Press **Run**\nThe parallel solver shows one frame per iteration; the "
+                        "sequential reference runs alongside (its progress here, its image when it ends); "
+                        "the verdict appears here when both have ended.",
                         elem_id="stats",
                     )
                     with gr.Row():

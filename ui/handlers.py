@@ -243,13 +243,15 @@ def sequential_view(event: SequentialStep | ReferenceDone, record: RunRecord) ->
             f"{views.fmt_seconds(record.sequential_seconds)}. The parallel solver's frames follow…"
         )
         return {"sequential": upscale(event.image, views.DISPLAY), "stats": stats}
+    # Its state x_t is still noise for most of the steps: shown beside ParaTAA's x̂_0 it would contradict
+    # it, so the panel stays empty until the reference's x_0 is there, and the line says how far it is.
     record.sequential_preview = event.preview
     stats = (
         f"Sequential reference: step {event.step}/{event.steps}, "
         f"{views.fmt_seconds(event.seconds)}; the parallel solver's iterations come in between."
     )
     return {
-        "sequential": upscale(event.preview, views.DISPLAY),
+        "sequential": None,
         "stats": stats,
         "info": {"phase": "sequential", "step": event.step, "steps": event.steps},
     }
@@ -302,7 +304,9 @@ def make_run_handler(models: list[str]) -> Callable[..., Iterator[tuple[Any, ...
                 match event:
                     case WindowChosen():
                         chose_window(record, event)
-                    case SequentialStep() | ReferenceDone() if record.rows:  # between parallel iterations
+                    case SequentialStep() if record.rows:  # between parallel iterations: its progress only
+                        sequential_view(event, record)
+                    case ReferenceDone() if record.rows:
                         yield screen.show(sequential=sequential_view(event, record)["sequential"])
                     case SequentialStep() | ReferenceDone():  # a new run: the last one's panels go
                         cleared = dict.fromkeys(("image", "diff", "heatmap", "curves", "downloads"))
@@ -463,8 +467,8 @@ def race_frames(settings: RunSettings, contest: str, ticket: Any) -> Iterator[tu
 
 
 def race_view(records: dict[str, RunRecord], lane: str) -> dict[str, Any]:
-    """Update the lane that moved (slot a or b, in lane order), the shared curves (drawn against the
-    stricter lane's tolerance) and the stats."""
+    """Update the lane that moved (slot a or b, in lane order), the shared curves (each lane's own
+    tolerance) and the stats."""
     record = records[lane]
     slot = "ab"[list(records).index(lane)]
     f = views.frame(
@@ -480,7 +484,7 @@ def race_view(records: dict[str, RunRecord], lane: str) -> dict[str, Any]:
     return {
         slot: f.image,
         f"{slot}_heatmap": f.heatmap,
-        "curves": views.curves(live, min(r.tol for r in records.values())),
+        "curves": views.curves(live, {RACE_LABELS[n]: r.tol for n, r in records.items() if r.rows}),
         "stats": "  \n".join(([verdict] if verdict else []) + lines),
         "info": info,
     }
