@@ -293,14 +293,19 @@ def test_a_model_switch_brings_its_defaults_and_a_preset_fills_the_controls(page
     assert page.locator("#prompt textarea").input_value() == "red circle on blue"  # the preset's model
 
 
-def test_the_warm_start_preset_runs_twice_and_ends_on_the_second_prompt(page: Any) -> None:
+def test_the_warm_start_preset_runs_twice_and_pays(page: Any) -> None:
     page.get_by_role("button", name=re.compile("Warm start")).click()
-    page.get_by_text(re.compile("Stored the final trajectory of “red square on blue”")).wait_for(
+    said = stats_say(page, "Same image")
+    first = int(re.search(r"(\d+) parallel iterations", said).group(1))
+    page.get_by_text(re.compile("Stored the final trajectory of “red circle on blue”")).wait_for(
         timeout=120_000
     )
+    page.wait_for_function("() => document.querySelector('#run').innerText === 'Running…'", timeout=60_000)
     page.wait_for_function("() => document.querySelector('#run').innerText === 'Run'", timeout=120_000)
-    page.wait_for_function(VERDICT, timeout=60_000)
-    assert "Same image" in page.locator("#stats").inner_text()
+    text = stats_say(page, "Same image")
+    assert "processing" not in text  # no raw queue line as the headline
+    warm = int(re.search(r"(\d+) parallel iterations", text).group(1))
+    assert warm < first, (first, warm)  # 10× tighter, from its own trajectory: fewer iterations
     assert page.locator("#prompt textarea").input_value() == "red circle on blue"
 
 
