@@ -389,11 +389,12 @@ def test_the_final_update_sends_an_image_already_sent_as_a_file_written_once(tmp
 def test_steps_changed_lets_order_window_and_budget_follow_T_back_up() -> None:
     from ui.controls import steps_changed
 
-    order, window, budget, last = steps_changed(2, 20, 50, 50, 50)  # T 50 → 2
+    order, window, budget, last, note = steps_changed(2, 20, 50, 50, 50)  # T 50 → 2
     assert (order["value"], window["value"], budget["value"], last) == (2, 2, 2, 2)
-    order, window, budget, last = steps_changed(100, 2, 2, 2, 2)  # T 2 → 100: back to the auto values
-    assert (order["value"], window["value"], budget["value"], last) == (20, 100, 100, 100)
-    order, window, _, _ = steps_changed(100, 20, 10, 50, 50)  # a window set below T is kept
+    assert note == "Lowered to T = 2 (none may exceed T): Order k 20 → 2."  # a clamp is said, not silent
+    order, window, budget, last, note = steps_changed(100, 2, 2, 2, 2)  # T 2 → 100: back to the auto values
+    assert (order["value"], window["value"], budget["value"], last, note) == (20, 100, 100, 100, "")
+    order, window, _, _, _ = steps_changed(100, 20, 10, 50, 50)  # a window set below T is kept
     assert (order["value"], window["value"]) == (20, 10)
     assert all(
         u == {"__type__": "update"} for u in steps_changed("1e9", 20, 50, 50, 50)
@@ -475,3 +476,25 @@ def test_a_stopping_race_runs_each_rule_at_its_own_tolerance_unless_one_is_given
     assert {rule: c.resolved(50).tol for rule, c in lanes.items()} == TOLERANCE
     given = race_configs(SolverConfig(tol=5e-4), "stopping")
     assert {c.resolved(50).tol for c in given.values()} == {5e-4}
+
+
+def test_a_stopping_race_says_iterations_and_evaluations_of_each_rule_at_its_tolerance() -> None:
+    from ui.record import IterationRow, RunRecord
+    from ui.views import race_verdict
+
+    def lane(stopping: str, tol: float, iterations: int, evaluations: int) -> RunRecord:
+        r = RunRecord(
+            settings=typed(**dict(DEFAULTS, stopping=stopping)), steps=50, tol=tol, latent_shape=(3,)
+        )
+        r.rows = [IterationRow(k, (0, 50), 0, evaluations * k // iterations, 0.1, 1e-4, 1e-5, np.zeros(50),
+                               k == iterations) for k in range(1, iterations + 1)]  # fmt: skip
+        r.previews = [np.zeros((8, 8, 3), np.uint8)] * iterations
+        r.sequential_preview = r.sequential_image = r.final_image = np.zeros((8, 8, 3), np.uint8)
+        return r
+
+    text = race_verdict(
+        {"Budget rule": lane("budget", 2e-3, 11, 362), "Per-step rule": lane("per-step", 1e-3, 12, 305)}
+    )
+    assert "wins" not in text  # fewer iterations and fewer evaluations went to different rules
+    assert "**Budget rule** (tol 0.002): 11 parallel iterations, 362 network evaluations" in text
+    assert "**Per-step rule** (tol 0.001): 12 parallel iterations, 305 network evaluations" in text

@@ -293,12 +293,159 @@ def test_a_model_switch_brings_its_defaults_and_a_preset_fills_the_controls(page
     assert page.locator("#prompt textarea").input_value() == "red circle on blue"  # the preset's model
 
 
-def test_the_warm_start_preset_runs_twice_and_ends_on_the_second_prompt(page: Any) -> None:
+def test_the_warm_start_preset_runs_twice_and_pays(page: Any) -> None:
     page.get_by_role("button", name=re.compile("Warm start")).click()
-    page.get_by_text(re.compile("Stored the final trajectory of “red square on blue”")).wait_for(
+    said = stats_say(page, "Same image")
+    first = int(re.search(r"(\d+) parallel iterations", said).group(1))
+    page.get_by_text(re.compile("Stored the final trajectory of “red circle on blue”")).wait_for(
         timeout=120_000
     )
+    page.wait_for_function("() => document.querySelector('#run').innerText === 'Running…'", timeout=60_000)
     page.wait_for_function("() => document.querySelector('#run').innerText === 'Run'", timeout=120_000)
-    page.wait_for_function(VERDICT, timeout=60_000)
-    assert "Same image" in page.locator("#stats").inner_text()
+    text = stats_say(page, "Same image")
+    assert "processing" not in text  # no raw queue line as the headline
+    warm = int(re.search(r"(\d+) parallel iterations", text).group(1))
+    assert warm < first, (first, warm)  # 10× tighter, from its own trajectory: fewer iterations
     assert page.locator("#prompt textarea").input_value() == "red circle on blue"
+
+
+# ---------------------------------------------------------------- the first minute (issue 27)
+
+IDLE = "(b) => document.querySelector(b).innerText === ({'#run': 'Run', '#race': 'Race'})[b]"
+
+
+def stats_say(page: Any, pattern: str, where: str = "#stats") -> str:
+    page.wait_for_function(
+        f"() => new RegExp({pattern!r}).test(document.querySelector('{where}').innerText)", timeout=60_000
+    )
+    return page.locator(where).inner_text()
+
+
+def uncovered(page: Any, selector: str) -> list[str]:
+    """Points of the element's text box (a 9×3 grid) where another element is on top of it."""
+    return page.evaluate(
+        """(sel) => {
+          const el = document.querySelector(sel), r = el.getBoundingClientRect(), hidden = [];
+          for (let i = 1; i < 10; i++) for (let j = 1; j < 4; j++) {
+            const x = r.left + r.width * i / 10, y = r.top + r.height * j / 4;
+            const top = document.elementFromPoint(x, y);
+            if (top && !el.contains(top)) hidden.push(`${Math.round(x)},${Math.round(y)}: ${top.className}`);
+          }
+          return hidden;
+        }""",
+        selector,
+    )
+
+
+def test_no_stray_button_on_the_page(page: Any) -> None:
+    texts = [b.inner_text().strip() for b in page.locator("button").all() if b.is_visible()]
+    assert not [t for t in texts if t.startswith(("Running", "Racing"))], texts
+
+
+@pytest.mark.parametrize(
+    "prompt, seed, said",
+    [
+        ("purple elephant", None, "unknown word 'elephant'"),
+        ("red circle on blue", "1e26", "seed 1e\\+26 is too large: type a whole number from 0 to 4294967295"),
+        ("red circle on blue", "-5", "seed must be"),
+    ],
+)
+def test_run_and_race_are_idle_again_after_a_refusal_and_the_message_is_in_full_view(
+    page: Any, prompt: str, seed: str | None, said: str
+) -> None:
+    page.locator("#prompt textarea").fill(prompt)
+    if seed is not None:
+        page.get_by_text("Sampler: seed, DDIM/DDPM, guidance").click()
+        box = page.locator("#sidebar-rest").get_by_label("Seed", exact=True)
+        box.fill(seed)
+        box.press("Tab")
+    page.locator("#run").click()
+    text = stats_say(page, "Not run")
+    assert re.search(said, text), text
+    page.wait_for_function(IDLE, arg="#run", timeout=10_000)
+    page.wait_for_timeout(500)  # an overlay would be drawn by now
+    assert not uncovered(page, "#stats"), uncovered(page, "#stats")
+    page.get_by_role("tab", name="Race").click()
+    page.locator("#race").click()
+    assert re.search(said, stats_say(page, "Not run", "#race-stats"))
+    page.wait_for_function(IDLE, arg="#race", timeout=10_000)
+    assert not page.failures, page.failures
+
+
+def test_run_and_race_are_idle_again_after_stop(page: Any) -> None:
+    set_number(page, "Steps T", 200)
+    for tab, button, busy in (("Run", "#run", "Running…"), ("Race", "#race", "Racing…")):
+        page.get_by_role("tab", name=tab).click()
+        page.locator(button).click()
+        page.wait_for_function(f"() => document.querySelector('{button}').innerText === '{busy}'")
+        page.wait_for_timeout(1500)
+        page.locator("#stop").click()
+        page.wait_for_function(IDLE, arg=button, timeout=10_000)
+
+
+def test_teach_says_why_it_did_not_run_and_is_idle_again(page: Any) -> None:
+    page.get_by_role("tab", name="Teach (2-D)").click()
+    page.get_by_label("Clusters").fill("up north")
+    page.locator("#teach-run").click()
+    text = stats_say(page, "Not run", "#teach-verdict")
+    assert "unknown word 'up'" in text
+    page.wait_for_function(
+        "() => document.querySelector('#teach-run').innerText === 'Run Jacobi and Anderson'"
+    )
+    assert not uncovered(page, "#teach-verdict")
+
+
+def type_number(page: Any, label: str, value: int) -> None:
+    """As a visitor does: type, press Enter, go on to the next field (a value out of range is set to the
+    range's end when the box loses focus)."""
+    box = sidebar_number(page, label)
+    box.fill(str(value))
+    box.press("Enter")
+    box.press("Tab")
+    page.wait_for_timeout(400)
+
+
+def test_clamps_are_said_in_words(page: Any) -> None:
+    type_number(page, "Steps T", 0)
+    note = page.locator("#sidebar-rest .clamp-note").first
+    assert "Steps T: 0 is below 1, so it is 1" in note.inner_text()
+    type_number(page, "Steps T", 100000)
+    assert "Steps T: 100000 is above 200 (the most here), so it is 200" in note.inner_text()
+    window = "#sidebar-rest input[aria-label='number input for Window W']"
+    page.wait_for_function(f"() => document.querySelector(\"{window}\").value === '200'")  # fitted to T
+    set_number(page, "Window W", 120)
+    set_number(page, "Steps T", 50)
+    page.wait_for_function("() => /Window W 120 → 50/.test(document.querySelector('#panel-note').innerText)")
+    type_number(page, "Window W", 80)  # above T: the page sets it to T and says so
+    assert (
+        "Window W: 80 is above 50 (the most here), so it is 50" in page.locator("#sidebar-rest").inner_text()
+    )
+
+
+def test_flow_is_offered_only_for_a_model_that_has_it_and_not_carried_over(page: Any) -> None:
+    family = page.locator("#sidebar-rest").get_by_label("flow matching (Euler, v)")
+    family.check()
+    page.locator("#sidebar-rest").get_by_label("Model", exact=True).click()
+    page.get_by_role("option", name="shapes-unet").click()
+    page.wait_for_function("() => document.querySelector('#prompt textarea').value === 'red circle'")
+    assert page.locator("#sidebar-rest").get_by_label("flow matching (Euler, v)").count() == 0
+    assert page.locator("#sidebar-rest").get_by_label("the model's own").is_checked()
+
+
+def test_an_empty_prompt_says_what_it_sampled(page: Any) -> None:
+    page.locator("#prompt textarea").fill("")
+    text = run_to_verdict(page)
+    assert "empty prompt: a sample of everything the model draws" in text, text
+
+
+def test_every_hint_of_the_sidebar_fits_in_three_lines(page: Any) -> None:
+    for title in ("Sampler: seed, DDIM/DDPM, guidance", "Solver details"):
+        page.get_by_text(title).click()
+    page.wait_for_timeout(500)
+    lines = page.evaluate(
+        """() => [...document.querySelectorAll('#sidebar [data-testid="block-info"]')]
+             .filter((e) => e.offsetParent !== null)
+             .map((e) => [e.innerText, e.getBoundingClientRect().height /
+                          parseFloat(getComputedStyle(e).lineHeight)])"""
+    )
+    assert lines and all(n <= 3.2 for _, n in lines), sorted(lines, key=lambda x: -x[1])[:3]

@@ -231,3 +231,52 @@ def test_bench_json_on_the_2d_model() -> None:
     for row in rows.values():
         assert row["converged"] and 1 <= row["iterations"] <= 25
         assert row["distance_to_sequential"] <= 2e-3
+
+
+def test_a_bare_sample_leaves_nothing_in_the_working_directory(tmp_path: Path, monkeypatch, capsys) -> None:
+    import tempfile
+
+    from paratta.tools.cli import main
+
+    (tmp_path / "temp").mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "temp"))
+    (tmp_path / "work").mkdir()
+    monkeypatch.chdir(tmp_path / "work")
+    assert main(["sample", "--steps", "4"]) == 0
+    assert not list((tmp_path / "work").iterdir())  # no paratta.png where the command ran
+    written = tmp_path / "temp" / "paratta.png"
+    assert written.exists() and f"wrote {written}" in capsys.readouterr().out
+
+
+def test_the_report_replaces_its_file_only_when_done(tmp_path: Path, monkeypatch) -> None:
+    import tempfile
+
+    from paratta.tools import report
+
+    (tmp_path / "temp").mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "temp"))  # where the rows go meanwhile
+    tmp_path = tmp_path / "docs"
+    tmp_path.mkdir()
+    out = tmp_path / "BENCHMARKS.md"
+    out.write_text(f"# old report\n\n{report.KEPT}\n## kept section\n")
+
+    def interrupted(name, path, plan, write) -> None:
+        write(f"row of {name}")
+        (path.parent / f"bench_{name}_iterations.png").write_bytes(b"png")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(report, "model_section", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        report.report(["shapes"], out)
+    assert out.read_text().startswith("# old report") and sorted(p.name for p in tmp_path.iterdir()) == [
+        out.name
+    ]
+
+    def done(name, path, plan, write) -> None:
+        write(f"row of {name}")
+        (path.parent / f"bench_{name}_iterations.png").write_bytes(b"png")
+
+    monkeypatch.setattr(report, "model_section", done)
+    text = report.report(["shapes"], out)
+    assert "row of shapes" in text and "## kept section" in text and "The run took" in text
+    assert (tmp_path / "bench_shapes_iterations.png").read_bytes() == b"png" and out.read_text() == text

@@ -19,7 +19,7 @@ import gradio as gr
 from paratta import BUILTIN_MODELS, Request, SolverConfig, model_defaults
 from paratta.config import specs
 
-from .controls import RACE_INPUT_NAMES, WIDGETS, WINDOW_AUTO, Controls, build_controls
+from .controls import CLAMP_JS, RACE_INPUT_NAMES, WIDGETS, WINDOW_AUTO, Controls, build_controls
 from .controls import wire as wire_controls
 from .door import race_validator, run_validator, stepping_validator, use_validator
 from .handlers import (
@@ -50,6 +50,7 @@ CSS = """
 #stats p {font-size: 0.82em; margin: 0; line-height: 1.35}
 #race-stats h3 {font-size: 1.2em; margin: 0 0 4px 0}
 .legend {font-size: 0.8em; opacity: 0.8}
+.clamp-note, #panel-note p {font-size: 0.8em; color: var(--color-accent); margin: 2px 0 0 0}
 @media (max-width: 700px) {  /* phone: prompt and Run, then the results, then the other controls */
   #sidebar {display: contents !important}
   #sidebar-top {order: 1; flex: 1 1 100% !important}
@@ -65,7 +66,11 @@ INTRO = (
     "and the run ends on the very image the sequential sampler makes."
 )
 IMAGE_HEIGHT, PLOT_HEIGHT = 215, 250
-WARM = ("red square on blue", "red circle on blue")  # the warm-start preset: from the first to the second
+# The warm-start preset: a run, then the same problem at a 10× tighter tolerance from its trajectory.
+# A warm start pays where the trajectory is nearly the answer already: the same prompt and seed (on the
+# embedded mixture a new prompt changes the path from its first steps; docs/api.md).
+WARM_PROMPT, WARM_TOL = "red circle on blue", "2e-4"
+WARM = ({"prompt": WARM_PROMPT}, {"prompt": WARM_PROMPT, "tol": WARM_TOL, "init": "trajectory"})
 
 
 def busy(label: str, running: bool) -> gr.Button:
@@ -186,8 +191,9 @@ def layout(models: list[str], default: str, describe: Callable[[str], tuple[Any,
             with gr.Tabs(selected="run") as tabs:
                 with gr.Tab("Run", id="run"):
                     stats = gr.Markdown(
-                        "### Press **Run**\nThe sequential reference streams first, then the parallel "
-                        "solver, one frame per iteration; the verdict appears here when it ends.",
+                        "### Press **Run**\nThe parallel solver shows one frame per iteration; the "
+                        "sequential reference runs alongside (its progress here, its image when it ends); "
+                        "the verdict appears here when both have ended.",
                         elem_id="stats",
                     )
                     with gr.Row():
@@ -236,7 +242,10 @@ def layout(models: list[str], default: str, describe: Callable[[str], tuple[Any,
                 rows, list(c.inputs.values()), label="Presets (fill the controls; press Run)",
                 example_labels=labels, cache_examples=False,
             )  # fmt: skip
-            warm_btn = gr.Button(f"Warm start: “{WARM[0]}” → “{WARM[1]}” (two runs)", size="sm")
+            warm_btn = gr.Button(
+                f"Warm start: “{WARM_PROMPT}”, then again at tol {WARM_TOL} from its trajectory (two runs)",
+                size="sm",
+            )
             use_btn = gr.Button("Use this run as initialisation", size="sm")
             init_note = gr.Markdown()
             gr.Markdown(caps.text(), elem_classes="legend", elem_id="limits")
@@ -254,58 +263,68 @@ def layout(models: list[str], default: str, describe: Callable[[str], tuple[Any,
 PRIVATE: dict[str, Any] = {"api_visibility": "private", "queue": False}  # UI-only events: no API, no queue
 
 
+def after(event: Any, fn: Callable[..., Any], inputs: Any, outputs: Any) -> None:
+    """``fn`` once ``event`` has ended, whether it succeeded or raised (Gradio's page runs a ``.then``
+    only after a success, and a ``.failure`` only after an error)."""
+    event.then(fn, inputs, outputs, **PRIVATE)
+    event.failure(fn, inputs, outputs, **PRIVATE)
+
+
 def wire_run(p: Page, models: list[str]) -> list[Any]:
-    """Run, and the warm-start preset's two runs; returns their events (for Stop)."""
+    """Run, and the warm-start preset's two runs; returns their events (for Stop).
+
+    Each run is one chain: the button says "Running…", the run, the button back to "Run" (``after``: a
+    refusal, an error or the end alike), so the label cannot outlive the run. Gradio's progress
+    overlay is hidden: the stats line says what runs, and a refusal is read there in full.
+    """
     c = p.controls
-    sampler = {"preprocess": False, "show_progress": "minimal", "show_progress_on": p.stats,
-               "concurrency_id": SAMPLER_QUEUE}  # fmt: skip
-    started = (lock_scrub(), busy("Running…", True))
-    # Run always shows the Run tab, and says it is running until the run ends or is stopped.
-    c.run.click(lambda: (*started, gr.Tabs(selected="run")), None, [p.slider, c.run, p.tabs], **PRIVATE)
+    sampler = {"preprocess": False, "show_progress": "hidden", "concurrency_id": SAMPLER_QUEUE}
     named = {**c.inputs, "init_state": p.init_state}  # the API's parameters are the settings' names
+    # Run always shows the Run tab.
+    started = c.run.click(
+        lambda: (lock_scrub(), busy("Running…", True), gr.Tabs(selected="run")), None,
+        [p.slider, c.run, p.tabs], **PRIVATE,
+    )  # fmt: skip
     run = make_run_handler(models)
     sampler["validator"] = run_validator(list(named), models)  # bad settings are answered before the queue
-    run_event = c.run.click(run, None, p.run_outputs(), inputs_kwargs=named, api_name="run", **sampler)
+    run_event = started.then(run, None, p.run_outputs(), inputs_kwargs=named, api_name="run", **sampler)
     ended = (lambda r: (scrub_ready(r), busy("Run", False)), p.record, [p.slider, c.run])
-    run_event.then(*ended, **PRIVATE)
-    # The warm-start preset: a run of another prompt, its trajectory stored, then the prompt's own run
-    # started from it (still the exact sample of that prompt, in fewer iterations).
+    after(run_event, *ended)
+    # The warm-start preset: a run, its trajectory stored, then the next run started from it (still the
+    # exact sample of its settings, in fewer iterations).
     events = [run_event]
     fields = list(c.inputs.values())
-    event = p.warm.click(lambda: fill(c, {"prompt": WARM[0]}), None, fields, **PRIVATE)
-    for k, prompt in enumerate(WARM):
+    event = p.warm.click(lambda: fill(c, WARM[0]), None, fields, **PRIVATE)
+    for k, change in enumerate(WARM):
         if k:
             # (a lambda: the API name "use_as_init" belongs to the button's public event)
             event = event.success(lambda r: use_as_init(r), p.record, [p.init_state, p.init_note], **PRIVATE)
-            warm = {"prompt": prompt, "init": "trajectory"}
-            event = event.success(lambda w=warm: fill(c, w), None, fields, **PRIVATE)
-        event = event.then(lambda: started, None, [p.slider, c.run], **PRIVATE)
+            event = event.success(lambda w=change: fill(c, w), None, fields, **PRIVATE)
+        event = event.then(lambda: (lock_scrub(), busy("Running…", True)), None, [p.slider, c.run], **PRIVATE)
         event = event.then(
             run, None, p.run_outputs(), inputs_kwargs=named, api_visibility="private", **sampler,
         )  # fmt: skip
         events.append(event)
-        event.then(*ended, **PRIVATE)
+        after(event, *ended)
     return events
 
 
 def wire_race(p: Page, models: list[str]) -> Any:
-    """Race and its lane labels; returns the race event (for Stop)."""
+    """Race and its lane labels; returns the race event (for Stop). One chain, as Run's."""
     c = p.controls
-    p.race.click(lambda: busy("Racing…", True), None, p.race, **PRIVATE)
-    race = make_race_handler(models)
-    race_event = p.race.click(
-        race,
+    started = p.race.click(lambda: busy("Racing…", True), None, p.race, **PRIVATE)
+    race_event = started.then(
+        make_race_handler(models),
         None,
         p.race_outputs(),
         inputs_kwargs={n: p.contest if n == "contest" else c[n] for n in RACE_INPUT_NAMES},
         api_name="race",
         preprocess=False,
-        show_progress="minimal",
-        show_progress_on=p.race_stats,
+        show_progress="hidden",
         concurrency_id=SAMPLER_QUEUE,
         validator=race_validator(list(RACE_INPUT_NAMES), models),
     )
-    race_event.then(lambda: busy("Race", False), None, p.race, **PRIVATE)
+    after(race_event, lambda: busy("Race", False), None, p.race)
     a, b, _, a_heat, b_heat, _ = p.race_images
     p.contest.change(race_labels, p.contest, [a, b, a_heat, b_heat], **PRIVATE)
     return race_event
@@ -357,6 +376,7 @@ def build_demo(extra_model: str | None = None) -> gr.Blocks:
     with gr.Blocks(title="ParaTAA live — parallel diffusion sampling", delete_cache=delete_cache()) as demo:
         page = layout(models, extra_model or "shapes", describe, Caps.from_env())
         wire(page, models, describe)
+        demo.load(None, js=CLAMP_JS)  # a slider's typed value set to its range's end is said in words
         demo.unload(forget_session)  # the session's job ends and its download folder goes
     JOBS.waiting = queue_probe(demo)  # a job yields to a newer one of its session waiting in the queue
     return demo

@@ -20,6 +20,7 @@ import gradio as gr
 
 from paratta import ModelDefaults, Request, SolverConfig
 from paratta.config import Spec, specs
+from paratta.schedule import family
 
 from .gpu import DEVICE
 from .settings import Caps
@@ -96,6 +97,21 @@ def slider_widget(step: float = 1, **kw: Any) -> Make:
     return make
 
 
+def families(model: Any) -> list[str]:
+    """The sampler families ``model`` can be sampled with: its own ("auto"), and the other for a model
+    that has both (``for_family``)."""
+    own = family(model.scheduler_config)
+    both = getattr(model, "with_family", None) is not None
+    return [f for f in REQUEST["family"].choices if f in ("auto", own) or both]
+
+
+def family_widget(spec: Spec, panel: Panel, info: str) -> gr.Radio:
+    offered = families(panel.model)
+    return gr.Radio(
+        [c for c in choices(spec) if c[1] in offered], value=spec.default, label=label(spec), info=info
+    )
+
+
 def radio_widget(spec: Spec, panel: Panel, info: str) -> gr.Radio:
     return gr.Radio(choices(spec), value=panel.value(spec), label=label(spec), info=info)
 
@@ -168,7 +184,7 @@ WIDGETS: dict[str, Widget] = {
     "init": Widget(DETAILS, radio_widget, "the first guess of the trajectory"),
     "stopping": Widget(DETAILS, radio_widget, "when the iteration ends"),
     "window_auto": Widget(MAIN, window_auto_widget),
-    "family": Widget(MAIN, radio_widget, "DDIM or flow matching, if the model has both"),
+    "family": Widget(MAIN, family_widget, "flow matching only where the model has it"),
 }
 RUN_INPUT_NAMES = tuple(WIDGETS)
 # The /race API: the run's inputs less those each lane sets itself, with the contest after "stopping"
@@ -188,6 +204,9 @@ class Controls:
     run: gr.Button
     stop: gr.Button
     last_steps: gr.State  # the T that order, window and the budget were last fitted to
+    vocabulary: gr.Accordion  # "Words": shown for a model with a vocabulary
+    words: gr.Markdown  # the vocabulary, by category
+    note: gr.Markdown  # what the panel changed by itself (a knob clamped to a new T)
 
     def __getitem__(self, name: str) -> gr.components.Component:
         return self.inputs[name]
@@ -209,11 +228,15 @@ def slider_top(T: int) -> int:
 
 
 def prompt_hint(model: Any, defaults: ModelDefaults) -> str:
-    vocabulary = getattr(model, "vocabulary", None)
-    if vocabulary:
-        words = "; ".join(f"{', '.join(ws)}" for cat, ws in vocabulary.items() if cat != "ignored")
-        return f"only these words: {words}"
+    if getattr(model, "vocabulary", None):
+        return "only this model's words (Words, below); empty: any of its images"
     return REQUEST["prompt"].hint + (" (required)" if defaults.requires_prompt else "")
+
+
+def words(model: Any) -> str:
+    """The embedded model's vocabulary, by category ("" for a model that reads any text)."""
+    vocabulary = getattr(model, "vocabulary", None) or {}
+    return "  \n".join(f"**{cat}**: {', '.join(ws)}" for cat, ws in vocabulary.items() if cat != "ignored")
 
 
 def glossary() -> str:
@@ -242,18 +265,21 @@ def build_controls(
 
     with gr.Column(elem_id="sidebar-top"):  # on a phone the results come right after this part
         place(TOP)
+        with gr.Accordion("Words", open=False, visible=bool(words(model))) as vocabulary:
+            known = gr.Markdown(words(model), elem_classes="legend")
         with gr.Row():
             run = gr.Button("Run", variant="primary", elem_id="run", min_width=80)
             stop = gr.Button("Stop", variant="stop", elem_id="stop", min_width=80)
     with gr.Column(elem_id="sidebar-rest"):  # on a phone: under the results
         place(MAIN)
+        note = gr.Markdown(elem_id="panel-note", elem_classes="legend")
         for group in (SAMPLER, DETAILS):
             with gr.Accordion(group, open=False):
                 place(group)
         with gr.Accordion("What the settings mean", open=False):
             gr.Markdown(glossary(), elem_classes="legend")
     ordered = {name: inputs[name] for name in WIDGETS}
-    return Controls(ordered, run, stop, gr.State(panel.T))
+    return Controls(ordered, run, stop, gr.State(panel.T), vocabulary, known, note)
 
 
 def solver_visibility(solver: str) -> tuple[dict, dict, dict, dict]:
@@ -284,7 +310,7 @@ def as_steps(value: Any) -> int | None:
 
 
 def steps_changed(steps: Any, order: Any, window: Any, max_iters: Any, previous: Any) -> tuple[Any, ...]:
-    """Fit order, window and the iteration budget to a new T.
+    """Fit order, window and the iteration budget to a new T, and say which value was lowered.
 
     A knob that sat at the top of its range (= the previous T) was pinned there by a smaller T or left
     at "all": it goes back to the library's auto value for the new T (order min(20, T), window T,
@@ -293,23 +319,47 @@ def steps_changed(steps: Any, order: Any, window: Any, max_iters: Any, previous:
     """
     T = as_steps(steps)
     if T is None:
-        return gr.skip(), gr.skip(), gr.skip(), gr.skip()  # the run itself will say what is wrong
+        return gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip()  # the run itself will say what is wrong
     auto = SolverConfig().resolved(T)
     last = as_steps(previous)
+    lowered = []
 
-    def fit(value: Any, auto_value: int) -> int:
+    def fit(name: str, value: Any, auto_value: int) -> int:
         v = as_steps(value)
         if v is None or v == last:
             return auto_value
+        if v > T:
+            lowered.append(f"{label(CONFIG[name])} {v} → {T}")
         return min(v, T)
 
     top = slider_top(T)
-    return (
-        gr.update(maximum=top, value=fit(order, auto.order)),
-        gr.update(maximum=top, value=fit(window, auto.window)),
-        gr.update(maximum=top, value=fit(max_iters, auto.max_iters)),
-        T,
-    )
+    fitted = [fit("order", order, auto.order), fit("window", window, auto.window)]
+    fitted.append(fit("max_iters", max_iters, auto.max_iters))
+    note = f"Lowered to T = {T} (none may exceed T): {', '.join(lowered)}." if lowered else ""
+    return (*(gr.update(maximum=top, value=v) for v in fitted), T, note)
+
+
+# Typed into a slider's number box, a value outside its range is set to the nearest end by the page
+# itself, before any event: this says so under the slider, in words.
+CLAMP_JS = """() => {
+  const check = (e) => {
+    const box = e.target;
+    const name = box?.getAttribute?.('aria-label') || '';
+    if (!name.startsWith('number input for ') || !box.closest('#sidebar') || box.value === '') return;
+    const v = Number(box.value), lo = Number(box.min), hi = Number(box.max);
+    const block = box.closest('.block');
+    let note = block.querySelector('.clamp-note');
+    if (!note) {
+      note = block.appendChild(document.createElement('div'));
+      note.className = 'clamp-note';
+    }
+    const what = name.slice('number input for '.length);
+    note.textContent = v < lo ? `${what}: ${box.value} is below ${lo}, so it is ${lo}`
+      : v > hi ? `${what}: ${box.value} is above ${hi} (the most here), so it is ${hi}` : '';
+  };
+  document.addEventListener('keydown', (e) => { if (e.key === 'Enter') check(e); }, true);
+  document.addEventListener('blur', check, true);  // capture: before the box sets its value
+}"""
 
 
 def wire(c: Controls, describe: Any) -> None:
@@ -326,23 +376,34 @@ def wire(c: Controls, describe: Any) -> None:
     c["steps"].change(
         steps_changed,
         [c["steps"], *fitted, c.last_steps],
-        [*fitted, c.last_steps],
+        [*fitted, c.last_steps, c.note],
         preprocess=False,  # a typed value outside the slider's range must not be an HTTP 500
         **private,
     )
 
-    def model_changed(name: str) -> tuple[dict, dict, dict, dict]:
+    def model_changed(name: str, wanted: str) -> tuple[Any, ...]:
+        """The model's prompt, vocabulary, guidance and steps; the families it has (the one chosen kept
+        only if it has it)."""
         model, d = describe(name)
+        offered = families(model)
+        family_ = gr.update(
+            choices=[c for c in choices(REQUEST["family"]) if c[1] in offered],
+            value=wanted if wanted in offered else REQUEST["family"].default,
+        )
         return (
             gr.update(value=d.prompt, info=prompt_hint(model, d)),
             gr.update(visible=bool(getattr(model, "takes_negative_prompt", False))),
             gr.update(value=d.guidance),
             gr.update(value=d.steps),
+            family_,
+            gr.update(visible=bool(words(model))),
+            words(model),
         )
 
+    outputs = [c[n] for n in ("prompt", "negative_prompt", "guidance", "steps", "family")]
     c["model"].input(
         model_changed,
-        c["model"],
-        [c["prompt"], c["negative_prompt"], c["guidance"], c["steps"]],
+        [c["model"], c["family"]],
+        [*outputs, c.vocabulary, c.words],
         api_visibility="private",
     )

@@ -68,6 +68,7 @@ RACE_LABELS = {
     "per-step": "Per-step rule",
 }
 SCRUB_OUTPUTS = RUN_OUTPUTS[:7]
+EMPTY_PROMPT = "empty prompt: a sample of everything the model draws (no condition), not of a caption"
 
 
 class Screen:
@@ -139,7 +140,9 @@ def same(a: Any, b: Any) -> bool:
 
 
 def user_error(err: Exception) -> gr.Error:
-    return gr.Error(str(err), print_exception=False)
+    """The error a gradio_client caller gets; on the page the status line shows it in full (``refusal``),
+    so no toast covers the panels."""
+    return gr.Error(str(err), print_exception=False, visible=False)
 
 
 def settings_from(models: list[str], named: dict[str, Any], lanes: int = 1) -> RunSettings:
@@ -179,13 +182,16 @@ def needs_prompt(model: Any) -> bool:
 
 def new_record(settings: RunSettings) -> RunRecord:
     model = get_model(settings.model)
-    return RunRecord(
+    record = RunRecord(
         settings=settings,
         steps=settings.request.steps,
         tol=settings.config.resolved(settings.request.steps).tol,  # auto: the rule's own
         latent_shape=tuple(model.latent_shape),
         rows_per_step=rows_per_step(settings.request.guidance, model),
     )
+    if not settings.request.prompt:
+        record.notes.append(EMPTY_PROMPT)
+    return record
 
 
 def guarded(events: Iterator[Any]) -> Iterator[Any]:
@@ -237,13 +243,15 @@ def sequential_view(event: SequentialStep | ReferenceDone, record: RunRecord) ->
             f"{views.fmt_seconds(record.sequential_seconds)}. The parallel solver's frames follow…"
         )
         return {"sequential": upscale(event.image, views.DISPLAY), "stats": stats}
+    # Its state x_t is still noise for most of the steps: shown beside ParaTAA's x̂_0 it would contradict
+    # it, so the panel stays empty until the reference's x_0 is there, and the line says how far it is.
     record.sequential_preview = event.preview
     stats = (
         f"Sequential reference: step {event.step}/{event.steps}, "
         f"{views.fmt_seconds(event.seconds)}; the parallel solver's iterations come in between."
     )
     return {
-        "sequential": upscale(event.preview, views.DISPLAY),
+        "sequential": None,
         "stats": stats,
         "info": {"phase": "sequential", "step": event.step, "steps": event.steps},
     }
@@ -296,7 +304,9 @@ def make_run_handler(models: list[str]) -> Callable[..., Iterator[tuple[Any, ...
                 match event:
                     case WindowChosen():
                         chose_window(record, event)
-                    case SequentialStep() | ReferenceDone() if record.rows:  # between parallel iterations
+                    case SequentialStep() if record.rows:  # between parallel iterations: its progress only
+                        sequential_view(event, record)
+                    case ReferenceDone() if record.rows:
                         yield screen.show(sequential=sequential_view(event, record)["sequential"])
                     case SequentialStep() | ReferenceDone():  # a new run: the last one's panels go
                         cleared = dict.fromkeys(("image", "diff", "heatmap", "curves", "downloads"))
@@ -457,8 +467,8 @@ def race_frames(settings: RunSettings, contest: str, ticket: Any) -> Iterator[tu
 
 
 def race_view(records: dict[str, RunRecord], lane: str) -> dict[str, Any]:
-    """Update the lane that moved (slot a or b, in lane order), the shared curves (drawn against the
-    stricter lane's tolerance) and the stats."""
+    """Update the lane that moved (slot a or b, in lane order), the shared curves (each lane's own
+    tolerance) and the stats."""
     record = records[lane]
     slot = "ab"[list(records).index(lane)]
     f = views.frame(
@@ -474,7 +484,7 @@ def race_view(records: dict[str, RunRecord], lane: str) -> dict[str, Any]:
     return {
         slot: f.image,
         f"{slot}_heatmap": f.heatmap,
-        "curves": views.curves(live, min(r.tol for r in records.values())),
+        "curves": views.curves(live, {RACE_LABELS[n]: r.tol for n, r in records.items() if r.rows}),
         "stats": "  \n".join(([verdict] if verdict else []) + lines),
         "info": info,
     }

@@ -176,6 +176,7 @@ def log_chart(
     *,
     hline: float | None = None,
     hline_label: str = "",
+    hlines: Sequence[tuple[float, str, tuple[int, int, int]]] = (),
     vline: float | None = None,
     x_label: str = "parallel iteration",
     y_label: str = "",
@@ -185,7 +186,9 @@ def log_chart(
     """Lines (log y) with a decade grid, integer x ticks and a legend below the plot; uint8 (H, W, 3).
 
     ``legend`` defaults to one entry per series; ``hline_label`` is written on the line itself, at
-    its left end. Drawn at ``SS``× and downsampled: lines are anti-aliased, text is ``TEXT_PX``.
+    its left end; ``hlines`` are more such lines, (value, label, colour), the second one's label at the
+    right end so two close lines keep both labels readable. Drawn at ``SS``× and downsampled: lines
+    are anti-aliased, text is ``TEXT_PX``.
     """
     W, H = size[0] * SS, size[1] * SS
     img = Image.new("RGB", (W, H), "white")
@@ -200,7 +203,9 @@ def log_chart(
     legend_h = len(rows) * 1.45 * px
     box = Box(left, 0.6 * px, W - 0.9 * px, H - 2.9 * px - legend_h - (0.3 * px if rows else 0))
     ys = np.concatenate([np.asarray(s.y, dtype=float) for s in series]) if series else np.zeros(0)
-    lo, hi = decades(ys, hline / 10 if hline else None)
+    levels = ([(hline, hline_label, FRAME)] if hline is not None else []) + list(hlines)
+    lowest = min((v for v, _, _ in levels), default=None)
+    lo, hi = decades(ys, lowest / 10 if lowest else None)
     x_max = max([max(s.x) for s in series if len(s.x)] + [5])
 
     def to_x(x: float) -> float:
@@ -223,12 +228,13 @@ def log_chart(
     d.text(((box.left + box.right) / 2, box.bottom + 2.6 * px), x_label, fill=INK, font=f, anchor="md")
     if y_label:
         vertical_text(img, y_label, (0.8 * px, (box.top + box.bottom) / 2), px)
-    if hline is not None:
-        dashed_line(d, [(box.left, to_y(hline)), (box.right, to_y(hline))], FRAME, SS, dash=4 * SS)
-        if hline_label:  # at the left end, where the curves are still far above it
-            at = (box.left + 0.3 * px, to_y(hline) - 0.25 * px)
-            d.rectangle(d.textbbox(at, hline_label, font=f, anchor="lb"), fill="white")
-            d.text(at, hline_label, fill=INK, font=f, anchor="lb")
+    for k, (value, text, colour) in enumerate(levels):
+        dashed_line(d, [(box.left, to_y(value)), (box.right, to_y(value))], colour, SS, dash=4 * SS)
+        if text:  # at the left end, where the curves are still far above it (a second: the right end)
+            at, anchor = (box.left + 0.3 * px, "lb") if k % 2 == 0 else (box.right - 0.3 * px, "rb")
+            at = (at, to_y(value) - 0.25 * px)
+            d.rectangle(d.textbbox(at, text, font=f, anchor=anchor), fill="white")
+            d.text(at, text, fill=INK if len(levels) == 1 else colour, font=f, anchor=anchor)
     if vline is not None:
         d.line([(to_x(vline), box.top), (to_x(vline), box.bottom)], fill=(90, 95, 105), width=SS)
     for s in series:

@@ -17,7 +17,7 @@ import numpy as np
 from matplotlib import colormaps
 from PIL import Image
 
-from .plot import INK, ColourBar, LegendEntry, Series, int_ticks, log_chart, matrix_chart
+from .plot import FRAME, INK, ColourBar, LegendEntry, Series, int_ticks, log_chart, matrix_chart
 from .record import IterationRow, RunRecord
 
 LUT = (colormaps["magma"](np.linspace(0.0, 1.0, 256))[:, :3] * 255).round().astype(np.uint8)
@@ -179,7 +179,7 @@ STYLE_KEY = (LegendEntry("max residual", INK), LegendEntry("distance to sequenti
 
 def convergence_chart(
     series: dict[str, tuple[Sequence[int], Sequence[float], Sequence[float]]],
-    tol: float,
+    tol: float | dict[str, float],
     marker: int | None = None,
     size: tuple[int, int] = CHART_SIZE,
 ) -> np.ndarray:
@@ -188,6 +188,7 @@ def convergence_chart(
     ``series`` maps a label to (iterations, max residuals, distances); ``marker`` draws a vertical
     line at that iteration (the one shown while scrubbing). The legend names each solver once by
     its colour and the two line styles once, so it stays short with two solvers in a narrow slot.
+    ``tol`` by label draws each solver's own tolerance in its colour where they differ.
     """
     lines = []
     for colour, (its, res, dist) in zip(COLOURS, series.values(), strict=False):
@@ -198,10 +199,19 @@ def convergence_chart(
     else:
         legend = [LegendEntry(label, colour) for colour, label in zip(COLOURS, series, strict=False)]
         legend += STYLE_KEY
+    tols = tol if isinstance(tol, dict) else dict.fromkeys(series, tol)
+    if len(set(tols.values())) == 1:
+        hlines = [(next(iter(tols.values())), f"tolerance {next(iter(tols.values())):g}", FRAME)]
+    else:
+        colours = dict(zip(series, COLOURS, strict=False))
+        hlines = [
+            (t, f"{label.split()[0].lower()} tol {t:g}", colours[label])
+            for label, t in tols.items()
+            if label in colours
+        ]
     return log_chart(
         lines,
-        hline=tol,
-        hline_label=f"tolerance {tol:g}",
+        hlines=hlines,
         vline=marker,
         y_label="RMS, latent units",
         legend=legend,

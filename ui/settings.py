@@ -19,6 +19,10 @@ from paratta import Request, SolverConfig
 from paratta.config import MAX_PROMPT, Spec, specs
 
 EXACT_FLOAT_INT = 2**53  # above this a float cannot hold every integer (seeds go up to 2**63 − 1)
+# torch's CPU generator, which draws x_T and the DDPM noises, keeps a seed's low 32 bits: seed and
+# seed + 2**32 draw the same numbers.
+SEED_PERIOD = 2**32
+SEED_HINT = {"seed": f": type a whole number from 0 to {SEED_PERIOD - 1}, which give every x_T there is"}
 REQUEST_SPECS = specs(Request)
 CONFIG_SPECS = specs(SolverConfig)
 _INTEGER_TEXT = re.compile(r"[+-]?\d{1,25}")
@@ -90,10 +94,12 @@ def short(value: Any, limit: int = 40) -> str:
     return text if len(text) <= limit + 2 else text[:limit] + "…"
 
 
-def as_int(name: str, value: Any) -> int:
+def as_int(name: str, value: Any, hi: float | None = None) -> int:
     """An exact int from an int, an integral float up to 2**53 or an integral string; else ``ValueError``.
 
-    Strings are read digit by digit (``int``), never through a float, so 2**63 − 1 stays itself.
+    Strings are read digit by digit (``int``), never through a float, so 2**63 − 1 stays itself. A float
+    above 2**53 (a number typed into a page's box) is refused in words a person can act on: above
+    ``hi`` it is out of range; below, the box could not hold it exactly.
     """
     if isinstance(value, bool):
         raise ValueError(f"{name} must be an integer, got {short(value)}")
@@ -105,9 +111,11 @@ def as_int(name: str, value: Any) -> int:
     if number != int(number):
         raise ValueError(f"{name} must be a whole number, got {short(value)}")
     if abs(number) > EXACT_FLOAT_INT:
+        if hi is not None and number > hi:
+            raise ValueError(f"{name} {number:g} is too large{SEED_HINT.get(name, f': at most {int(hi)}')}")
         raise ValueError(
-            f"{name} = {short(value)} was sent as a floating-point number, which cannot hold integers "
-            "above 2**53 exactly: send it as an integer or a string of digits"
+            f"{name} {number:g} is too large for a number box, which cannot hold integers above 2**53 "
+            f"exactly{SEED_HINT.get(name, ': type a smaller one (from code, send it as an integer)')}"
         )
     return int(number)
 
@@ -163,7 +171,8 @@ def as_setting(spec: Spec, value: Any, steps: int | None = None) -> Any:
         return None
     if isinstance(value, str) and value.strip() in spec.words:
         return value.strip()
-    converted = as_int(spec.name, value) if spec.kind is int else as_float(spec.name, value)
+    hi = spec.hi if isinstance(spec.hi, (int, float)) else None
+    converted = as_int(spec.name, value, hi) if spec.kind is int else as_float(spec.name, value)
     spec.check(converted, steps)
     return converted
 

@@ -43,6 +43,7 @@ ITERATE, FINAL_PART, SEQUENTIAL = "#ff7a3d", "#22d3ee", "white"
 REQUEST, SOLVER = specs(Request), specs(SolverConfig)
 FAMILIES = tuple(f for f in REQUEST["family"].choices if f != "auto")  # toy2d has both; "auto" is DDIM
 SAMPLER_NAMES = {"ddim": "DDIM", "flow": "flow-matching Euler"}
+RUN_LABEL = "Run Jacobi and Anderson"
 
 
 @dataclass(frozen=True)
@@ -127,7 +128,10 @@ def checked(
         )
     family_ = as_choice(REQUEST["family"], family)
     request = Request(
-        prompt=as_text("prompt", prompt), seed=as_int("seed", seed), steps=steps_, family=family_
+        prompt=as_text("prompt", prompt),
+        seed=as_int("seed", seed, REQUEST["seed"].hi),
+        steps=steps_,
+        family=family_,
     )
     order_ = as_int("order", order)
     if order_ > caps.max_steps:
@@ -234,7 +238,8 @@ def teach_figure(lesson: Lesson, k: int) -> Figure:
 
 
 def refuse(err: Exception) -> gr.Error:
-    return gr.Error(str(err), print_exception=False)
+    """The error a gradio_client caller gets; the page reads it in the verdict line (no toast)."""
+    return gr.Error(str(err), print_exception=False, visible=False)
 
 
 def teach_run(
@@ -250,6 +255,7 @@ def teach_run(
         finally:
             ticket.end()
     except ValueError as err:
+        yield gr.skip(), f"**Not run:** {err}", gr.skip()  # the last lesson stays on the plot
         raise refuse(err) from None
     for k in range(result.frames):
         yield teach_figure(result, k), frame_line(result, k), result
@@ -279,16 +285,19 @@ def next_frame(lesson: Lesson | None, k: Any) -> tuple[Any, Any, Any]:
     return show(lesson, k + 1 if k is not None else None)
 
 
-def stepper_ready(lesson: Lesson | None) -> tuple[Any, Any, Any]:
-    """After a run: the slider spans its frames and sits on the last; previous and next come alive."""
+def stepper_ready(lesson: Lesson | None) -> tuple[Any, Any, Any, Any]:
+    """After a run (or a refusal): the slider spans the lesson's frames and sits on the last; previous
+    and next come alive; the Run button is idle again."""
+    idle = gr.Button(RUN_LABEL, variant="primary")
     if lesson is None:
-        return gr.skip(), gr.skip(), gr.skip()
+        return gr.skip(), gr.skip(), gr.skip(), idle
     n, live = lesson.frames, gr.update(interactive=True)
-    return gr.update(minimum=0, maximum=n, value=n, interactive=True), live, live
+    return gr.update(minimum=0, maximum=n, value=n, interactive=True), live, live, idle
 
 
-def locked() -> tuple[Any, Any, Any]:
-    return gr.update(interactive=False), gr.update(interactive=False), gr.update(interactive=False)
+def locked() -> tuple[Any, Any, Any, Any]:
+    frozen = gr.update(interactive=False)
+    return frozen, frozen, frozen, gr.Button("Running…", variant="secondary")
 
 
 def hint(spec: Spec) -> str:
@@ -354,7 +363,7 @@ def build_teach_tab() -> Any:
             scale=2,
             elem_id="teach-family",
         )
-        go = gr.Button("Run Jacobi and Anderson", variant="primary", elem_id="teach-run", scale=1)
+        go = gr.Button(RUN_LABEL, variant="primary", elem_id="teach-run", scale=1)
     with gr.Row(equal_height=False):
         previous = gr.Button(
             "◀ Previous", interactive=False, scale=0, min_width=120, elem_id="teach-previous"
@@ -379,17 +388,19 @@ def build_teach_tab() -> Any:
     gr.Markdown(f"{EXPLANATION}  \n{settings_note(caps)}", elem_classes="legend")
     state = gr.State(None, time_to_live=3600)
 
-    go.click(locked, None, [slider, previous, following], queue=False, api_visibility="private")
-    event = go.click(
+    private: dict[str, Any] = {"api_visibility": "private", "queue": False}
+    started = go.click(locked, None, [slider, previous, following, go], **private)
+    event = started.then(
         teach_run,
         [prompt, seed, steps, order, family],
         [plot, text, state],
         api_name="teach",
         preprocess=False,
-        show_progress="minimal",
+        show_progress="hidden",  # the verdict line says what runs, or why not
         validator=teach_validator(teach_run),
     )
-    event.then(stepper_ready, state, [slider, previous, following], api_visibility="private", queue=False)
+    for ended in (event.then, event.failure):  # the page runs a .then only after a success
+        ended(stepper_ready, state, [slider, previous, following, go], **private)
     outputs = [slider, plot, text]
     stepping: dict[str, Any] = {"api_visibility": "private"}
     slider.input(

@@ -221,7 +221,9 @@ def heatmap(record: RunRecord, k: int) -> np.ndarray:
     return residual_heatmap(record.residual_matrix(k), anchors, windows, record.tol, scale=scale)[0]
 
 
-def curves(records: dict[str, RunRecord], tol: float, marker: int | None = None) -> np.ndarray:
+def curves(
+    records: dict[str, RunRecord], tol: float | dict[str, float], marker: int | None = None
+) -> np.ndarray:
     series = {
         label: (
             [r.iteration for r in rec.rows],
@@ -280,6 +282,18 @@ def race_verdict(records: dict[str, RunRecord]) -> str:
             f"{n} {'converged' if r.converged else 'not converged'}, {levels[n]}/255" for n, r in done.items()
         )
     )
+    if ra.tol != rb.tol or ra.settings.config.stopping != rb.settings.config.stopping:
+        # Two stopping rules, each at its own tolerance: fewer iterations (parallel calls, the GPU's
+        # wall-clock) and fewer evaluations (total work) can go to different lanes; say both.
+        lanes = "; ".join(
+            f"**{n}** (tol {r.tol:g}): {plural(r.iterations, 'parallel iteration')}, "
+            f"{r.rows[-1].evaluations} network evaluations"
+            for n, r in ((a, ra), (b, rb))
+        )
+        return (
+            f"### {lanes}\nFewer iterations means fewer parallel calls (wall-clock on a GPU); fewer "
+            f"evaluations, less total work — {ending}"
+        )
     if ra.iterations == rb.iterations:
         return f"### **A tie**: {ra.iterations} iterations each — {ending}"
     fewer = rb.iterations - ra.iterations

@@ -277,7 +277,8 @@ def add_bench_arguments(p: argparse.ArgumentParser) -> None:
         nargs="?",
         const="docs/BENCHMARKS.md",
         default=None,
-        help="write the full report (every embedded model, both stopping rules, sweeps, plots) to this path",
+        help="write the full report (every embedded model, both stopping rules, sweeps, plots) to this path, "
+        "replaced when done; long: tens of minutes on a 2-core CPU (the report's header says how long)",
     )
     p.add_argument(
         "--models", nargs="+", default=None, help="models for --report (default: shapes and shapes-unet)"

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -57,7 +58,10 @@ def add_sample_arguments(p: argparse.ArgumentParser) -> None:
         help=".npy x_T, the pipeline's own latents= (packed for Flux: give --height/--width too)",
     )
     p.add_argument(
-        "--output", type=Path, default=None, help="default paratta.png, or paratta.npy for latents"
+        "--output",
+        type=Path,
+        default=None,
+        help="default paratta.png (.npy for latents) in the system's temp folder; the summary says where",
     )
     p.add_argument("--output-type", choices=("pil", "latent"), default="pil", help="an image, or x_0 as .npy")
     p.add_argument(
@@ -97,8 +101,10 @@ def prepare(args: argparse.Namespace) -> tuple[Request, SolverConfig, dict[str, 
     if config.init == "trajectory" and args.init_trajectory is None:
         raise ValueError("--init trajectory needs --init-trajectory FILE.npy")
     check_device(args.device)
-    if args.output is None:
-        args.output = Path("paratta.npy" if args.output_type == "latent" else "paratta.png")
+    if args.output is None:  # the system's temporary folder: a bare run leaves nothing in the working tree
+        args.output = Path(tempfile.gettempdir()) / (
+            "paratta.npy" if args.output_type == "latent" else "paratta.png"
+        )
     suffixes = (".npy",) if args.output_type == "latent" else IMAGE_SUFFIXES
     check_output(args.output, suffixes, "--output")
     if args.save_trajectory:

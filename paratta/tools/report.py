@@ -7,6 +7,8 @@ and the distance to the sequential x_0.
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -182,11 +184,20 @@ def device_line(device: str | None) -> str:
 
 
 def report(models: list[str], out: Path, plan: Plan | None = None) -> str:
-    """Write the report to ``out`` as rows finish (a long run shows progress), and return its text."""
+    """Write the report, and return its text.
+
+    Rows and figures go to a temporary folder as they finish (its path is printed first: a long run
+    shows progress there); ``out`` and its figures are replaced only once every model is done, so an
+    interrupted run leaves the tracked report as it was. The header says how long the run took.
+    """
     plan = plan or Plan()
     out.parent.mkdir(parents=True, exist_ok=True)
     existing = out.read_text(encoding="utf-8") if out.exists() else ""
     kept = existing[existing.index(KEPT) :] if KEPT in existing else ""  # other benchmarks' sections
+    staging = Path(tempfile.mkdtemp(prefix="paratta-report-"))
+    final, out = out, staging / out.name
+    print(f"writing to {out}; {final} is replaced when every model is done", flush=True)
+    started = time.perf_counter()
     where = device_line(plan.device)
     header = [
         "# Benchmarks",
@@ -212,4 +223,9 @@ def report(models: list[str], out: Path, plan: Plan | None = None) -> str:
 
     for name in models:
         model_section(name, out, plan, write)
-    return out.read_text()
+    header[2] += f" The run took {(time.perf_counter() - started) / 60:.0f} min."
+    write("")
+    for made in staging.iterdir():
+        shutil.move(made, final.parent / made.name)
+    staging.rmdir()
+    return final.read_text()
