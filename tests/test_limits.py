@@ -6,6 +6,7 @@ and the API's error flow through a server started here on 127.0.0.1 with a one-j
 
 from __future__ import annotations
 
+import re
 import tempfile
 import threading
 import time
@@ -283,6 +284,24 @@ def test_every_unknown_word_is_named_non_ascii_included() -> None:
     with pytest.raises(ValueError) as err:
         shapes.parse_prompt("z" * 10_000_000)
     assert len(str(err.value)) < 1000  # an unknown 10 MB word does not come back as a 20 MB error
+
+
+def test_characters_that_are_not_words_are_refused_by_name() -> None:
+    from paratta.models import shapes, toy2d
+
+    for prompt, named in [
+        ("red circle 😀 on blue", "U+1F600 GRINNING FACE"),
+        ("red\u200bcircle", "U+200B ZERO WIDTH SPACE"),
+        ("red \u202ecircle", "U+202E RIGHT-TO-LEFT OVERRIDE"),
+        ("red\x00circle", "U+0000"),
+        ("e\u0301 circle", "U+0301 COMBINING ACUTE ACCENT"),
+    ]:
+        for parse in (shapes.parse_prompt, toy2d.parse_prompt):
+            with pytest.raises(ValueError, match=re.escape(f"neither words nor separators: {named}")):
+                parse(prompt)
+    assert shapes.parse_prompt("red circle, on blue!\t(large)")  # punctuation and whitespace separate
+    with pytest.raises(ValueError, match="and 4 more"):
+        shapes.parse_prompt("".join(chr(0x1F600 + k) for k in range(10)))
 
 
 # ---- malformed calls and the probe (issue 20: found by benchmarks/soak.py) --------------------------
