@@ -17,7 +17,7 @@ import sys
 import tempfile
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no look-ups of outside hosts at launch
-# A cache folder of the app's own: ui.limits sweeps it, and must never touch another app's files.
+# A cache folder of the app's own: ui.cache sweeps it, and must never touch another app's files.
 os.environ.setdefault("GRADIO_TEMP_DIR", os.path.join(tempfile.gettempdir(), "paratta-gradio"))
 
 
@@ -59,10 +59,10 @@ def main(argv: list[str] | None = None) -> None:
         print(f"error: {err}", file=sys.stderr)
         raise SystemExit(2) from None
     from ui.app import build_demo, concurrency_limit, launch_options  # gradio and the models: seconds
-    from ui.limits import launch_limits
+    from ui.guards import launch_limits
 
     demo = build_demo(extra_model=args.model)
-    # The queue is the bound across visitors; ui.limits bounds each one (one job per session).
+    # The queue is the bound across visitors; ui.jobs bounds each one (one job per session).
     demo.queue(default_concurrency_limit=concurrency_limit(), max_size=32)
     demo.launch(
         server_name=args.host,

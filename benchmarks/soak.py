@@ -59,7 +59,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.load import default_run, rss_mib, start_server, wait_up  # noqa: E402
-from ui.limits import PROBE_PATH, STATE_SESSIONS  # noqa: E402  (Gradio's cap here: the probe says)
+from ui.guards import PROBE_PATH, STATE_SESSIONS  # noqa: E402  (Gradio's cap here: the probe says)
 from ui.local import free_port  # noqa: E402
 
 MAX_MINUTES, MAX_CLIENTS = 120, 40
@@ -143,7 +143,7 @@ def proc_status(pid: int, key: str) -> int:
 
 
 def files_under(root: Path) -> tuple[int, int, float]:
-    """(files, bytes, age in s of the oldest by ctime, as ``ui.limits.remove_older`` ages them)."""
+    """(files, bytes, age in s of the oldest by ctime, as ``ui.cache.remove_older`` ages them)."""
     now, count, size, oldest = time.time(), 0, 0, 0.0
     for path in root.rglob("*") if root.is_dir() else ():
         try:
@@ -156,7 +156,7 @@ def files_under(root: Path) -> tuple[int, int, float]:
 
 
 def folders_under(root: Path) -> tuple[int, float]:
-    """(session folders, age in s of the least recently touched), as ``ui.limits.prune`` ages them."""
+    """(session folders, age in s of the least recently touched), as ``ui.cache.prune`` ages them."""
     now, ages = time.time(), []
     for folder in root.glob("*") if root.is_dir() else ():
         try:
@@ -219,7 +219,7 @@ def sampler(soak: Soak, pid: int, dirs: tuple[Path, Path], interval: float, out:
 def follow(job: Any, record: Job, started: float, stop_after: float | None = None) -> Any:
     """Poll ``job`` to its end (at most ``JOB_TIMEOUT_S``); fills ``record``'s outcome and latency and
     returns the result when served. ``stop_after``: press Stop that many seconds after the first update."""
-    from gradio_client.exceptions import AppError
+    from gradio_client.exceptions import AppError, ValidationError
 
     first, stopped = None, False
     while not job.done():
@@ -246,7 +246,7 @@ def follow(job: Any, record: Job, started: float, stop_after: float | None = Non
         record.stop_s = round(time.monotonic() - record.stop_s, 2)
     try:
         result = job.result()
-    except AppError as err:  # a message, unless it is gradio's text for an unexplained exception
+    except (AppError, ValidationError) as err:  # a message, unless gradio's text for an unexplained exception
         text = str(err)
         record.outcome = "error" if GENERIC_ERROR in text or not text.strip() else "message"
         record.note = text[:160]
@@ -340,8 +340,9 @@ class Visitor:
         return self.soak.record(Job(round(self.soak.now(), 1), self.n, kind, model, good)), time.monotonic()
 
     def submit(self, kind: str, model: str, args: dict | list, api: str, stop: float | None = None) -> Any:
-        record, started = self.job(kind, model)
+        record, _ = self.job(kind, model)
         c = self.client()
+        started = time.monotonic()  # from the press: the visitor's page is loaded already
         job = c.submit(*args, api_name=api) if isinstance(args, list) else c.submit(**args, api_name=api)
         return follow(job, record, started, stop), record
 
@@ -420,6 +421,7 @@ class Visitor:
             record.outcome, record.note = make(self.soak.url)
         else:
             c = self.client()
+            started = time.monotonic()  # from the press: the visitor's page is loaded already
             args = make(default_run("shapes", None))
             job = c.submit(*args, api_name=api) if isinstance(args, list) else c.submit(**args, api_name=api)
             follow(job, record, started)
@@ -476,9 +478,7 @@ def raw_run_then_leave(url: str, settings: dict[str, Any], rng: random.Random) -
     with httpx.Client(timeout=httpx.Timeout(30, read=60)) as http:
         with http.stream("GET", f"{api}heartbeat/{session}") as heartbeat:
             next(heartbeat.iter_lines())
-            reply = http.post(
-                api + "queue/join", json=join_body(url, "run", list(settings.values()), session)
-            )
+            reply = http.post(api + "queue/join", json=join_body(url, "run", page_row(settings), session))
             if reply.status_code != 200 or "error" in reply.json():
                 text = reply.text[:100]
                 return ("queue full" if "Queue is full" in text else "error"), text
@@ -490,6 +490,15 @@ def raw_run_then_leave(url: str, settings: dict[str, Any], rng: random.Random) -
                     if msg == "process_generating" or time.monotonic() > leave_at:  # (a heartbeat ≤ 15 s)
                         return "left", f"closed at {msg or 'a heartbeat'}"
     return "left", "stream ended"
+
+
+def page_row(settings: dict[str, Any]) -> list[Any]:
+    """All of /run's inputs in the page's order, as the browser sends them (the settings given, the
+    API's defaults for the rest)."""
+    from ui.controls import RUN_INPUT_NAMES
+    from ui.handlers import API_DEFAULTS
+
+    return [settings[n] if n in settings else API_DEFAULTS[n] for n in RUN_INPUT_NAMES]
 
 
 def raw_join(body: bytes | dict[str, Any], wrong: Callable[[str], dict[str, Any]] | None = None) -> Callable:
@@ -696,6 +705,22 @@ def driver_errors(jobs: list[Job]) -> Criterion:
     return check("the driver itself ran clean", not errors, detail)
 
 
+def answered_within(jobs: list[Job], limit_s: float) -> Criterion:
+    """Bad input is refused at the door: answered within ``limit_s`` at the 95th percentile."""
+    times = [j.latency_s for j in jobs if not j.good and j.latency_s is not None and j.outcome in BAD_ENDS]
+    p95 = quantile(times, 0.95) if times else float("nan")
+    detail = f"p95 {p95:.2f} s, p50 {quantile(times, 0.5):.2f} s, max {max(times):.2f} s over {len(times)}"
+    return check(f"bad input answered p95 < {limit_s:g} s", p95 < limit_s if times else None, detail)
+
+
+def stop_within(jobs: list[Job], limit_s: float) -> Criterion:
+    """Stop ends a job (press → the job's stream ends) within ``limit_s`` at the 95th percentile."""
+    times = [j.stop_s for j in jobs if j.stop_s is not None]
+    p95 = quantile(times, 0.95) if times else float("nan")
+    detail = f"p95 {p95:.2f} s, p50 {quantile(times, 0.5):.2f} s, max {max(times):.2f} s over {len(times)}"
+    return check(f"Stop ends a job p95 < {limit_s:g} s", p95 < limit_s if times else None, detail)
+
+
 def slope_per_hour(points: list[tuple[float, float]]) -> float:
     """Least-squares slope of (seconds, value), per hour."""
     ts, vs = [t for t, _ in points], [v for _, v in points]
@@ -802,8 +827,8 @@ def job_table(jobs: list[Job]) -> list[dict[str, Any]]:
 
 def print_report(samples: list[Sample], quiet: Sample, rows: list[dict], criteria: list[Criterion]) -> None:
     head = "min | RSS MiB floor / peak | fds | threads | cache files | cache MiB | session dirs | sessions"
-    head += " | state values"
-    print(f"\n| {head} | queue waiting | running | jobs done | load avg |\n|" + "---|" * 13)
+    head += " | state values | kept MiB"
+    print(f"\n| {head} | queue waiting | running | jobs done | load avg |\n|" + "---|" * 14)
     for s in [*samples, quiet]:
         p = s.probe
         cells = [
@@ -814,7 +839,8 @@ def print_report(samples: list[Sample], quiet: Sample, rows: list[dict], criteri
             s.cache_files,
             f"{s.cache_mib:.1f}",
         ]
-        cells += [s.session_dirs, p.get("sessions", "?"), p.get("state_values", "?")]
+        kept = f"{p['kept_bytes'] / 2**20:.1f}" if "kept_bytes" in p else "?"
+        cells += [s.session_dirs, p.get("sessions", "?"), p.get("state_values", "?"), kept]
         cells += [p.get("queue_waiting", "?"), p.get("queue_running", "?"), s.jobs_done, s.load_avg]
         print("| " + " | ".join(str(c) for c in cells) + " |")
     print("\n| job | n | outcomes | p50 s | p95 s | max s | Stop → ended s, p50 / max |\n|" + "---|" * 7)
@@ -943,6 +969,7 @@ def main(argv: list[str] | None = None) -> int:
     criteria = [tracebacks(log), outcomes(jobs, good=False), outcomes(jobs, good=True), driver_errors(jobs)]
     criteria += [rss_growth(samples, warmup_s), *bounded_state(samples, age, frequency)]
     criteria += no_growth(samples, quiet, warmup_s)
+    criteria += [answered_within(jobs, 1.0), stop_within(jobs, 2.0)]
     rows, where = job_table(jobs), machine()
     print(f"soak: {a.minutes:g} min, {a.clients} visitors, seed {a.seed}, {len(jobs)} jobs; {where}")
     print(f"server log: {log}")

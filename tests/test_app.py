@@ -158,7 +158,7 @@ def test_stop_ends_the_run_within_an_iteration_and_the_app_keeps_serving(app: An
 
 @pytest.mark.slow
 def test_bad_input_is_a_clear_error_and_the_next_run_works(app: Any) -> None:
-    from gradio_client.exceptions import AppError
+    from gradio_client.exceptions import ValidationError
 
     c = client(app)
     bad = [
@@ -170,7 +170,7 @@ def test_bad_input_is_a_clear_error_and_the_next_run_works(app: Any) -> None:
         (dict(model="elsewhere/model"), "model must be one of"),
     ]
     for change, message in bad:
-        with pytest.raises(AppError, match=re.escape(message)):
+        with pytest.raises(ValidationError, match=re.escape(message)):
             c.predict(**dict(DEFAULTS, **change), api_name="/run")
     assert c.predict(**FAST, api_name="/run")[INFO]["converged"]
 
@@ -196,14 +196,14 @@ def test_two_clients_at_once_both_finish(app: Any) -> None:
 
 @pytest.mark.slow
 def test_previous_trajectory_as_initialisation(app: Any) -> None:
-    from gradio_client.exceptions import AppError
+    from gradio_client.exceptions import ValidationError
 
     c = client(app)  # one client = one session: the stored trajectory lives in its gr.State
     cold = c.predict(**FAST, api_name="/run")[INFO]
     c.predict(api_name="/use_as_init")
     warm = c.predict(**dict(FAST, init="trajectory"), api_name="/run")[INFO]
     assert warm["converged"] and warm["iteration"] < cold["iteration"]
-    with pytest.raises(AppError, match="T = 20"):
+    with pytest.raises(ValidationError, match="T = 20"):
         longer = dict(FAST, init="trajectory", steps=30, window=30, max_iters=30)
         c.predict(**longer, api_name="/run")
 
@@ -223,13 +223,13 @@ def test_race_streams_both_solvers_to_the_sequential_image(app: Any) -> None:
 
 @pytest.mark.slow
 def test_teach_tab_runs_both_solvers(app: Any) -> None:
-    from gradio_client.exceptions import AppError
+    from gradio_client.exceptions import ValidationError
 
     c = client(app)
     plot, summary = c.predict("", 3, 20, 1, api_name="/teach")
     assert plot["type"] == "matplotlib" and plot["plot"].startswith("data:image/png")
     assert "Jacobi" in summary and "Anderson" in summary and "iterations" in summary
-    with pytest.raises(AppError, match="unknown word 'up'"):
+    with pytest.raises(ValidationError, match="unknown word 'up'"):
         c.predict("up north", 3, 20, 1, api_name="/teach")
 
 
@@ -330,11 +330,11 @@ def sd_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
 
 
 def test_stable_diffusion_needs_a_prompt_and_matches_sequential(sd_app: Any) -> None:
-    from gradio_client.exceptions import AppError
+    from gradio_client.exceptions import ValidationError
 
     c = client(sd_app)
     sd = dict(DEFAULTS, model=sd_app.folder, guidance=5.0, steps=10, window=10, order=10, max_iters=10)
-    with pytest.raises(AppError, match="prompt is empty"):
+    with pytest.raises(ValidationError, match="prompt is empty"):
         c.predict(**dict(sd, prompt=" "), api_name="/run")
     final = c.predict(**dict(sd, prompt="a red fox"), api_name="/run")
     info = final[INFO]

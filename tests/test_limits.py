@@ -6,6 +6,7 @@ and the API's error flow through a server started here on 127.0.0.1 with a one-j
 
 from __future__ import annotations
 
+import re
 import tempfile
 import threading
 import time
@@ -14,6 +15,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+import numpy as np
 import pytest
 
 from ui.local import free_port
@@ -172,7 +174,7 @@ def test_one_job_per_session_a_new_run_replaces_the_running_one(
     assert started.wait(60)
     import gradio as gr
 
-    from ui.limits import JOBS
+    from ui.jobs import JOBS
 
     with pytest.raises(gr.Error, match="none is stored"):  # a refused job replaces nothing
         drain(run_handler()(**dict(BASE, init="trajectory"), init_state=None, request=session))
@@ -205,8 +207,8 @@ def test_memory_is_handed_back_after_every_job_and_not_for_a_refusal(
 
 
 def test_after_stop_writes_one_file_set_however_often_it_is_called(isolated: Path) -> None:
+    from ui.cache import session_folder
     from ui.handlers import after_stop
-    from ui.limits import session_folder
 
     updates = run_handler()(**SLOW, init_state=None, request=SimpleNamespace(session_hash="visitor-2"))
     record = None
@@ -284,6 +286,24 @@ def test_every_unknown_word_is_named_non_ascii_included() -> None:
     assert len(str(err.value)) < 1000  # an unknown 10 MB word does not come back as a 20 MB error
 
 
+def test_characters_that_are_not_words_are_refused_by_name() -> None:
+    from paratta.models import shapes, toy2d
+
+    for prompt, named in [
+        ("red circle 😀 on blue", "U+1F600 GRINNING FACE"),
+        ("red\u200bcircle", "U+200B ZERO WIDTH SPACE"),
+        ("red \u202ecircle", "U+202E RIGHT-TO-LEFT OVERRIDE"),
+        ("red\x00circle", "U+0000"),
+        ("e\u0301 circle", "U+0301 COMBINING ACUTE ACCENT"),
+    ]:
+        for parse in (shapes.parse_prompt, toy2d.parse_prompt):
+            with pytest.raises(ValueError, match=re.escape(f"neither words nor separators: {named}")):
+                parse(prompt)
+    assert shapes.parse_prompt("red circle, on blue!\t(large)")  # punctuation and whitespace separate
+    with pytest.raises(ValueError, match="and 4 more"):
+        shapes.parse_prompt("".join(chr(0x1F600 + k) for k in range(10)))
+
+
 # ---- malformed calls and the probe (issue 20: found by benchmarks/soak.py) --------------------------
 
 
@@ -296,7 +316,7 @@ def fake_fns() -> dict[int, Any]:
 def test_a_call_of_no_event_or_with_too_few_inputs_is_refused_with_the_reason() -> None:
     import json
 
-    from ui.limits import call_problem
+    from ui.guards import call_problem
 
     def problem(body: Any, api: str | None = None) -> Any:
         return call_problem(fake_fns(), api, body if isinstance(body, bytes) else json.dumps(body).encode())
@@ -318,7 +338,7 @@ def test_the_probe_answers_loopback_only_and_only_when_turned_on_and_the_state_c
     import asyncio
     import json
 
-    from ui.limits import Probe, launch_limits
+    from ui.guards import Probe, launch_limits
 
     queue = SimpleNamespace(
         event_queue_per_concurrency_id={"sampler": SimpleNamespace(queue=[1, 2])},
@@ -344,7 +364,8 @@ def test_the_probe_answers_loopback_only_and_only_when_turned_on_and_the_state_c
         return sent
 
     counts = json.loads(get("127.0.0.1")[1]["body"])
-    assert counts == {
+    assert {"kept_bytes", "kept_sessions", "evicted"} <= counts.keys()  # ui.keep's store
+    assert {k: v for k, v in counts.items() if not k.startswith(("kept", "evicted"))} == {
         "sessions": 1, "session_capacity": 200, "state_values": 2, "queue_waiting": 2, "queue_running": 1,
         "queue_sessions": 1, "queue_events": 3, "jobs": 0,
     }  # fmt: skip
@@ -364,6 +385,76 @@ def test_the_probe_answers_loopback_only_and_only_when_turned_on_and_the_state_c
     assert Probe in [m.cls for m in launch_limits()["app_kwargs"]["middleware"]]
 
 
+# ---- what sessions keep: bounded in bytes, visitors first ------------------------------------------
+
+
+def visit(session: str, **change: Any) -> Any:
+    """A run of ``session`` through the handler (as the queue calls it); its record (the gr.State)."""
+    request = SimpleNamespace(session_hash=session)
+    return last_value(drain(run_handler()(**dict(BASE, **change), init_state=None, request=request)), RECORD)
+
+
+def test_state_is_bounded_in_bytes_the_oldest_session_goes_first_and_is_told(
+    isolated: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import gradio as gr
+
+    from ui.door import use_validator
+    from ui.handlers import after_stop, scrub, use_as_init
+    from ui.keep import EXPIRED, STORE, Store, Visitors
+
+    one = visit("budget-probe").nbytes()  # what one run keeps (PNG previews, float32 trajectory)
+    assert 0 < one < 200_000
+    store = Store(int(2.5 * one), Visitors())  # room for two runs' records
+    monkeypatch.setattr(STORE, "hold", store.hold)
+    records = {s: visit(s, seed=k) for k, s in enumerate(("oldest", "older", "newest"))}
+    stored = use_as_init(records["older"])[0]  # "older" keeps its trajectory for a warm start as well
+    records["newest"] = visit("newest", seed=7)  # "newest" runs again: the budget is spent
+    assert records["oldest"].expired and records["older"].expired and not records["newest"].expired
+    assert store.total <= store.budget and set(store.sessions) == {"newest"}
+    assert records["newest"].converged and use_as_init(records["newest"])[0]["trajectory"].get() is not None
+    for handler in (use_as_init, lambda r: scrub(r, 1), after_stop):  # the evicted visitor is told
+        with pytest.raises(gr.Error, match="your last run expired; run again"):
+            handler(records["oldest"])
+    answer = use_validator(use_as_init)(records["oldest"])  # at the door, before the queue
+    assert answer["is_valid"] is False and answer["message"] == EXPIRED
+    warm = run_handler()(
+        **dict(BASE, init="trajectory"), init_state=stored, request=SimpleNamespace(session_hash="older")
+    )
+    with pytest.raises(gr.Error, match="your last run expired"):
+        drain(warm)
+
+
+def test_a_flood_of_made_up_sessions_evicts_no_visitor(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Gradio's session state (the gr.State of each session) and the byte store both evict sessions
+    that never loaded the page before any visitor's."""
+    from gradio.state_holder import StateHolder
+
+    from ui import gradio_private, keep
+    from ui.gradio_private import VisitorsFirst, visitors_first
+    from ui.keep import KeptArray, Store, Visitors
+
+    visitors = Visitors()
+    monkeypatch.setattr(gradio_private, "VISITORS", visitors)
+    app = SimpleNamespace(state_holder=StateHolder())
+    app.state_holder.capacity = 5
+    app.state_holder.blocks = SimpleNamespace(default_config=SimpleNamespace(blocks={}), blocks={})
+    visitors_first(app)
+    holder = app.state_holder
+    assert type(holder) is VisitorsFirst
+    holder["visitor"]
+    visitors.add("visitor")  # the page's load event
+    for n in range(500):
+        holder[f"made-up-{n}"]
+    assert "visitor" in holder and len(holder.session_data) == 5 and "made-up-499" in holder
+    store = Store(10_000, visitors)
+    monkeypatch.setattr(keep, "STORE", store)
+    kept = KeptArray("visitor", np.zeros(1000, np.float32))
+    for n in range(200):
+        KeptArray(f"made-up-{n}", np.zeros(1000, np.float32))
+    assert kept.get() is not None and store.total <= store.budget
+
+
 # ---- through a server, as on a Space (one job at a time) ----------------------------------------
 
 
@@ -381,7 +472,7 @@ def space(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
         mp.setattr(tempfile, "tempdir", None)
 
         from ui.app import build_demo
-        from ui.limits import launch_limits
+        from ui.guards import launch_limits
 
         demo = build_demo()
         demo.queue(default_concurrency_limit=1, max_size=32)

@@ -19,6 +19,7 @@ import gradio as gr
 from paratta import BUILTIN_MODELS, Request, SolverConfig, model_defaults
 from paratta.config import specs
 
+from .cache import delete_cache
 from .controls import CLAMP_JS, RACE_INPUT_NAMES, WIDGETS, WINDOW_AUTO, Controls, build_controls
 from .controls import wire as wire_controls
 from .door import race_validator, run_validator, stepping_validator, use_validator
@@ -32,7 +33,8 @@ from .handlers import (
     scrub_ready,
     use_as_init,
 )
-from .limits import JOBS, SAMPLER_QUEUE, delete_cache, forget_session, queue_probe
+from .jobs import SAMPLER_QUEUE, forget_session
+from .keep import visitor
 from .render import HEATMAP_LEGEND
 from .session import get_model
 from .settings import Caps
@@ -372,13 +374,13 @@ def build_demo(extra_model: str | None = None) -> gr.Blocks:
         model = loaded.get(name) or get_model(name)
         return model, model_defaults(name, model)
 
-    # delete_cache: Gradio removes its cached frames and downloads on a timer (limits.delete_cache).
+    # delete_cache: Gradio removes its cached frames and downloads on a timer (cache.delete_cache).
     with gr.Blocks(title="ParaTAA live — parallel diffusion sampling", delete_cache=delete_cache()) as demo:
         page = layout(models, extra_model or "shapes", describe, Caps.from_env())
         wire(page, models, describe)
         demo.load(None, js=CLAMP_JS)  # a slider's typed value set to its range's end is said in words
+        demo.load(visitor, None, None, **PRIVATE)  # the sessions that loaded the page are visitors' (ui.keep)
         demo.unload(forget_session)  # the session's job ends and its download folder goes
-    JOBS.waiting = queue_probe(demo)  # a job yields to a newer one of its session waiting in the queue
     return demo
 
 

@@ -116,19 +116,6 @@ def race_validator(names: list[str], models: list[str]) -> Validator:
     return validator(names, check)
 
 
-def teach_validator(handler: Callable[..., Any]) -> Validator:
-    """/teach: the 2-D lesson's request and order within the app's caps."""
-    from .settings import Caps
-    from .teach import checked
-
-    def check(named: dict[str, Any]) -> None:
-        checked(
-            named["prompt"], named["seed"], named["steps"], named["order"], Caps.from_env(), named["family"]
-        )
-
-    return validator(positional(handler), check)
-
-
 def use_validator(handler: Callable[[Any], Any]) -> Validator:
     """/use_as_init: a finished run to keep (the handler's own answer, which needs no model)."""
     return validator(positional(handler), lambda named: handler(*named.values()))

@@ -28,9 +28,12 @@ from paratta.problem import for_family
 from paratta.schedule import family
 
 from . import views
+from .cache import session_folder
 from .events import Distances, IterateDone, ReferenceDone, SequentialStep, SolveDone, WindowChosen
 from .gpu import gpu, release_memory
-from .limits import JOBS, bounded, check_work, session_folder, work_bound
+from .jobs import JOBS, bounded
+from .keep import KeptArray
+from .limits import check_work, work_bound
 from .record import RunRecord
 from .render import gif_bytes, history_csv, history_json, upscale
 from .session import check_init, get_model, race_configs, race_events, run_events
@@ -217,7 +220,7 @@ def scrub_ready(record: RunRecord | None) -> dict[str, Any]:
 
 def write_downloads(record: RunRecord) -> list[str]:
     """GIF of the previews, residual history as CSV and JSON, in the session's own folder: each run
-    overwrites the last one's set, and the folder goes when the session ends (``limits.forget_session``).
+    overwrites the last one's set, and the folder goes when the session ends (``jobs.forget_session``).
     """
     folder = session_folder(record.session)
     names = ("paratta_previews.gif", "paratta_residuals.csv", "paratta_run.json")
@@ -347,7 +350,8 @@ def ended_early(record: RunRecord, reason: str) -> dict[str, Any]:
     if not record.rows:
         line = f"**Stopped** during the sequential reference: {reason}. Nothing to show yet: lower the steps."
         return {"stats": line, "info": {"phase": "stopped", "reason": reason}}
-    record.stopped = True
+    if not record.claim_stop():  # Stop has shown this run's end already
+        return {}
     k = record.iterations
     record.notes.append(f"stopped after iteration {k}: {reason}")
     return {**frame_outputs(record, k, "done"), "downloads": write_downloads(record), "record": record}
@@ -369,9 +373,8 @@ def after_stop(record: RunRecord | None) -> tuple[Any, ...]:
     """Once Stop has cancelled a run: show its last iteration whole (images, heatmap, curves and stats
     of the same k: the iteration may have been computed but not shown yet), scrubbable and downloadable.
     A second Stop, or a Stop after the run ended, changes nothing."""
-    if record is None or not record.rows or record.final_image is not None or record.stopped:
+    if record is None or not record.rows or not record.claim_stop():
         return tuple(gr.skip() for _ in STOP_OUTPUTS)
-    record.stopped = True
     k = record.iterations
     record.notes.append(f"stopped by the user after iteration {k}")
     outputs = frame_outputs(record, k, "done")
@@ -389,7 +392,7 @@ def use_as_init(record: RunRecord | None) -> tuple[dict[str, Any], str]:
         )
     s = record.settings
     stored = {
-        "trajectory": record.trajectory,
+        "trajectory": KeptArray(record.session, record.trajectory),  # counted in the sessions' budget
         "steps": record.steps,
         "model": s.model,
         "prompt": s.request.prompt,

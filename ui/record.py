@@ -1,15 +1,38 @@
 """What a finished (or stopped) run keeps for scrubbing and downloads: small, picklable, no tensors.
 
-Per iteration: a uint8 preview, the (T,) residual vector and a few numbers. Per run: the
-sequential reference and the final trajectory (for "use this run as initialisation").
+Per iteration: a preview (kept PNG-encoded) and a row (the (T,) residual vector and a few numbers).
+Per run: the sequential reference's preview and full decode, the last iterate's full decode (PNG too)
+and the final trajectory in float32 (for "use this run as initialisation"). Its size counts in the
+sessions' byte budget (``ui.keep.STORE``); once evicted, every use of it raises ``Expired``.
 """
 
 from __future__ import annotations
 
+import io
+import threading
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import numpy as np
+from PIL import Image
+
+from .keep import STORE, Expired
+
+IMAGES = ("sequential_preview", "sequential_image", "final_image")
+_ENDING = threading.Lock()  # Stop (its own event) and the run's handler may both try to end a run
+
+
+def encode(image: np.ndarray) -> bytes:
+    """A uint8 (h, w, 3) image as PNG bytes: lossless, a fraction of the pixels' size."""
+    buffer = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(image)).save(buffer, format="PNG", compress_level=1)
+    return buffer.getvalue()
+
+
+def decode(data: bytes) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+
 
 if TYPE_CHECKING:
     from .settings import RunSettings
@@ -30,25 +53,146 @@ class IterationRow:
     converged: bool = False
 
 
-@dataclass
+class Previews:
+    """The per-iteration previews of a record, PNG-encoded; reads give uint8 (h, w, 3) arrays."""
+
+    def __init__(self, owner: RunRecord, images: Iterable[np.ndarray] = ()) -> None:
+        self.owner = owner
+        self.data = [encode(i) for i in images]
+
+    def append(self, image: np.ndarray) -> None:
+        self.data.append(encode(image))
+        self.owner.grew()
+
+    def __len__(self) -> int:
+        self.owner.alive()
+        return len(self.data)
+
+    def __getitem__(self, k: int) -> np.ndarray:
+        self.owner.alive()
+        return decode(self.data[k])
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        self.owner.alive()
+        return (decode(d) for d in list(self.data))
+
+    def __delitem__(self, k: int | slice) -> None:
+        del self.data[k]
+
+    def nbytes(self) -> int:
+        return sum(len(d) for d in self.data)
+
+
+@dataclass(eq=False)
 class RunRecord:
-    """Everything one run leaves behind; lives in a ``gr.State``."""
+    """Everything one run leaves behind; lives in a ``gr.State``, its size counted in ``STORE``."""
 
     settings: RunSettings
     steps: int
     tol: float
     latent_shape: tuple[int, ...]
     rows_per_step: int | None = None  # network rows a timestep costs; None: from the guidance (1 or 2)
-    rows: list[IterationRow] = field(default_factory=list)
-    previews: list[np.ndarray] = field(default_factory=list)  # uint8 (h, w, 3), one per row
-    sequential_preview: np.ndarray | None = None  # uint8 (h, w, 3)
-    sequential_seconds: float = 0.0
-    sequential_image: np.ndarray | None = None  # uint8 full decode of the sequential x_0
-    final_image: np.ndarray | None = None  # uint8 full decode of the last iterate's x_0
-    trajectory: np.ndarray | None = None  # float32 (T+1, *latent): the last iterate
     notes: list[str] = field(default_factory=list)  # clamps and other things the stats line must say
-    session: str = "local"  # the session whose folder holds its downloads (ui.limits.session_folder)
-    stopped: bool = False  # set by Stop: a run still finishing its iteration must not add to it
+    session: str = "local"  # the session whose folder holds its downloads (ui.cache.session_folder)
+    stopped: bool = False  # set once by whoever ends the run (Stop, or its limits); read by the others
+    sequential_seconds: float = 0.0
+    expired: bool = False  # evicted from STORE: every use raises Expired
+    _rows: list[IterationRow] = field(default_factory=list, repr=False)
+    _previews: Previews | None = field(default=None, repr=False)
+    _images: dict[str, bytes] = field(default_factory=dict, repr=False)
+    _trajectory: np.ndarray | None = field(default=None, repr=False)
+
+    def claim_stop(self) -> bool:
+        """Mark the run stopped; True only for the one caller that did (Stop and the run's own limits
+        race for it: the winner shows the last iteration, the other leaves it)."""
+        with _ENDING:
+            if self.stopped or self.has("final_image"):
+                return False
+            self.stopped = True
+            return True
+
+    def alive(self) -> None:
+        if self.expired:
+            raise Expired()
+
+    def grew(self) -> None:
+        """Tell the store this record's size now."""
+        STORE.hold(self.session, self)
+
+    def nbytes(self) -> int:
+        rows = sum(r.residual.nbytes for r in self._rows)
+        previews = self._previews.nbytes() if self._previews is not None else 0
+        trajectory = self._trajectory.nbytes if self._trajectory is not None else 0
+        return rows + previews + trajectory + sum(len(b) for b in self._images.values())
+
+    def expire(self) -> None:
+        self.expired = True
+        self._rows, self._previews, self._images, self._trajectory = [], None, {}, None
+
+    @property
+    def rows(self) -> list[IterationRow]:
+        self.alive()
+        return self._rows
+
+    @rows.setter
+    def rows(self, rows: list[IterationRow]) -> None:
+        self._rows = rows
+
+    @property
+    def previews(self) -> Previews:
+        self.alive()
+        if self._previews is None:
+            self._previews = Previews(self)
+        return self._previews
+
+    @previews.setter
+    def previews(self, images: Iterable[np.ndarray]) -> None:
+        self._previews = Previews(self, images)
+        self.grew()
+
+    @property
+    def trajectory(self) -> np.ndarray | None:
+        """float32 (T+1, *latent): the last iterate."""
+        self.alive()
+        return self._trajectory
+
+    @trajectory.setter
+    def trajectory(self, value: np.ndarray | None) -> None:
+        self._trajectory = None if value is None else np.asarray(value, dtype=np.float32)
+        self.grew()
+
+    def _image(self, name: str) -> np.ndarray | None:
+        self.alive()
+        data = self._images.get(name)
+        return None if data is None else decode(data)
+
+    def _set_image(self, name: str, image: np.ndarray | None) -> None:
+        if image is None:
+            self._images.pop(name, None)
+        else:
+            self._images[name] = encode(image)
+        self.grew()
+
+    sequential_preview = property(
+        lambda self: self._image("sequential_preview"),
+        lambda self, v: self._set_image("sequential_preview", v),
+        doc="uint8 (h, w, 3): the reference's latest preview",
+    )
+    sequential_image = property(
+        lambda self: self._image("sequential_image"),
+        lambda self, v: self._set_image("sequential_image", v),
+        doc="uint8: the full decode of the sequential x_0",
+    )
+    final_image = property(
+        lambda self: self._image("final_image"),
+        lambda self, v: self._set_image("final_image", v),
+        doc="uint8: the full decode of the last iterate's x_0",
+    )
+
+    def has(self, name: str) -> bool:
+        """Whether image ``name`` (of ``IMAGES``) is set, without decoding it."""
+        self.alive()
+        return name in self._images
 
     @property
     def iterations(self) -> int:

@@ -28,6 +28,7 @@ from paratta.protocol import DiffusionModel
 from . import devices
 from .events import Distances, Event, IterateDone, ReferenceDone, SequentialStep, SolveDone, WindowChosen
 from .gpu import DEVICE
+from .keep import KeptArray
 from .record import IterationRow
 from .render import shrink, to_uint8
 from .settings import RunSettings
@@ -81,7 +82,8 @@ def check_init(
             "init is 'previous run's trajectory' but none is stored: finish a run and press "
             "'Use this run as initialisation' first"
         )
-    traj = np.asarray(init["trajectory"])
+    kept = init["trajectory"]
+    traj = kept.get() if isinstance(kept, KeptArray) else np.asarray(kept)  # Expired once evicted
     expected = (settings.request.steps + 1, *model.latent_shape)
     if traj.shape != expected:
         raise ValueError(

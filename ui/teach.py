@@ -29,8 +29,8 @@ from paratta.metrics import largest_state_distance
 from paratta.registry import model_defaults
 
 from .controls import CHOICE_LABELS
-from .door import stepping_validator, teach_validator
-from .limits import JOBS
+from .door import positional, stepping_validator, validator
+from .jobs import JOBS
 from .settings import Caps, as_choice, as_int, as_text, frame_index
 
 MODEL = "toy2d"
@@ -246,7 +246,7 @@ def teach_run(
     prompt: Any, seed: Any, steps: Any, order: Any, family: Any = "ddim", request: gr.Request = None
 ) -> Iterator[tuple[Figure, str, Lesson]]:
     """Solve both lanes, then stream one frame per parallel iteration (0 … n); the last has the verdict.
-    Like Run and Race, one job per session (``ui.limits``): it replaces the session's running one."""
+    Like Run and Race, one job per session (``ui.jobs``): it replaces the session's running one."""
     try:
         lesson_request, order_ = checked(prompt, seed, steps, order, Caps.from_env(), family)
         ticket = JOBS.begin(request, Caps.from_env())
@@ -260,6 +260,14 @@ def teach_run(
     for k in range(result.frames):
         yield teach_figure(result, k), frame_line(result, k), result
     yield teach_figure(result, result.frames), summary(result, result.frames), result
+
+
+def at_the_door(named: dict[str, Any]) -> None:
+    """/teach's checks before it joins the queue (``ui.door``): the request, the order, the words."""
+    caps = Caps.from_env()
+    args = (named[n] for n in ("prompt", "seed", "steps", "order"))
+    request, _ = checked(*args, caps, named["family"])
+    load_model(MODEL).encode(request.prompt)  # its words: a parse, no network
 
 
 def summary(lesson: Lesson, k: int) -> str:
@@ -397,7 +405,7 @@ def build_teach_tab() -> Any:
         api_name="teach",
         preprocess=False,
         show_progress="hidden",  # the verdict line says what runs, or why not
-        validator=teach_validator(teach_run),
+        validator=validator(positional(teach_run), at_the_door),
     )
     for ended in (event.then, event.failure):  # the page runs a .then only after a success
         ended(stepper_ready, state, [slider, previous, following, go], **private)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import itertools
 import math
 import re
+import unicodedata
 
 import torch
 from torch import Tensor
@@ -200,9 +201,27 @@ def _normalise(word: str) -> str:
     return word
 
 
+def stray_characters(prompt: str) -> list[str]:
+    """Characters that are neither in a word nor a separator one can see: control and format characters
+    (NUL, zero-width, bidi controls), marks on their own, and symbols such as emoji."""
+    return [
+        c
+        for c in dict.fromkeys(prompt)
+        if not c.isspace() and (unicodedata.category(c)[0] in "CM" or unicodedata.category(c) in ("So", "Sk"))
+    ]
+
+
 def prompt_words(prompt: str) -> list[str]:
     """The prompt's words, lower-cased: runs of letters or digits in any script, so that a word outside
-    the vocabulary ("红色", "3") is named rather than silently dropped."""
+    the vocabulary ("红色", "3") is named rather than silently dropped. A prompt with characters that
+    would otherwise silently split or join words (``stray_characters``) is refused, naming them."""
+    stray = stray_characters(prompt)
+    if stray:
+        named = ", ".join(f"U+{ord(c):04X} {unicodedata.name(c, 'unnamed')}" for c in stray[:6])
+        more = f" and {len(stray) - 6} more" if len(stray) > 6 else ""
+        raise ValueError(
+            f"prompt has characters that are neither words nor separators: {named}{more}; remove them"
+        )
     return re.findall(r"[^\W_]+", prompt.lower())
 
 
