@@ -60,11 +60,12 @@ def default_run(model: str, steps: int | None) -> dict[str, Any]:
     """The /run arguments a visitor gets by pressing Run: declared defaults, the model's own, auto values."""
     from paratta import Request, SolverConfig
     from paratta.config import specs
+    from paratta.plans import resolve
     from paratta.registry import model_defaults
 
     d = model_defaults(model)
     T = steps or d.steps
-    auto = SolverConfig().resolved(T)
+    auto = resolve(SolverConfig(), T)
     values = {name: spec.default for name, spec in {**specs(Request), **specs(SolverConfig)}.items()}
     values |= dict(model=model, prompt=d.prompt, guidance=d.guidance, steps=T)
     values |= dict(order=auto.order, window=auto.window, max_iters=auto.max_iters)
@@ -142,7 +143,7 @@ def main(argv: list[str] | None = None) -> None:
         "--slow-visitor",
         action="store_true",
         help="first, one visitor sends the heaviest run a Space's work cap lets through (shapes-unet, "
-        "guidance 3, Jacobi, order 1, tol 1e-12, T = window = 100, 36 iterations): it holds a worker "
+        "guidance 3, Jacobi, order 1, tol 1e-12, T = window = 100, 21 iterations): it holds a worker "
         "until the time budget ends it (client -1 below)",
     )
     a = p.parse_args(argv)
@@ -162,7 +163,7 @@ def main(argv: list[str] | None = None) -> None:
         t0 = time.monotonic()
         visitors = [(n, a.runs, settings) for n in range(a.clients)]
         if a.slow_visitor:
-            slow = default_run("shapes-unet", 100) | dict(order=1, solver="jacobi", tol=1e-12, max_iters=36)
+            slow = default_run("shapes-unet", 100) | dict(order=1, solver="jacobi", tol=1e-12, max_iters=21)
             visitors.insert(0, (-1, 1, slow))
         threads = [threading.Thread(target=visitor, args=(url, *v, out), daemon=True) for v in visitors]
         for n, t in enumerate(threads):

@@ -34,7 +34,7 @@ from paratta.plans import WindowPlan
 from paratta.problem import Problem
 
 from .calibration import Curve, curve
-from .latency import LatencyTable, rows_per_step
+from .latency import LatencyTable, iteration_ms, rows_per_step
 
 MODEL_PATH = Path(__file__).resolve().parents[1] / "data" / "iterations.json"
 MEMORY_SHARE = (
@@ -66,16 +66,6 @@ def iteration_model(path: Path = MODEL_PATH) -> IterationModel:
     return IterationModel({k: float(v) for k, v in doc["kappa"].items()}, doc["full_window"])
 
 
-def projected_ms(
-    table: LatencyTable, W: int, per_step: int, ranks: int = 1, max_batch: int | None = None
-) -> float:
-    """ℓ of one iteration over W timesteps: each rank's share, in calls of at most ``max_batch``."""
-    share = -(-W // ranks)
-    chunk = min(share, max_batch) if max_batch else share
-    full, rest = divmod(share, chunk)
-    return full * table.call_ms(chunk * per_step) + table.call_ms(rest * per_step)
-
-
 def choose(
     table: LatencyTable,
     T: int,
@@ -89,7 +79,7 @@ def choose(
     model = iteration_model()
     per_step = rows_per_step(guidance, network)
     t = {
-        W: model.iterations(T, W, eta) * projected_ms(table, W, per_step, ranks, max_batch) / 1000
+        W: model.iterations(T, W, eta) * iteration_ms(table, W, per_step, max_batch, ranks) / 1000
         for W in range(1, T + 1)
     }
     best = min(t.values())
