@@ -115,18 +115,16 @@ def resolve(
     config: SolverConfig,
     steps: int,
     *,
-    window: int | None = None,
-    max_batch: int | None = None,
     device: torch.device | str | None = None,
     group: RowGroup | None = None,
-    projection: WindowPlan | None = None,
 ) -> Plan:
     """``config`` made concrete for a T = ``steps`` run (``ValueError`` naming a setting outside its range).
 
     Auto settings: order min(20, T), max_iters T, tol the stopping rule's own (``TOLERANCE``),
-    coarse_steps max(2, T // 10); the window is ``window`` when the device chose it, else the given
-    one, else T. ``solver="sequential"`` is the sequential sampler as a solve: window 1, order 1,
-    history 1 (Jacobi on one unknown at a time: each iteration finalises one step).
+    coarse_steps max(2, T // 10), window T and max_batch None (every timestep in one call) unless
+    given as numbers; ``paratta.plan`` replaces the window and max_batch when the device chooses them.
+    ``solver="sequential"`` is the sequential sampler as a solve: window 1, order 1, history 1
+    (Jacobi on one unknown at a time: each iteration finalises one step).
     """
     config.validate(steps)
     given_window = config.window if isinstance(config.window, int) else None
@@ -135,7 +133,7 @@ def resolve(
     return Plan(
         steps=steps,
         solver=config.solver,
-        window=1 if sequential else window or given_window or steps,
+        window=1 if sequential else given_window or steps,
         order=1 if sequential else min(20, steps) if config.order is None else config.order,
         history=1 if sequential else config.history,
         stopping=config.stopping,
@@ -145,9 +143,8 @@ def resolve(
         lam=config.lam,
         init=config.init,
         coarse_steps=max(2, steps // 10) if config.coarse_steps is None else config.coarse_steps,
-        max_batch=max_batch or given_batch,
+        max_batch=given_batch,
         state_dtype=config.state_dtype,
         device=torch.device(device) if device is not None else None,
         group=group,
-        projection=projection,
     )

@@ -18,6 +18,7 @@ import gradio as gr
 
 from paratta import BUILTIN_MODELS, Request, SolverConfig, model_defaults
 from paratta.config import specs
+from paratta.plans import resolve
 
 from .controls import RACE_INPUT_NAMES, RUN_INPUT_NAMES, WINDOW_AUTO, Controls, build_controls
 from .controls import wire as wire_controls
@@ -117,7 +118,7 @@ def preset_values(change: dict[str, Any]) -> list[Any]:
     name = change.get("model", "shapes")
     d = model_defaults(name)
     steps = change.get("steps", d.steps)
-    auto = SolverConfig().resolved(steps)
+    auto = resolve(SolverConfig(), steps)
     values = declared | dict(model=name, prompt=d.prompt, guidance=d.guidance, steps=steps)
     values |= dict(order=auto.order, window=auto.window, max_iters=auto.max_iters) | change
     values.setdefault("window_auto", WINDOW_AUTO and "window" not in change)  # a preset's W is its own

@@ -16,6 +16,7 @@ import gradio as gr
 
 from paratta import ModelDefaults, Request, SolverConfig
 from paratta.config import Spec, specs
+from paratta.plans import resolve
 
 from .gpu import DEVICE
 from .settings import Caps
@@ -137,7 +138,7 @@ def build_controls(
 ) -> Controls:
     """Create the components (inside the current Blocks context), Run and Stop right under the prompt."""
     T = defaults.steps
-    auto = SolverConfig().resolved(T)  # the library's "auto" values for this T
+    auto = resolve(SolverConfig(), T)  # the library's "auto" values for this T
     with gr.Column(elem_id="sidebar-top"):  # on a phone the results come right after this part
         prompt = gr.Textbox(
             defaults.prompt, label="Prompt", info=prompt_hint(model, defaults), max_lines=2, elem_id="prompt"
@@ -255,7 +256,7 @@ def steps_changed(steps: Any, order: Any, window: Any, max_iters: Any, previous:
     T = as_steps(steps)
     if T is None:
         return gr.skip(), gr.skip(), gr.skip(), gr.skip()  # the run itself will say what is wrong
-    auto = SolverConfig().resolved(T)
+    auto = resolve(SolverConfig(), T)
     last = as_steps(previous)
 
     def fit(value: Any, auto_value: int) -> int:

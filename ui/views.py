@@ -16,6 +16,7 @@ import numpy as np
 
 from paratta import SolverConfig
 from paratta.parallel.latency import NO_TABLE, LatencyTable, Projection, project, table_for
+from paratta.plans import resolve
 
 from .gpu import DEVICE
 from .record import IterationRow, RunRecord
@@ -98,9 +99,8 @@ def projection(record: RunRecord, k: int) -> Projection | None:
     if table is None:
         return None
     s = record.settings
-    config = SolverConfig(**{f.name: s[f.name] for f in fields(SolverConfig) if f.name in s}).resolved(
-        record.steps
-    )
+    given = SolverConfig(**{f.name: s[f.name] for f in fields(SolverConfig) if f.name in s})
+    config = resolve(given, record.steps)
     coarse = config.coarse_steps if config.init == "coarse" else 0  # run step by step before iteration 1
     windows = [hi - lo for lo, hi in (r.window for r in record.rows[:k])]
     guidance = float(s.get("guidance", 1.0))

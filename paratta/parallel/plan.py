@@ -13,13 +13,14 @@ joined): a call inside a process group set up by someone else solves the whole w
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import replace
 
 import torch
 from torch import Tensor
 
 from paratta import solver
 from paratta.config import SolverConfig
-from paratta.plans import Plan, WindowPlan, resolve
+from paratta.plans import Plan, resolve
 from paratta.problem import Problem
 from paratta.solver import Iterate
 
@@ -39,27 +40,18 @@ def plan(
     model's device. Over a ``group`` every rank must call this together: rank 0 chooses, all get it.
     """
     config = config or SolverConfig()
-    config.validate(problem.steps)  # before any measurement: a bad setting costs nothing
-    chosen: WindowPlan | None = None
+    planned = resolve(config, problem.steps, device=device, group=group)  # checked before any measurement
     network = torch.device(problem.model.device)
-    if device_chooses(config, network):
-        ranks = group.world if group is not None else 1
-        if group is None or group.world == 1:
-            chosen = choose_window(problem, config, network, ranks)
-        else:
-            mine = choose_window(problem, config, network, ranks) if group.rank == 0 else None
-            chosen = group.broadcast(mine)  # type: ignore[assignment]
-    window = chosen.window if chosen is not None and config.solver != "sequential" else None
-    max_batch = chosen.max_batch if chosen is not None else None
-    return resolve(
-        config,
-        problem.steps,
-        window=window,
-        max_batch=max_batch,
-        device=device,
-        group=group,
-        projection=chosen,
-    )
+    if not device_chooses(config, network):
+        return planned
+    ranks = group.world if group is not None else 1
+    if group is None or group.world == 1:
+        chosen = choose_window(problem, config, network, ranks)
+    else:
+        mine = choose_window(problem, config, network, ranks) if group.rank == 0 else None
+        chosen = group.broadcast(mine)  # type: ignore[assignment]
+    window = chosen.window if config.solver != "sequential" else planned.window
+    return replace(planned, window=window, max_batch=chosen.max_batch, projection=chosen)
 
 
 def solve(
