@@ -25,10 +25,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from paratta import Request, SolverConfig, load_model, make_problem, model_defaults, run  # noqa: E402
+from paratta import plan as paratta_plan  # noqa: E402
 from paratta.metrics import distance  # noqa: E402
 from paratta.parallel.calibration import CACHE_ENV  # noqa: E402
 from paratta.parallel.latency import TABLE_NAME, load_tables  # noqa: E402
-from paratta.parallel.window import choose, plan_window  # noqa: E402
+from paratta.parallel.window import choose  # noqa: E402
 from paratta.sequential import sample_sequential  # noqa: E402
 from paratta.tools.machine import machine  # noqa: E402
 
@@ -54,9 +55,10 @@ def here(models: list[str], steps: list[int], repeats: int) -> None:
         d = model_defaults(name, model)
         for T in steps:
             problem = make_problem(model, Request(d.prompt, steps=T, guidance=d.guidance))
-            config, plan = plan_window(problem, SolverConfig(window="auto"), model.device)
+            planned = paratta_plan(problem, SolverConfig(window="auto"))
+            plan = planned.projection
             assert plan is not None
-            auto_s, last = best_of(repeats, lambda c=config, p=problem: run(p, c))
+            auto_s, last = best_of(repeats, lambda c=planned, p=problem: run(p, c))
             full_s, _ = best_of(repeats, lambda p=problem, t=T: run(p, SolverConfig(window=t)))
             seq_s, reference = best_of(repeats, lambda p=problem: sample_sequential(p))
             source = "cached" if "cached" in plan.source else "new" if "now" in plan.source else "shipped"

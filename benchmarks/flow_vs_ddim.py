@@ -34,7 +34,7 @@ sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
 
-from paratta import Request, SolverConfig, load_model, make_problem, model_defaults, sample_sequential  # noqa: E402
+from paratta import Request, SolverConfig, load_model, make_problem, model_defaults, plan, sample_sequential  # noqa: E402
 from paratta.schedule import SchedulerConfig, alphas_cumprod, ddim_coefficients  # noqa: E402
 from paratta.tools.bench import Row, run_once, summarise, table, tol_text  # noqa: E402
 from paratta.tools.machine import machine  # noqa: E402
@@ -89,7 +89,8 @@ def measure(
     references = [sample_sequential(p) for p in problems]
     rows = []
     for setting, config in configs(steps, windows, orders):
-        runs = [run_once(p, config, ref) for p, ref in zip(problems, references, strict=True)]
+        planned = plan(problems[0], config)  # one plan for every seed
+        runs = [run_once(p, planned, ref) for p, ref in zip(problems, references, strict=True)]
         rows.append(summarise(f"{name} ({column})", steps, 0.0, config, setting, runs))
     return rows
 

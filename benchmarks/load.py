@@ -132,7 +132,7 @@ def main(argv: list[str] | None = None) -> None:
         "--slow-visitor",
         action="store_true",
         help="first, one visitor sends the heaviest run a Space's work cap lets through (shapes-unet, "
-        "guidance 3, Jacobi, order 1, tol 1e-12, T = window = 100, 36 iterations): it holds a worker "
+        "guidance 3, Jacobi, order 1, tol 1e-12, T = window = 100, 21 iterations): it holds a worker "
         "until the time budget ends it (client -1 below)",
     )
     a = p.parse_args(argv)
@@ -152,7 +152,7 @@ def main(argv: list[str] | None = None) -> None:
         t0 = time.monotonic()
         visitors = [(n, a.runs, settings) for n in range(a.clients)]
         if a.slow_visitor:
-            slow = default_run("shapes-unet", 100) | dict(order=1, solver="jacobi", tol=1e-12, max_iters=36)
+            slow = default_run("shapes-unet", 100) | dict(order=1, solver="jacobi", tol=1e-12, max_iters=21)
             visitors.insert(0, (-1, 1, slow))
         threads = [threading.Thread(target=visitor, args=(url, *v, out), daemon=True) for v in visitors]
         for n, t in enumerate(threads):

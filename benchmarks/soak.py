@@ -59,6 +59,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.load import default_run, rss_mib, start_server, wait_up  # noqa: E402
+from paratta.tools.machine import machine  # noqa: E402
 from ui.guards import PROBE_PATH, STATE_SESSIONS  # noqa: E402  (Gradio's cap here: the probe says)
 from ui.local import free_port  # noqa: E402
 
@@ -878,18 +879,6 @@ def plot(samples: list[Sample], warmup_s: float, machine: str, path: Path) -> No
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)
     plt.close(fig)
-
-
-def machine() -> str:
-    model = next(
-        (line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-         if line.startswith("model name")),
-        "unknown CPU",
-    )  # fmt: skip
-    import torch
-
-    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "CPU only"
-    return f"{model}, {os.cpu_count()} cores, {gpu}"
 
 
 # ---- main ----------------------------------------------------------------------------------------------

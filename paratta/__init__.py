@@ -2,15 +2,20 @@
 
 Tang et al., "Accelerating Parallel Sampling of Diffusion Models", ICML 2024 (arXiv 2402.09970).
 Importing paratta imports torch only; diffusers is loaded when a diffusers model is asked for.
+
+``plan(problem, config, device, group)`` makes a run's settings concrete once (``Plan``);
+``solve``/``run`` take a plan, or a config which they plan first.
 """
 
 from .config import SolverConfig
+from .parallel.plan import plan, run, solve
 from .pipeline import ParaTAAPipeline, ParaTAAPipelineOutput
+from .plans import Plan
 from .problem import Problem, Request, make_problem
 from .registry import BUILTIN_MODELS, ModelDefaults, load_model, model_defaults
 from .schedule import Coefficients, SchedulerConfig, coefficients, ddim_coefficients
 from .sequential import iterate_sequential, sample_sequential
-from .solver import Iterate, run, solve
+from .solver import Iterate
 
 __all__ = [
     "BUILTIN_MODELS",
@@ -19,6 +24,7 @@ __all__ = [
     "ModelDefaults",
     "ParaTAAPipeline",
     "ParaTAAPipelineOutput",
+    "Plan",
     "Problem",
     "Request",
     "SchedulerConfig",
@@ -29,6 +35,7 @@ __all__ = [
     "load_model",
     "make_problem",
     "model_defaults",
+    "plan",
     "run",
     "sample_sequential",
     "solve",

@@ -3,15 +3,17 @@
 ``Request`` (what to sample) and ``SolverConfig`` (how to solve) are frozen dataclasses whose
 fields carry their declaration in ``metadata`` (``setting(...)``). ``__post_init__`` validates each
 field once, with a ``ValueError`` that names the setting and its range; settings whose upper end is
-T are checked against T by ``SolverConfig.resolved``. The CLI's arguments, the app's controls and
-the bench's defaults are generated from ``specs(...)``, never re-typed.
+T are checked against T by ``SolverConfig.validate``, which ``paratta.plans.resolve`` calls when it
+makes the settings of a run concrete (a ``Plan``: the auto ones filled). A setting's kind and choices
+are read from its type (``kind_of``). The CLI's arguments, the app's controls and the bench's
+defaults are generated from ``specs(...)``, never re-typed.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import MISSING, dataclass, field, fields, replace
-from typing import Any, Literal, get_args
+from dataclasses import MISSING, dataclass, field, fields
+from typing import Any, Literal, get_args, get_origin, get_type_hints
 
 import torch
 
@@ -119,25 +121,27 @@ def setting(
     return field(default=default, metadata=meta)
 
 
-_KINDS = {
-    "int": int,
-    "float": float,
-    "str": str,
-    "int | None": int,
-    "float | None": float,
-    "int | str | None": int,
-}
+def kind_of(annotation: Any) -> tuple[type, tuple[str, ...]]:
+    """A setting's kind and choices from its type: a ``Literal`` is a str with those choices; in a
+    union (``int | None``, ``int | str | None``) the number type is the kind (``None`` and the words
+    are declared by ``setting``)."""
+    if get_origin(annotation) is Literal:
+        return str, tuple(get_args(annotation))
+    options = [a for a in get_args(annotation) if a is not type(None)] or [annotation]
+    for kind in (int, float, str):
+        if kind in options:
+            return kind, ()
+    raise TypeError(f"a setting must be an int, float, str or Literal; got {annotation!r}")
 
 
 def specs(cls: type) -> dict[str, Spec]:
     """The declarations of a settings dataclass, by field name, in declaration order."""
+    types = get_type_hints(cls)
     out = {}
     for f in fields(cls):
         if "hint" not in f.metadata:
             continue
-        annotation = str(f.type)
-        choices = _LITERALS.get(annotation, ())
-        kind = str if choices else _KINDS[annotation]
+        kind, choices = kind_of(types[f.name])
         default = None if f.default is MISSING else f.default
         out[f.name] = Spec(name=f.name, kind=kind, default=default, choices=choices, **f.metadata)
     return out
@@ -284,39 +288,12 @@ class SolverConfig:
         _validate(self)
 
     def validate(self, steps: int) -> None:
-        """Raise ``ValueError`` naming the first setting outside its range for a T = ``steps`` run."""
+        """Raise ``ValueError`` naming the first setting outside its range for a T = ``steps`` run: those
+        bounded by T (every range without T was checked when the config was made)."""
         for name, spec in specs(SolverConfig).items():
-            spec.check(getattr(self, name), steps)
-
-    def resolved(self, steps: int) -> SolverConfig:
-        """Fill the ``None`` (auto) settings for a T = ``steps`` run; "sequential" becomes window-1 Jacobi.
-
-        ``window="auto"`` and ``max_batch="auto"`` stay: they depend on the device and the model, and
-        ``paratta.parallel.window.plan_window`` (which ``solve`` calls) turns them into numbers.
-        """
-        self.validate(steps)
-        cfg = replace(
-            self,
-            order=min(20, steps) if self.order is None else self.order,
-            window=steps if self.window is None else self.window,
-            max_iters=steps if self.max_iters is None else self.max_iters,
-            tol=TOLERANCE[self.stopping] if self.tol is None else self.tol,
-            coarse_steps=max(2, steps // 10) if self.coarse_steps is None else self.coarse_steps,
-        )
-        if cfg.solver == "sequential":
-            cfg = replace(cfg, window=1, order=1, history=1)
-        return cfg
+            if spec.hi == "T":
+                spec.check(getattr(self, name), steps)
 
     @property
     def dtype(self) -> torch.dtype:
         return STATE_DTYPES[self.state_dtype]
-
-
-_LITERALS = {
-    "Solver": SOLVERS,
-    "Init": INITS,
-    "Stopping": STOPPINGS,
-    "StateDtype": tuple(STATE_DTYPES),
-    "Family": FAMILIES,
-    "Sampler": SAMPLER_CHOICES,
-}

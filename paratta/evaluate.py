@@ -1,10 +1,11 @@
 """Batched network evaluation with chunking and a finiteness check, shared by both samplers.
 
-This is the one place the network is called. Inside a process group (``paratta.parallel.distributed``) a
-call with several rows is split: each rank evaluates its contiguous share and every rank gets all
-rows back, in order, so the callers (``solve``) run unchanged and identically on every rank. A
-single row (the sequential sampler, the coarse initialisation, a one-row window) is evaluated by
-every rank locally: splitting it would only add a round trip.
+This is the one place the network is called. Given a group of ranks (``Plan.group``, e.g.
+``paratta.parallel.distributed.Group``) a call with several rows is split: each rank evaluates its
+contiguous share and every rank gets all rows back, in order, so the callers (``solve``) run
+unchanged and identically on every rank. A single row (the sequential sampler, the coarse
+initialisation, a one-row window) is evaluated by every rank locally: splitting it would only add a
+round trip. Without a group every row is evaluated here, whatever process group may be initialised.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .parallel import distributed
+from .plans import RowGroup
 from .problem import Problem
 
 
@@ -20,21 +21,21 @@ class NonFiniteError(FloatingPointError):
     """The model returned NaN or inf; the message names the timestep."""
 
 
-def evaluate(problem: Problem, t: Tensor, x: Tensor, max_batch: int | None = None) -> Tensor:
+def evaluate(
+    problem: Problem, t: Tensor, x: Tensor, max_batch: int | None = None, group: RowGroup | None = None
+) -> Tensor:
     """Guided network output at states ``x`` (n, *latent) and integer timesteps ``t`` (n,).
 
     ``x`` is cast to the model's dtype for the call and the output back to ``x``'s dtype.
     ``max_batch`` caps the timesteps per network call (each is two rows under guidance); in a
-    process group it applies within each rank's share.
+    group it applies within each rank's share.
     """
-    group = distributed.current()
     n = x.shape[0]
     if group is None or n < 2:
         return _evaluate_rows(problem, t, x, max_batch)
     # Outputs travel in the model's precision (at least float32): the cast to x's dtype is exact after.
     wire = torch.promote_types(problem.model.dtype, torch.float32)
-    out = distributed.gather_rows(
-        group,
+    out = group.gather_rows(
         lambda start, stop: _evaluate_rows(problem, t[start:stop], x[start:stop], max_batch),
         n,
         tuple(x.shape[1:]),

@@ -24,6 +24,7 @@ from torch import Tensor
 
 from .config import Request, SolverConfig, specs
 from .problem import Problem, make_problem
+from .registry import model_from_pipeline
 from .solver import Iterate, solve
 
 # The __call__ arguments paratta honours, by pipeline class, beyond the ones every pipeline shares.
@@ -74,12 +75,10 @@ class ParaTAAPipeline:
     """A diffusers pipeline sampled by parallel fixed-point iteration; see the module docstring."""
 
     def __init__(self, pipe: Any, config: SolverConfig) -> None:
-        from .models.diffusers.load import from_pipeline
-
         self.pipe = pipe
         self.config = config
         self.pipeline_name = type(pipe).__name__
-        self.model = from_pipeline(pipe, device=pipe.device, dtype=pipe.dtype)  # refuses other classes
+        self.model = model_from_pipeline(pipe, device=pipe.device, dtype=pipe.dtype)  # refuses other classes
         own, used = type(pipe.scheduler).__name__, self.model.scheduler_config["_class_name"]
         if own != used:
             raise ValueError(

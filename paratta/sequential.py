@@ -15,7 +15,7 @@ from .problem import Problem
 
 
 @dataclass(frozen=True)
-class SequentialStep:
+class SequentialState:
     """State after one sequential step: x_i has just been computed from x_{i+1}."""
 
     index: int  # i; 0 is the last step
@@ -26,7 +26,7 @@ class SequentialStep:
 
 def iterate_sequential(
     problem: Problem, device: torch.device | str | None = None, dtype: torch.dtype = torch.float64
-) -> Iterator[SequentialStep]:
+) -> Iterator[SequentialState]:
     """x_i = step_i(x_{i+1}, network(x_{i+1}, t_i)) for i = T−1…0, yielding after each step."""
     device = torch.device(device) if device is not None else problem.model.device
     coef = problem.coef.to(device, dtype)
@@ -49,7 +49,7 @@ def iterate_sequential(
             previous = coef.denoised(idx, x[None], out)[0]
         x = x_new
         seconds += time.perf_counter() - start
-        yield SequentialStep(i, x, model_seconds, seconds)
+        yield SequentialState(i, x, model_seconds, seconds)
 
 
 def sample_sequential(

@@ -12,6 +12,10 @@ Each iteration works on the window [lo, top) below the anchor x_top (final) in f
 
 Indices entering the window as it slides start from the lowest initialised state. The anchor
 moves by at least one index per iteration (u ≤ top − 1 always passes), so a run ends within T.
+
+The iteration reads a ``Plan`` only (``paratta.plans``): every setting already a number, the
+process group (if any) already chosen. Planning (an auto window, a calibration, a collective to
+agree on it) happens before, once, in ``paratta.plan``.
 """
 
 from __future__ import annotations
@@ -27,9 +31,8 @@ from torch import Tensor
 
 from . import init as initial
 from .anderson import anderson_step
-from .config import SolverConfig
 from .evaluate import evaluate
-from .parallel.window import plan_window
+from .plans import Plan
 from .problem import Problem
 from .stopping import budget_anchor, per_step_anchor, sensitivity
 from .system import anchor_flow, order_products, order_residual, rms, step_residual
@@ -104,24 +107,17 @@ class _Memory:
     spent: float = 0.0  # budget rule: charged so far
 
 
-def solve(
-    problem: Problem,
-    config: SolverConfig | None = None,
-    init_trajectory: Tensor | None = None,
-    device: torch.device | str | None = None,
-) -> Iterator[Iterate]:
+def solve(problem: Problem, plan: Plan, init_trajectory: Tensor | None = None) -> Iterator[Iterate]:
     """Yield one ``Iterate`` per parallel iteration until the anchor reaches 0 or the budget ends.
 
     The caller may stop consuming at any time. ``init_trajectory`` is required for ``init="trajectory"``.
     """
-    T = problem.steps
-    given = config or SolverConfig()
-    given.validate(T)
-    given, _ = plan_window(problem, given, problem.model.device)  # window / max_batch "auto" → numbers
-    cfg = given.resolved(T)
+    T, cfg = problem.steps, plan
+    if plan.steps != T:
+        raise ValueError(f"the plan is for T = {plan.steps} steps; the problem has T = {T}")
     if cfg.init == "trajectory" and init_trajectory is None:
         raise ValueError("init='trajectory' needs init_trajectory (a (T+1, *latent) tensor)")
-    device = torch.device(device) if device is not None else problem.model.device
+    device = plan.device if plan.device is not None else problem.model.device
     shape = tuple(problem.x_T.shape)
     coef = problem.coef.to(device, cfg.dtype)
     xi = problem.xi.to(device, cfg.dtype).flatten(1) if problem.xi is not None else None
@@ -156,7 +152,9 @@ def solve(
 
         # 1. evaluate
         with clock.network():
-            out = evaluate(problem, coef.timesteps[rows], x[lo + 1 : top + 1].view(-1, *shape), cfg.max_batch)
+            out = evaluate(
+                problem, coef.timesteps[rows], x[lo + 1 : top + 1].view(-1, *shape), cfg.max_batch, cfg.group
+            )
         evaluations += top - lo
         xi_w = xi[lo:top].view(-1, *shape) if xi is not None else None
         own = coef.increment(rows, x[lo + 1 : top + 1].view(-1, *shape), out, xi_w).flatten(1)
@@ -235,7 +233,7 @@ def _remember_evaluation(
 
 
 def _initial(
-    problem: Problem, cfg: SolverConfig, init_trajectory: Tensor | None, device: torch.device, clock: _Clock
+    problem: Problem, cfg: Plan, init_trajectory: Tensor | None, device: torch.device, clock: _Clock
 ) -> tuple[Tensor, int, int]:
     """The initial trajectory (T+1, *latent), the lowest initialised index, and the evaluations spent."""
     if cfg.init == "trajectory":
@@ -273,14 +271,9 @@ def _full(v: Tensor, lo: int, T: int) -> Tensor:
     return out
 
 
-def run(
-    problem: Problem,
-    config: SolverConfig | None = None,
-    init_trajectory: Tensor | None = None,
-    device: torch.device | str | None = None,
-) -> Iterate:
+def run(problem: Problem, plan: Plan, init_trajectory: Tensor | None = None) -> Iterate:
     """Solve to the end and return the last ``Iterate``."""
-    records = solve(problem, config, init_trajectory, device)
+    records = solve(problem, plan, init_trajectory)
     last = next(records)
     for last in records:  # noqa: B007 - only the final record is wanted
         pass

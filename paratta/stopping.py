@@ -141,9 +141,3 @@ def per_step_anchor(r_rms: Tensor, sigma: Tensor, tol: float, tol2: float, lo: i
     """(7): the noisiest step i with ρ_i > tol and ρ_i > tol2 · σ_i, else ``lo``."""
     unconverged = ((r_rms > tol) & (r_rms > tol2 * sigma)).nonzero()
     return lo + int(unconverged[-1]) if unconverged.numel() else lo
-
-
-def noise_level(alpha_bar_prev: Tensor) -> Tensor:
-    """σ_i = √(1 − ᾱ_i⁻) of (7) for DDIM: the noise level of x_i, the state step i lands on (0 onto
-    ᾱ = 1). The solver reads each family's own from its coefficients (``Schedule.noise``)."""
-    return (1 - alpha_bar_prev).clamp_min(0).sqrt()

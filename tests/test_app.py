@@ -470,12 +470,13 @@ def test_progress_line_says_why_the_preview_stands_still() -> None:
 
 def test_a_stopping_race_runs_each_rule_at_its_own_tolerance_unless_one_is_given() -> None:
     from paratta.config import TOLERANCE, SolverConfig
+    from paratta.plans import resolve
     from ui.session import race_configs
 
     lanes = race_configs(SolverConfig(), "stopping")
-    assert {rule: c.resolved(50).tol for rule, c in lanes.items()} == TOLERANCE
+    assert {rule: resolve(c, 50).tol for rule, c in lanes.items()} == TOLERANCE
     given = race_configs(SolverConfig(tol=5e-4), "stopping")
-    assert {c.resolved(50).tol for c in given.values()} == {5e-4}
+    assert {resolve(c, 50).tol for c in given.values()} == {5e-4}
 
 
 def test_a_stopping_race_says_iterations_and_evaluations_of_each_rule_at_its_tolerance() -> None:

@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 from dataclasses import replace
+from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +21,7 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from paratta import Request, SolverConfig, load_model, make_problem, solve
+from paratta import Request, SolverConfig, load_model, make_problem, run, solve
 from paratta.parallel import distributed
 from ui.local import free_port
 
@@ -46,7 +47,7 @@ def _run_case(case: dict) -> dict:
     model = load_model(case["model"])
     problem = make_problem(model, Request("red circle", seed=3, steps=STEPS, eta=case["eta"], guidance=3.0))
     config = SolverConfig(**{k: v for k, v in case.items() if k not in ("model", "eta")})
-    its = list(solve(problem, config))
+    its = list(solve(problem, config, group=distributed.current()))
     return {"path": [(i.iteration, i.window, i.anchor) for i in its], "x0": its[-1].x0}
 
 
@@ -74,10 +75,35 @@ def _failure_case(rank: int, mode: str) -> dict:
         with distributed.in_step(distributed.current()):
             if mode == "outside" and rank == 1:  # fails before its first exchange; rank 0 is in solve
                 raise ValueError("latents must be finite (rank 1 only)")
-            list(solve(problem, SolverConfig(window=7)))
+            list(solve(problem, SolverConfig(window=7), group=distributed.current()))
         return {"error": None}
     except (distributed.RankFailure, distributed.CollectiveTimeout) as err:
         return {"error": str(err), "type": type(err).__name__, "seconds": time.perf_counter() - t0}
+
+
+class _CountingModel:
+    """A model that counts the timesteps (rows) its ``predict`` is asked for on this rank."""
+
+    def __init__(self, inner) -> None:
+        self._inner, self.rows = inner, 0
+
+    def __getattr__(self, name: str):
+        return getattr(self._inner, name)
+
+    def predict(self, x, t, cond, guidance):
+        self.rows += x.shape[0]
+        return self._inner.predict(x, t, cond, guidance)
+
+
+def _own_group_case() -> dict:
+    """``paratta.run`` in a process group the caller set up itself: without a group, then with it."""
+    problem = make_problem(load_model("shapes"), Request("red circle", seed=3, steps=STEPS, guidance=3.0))
+    out = {}
+    for name, group in (("alone", None), ("split", distributed.adopt())):
+        counting = _CountingModel(problem.model)
+        last = run(replace(problem, model=counting), SolverConfig(window=7), group=group)
+        out[name] = {"rows": counting.rows, "evaluations": last.evaluations, "x0": last.x0}
+    return out
 
 
 def _worker(rank: int, port: int, out: str, job: str, arg: str, timeout_s: float) -> None:
@@ -85,6 +111,11 @@ def _worker(rank: int, port: int, out: str, job: str, arg: str, timeout_s: float
     env = {"RANK": rank, "WORLD_SIZE": WORLD, "LOCAL_RANK": rank, "MASTER_ADDR": "127.0.0.1"}
     env["MASTER_PORT"] = port
     os.environ.update({k: str(v) for k, v in env.items()})
+    if job == "own-group":  # a user's own DDP-style job: torch.distributed set up without paratta
+        torch.distributed.init_process_group("gloo", timeout=timedelta(seconds=timeout_s))
+        torch.save(_own_group_case(), f"{out}/rank{rank}.pt")
+        torch.distributed.destroy_process_group()
+        return
     distributed.init_from_env(timeout_s=timeout_s, device="cpu")
     if job == "equal":
         result = [_run_case(case) for case in _cases(arg)]
@@ -191,6 +222,21 @@ def test_two_ranks_match_single_process_on_shapes(tmp_path):
 @pytest.mark.slow
 def test_two_ranks_match_single_process_on_shapes_unet(tmp_path):
     _assert_equal_to_single_process(_spawn(tmp_path, "equal", "shapes-unet"), "shapes-unet")
+
+
+@pytest.mark.slow
+def test_a_library_call_in_someone_elses_process_group_splits_only_when_given_the_group(tmp_path):
+    torch.set_num_threads(1)
+    alone = _run_case({"model": "shapes", "solver": "anderson", "eta": 0.0, "window": 7})
+    results = _spawn(tmp_path, "own-group")
+    for rank in results:  # without a group: every rank evaluates every row of every window itself
+        assert rank["alone"]["rows"] == rank["alone"]["evaluations"]
+        torch.testing.assert_close(rank["alone"]["x0"], alone["x0"], rtol=0, atol=1e-5)
+    split = [rank["split"]["rows"] for rank in results]
+    evaluations = results[0]["split"]["evaluations"]
+    assert sum(split) == evaluations and 0 < min(split) and max(split) < evaluations  # shared out
+    for rank in results:  # … and x_0 is unchanged
+        torch.testing.assert_close(rank["split"]["x0"], alone["x0"], rtol=0, atol=1e-5)
 
 
 @pytest.mark.slow

@@ -19,6 +19,7 @@ from paratta.models.diffusers.load import from_pipeline
 from paratta.models.diffusers.sd3 import StableDiffusion3Model
 from paratta.models.diffusers.tiny import tiny_flux_pipeline, tiny_sd3_pipeline
 from paratta.models.mixture import IsotropicMixture, mixture_eps, mixture_velocity
+from paratta.plans import resolve
 from paratta.schedule import family
 from paratta.tools.cli import main
 
@@ -202,7 +203,7 @@ def test_parataa_on_the_embedded_flow_mixture_ends_on_the_sequential_sample(conf
     last = run(problem, config)
     assert last.converged and last.iteration < problem.steps
     if config.stopping == "budget":  # the bound on x_0; the published rule bounds none
-        assert rms(last.x0, reference[0]) <= config.resolved(30).tol
+        assert rms(last.x0, reference[0]) <= resolve(config, 30).tol
     else:
         assert rms(last.x0, reference[0]) < 1e-2
 
@@ -323,7 +324,7 @@ def test_parataa_on_tiny_flow_pipelines_ends_on_the_sequential_sample(
     reference = sample_sequential(problem)
     last = run(problem, config)
     assert last.converged and last.iteration < problem.steps
-    assert rms(last.x0, reference[0]) <= config.resolved(12).tol
+    assert rms(last.x0, reference[0]) <= resolve(config, 12).tol
 
 
 def test_cli_writes_the_pipelines_own_latents(sd3, tmp_path) -> None:

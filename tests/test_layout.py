@@ -57,3 +57,25 @@ def test_the_library_importing_the_ui_tools_or_argparse_fails(tmp_path: Path) ->
     assert "paratta.solver imports paratta.tools.cli: the core never imports the tools" in found
     assert "paratta.models imports gradio: the library never imports the UI" in found
     assert len(found) == 3  # the CLI may parse arguments
+
+
+def test_a_circle_between_the_core_and_a_subpackage_fails(tmp_path: Path) -> None:
+    """No module circle, but the core imports ``parallel`` and ``parallel`` imports the core."""
+    files = {
+        "paratta/__init__.py": "from .parallel.plan import plan\n",
+        "paratta/config.py": "X = 1\n",
+        "paratta/evaluate.py": "from .parallel import distributed\n",
+        "paratta/parallel/__init__.py": "",
+        "paratta/parallel/distributed.py": "import torch\n",
+        "paratta/parallel/plan.py": "from paratta.config import X\n",
+        "ui/__init__.py": "",
+    }
+    write(tmp_path, files)
+    edges = graph(tmp_path)
+    assert circles(edges) == []
+    assert failures(edges) == [
+        "package circle: core <-> paratta.parallel "
+        "(paratta.evaluate -> paratta.parallel.distributed; paratta.parallel.plan -> paratta.config)"
+    ]
+    write(tmp_path, {"paratta/evaluate.py": "import torch\n"})  # the facade may import both: no failure
+    assert failures(graph(tmp_path)) == []

@@ -120,15 +120,15 @@ def test_work_cap_refuses_t200_unet_on_a_cpu_space_and_names_what_fits(
 
     with pytest.raises(ValueError, match="steps must be at most 100"):
         check(steps=200, window=200, order=20, max_iters=200)
-    with pytest.raises(ValueError, match=r"cap here is 150 s.*max iterations ≤ 36 fits"):
+    with pytest.raises(ValueError, match=r"cap here is 150 s.*max iterations ≤ 21 fits"):
         check(steps=100, window=100, order=20, max_iters=100)
-    check(steps=100, window=100, order=20, max_iters=36)
+    check(steps=100, window=100, order=20, max_iters=21)
     check(steps=60, window=60, order=20, max_iters=60)  # one solver fits …
     with pytest.raises(ValueError, match="two solvers"):  # … a race pays for both lanes
         check(lanes=2, steps=60, window=60, order=20, max_iters=60)
     monkeypatch.delenv("SPACE_ID")
-    caps = Caps.from_env()  # elsewhere (a CPU box of one's own) the cap is larger, T = 200 allowed
-    check(steps=200, window=200, order=20, max_iters=200)
+    caps = Caps.from_env()  # elsewhere (a CPU box of one's own) the cap is larger: T = 200 allowed, within it
+    check(steps=200, window=200, order=20, max_iters=106)
 
 
 def test_evaluation_bound_holds_for_a_worst_case_run() -> None:
@@ -654,3 +654,41 @@ def test_the_probe_counts_sessions_and_an_empty_queue_after_a_run(space: Any) ->
     counts = httpx.get(space.url + "paratta/probe", timeout=10).json()
     assert counts["sessions"] >= 1 and counts["session_capacity"] == 200
     assert counts["queue_waiting"] == counts["jobs"] == counts["queue_events"] == 0
+
+
+def test_a_flux_model_is_charged_one_row_per_timestep_in_the_work_bound_and_the_zero_gpu_request(
+    isolated: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Flux takes guidance as an input of its network: a guided timestep is one row, not two."""
+    import math
+
+    import torch
+
+    from paratta import Request, SolverConfig
+    from paratta.models.diffusers.load import from_pipeline
+    from paratta.models.diffusers.tiny import tiny_flux_pipeline, tiny_sd_pipeline
+    from paratta.parallel import cost
+    from paratta.plans import resolve
+    from ui import handlers
+    from ui.limits import work_bound
+    from ui.settings import Caps, RunSettings
+
+    flux = from_pipeline(tiny_flux_pipeline(), device="cpu", dtype=torch.float32, height=16, width=16)
+    sd = from_pipeline(tiny_sd_pipeline(), device="cpu")
+    config = SolverConfig(window=100)
+
+    def settings(name: str, guidance: float) -> RunSettings:
+        return RunSettings(name, Request("a cat", steps=100, guidance=guidance), config)
+
+    for device in ("cpu", "cuda"):  # the CPU table; on a GPU, the CPU table too (no GPU table for it)
+        one_row = cost.work_bound(resolve(config, 100), 1, cost.cost_table("flux", flux, device).table)
+        assert work_bound(settings("flux", 3.5), flux, device=device) == one_row
+        assert work_bound(settings("flux", 1.0), flux, device=device) == one_row
+        guided, plain = (work_bound(settings("sd", s), sd, device=device)[1] for s in (7.5, 1.0))
+        assert guided > plain  # a guided SD timestep is two rows
+    models = {"flux": flux, "sd": sd}
+    monkeypatch.setattr(handlers, "get_model", lambda name: models[name])
+    one_row_s = cost.work_bound(resolve(config, 100), 1, cost.cost_table("flux", flux, "cuda").table)[1]
+    expected = math.ceil(min(Caps.from_env().budget_s, one_row_s)) + handlers.ZERO_GPU_MARGIN_S
+    assert handlers.gpu_seconds(settings("flux", 3.5), 1) == expected
+    assert handlers.gpu_seconds(settings("sd", 7.5), 1) > handlers.gpu_seconds(settings("sd", 1.0), 1)

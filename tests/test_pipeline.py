@@ -18,6 +18,7 @@ from paratta.models.diffusers.tiny import (
     tiny_sd3_pipeline,
     tiny_sd_pipeline,
 )
+from paratta.plans import resolve
 from paratta.tools.cli import main
 
 pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning")
@@ -26,7 +27,7 @@ PROMPT = "a red cat on a mat"
 STEPS = 10
 SIZE = {"height": 24, "width": 16}  # not the tiny pipelines' default (16×16 for SD and SD3, 256² for Flux)
 EXACT = 1e-4  # sequential vs the pipeline: max |Δ| over max |latent|
-TOL = SolverConfig().resolved(STEPS).tol  # the default stopping rule's bound on the RMS distance of x_0
+TOL = resolve(SolverConfig(), STEPS).tol  # the default stopping rule's bound on the RMS distance of x_0
 ARGUMENTS = {  # each pipeline's own keyword arguments, beyond prompt, size and seed
     "sd": {"negative_prompt": "blurry", "guidance_scale": 4.0},
     "sd3": {"negative_prompt": "blurry", "guidance_scale": 4.0, "max_sequence_length": 32},

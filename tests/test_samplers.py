@@ -30,6 +30,7 @@ from paratta.multistep import (
     multistep_coefficients,
     multistep_grid,
 )
+from paratta.plans import resolve
 from paratta.schedule import coefficients, sampler_config
 from paratta.tools.cli import summary_line
 
@@ -270,7 +271,7 @@ def test_every_sampler_on_the_exact_mixture_ends_within_tol_of_its_own_sequentia
     model = load_model("shapes")
     problem = make_problem(model, Request("red circle on blue", "", 0, 20, 0.0, 1.0, sampler=sampler))
     reference = sample_sequential(problem)[0]
-    tol = SolverConfig().resolved(20).tol
+    tol = resolve(SolverConfig(), 20).tol
     for solver in ("jacobi", "anderson"):
         for window in (None, 8):
             last = run(problem, SolverConfig(solver=solver, window=window))
@@ -289,4 +290,4 @@ def test_every_sampler_ends_within_tol_over_seeds(sampler, model_name) -> None:
             reference = sample_sequential(problem)[0]
             last = run(problem, SolverConfig())
             assert last.converged and last.iteration < steps, (seed, steps)
-            assert distance(last.x0, reference) <= SolverConfig().resolved(steps).tol, (seed, steps)
+            assert distance(last.x0, reference) <= resolve(SolverConfig(), steps).tol, (seed, steps)

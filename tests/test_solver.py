@@ -9,6 +9,7 @@ import torch
 
 from paratta import Request, SolverConfig, load_model, make_problem, run, sample_sequential, solve
 from paratta.evaluate import NonFiniteError
+from paratta.plans import resolve
 
 TOL = 1e-3
 
@@ -100,7 +101,7 @@ def test_every_initialisation_is_exact(shapes, init) -> None:
         config = SolverConfig(init=init)  # the auto tolerance: the bound is its own
         last = run(problem, config, init_trajectory=warm)
         assert last.converged
-        assert distance(last.x0, reference[0]) <= config.resolved(50).tol
+        assert distance(last.x0, reference[0]) <= resolve(config, 50).tol
 
 
 def test_window_one_is_the_sequential_sampler(shapes) -> None:
@@ -263,3 +264,32 @@ def test_bad_init_trajectory_and_latents(toy2d) -> None:
         make_problem(toy2d, Request(), latents=torch.zeros(3))
     with pytest.raises(ValueError, match="NaN"):
         make_problem(toy2d, Request(), latents=torch.tensor([0.0, float("nan")]))
+
+
+def test_a_plan_is_made_once_concrete_and_the_iteration_reads_only_it(monkeypatch, tmp_path) -> None:
+    import paratta
+    from paratta import solver
+    from paratta.config import TOLERANCE
+    from paratta.parallel import calibration
+    from paratta.parallel import plan as planning
+
+    monkeypatch.setenv(calibration.CACHE_ENV, str(tmp_path))  # window="auto" below calibrates this CPU
+    toy = load_model("toy2d")
+    problem = make_problem(toy, Request(prompt="north", seed=1, steps=12))
+    plan = paratta.plan(problem, SolverConfig())
+    assert (plan.window, plan.order, plan.max_iters, plan.coarse_steps) == (12, 12, 12, 2)
+    assert plan.tol == TOLERANCE["budget"] and plan.max_batch is None
+    assert plan.group is None and plan.projection is None
+    sequential = paratta.plan(problem, SolverConfig(solver="sequential", window=5, order=3, history=4))
+    assert (sequential.window, sequential.order, sequential.history) == (1, 1, 1)
+    with pytest.raises(ValueError, match=r"window must be .* \(T = 12\); got 13"):
+        paratta.plan(problem, SolverConfig(window=13))
+    # Solving a plan chooses nothing: the device's window choice is not reached, even for window="auto".
+    auto = paratta.plan(problem, SolverConfig(window="auto"))
+    monkeypatch.setattr(planning, "choose_window", lambda *a: pytest.fail("the iteration planned"))
+    assert torch.equal(solver.run(problem, auto).x0, paratta.run(problem, auto).x0)
+    assert torch.equal(paratta.run(problem, plan).x0, paratta.run(problem, SolverConfig()).x0)
+    with pytest.raises(ValueError, match="the plan is for T = 12 steps; the problem has T = 10"):
+        list(solver.solve(make_problem(toy, Request(prompt="north", steps=10)), plan))
+    with pytest.raises(ValueError, match="part of the plan"):
+        paratta.run(problem, plan, device="cpu")

@@ -8,7 +8,9 @@ import torch
 from paratta import Request, SolverConfig, load_model, make_problem, run, sample_sequential, solve
 from paratta.evaluate import evaluate
 from paratta.metrics import distance, to_8bit
-from paratta.stopping import MARGIN, PARTIAL, budget_anchor, noise_level, per_step_anchor
+from paratta.plans import resolve
+from paratta.schedule import SchedulerConfig, ddim_coefficients
+from paratta.stopping import MARGIN, PARTIAL, budget_anchor, per_step_anchor
 from paratta.tools.bench import oracle_iteration
 
 TOL = 1e-3
@@ -34,7 +36,7 @@ def test_per_step_rule_ends_on_another_image_where_the_budget_rule_does_not(shap
         assert per_step.converged and budget.converged
         assert levels(shapes, per_step.x0, reference) > 1  # measured: 217 levels (another image)
         assert levels(shapes, budget.x0, reference) <= 1
-        assert distance(budget.x0, reference) <= SolverConfig(tol=tol).resolved(25).tol
+        assert distance(budget.x0, reference) <= resolve(SolverConfig(tol=tol), 25).tol
 
 
 def test_budget_charges_the_one_step_defects_and_carries_the_rest_forward() -> None:
@@ -123,8 +125,8 @@ def test_per_step_anchor_uses_tol_or_tol2_times_the_noise_level() -> None:
     assert per_step_anchor(rho, sigma, 1e-3, 1e-3, 4) == 7
     # step 3 passes with a larger tol2; step 1 passes through σ; step 0 does not
     assert per_step_anchor(rho, sigma, 1e-3, 0.1, 4) == 4
-    a = torch.tensor([0.5, 0.9, 0.99])
-    assert torch.equal(noise_level(a), (1 - a).sqrt()) and noise_level(torch.ones(1)).item() == 0
+    coef = ddim_coefficients(SchedulerConfig(), 10)  # σ_i = √(1 − ᾱ_i⁻): DDIM's noise level of x_i
+    assert torch.equal(coef.noise, (1 - coef.alpha_bar_prev).sqrt()) and coef.noise[0].item() == 0
 
 
 def test_the_budget_bound_holds_on_the_output_it_is_about(shapes) -> None:
@@ -171,7 +173,7 @@ def test_the_budget_bound_holds_for_a_term_that_reads_two_rows(shapes, sampler) 
 
 def test_frozen_steps_passed_the_per_step_test(shapes) -> None:
     problem = make_problem(shapes, Request("ring", "", 3, 40, 1.0, 1.0))
-    sigma = noise_level(problem.coef.alpha_bar_prev)
+    sigma = problem.coef.noise
     for record in solve(problem, SolverConfig(stopping="per-step", tol=TOL, tol2=TOL)):
         lo, hi = record.window
         rho = record.step_residual[record.anchor + 1 : hi]  # frozen above the new anchor
@@ -219,7 +221,7 @@ def test_the_default_rule_ends_within_its_tolerance_and_one_level_over_20_seeds(
     """At its auto tolerance (2e-3, a quarter of an 8-bit level) the default rule's x_0 stays within
     tol of the sequential x_0 and its image within one 8-bit level, at T = 100 over 20 seeds."""
     config = SolverConfig()
-    tol = config.resolved(100).tol
+    tol = resolve(config, 100).tol
     for seed in range(20):
         problem = make_problem(shapes, Request("red circle on blue", "", seed, 100, eta, 1.0))
         reference = sample_sequential(problem)[0]

@@ -9,6 +9,7 @@ import pytest
 import torch
 from torch import Tensor
 
+from paratta import run
 from paratta.config import SolverConfig
 from paratta.models.mixture import embedded_scheduler_config
 from paratta.models.unet import (
@@ -21,7 +22,6 @@ from paratta.models.unet import (
 from paratta.problem import Request, make_problem
 from paratta.protocol import DiffusionModel
 from paratta.sequential import sample_sequential
-from paratta.solver import run
 
 TIMESTEPS = torch.tensor([1, 21, 481, 761, 981])  # a different t on every row
 

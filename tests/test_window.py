@@ -10,11 +10,12 @@ from pathlib import Path
 
 import pytest
 
+import paratta
 from paratta import Request, SolverConfig, load_model, make_problem, run, sample_sequential
 from paratta.metrics import distance
 from paratta.parallel import calibration
 from paratta.parallel.latency import LatencyTable, load_tables, project
-from paratta.parallel.window import choose, iteration_model, plan_window
+from paratta.parallel.window import choose, iteration_model
 
 
 @pytest.fixture
@@ -119,15 +120,17 @@ def test_calibration_measures_every_size_up_to_T_with_guidance_rows(cache: Path)
 
 def test_auto_on_this_cpu_solves_exactly_and_says_what_it_chose(cache: Path) -> None:
     problem = make_problem(load_model("shapes"), Request("red circle", steps=30))
-    config, plan = plan_window(problem, SolverConfig(window="auto"), "cpu")
-    assert plan is not None and isinstance(config.window, int) and 1 <= config.window <= 30
-    assert plan.window == config.window and plan.by_window[30] > 0 and plan.sequential_s > 0
+    planned = paratta.plan(problem, SolverConfig(window="auto"), "cpu")
+    plan = planned.projection
+    assert plan is not None and isinstance(planned.window, int) and 1 <= planned.window <= 30
+    assert plan.window == planned.window and plan.by_window[30] > 0 and plan.sequential_s > 0
     line = plan.line()
     assert f"W = {plan.window} of T = 30" in line and "calibration on this device" in line
     assert ("cannot beat sequential" in line) == (plan.speedup <= 1.0)
     last = run(problem, SolverConfig(window="auto"))
     assert last.converged and distance(last.x0, sample_sequential(problem)[0]) <= 2e-3
-    assert plan_window(problem, SolverConfig(), "cpu") == (SolverConfig(), None)  # CPU default: W = T
+    default = paratta.plan(problem, SolverConfig(), "cpu")  # CPU default: W = T, nothing measured
+    assert default.projection is None and default.window == 30
 
 
 def test_cli_window_auto_reports_the_choice(cache: Path, tmp_path: Path, capsys) -> None:
@@ -178,4 +181,6 @@ def test_zero_gpu_asks_for_the_runs_own_bound_within_the_budget(monkeypatch) -> 
     heavy = parse_settings(**dict(APP_RUN, model="shapes-unet", steps=100, window=100, max_iters=100,
                                   order=20, guidance=3.0), caps=Caps.from_env())  # fmt: skip
     assert ZERO_GPU_MARGIN_S < gpu_seconds(light, 1) < gpu_seconds(heavy, 1)
+    # On the GPU (shapes-unet's H200 table) the heavy race's bound is seconds: a budget below it caps it.
+    monkeypatch.setenv("PARATTA_BUDGET_S", "2")
     assert gpu_seconds(heavy, 2) == math.ceil(Caps.from_env().budget_s) + ZERO_GPU_MARGIN_S

@@ -18,6 +18,7 @@ import gradio as gr
 
 from paratta import BUILTIN_MODELS, Request, SolverConfig, model_defaults
 from paratta.config import specs
+from paratta.plans import resolve
 
 from .cache import delete_cache
 from .controls import CLAMP_JS, RACE_INPUT_NAMES, WIDGETS, WINDOW_AUTO, Controls, build_controls
@@ -125,7 +126,7 @@ def preset_values(change: dict[str, Any]) -> dict[str, Any]:
     name = change.get("model", "shapes")
     d = model_defaults(name)
     steps = change.get("steps", d.steps)
-    auto = SolverConfig().resolved(steps)
+    auto = resolve(SolverConfig(), steps)
     values = declared | dict(model=name, prompt=d.prompt, guidance=d.guidance, steps=steps)
     values |= dict(order=auto.order, window=auto.window, max_iters=auto.max_iters) | change
     values.setdefault("window_auto", WINDOW_AUTO and "window" not in change)  # a preset's W is its own

@@ -20,6 +20,7 @@ import gradio as gr
 
 from paratta import ModelDefaults, Request, SolverConfig
 from paratta.config import Spec, specs
+from paratta.plans import resolve
 from paratta.schedule import family
 
 from .gpu import DEVICE
@@ -66,7 +67,7 @@ class Panel:
 
     @property
     def auto(self) -> SolverConfig:
-        return SolverConfig().resolved(self.T)  # the library's "auto" values for this T
+        return resolve(SolverConfig(), self.T)  # the library's "auto" values for this T
 
     def value(self, spec: Spec) -> Any:
         """A widget's first value: the model's own default, else the library's auto value for T, else the
@@ -320,7 +321,7 @@ def steps_changed(steps: Any, order: Any, window: Any, max_iters: Any, previous:
     T = as_steps(steps)
     if T is None:
         return gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip()  # the run itself will say what is wrong
-    auto = SolverConfig().resolved(T)
+    auto = resolve(SolverConfig(), T)
     last = as_steps(previous)
     lowered = []
 

@@ -24,6 +24,7 @@ from PIL import Image
 
 from paratta.evaluate import NonFiniteError
 from paratta.parallel.latency import rows_per_step
+from paratta.plans import resolve
 from paratta.problem import for_family
 from paratta.schedule import family
 
@@ -46,7 +47,7 @@ def gpu_seconds(settings: RunSettings, lanes: int) -> int:
     """The ZeroGPU time a job asks for: its worst-case network time (``limits.work_bound``), within
     the per-run budget, plus a margin."""
     caps = Caps.from_env()
-    work = work_bound(settings, get_model(settings.model), lanes)[1]
+    work = work_bound(settings, get_model(settings.model), lanes, device="cuda")[1]  # on the GPU it asks for
     return math.ceil(min(caps.budget_s, work)) + ZERO_GPU_MARGIN_S
 
 
@@ -188,7 +189,7 @@ def new_record(settings: RunSettings) -> RunRecord:
     record = RunRecord(
         settings=settings,
         steps=settings.request.steps,
-        tol=settings.config.resolved(settings.request.steps).tol,  # auto: the rule's own
+        tol=resolve(settings.config, settings.request.steps).tol,  # auto: the rule's own
         latent_shape=tuple(model.latent_shape),
         rows_per_step=rows_per_step(settings.request.guidance, model),
     )

@@ -19,10 +19,9 @@ from typing import Any, Generic, TypeVar
 import numpy as np
 import torch
 
-from paratta import Iterate, Problem, SolverConfig, iterate_sequential, load_model, make_problem, solve
+from paratta import Iterate, Problem, SolverConfig, iterate_sequential, load_model, make_problem, plan, solve
 from paratta.config import STOPPINGS
 from paratta.metrics import distance
-from paratta.parallel.window import plan_window
 from paratta.protocol import DiffusionModel
 
 from . import devices
@@ -188,12 +187,13 @@ def _setup(settings: RunSettings) -> tuple[DiffusionModel, Problem, RunSettings,
     """The model, the problem, the settings with an auto window chosen, and the event that says so."""
     model = get_model(settings.model)
     problem = make_problem(model, settings.request)
-    settings.config.validate(problem.steps)
-    config, plan = plan_window(problem, settings.config, model.device)
-    if plan is None:
+    chosen = plan(problem, settings.config).projection  # the device's choice, made once per run
+    if chosen is None:
         return model, problem, settings, []
-    chosen = WindowChosen(int(config.window), plan.max_batch, plan.line())
-    return model, problem, replace(settings, config=config), [chosen]
+    window = chosen.window if settings.config.solver != "sequential" else settings.config.window
+    config = replace(settings.config, window=window, max_batch=chosen.max_batch)
+    event = WindowChosen(chosen.window, chosen.max_batch, chosen.line())
+    return model, problem, replace(settings, config=config), [event]
 
 
 def run_events(settings: RunSettings, init: dict[str, Any] | None = None) -> Iterator[Event]:

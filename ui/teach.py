@@ -26,6 +26,7 @@ from matplotlib.figure import Figure
 from paratta import Request, SolverConfig, load_model, make_problem, sample_sequential, solve
 from paratta.config import Spec, specs
 from paratta.metrics import largest_state_distance
+from paratta.plans import resolve
 from paratta.registry import model_defaults
 
 from .controls import CHOICE_LABELS
@@ -153,7 +154,7 @@ def lesson(request: Request, order: int) -> Lesson:
             Snapshot(it.iteration, it.trajectory.numpy(), it.anchor, it.max_residual, it.converged)
             for it in solve(problem, config)
         ]
-    tol = SolverConfig().resolved(T).tol  # the default rule's own
+    tol = resolve(SolverConfig(), T).tol  # the default rule's own
     family = "flow" if request.family == "flow" else "ddim"
     return Lesson(request.prompt, T, order, tol, sequential, lanes, zoom(sequential), family)
 

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from paratta.parallel.latency import NO_TABLE, LatencyTable, Projection, project, table_for
+from paratta.plans import resolve
 
 from .gpu import DEVICE
 from .record import IterationRow, RunRecord
@@ -96,7 +97,7 @@ def projection(record: RunRecord, k: int) -> Projection | None:
     table = latency_table(record.settings.model)
     if table is None:
         return None
-    config = record.settings.config.resolved(record.steps)
+    config = resolve(record.settings.config, record.steps)
     coarse = config.coarse_steps if config.init == "coarse" else 0  # run step by step before iteration 1
     windows = [hi - lo for lo, hi in (r.window for r in record.rows[:k])]
     guidance = record.settings.request.guidance

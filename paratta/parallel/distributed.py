@@ -64,7 +64,12 @@ class Timers:
 
 @dataclass(frozen=True)
 class Group:
-    """This rank's view of the process group that shares each iteration's network evaluations."""
+    """This rank's view of the process group that shares each iteration's network evaluations.
+
+    A solve splits its rows over a group only when its plan carries one (``paratta.plan(...,
+    group=...)``); ``init_from_env`` makes one from torchrun's environment, ``adopt`` from a process
+    group the caller set up itself.
+    """
 
     rank: int
     world: int
@@ -73,8 +78,26 @@ class Group:
     handle: dist.ProcessGroup | None = None  # None: the default (world) group
     timers: Timers = field(default_factory=Timers, compare=False)
 
+    def gather_rows(
+        self,
+        compute: Callable[[int, int], Tensor],
+        n: int,
+        row_shape: tuple[int, ...],
+        dtype: torch.dtype,
+        t0: int,
+    ) -> Tensor:
+        """``gather_rows`` over this group (``paratta.plans.RowGroup``)."""
+        return gather_rows(self, compute, n, row_shape, dtype, t0)
 
-_group: Group | None = None  # the group ``evaluate`` splits over; set by init_from_env / use_group
+    def broadcast(self, obj: object) -> object:
+        """Rank 0's ``obj`` on every rank (a pickled object: a plan's choice, made once)."""
+        box = [obj]
+        send = lambda: dist.broadcast_object_list(box, src=0, group=self.handle)  # noqa: E731
+        _collective(self, send, "the plan broadcast")
+        return box[0]
+
+
+_group: Group | None = None  # the group this process joined from torchrun's environment (init_from_env)
 _failures = 0  # failed collectives in this process: each gets its own roll call
 ROLL_CALL_S = 3.0  # how long the ranks left wait for each other after a failed collective
 
@@ -117,24 +140,22 @@ def init_from_env(timeout_s: float = 300.0, device: torch.device | str | None = 
 
 
 def current() -> Group | None:
-    """The group ``evaluate`` splits over: the one set up here, or else any initialised default group."""
-    global _group
-    if _group is None and dist.is_available() and dist.is_initialized():
-        nccl = dist.get_backend() == "nccl"
-        device = torch.device("cuda", torch.cuda.current_device()) if nccl else torch.device("cpu")
-        _group = Group(dist.get_rank(), dist.get_world_size(), device, None)
+    """The group this process joined with ``init_from_env`` (the CLI under torchrun), else None.
+
+    A process group initialised by someone else is never adopted here: a library call inside a
+    user's own DDP job solves alone unless that user passes a group (``adopt``).
+    """
     return _group
 
 
-@contextmanager
-def use_group(group: Group | None) -> Iterator[Group | None]:
-    """Split over ``group`` (None: evaluate locally) inside the block, e.g. a subgroup in the bench."""
-    global _group
-    before, _group = _group, group
-    try:
-        yield group
-    finally:
-        _group = before
+def adopt(handle: dist.ProcessGroup | None = None, timeout_s: float | None = None) -> Group:
+    """This rank's ``Group`` over an initialised process group (``handle``; None: the default one),
+    for a caller that set torch.distributed up itself and wants a solve split over it."""
+    if not (dist.is_available() and dist.is_initialized()):
+        raise ValueError("group: no torch.distributed process group is initialised")
+    nccl = dist.get_backend(handle) == "nccl"
+    device = torch.device("cuda", torch.cuda.current_device()) if nccl else torch.device("cpu")
+    return Group(dist.get_rank(handle), dist.get_world_size(handle), device, timeout_s, handle)
 
 
 def shutdown() -> None:

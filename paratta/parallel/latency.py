@@ -95,6 +95,19 @@ def rows_per_step(guidance: float, model: Any = None) -> int:
     return 1 if guidance == 1 else 2
 
 
+def iteration_ms(
+    table: LatencyTable, timesteps: int, per_step: int, max_batch: int | None = None, ranks: int = 1
+) -> float:
+    """ℓ of one parallel iteration over ``timesteps``: each rank's share (``ranks``), in calls of at
+    most ``max_batch`` timesteps (as ``evaluate`` splits it), ``per_step`` rows per timestep."""
+    share = -(-timesteps // ranks)
+    chunk = min(share, max_batch) if max_batch else share
+    if chunk <= 0:
+        return 0.0
+    full, rest = divmod(share, chunk)
+    return full * table.call_ms(chunk * per_step) + table.call_ms(rest * per_step)
+
+
 def project(
     table: LatencyTable,
     timesteps_per_iteration: Sequence[int],
@@ -115,9 +128,7 @@ def project(
     one_step_ms = table.call_ms(per_step)
     parallel_ms = sequential_steps_before * one_step_ms
     for timesteps in timesteps_per_iteration:
-        chunk = timesteps if max_batch is None else min(max_batch, timesteps)
-        full, rest = divmod(timesteps, chunk) if chunk > 0 else (0, 0)
-        parallel_ms += full * table.call_ms(chunk * per_step) + table.call_ms(rest * per_step)
+        parallel_ms += iteration_ms(table, timesteps, per_step, max_batch)
     return Projection(parallel_ms / 1000, steps * one_step_ms / 1000, table.device)
 
 

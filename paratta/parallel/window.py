@@ -11,7 +11,8 @@ Auto picks W* = argmin_{1 ≤ W ≤ T} t(W), the larger W on a tie. (2) is a fit
 counts (``paratta/data/iterations.json``, written by ``benchmarks/window_model.py``): κ says how fast
 the iterations grow as the window shrinks; n_T scales t(W) and does not move W*. ℓ comes from
 ``calibration.curve`` (a shipped table for this device, a cached calibration, or a new one). Every
-time made here is a projection and says so (``WindowPlan.line``).
+time made here is a projection and says so (``WindowPlan.line``). ``paratta.plan`` calls this once
+per run, before the iteration.
 
 ``max_batch="auto"`` on CUDA: as many timesteps per call as fit in ``MEMORY_SHARE`` of the free
 memory, from the peak memory one calibration call takes per timestep; on a CPU: all.
@@ -21,7 +22,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -29,11 +30,11 @@ from typing import Any
 import torch
 
 from paratta.config import SolverConfig
+from paratta.plans import WindowPlan
 from paratta.problem import Problem
 
-from . import distributed
 from .calibration import Curve, curve
-from .latency import LatencyTable, rows_per_step
+from .latency import LatencyTable, iteration_ms, rows_per_step
 
 MODEL_PATH = Path(__file__).resolve().parents[1] / "data" / "iterations.json"
 MEMORY_SHARE = (
@@ -65,60 +66,6 @@ def iteration_model(path: Path = MODEL_PATH) -> IterationModel:
     return IterationModel({k: float(v) for k, v in doc["kappa"].items()}, doc["full_window"])
 
 
-def projected_ms(
-    table: LatencyTable, W: int, per_step: int, ranks: int = 1, max_batch: int | None = None
-) -> float:
-    """ℓ of one iteration over W timesteps: each rank's share, in calls of at most ``max_batch``."""
-    share = -(-W // ranks)
-    chunk = min(share, max_batch) if max_batch else share
-    full, rest = divmod(share, chunk)
-    return full * table.call_ms(chunk * per_step) + table.call_ms(rest * per_step)
-
-
-@dataclass(frozen=True)
-class WindowPlan:
-    """The chosen window, where its latency curve came from, and what it projects."""
-
-    window: int
-    steps: int
-    ranks: int
-    max_batch: int | None
-    source: str  # the curve's source (``calibration.Curve.source``)
-    device: str
-    iterations: float  # expected, (2)
-    projected_s: float  # (1) at the chosen window
-    sequential_s: float  # (3)
-    by_window: dict[int, float]  # projected seconds at W = T/8, T/4, T/2, T and the chosen one
-
-    @property
-    def speedup(self) -> float:
-        return self.sequential_s / self.projected_s if self.projected_s > 0 else math.inf
-
-    def line(self) -> str:
-        """One sentence for a stats line or a CLI summary."""
-        text = (
-            f"window auto: W = {self.window} of T = {self.steps}"
-            + (f" over {self.ranks} ranks" if self.ranks > 1 else "")
-            + f", projected {self.projected_s:.3g} s against {self.sequential_s:.3g} s sequential "
-            f"({self.speedup:.2f}×) on {self.device}, from the {self.source}"
-        )
-        if self.speedup <= 1.0:
-            text += "; on this device parallel sampling cannot beat sequential in wall-clock"
-        return text
-
-    def summary(self) -> dict[str, Any]:
-        """The fields a JSON summary carries."""
-        return {
-            "window": self.window,
-            "window_source": self.source,
-            "window_device": self.device,
-            "projected_seconds": round(self.projected_s, 4),
-            "projected_sequential_seconds": round(self.sequential_s, 4),
-            "projected_iterations": round(self.iterations, 1),
-            "max_batch": self.max_batch,
-        }
-
-
 def choose(
     table: LatencyTable,
     T: int,
@@ -132,7 +79,7 @@ def choose(
     model = iteration_model()
     per_step = rows_per_step(guidance, network)
     t = {
-        W: model.iterations(T, W, eta) * projected_ms(table, W, per_step, ranks, max_batch) / 1000
+        W: model.iterations(T, W, eta) * iteration_ms(table, W, per_step, max_batch, ranks) / 1000
         for W in range(1, T + 1)
     }
     best = min(t.values())
@@ -157,7 +104,7 @@ def auto_max_batch(problem: Problem, device: torch.device) -> int | None:
     return max(1, int(MEMORY_SHARE * free // per_step))
 
 
-def wants_plan(config: SolverConfig, device: torch.device) -> bool:
+def device_chooses(config: SolverConfig, device: torch.device) -> bool:
     """Does ``config`` leave the window or max_batch to the device (auto, or the CUDA default)?"""
     if config.solver == "sequential":
         return config.max_batch == "auto"
@@ -165,36 +112,15 @@ def wants_plan(config: SolverConfig, device: torch.device) -> bool:
     return config.window == "auto" or default_auto or config.max_batch == "auto"
 
 
-def plan_window(
-    problem: Problem, config: SolverConfig, device: torch.device | str
-) -> tuple[SolverConfig, WindowPlan | None]:
-    """``config`` with ``window`` and ``max_batch`` as numbers, and the plan when auto chose them.
-
-    In a process group rank 0 measures and decides, and every rank gets its decision, so all ranks
-    solve with the same window.
-    """
-    device = torch.device(device)
-    if not wants_plan(config, device):
-        return config, None
-    group = distributed.current()
-    if group is None or group.world == 1:
-        plan = _plan(problem, config, device, 1)
-    else:
-        box = [_plan(problem, config, device, group.world) if group.rank == 0 else None]
-        torch.distributed.broadcast_object_list(box, src=0, group=group.handle)
-        plan = box[0]
-    assert plan is not None
-    window = plan.window if config.solver != "sequential" else config.window
-    return replace(config, window=window, max_batch=plan.max_batch), plan
-
-
-def _plan(problem: Problem, config: SolverConfig, device: torch.device, ranks: int) -> WindowPlan:
+def choose_window(problem: Problem, config: SolverConfig, device: torch.device, ranks: int = 1) -> WindowPlan:
+    """The window of least projected wall-clock on ``device`` over ``ranks`` (a given window kept),
+    and max_batch "auto" as a number; a calibration when no table or cached one fits."""
     T, eta = problem.steps, float(problem.request.eta)
     max_batch = auto_max_batch(problem, device) if config.max_batch == "auto" else config.max_batch
     measured: Curve = curve(problem, device)
     W, t = choose(measured.table, T, problem.guidance, eta, ranks, max_batch, problem.model)
-    if config.window not in ("auto", None):
-        W = int(config.window)
+    if isinstance(config.window, int):
+        W = config.window
     shown = {w: t[w] for w in sorted({max(1, T // 8), max(1, T // 4), max(1, T // 2), T, W})}
     return WindowPlan(
         window=W,

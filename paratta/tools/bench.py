@@ -22,7 +22,8 @@ from torch import Tensor
 
 from paratta.config import FAMILIES, TOLERANCE, SolverConfig, specs
 from paratta.metrics import distance, to_8bit
-from paratta.parallel.window import WindowPlan, plan_window
+from paratta.parallel.plan import plan
+from paratta.plans import Plan, WindowPlan
 from paratta.problem import Problem, Request, make_problem
 from paratta.registry import load_model, model_defaults
 from paratta.sequential import sample_sequential
@@ -91,19 +92,13 @@ def oracle_iteration(levels: list[int]) -> int | None:
     return n
 
 
-def run_once(
-    problem: Problem,
-    config: SolverConfig,
-    reference: Tensor,
-    device: str | None = None,
-    warm: Tensor | None = None,
-) -> Run:
+def run_once(problem: Problem, planned: Plan, reference: Tensor, warm: Tensor | None = None) -> Run:
     """Solve ``problem`` once (from ``warm`` for ``init="trajectory"``), decoding x_0 after every
     iteration to find the oracle."""
     model = problem.model
     target = to_8bit(model, reference[0])
     levels, last = [], None
-    for last in solve(problem, config, warm, device=device):
+    for last in solve(problem, planned, warm):
         levels.append(int((to_8bit(model, last.x0) - target).abs().max()))
     assert last is not None
     return Run(
@@ -170,12 +165,13 @@ def measure(
         others, _, _ = problems(
             model_name, steps, eta, seeds, guidance, device, warm_prompt or "", family, sampler
         )
-        warms = [run(o, SolverConfig(), device=device).trajectory for o in others]
+        warms = [run(o, plan(o, SolverConfig(), device)).trajectory for o in others]
     rows = []
     for setting, config in configs:
+        planned = plan(probs[0], config, device)  # one plan for every seed: same T, η, model, device
         runs = [
             replace(
-                run_once(p, config, ref, device, w if config.init == "trajectory" else None),
+                run_once(p, planned, ref, w if config.init == "trajectory" else None),
                 sequential_seconds=s,
             )
             for p, ref, s, w in zip(probs, refs, seq_secs, warms, strict=True)
@@ -329,13 +325,13 @@ def bench_command(args: argparse.Namespace) -> list[Row]:
     etas = args.eta or ((0.0,) if deterministic(args) else ETAS)  # only DDIM takes η > 0
     for steps in args.steps or STEPS:
         for eta in etas:
-            plan = window_plan(
+            chosen = window_plan(
                 args.model, Request(steps=steps, eta=eta, guidance=guidance), configs[1][1], args
             )
-            if plan is not None:
-                windows.append({"steps": steps, "eta": eta, **plan.summary(), "note": plan.line()})
+            if chosen is not None:
+                windows.append({"steps": steps, "eta": eta, **chosen.summary(), "note": chosen.line()})
                 if not args.json:
-                    print(f"| T = {steps}, η = {eta:g}: {plan.line()} |", flush=True)
+                    print(f"| T = {steps}, η = {eta:g}: {chosen.line()} |", flush=True)
             rows += measure(
                 args.model,
                 steps,
@@ -357,9 +353,9 @@ def bench_command(args: argparse.Namespace) -> list[Row]:
 def window_plan(
     model_name: str, request: Request, config: SolverConfig, args: argparse.Namespace
 ) -> WindowPlan | None:
-    """The plan an auto window makes for this T and η (seed 0; every seed has the same curve), if any."""
+    """The choice an auto window makes for this T and η (seed 0; every seed has the same curve), if any."""
     model = load_model(model_name, device=args.device)
     request = replace(
         request, prompt=model_defaults(model_name, model).prompt, family=args.family, sampler=args.sampler
     )
-    return plan_window(make_problem(model, request), config, model.device)[1]
+    return plan(make_problem(model, request), config, args.device).projection

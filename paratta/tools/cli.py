@@ -23,7 +23,7 @@ from paratta.config import Request, SolverConfig
 from paratta.evaluate import NonFiniteError
 from paratta.metrics import distance
 from paratta.parallel import distributed
-from paratta.parallel.window import plan_window
+from paratta.parallel.plan import plan
 from paratta.problem import make_problem
 from paratta.registry import BUILTIN_MODELS, load_model, model_defaults
 from paratta.sequential import sample_sequential
@@ -131,12 +131,12 @@ def sample_command(args: argparse.Namespace) -> dict:
         guidance=defaults.guidance if args.guidance is None else args.guidance,
     )
     problem = make_problem(model, request, arrays["latents"])
-    config, plan = plan_window(problem, config, model.device)  # a calibration, when auto needs one
+    group = distributed.current()  # under torchrun: the group this process joined, split over
+    planned = plan(problem, config, args.device, group)  # a calibration, when auto needs one
 
     start = time.perf_counter()
-    last = run(problem, config, arrays["init_trajectory"], device=args.device)
+    last = run(problem, planned, arrays["init_trajectory"])
     seconds = time.perf_counter() - start
-    window = config.resolved(request.steps).window
     summary: dict[str, Any] = {
         "model": args.model,
         "prompt": request.prompt,
@@ -153,16 +153,16 @@ def sample_command(args: argparse.Namespace) -> dict:
         "model_seconds": round(last.model_seconds, 4),
         "solver_seconds": round(last.solver_seconds, 4),
         "max_residual": last.max_residual,
-        "world_size": group.world if (group := distributed.current()) is not None else 1,
-        "window": window,
+        "world_size": group.world if group is not None else 1,
+        "window": planned.window,
         "window_source": "given" if args.window is not None else f"default on {model.device.type}: W = T",
         "output": str(args.output),
     }
-    if plan is not None:
-        summary |= plan.summary() | {"window_note": plan.line()}
+    if planned.projection is not None:
+        summary |= planned.projection.summary() | {"window_note": planned.projection.line()}
     if args.compare_sequential:
         t0 = time.perf_counter()
-        reference = sample_sequential(problem, device=args.device, dtype=config.dtype)
+        reference = sample_sequential(problem, device=args.device, dtype=planned.dtype)
         summary["sequential_seconds"] = round(time.perf_counter() - t0, 4)
         gap = (last.x0 - reference[0].to(last.x0.device)).double()
         summary["distance_to_sequential_rms"] = distance(last.x0, reference[0].to(last.x0.device))
@@ -215,7 +215,7 @@ def bench_dispatch(args: argparse.Namespace) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.report:
-        plan = report.Plan(
+        figures = report.Plan(
             steps=tuple(args.steps or bench.STEPS),
             etas=tuple(args.eta or bench.ETAS),
             tol=args.tol,
@@ -224,7 +224,7 @@ def bench_dispatch(args: argparse.Namespace) -> None:
             device=args.device,
             quick=args.quick,
         )
-        report.report(args.models or ["shapes", "shapes-unet"], Path(args.report), plan)
+        report.report(args.models or ["shapes", "shapes-unet"], Path(args.report), figures)
         print(f"wrote {args.report}")
     elif distributed.current() is not None:
         etas = [0.0] if bench.deterministic(args) else list(bench.ETAS)  # only DDIM takes η > 0

@@ -5,10 +5,14 @@ dodges a circle is still a circle). An edge goes to the module imported: ``from 
 points at ``pkg.name`` when that is a module, else at ``pkg`` itself. Rules, each a failure:
 
 1. no circle: the graph has no strongly connected component of more than one module;
-2. the library never imports the UI (``ui``, ``gradio``);
-3. the core (``paratta.*`` outside ``models``, ``parallel``, ``tools`` and ``__main__``) never imports
+2. no circle between packages either: with each module counted as its package (``package``: the
+   core, ``paratta.models``, ``paratta.parallel``, ``paratta.tools``, ``ui``), the packages import
+   each other one way only; the entry points ``paratta`` (its ``__init__``, which re-exports the
+   public names) and ``paratta.__main__`` sit on top and are left out;
+3. the library never imports the UI (``ui``, ``gradio``);
+4. the core (``paratta.*`` outside ``models``, ``parallel``, ``tools`` and ``__main__``) never imports
    ``paratta.tools``;
-4. only ``paratta.tools`` (and ``app``) parse arguments: nothing else imports ``argparse``.
+5. only ``paratta.tools`` (and ``app``) parse arguments: nothing else imports ``argparse``.
 
 Prints one line per module (``module -> imports``), then the failures; exit status 1 if any.
 """
@@ -102,16 +106,52 @@ def circles(edges: dict[str, set[str]]) -> list[list[str]]:
     return found
 
 
+SUBPACKAGES = ("models", "parallel", "tools")
+ENTRY_POINTS = ("paratta", "paratta.__main__")
+
+
 def _is_core(name: str) -> bool:
     """The library's core: ``paratta`` and its top-level modules (``__main__``, the CLI's entry, is not)."""
     parts = name.split(".")
-    outside = ("models", "parallel", "tools", "__main__")
+    outside = (*SUBPACKAGES, "__main__")
     return parts[0] == "paratta" and (len(parts) == 1 or parts[1] not in outside)
+
+
+def package(name: str) -> str | None:
+    """The package a module counts as in rule 2: ``paratta.models`` …, ``core``, ``ui``; None for an
+    entry point or a module outside the packages."""
+    parts = name.split(".")
+    if name in ENTRY_POINTS or parts[0] not in PACKAGES:
+        return None
+    if parts[0] == "paratta":
+        return f"paratta.{parts[1]}" if parts[1] in SUBPACKAGES else "core"
+    return parts[0]
+
+
+def package_graph(edges: dict[str, set[str]]) -> dict[str, set[str]]:
+    """Which package imports which (rule 2), from the module graph."""
+    out: dict[str, set[str]] = {}
+    for name, targets in edges.items():
+        source = package(name)
+        if source is None:
+            continue
+        out.setdefault(source, set())
+        out[source] |= {p for t in targets if t in edges and (p := package(t)) not in (None, source)}
+    return out
 
 
 def failures(edges: dict[str, set[str]]) -> list[str]:
     """Every broken rule, one line each (see the module docstring)."""
     out = [f"import circle: {' <-> '.join(c)}" for c in circles(edges)]
+    packages = package_graph(edges)
+    for circle in circles(packages):
+        via = sorted(
+            f"{n} -> {t}"
+            for n, ts in edges.items()
+            for t in ts
+            if package(n) in circle and package(t) in circle and package(n) != package(t)
+        )
+        out.append(f"package circle: {' <-> '.join(circle)} ({'; '.join(via)})")
     for name, targets in sorted(edges.items()):
         library = name.split(".")[0] == "paratta"
         for target in sorted(targets):

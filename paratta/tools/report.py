@@ -18,7 +18,7 @@ import torch
 
 from paratta.config import SolverConfig
 from paratta.metrics import to_8bit
-from paratta.solver import solve
+from paratta.parallel.plan import solve
 from paratta.tools.bench import ETAS, STEPS, Row, measure, problems, table_header, table_line, tol_text
 from paratta.tools.machine import machine
 

@@ -21,6 +21,7 @@ import torch.distributed as dist
 
 from paratta.config import SolverConfig
 from paratta.parallel import distributed
+from paratta.parallel.plan import plan
 from paratta.problem import Request, make_problem
 from paratta.registry import load_model, model_defaults
 from paratta.solver import run
@@ -79,14 +80,14 @@ def _broadcast_ms(sub: distributed.Group, shape: tuple[int, ...], repeats: int =
 
 def _measure(sub: distributed.Group, problem, config: SolverConfig, device: str | None) -> dict:
     """One timed solve on ``sub`` (after an untimed one-iteration warm-up): this rank's figures."""
-    with distributed.use_group(sub):
-        run(problem, replace(config, max_iters=1), device=device)
-        sub.timers.reset()
-        t0 = time.perf_counter()
-        last = run(problem, config, device=device)
-        wall = time.perf_counter() - t0
+    planned = plan(problem, config, device, sub)
+    run(problem, replace(planned, max_iters=1))
+    sub.timers.reset()
+    t0 = time.perf_counter()
+    last = run(problem, planned)
+    wall = time.perf_counter() - t0
     n = last.iteration
-    window = (config.window or problem.steps, *problem.x_T.shape)
+    window = (planned.window, *problem.x_T.shape)
     return {
         "iterations": n,
         "ms_per_iter": 1e3 * wall / n,
