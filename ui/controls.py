@@ -64,10 +64,12 @@ RUN_INPUT_NAMES = (
     "stopping",
     "window_auto",
     "family",
+    "height",
+    "width",
 )
 # The /race API's inputs: the run's, less the two each lane sets itself, then the contest; the inputs
 # added after it came in (``AFTER_CONTEST``) follow it, so the API's order only grows at the end.
-AFTER_CONTEST = ("window_auto", "family")
+AFTER_CONTEST = ("window_auto", "family", "height", "width")
 RACE_INPUT_NAMES = (
     *(n for n in RUN_INPUT_NAMES if n not in ("solver", "init", *AFTER_CONTEST)),
     "contest",
@@ -98,6 +100,8 @@ class Controls:
     stopping: gr.Radio
     last_steps: gr.State  # the T that order, window and the budget were last fitted to
     family: gr.Radio
+    height: gr.Textbox
+    width: gr.Textbox
 
     def run_inputs(self) -> list[gr.components.Component]:
         """In the order of the ``/run`` API (``RUN_INPUT_NAMES``)."""
@@ -132,6 +136,18 @@ def prompt_hint(model: Any, defaults: ModelDefaults) -> str:
     return REQUEST["prompt"].hint + (" (required)" if defaults.requires_prompt else "")
 
 
+def size_box(name: str, model: Any) -> gr.Textbox:
+    """A text box (blank: the pipeline's own size, shown as the placeholder), for the diffusers models
+    that take an image size; hidden for the others. Not gr.Number: that sends 0 for "no value"."""
+    return gr.Textbox("", **size_update(name, model), max_lines=1, info=REQUEST[name].hint, min_width=100)
+
+
+def size_update(name: str, model: Any) -> dict[str, Any]:
+    sized = bool(getattr(model, "takes_image_size", False))
+    own = model.image_size[0 if name == "height" else 1] if sized else ""
+    return {"label": f"{label(REQUEST[name])} (px)", "placeholder": f"{own}", "visible": sized}
+
+
 def build_controls(
     models: list[str], default_model: str, model: Any, defaults: ModelDefaults, caps: Caps
 ) -> Controls:
@@ -162,6 +178,8 @@ def build_controls(
             label=label(REQUEST["family"]),
             info=REQUEST["family"].hint,
         )
+        with gr.Row():
+            height, width = size_box("height", model), size_box("width", model)
         solver = gr.Dropdown(
             choices(CONFIG["solver"]),
             value=CONFIG["solver"].default,
@@ -213,7 +231,7 @@ def build_controls(
             )
     return Controls(
         dropdown, prompt, negative, run, stop, seed, steps, eta_preset, eta, guidance, solver, order, window,
-        window_auto, history, tol, max_iters, init, stopping, gr.State(T), family,
+        window_auto, history, tol, max_iters, init, stopping, gr.State(T), family, height, width,
     )  # fmt: skip
 
 
@@ -297,15 +315,15 @@ def wire(c: Controls, describe: Any) -> None:
     c.eta_preset.input(eta_preset_changed, [c.eta_preset, c.eta], c.eta, **private)
     c.eta.input(eta_moved, c.eta, c.eta_preset, **private)
 
-    def model_changed(name: str) -> tuple[dict, dict, dict, dict]:
+    def model_changed(name: str) -> tuple[dict, ...]:
         model, d = describe(name)
         return (
             gr.update(value=d.prompt, info=prompt_hint(model, d)),
             gr.update(visible=bool(getattr(model, "takes_negative_prompt", False))),
             gr.update(value=d.guidance),
             gr.update(value=d.steps),
+            *(gr.update(value="", **size_update(n, model)) for n in ("height", "width")),
         )
 
-    c.model.input(
-        model_changed, c.model, [c.prompt, c.negative_prompt, c.guidance, c.steps], api_visibility="private"
-    )
+    outputs = [c.prompt, c.negative_prompt, c.guidance, c.steps, c.height, c.width]
+    c.model.input(model_changed, c.model, outputs, api_visibility="private")

@@ -82,7 +82,15 @@ def work_bound(settings: RunSettings, model: Any, lanes: int = 1) -> tuple[int, 
     T = settings.request.steps
     evaluations = T + lanes * evaluation_bound(T, settings.config)
     rows = 2 if settings.request.guidance != 1 else 1  # classifier-free guidance: two rows per state
-    return evaluations, evaluations * rows * row_ms(settings.model, model) / 1000
+    return evaluations, evaluations * rows * row_ms(settings.model, model) * area(settings, model) / 1000
+
+
+def area(settings: RunSettings, model: Any) -> float:
+    """The run's image area over the model's own: a row's cost grows at least with the pixels."""
+    request, size = settings.request, getattr(model, "image_size", None)
+    if size is None or (request.height is None and request.width is None):
+        return 1.0
+    return (request.height or size[0]) * (request.width or size[1]) / (size[0] * size[1])
 
 
 def check_work(settings: RunSettings, model: Any, caps: Caps, lanes: int = 1) -> None:

@@ -23,6 +23,7 @@ from paratta import Iterate, Problem, SolverConfig, iterate_sequential, load_mod
 from paratta.config import STOPPINGS
 from paratta.metrics import distance
 from paratta.parallel.window import plan_window
+from paratta.problem import at_size
 from paratta.protocol import DiffusionModel
 
 from . import devices
@@ -186,6 +187,7 @@ def _setup(settings: RunSettings) -> tuple[DiffusionModel, Problem, RunSettings,
     """The model, the problem, the settings with an auto window chosen, and the event that says so."""
     model = get_model(settings.model)
     problem = make_problem(model, settings.request)
+    model = at_size(model, settings.request.height, settings.request.width)  # the problem's, as decoded
     settings.config.validate(problem.steps)
     config, plan = plan_window(problem, settings.config, model.device)
     if plan is None:

@@ -181,6 +181,8 @@ def parse_settings(
     stopping: str = "budget",
     window_auto: Any = False,
     family: Any = "auto",
+    height: Any = None,
+    width: Any = None,
 ) -> RunSettings:
     """Validate everything a run needs; raises ``ValueError`` with a message meant for the user."""
     prompt, negative_prompt = as_text("prompt", prompt), as_text("negative_prompt", negative_prompt)
@@ -195,6 +197,8 @@ def parse_settings(
         eta=as_setting(REQUEST_SPECS["eta"], eta),
         guidance=as_setting(REQUEST_SPECS["guidance"], guidance),
         family=as_choice(REQUEST_SPECS["family"], family),
+        height=as_setting(REQUEST_SPECS["height"], height),  # blank: the pipeline's own size
+        width=as_setting(REQUEST_SPECS["width"], width),
     )
     solver_ = as_choice(CONFIG_SPECS["solver"], solver)
     if as_bool("window_auto", window_auto):  # the slider's value does not apply
