@@ -107,6 +107,18 @@ def test_np_and_pt_outputs_and_ddpm_noises_drawn_as_the_pipeline_draws_them(pipe
         assert float(abs(ours - expected).max()) <= 1e-4
 
 
+@pytest.mark.parametrize("name", ["sd", "flux"])
+def test_a_float16_pipeline_draws_its_seed_in_float16(name: str) -> None:
+    """A half-precision pipeline draws x_T in float16, which is not a float32 draw rounded: the wrapped
+    pipeline stays float16 and lands on its image up to float16 round-off (another draw is O(1) off)."""
+    pipe = BUILD[name]().to(dtype=torch.float16)
+    arguments = {**ARGUMENTS[name], "output_type": "latent"}
+    expected = call(pipe, 3, **arguments).images
+    ours = call(ParaTAAPipeline.from_pipe(pipe, solver="sequential"), 3, **arguments).images
+    assert pipe.dtype == ours.dtype == expected.dtype == torch.float16
+    assert float((ours.float() - expected.float()).abs().max()) <= 1e-2 * float(expected.abs().max())
+
+
 def test_latents_at_another_size_set_the_size(pipes) -> None:
     """Given latents and no height/width, SD runs at the latents' size, as the pipeline does."""
     pipe = pipes["sd"]
