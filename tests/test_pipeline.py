@@ -131,6 +131,24 @@ def test_latents_at_another_size_set_the_size(pipes) -> None:
     )
 
 
+def test_a_model_over_replicas_stays_one_at_another_size(pipes) -> None:
+    from paratta import Request, make_problem, run
+    from paratta.models.diffusers.load import from_pipeline
+    from paratta.parallel.replicas import ReplicatedModel
+
+    model = from_pipeline(pipes["sd3"])
+    request = Request(PROMPT, seed=2, steps=6, guidance=3.0, **SIZE)
+    problem = make_problem(ReplicatedModel([model, model]), request)
+    assert isinstance(problem.model, ReplicatedModel) and problem.model.latent_shape == (4, 12, 8)
+    split, single = run(problem), run(make_problem(model, request))
+    assert split.iteration == single.iteration  # not bitwise: CPU kernels round by batch size
+    assert float((split.x0 - single.x0).abs().max()) <= 1e-5 * float(single.x0.abs().max())
+    with pytest.raises(ValueError, match="shapes samples at one size"):
+        from paratta import load_model
+
+        make_problem(ReplicatedModel([load_model("shapes")] * 2), Request("red circle", steps=4, height=64))
+
+
 def test_dit_class_labels_and_its_own_outputs() -> None:
     pipe = tiny_dit_pipeline()
     common = dict(class_labels=[207], guidance_scale=4.0, num_inference_steps=STEPS, output_type="np")
