@@ -142,6 +142,9 @@ class ParaTAAPipeline:
                     f"{', '.join(self.honoured)})"
                 )
         given = {name: self._default(name) for name in self.honoured} | arguments
+        for name in ("prompt", "negative_prompt"):
+            if name in given:
+                given[name] = _one(name, given[name])
         for name, setting in AS_SETTING.items():
             if name in given and given[name] is not None:
                 try:
@@ -150,6 +153,11 @@ class ParaTAAPipeline:
                     raise ValueError(f"{name}: {error}") from None
         if (count := given.get("num_images_per_prompt")) not in (None, 1):
             raise ValueError(f"num_images_per_prompt: paratta samples one image per call; got {count!r}")
+        length = given.get("max_sequence_length")
+        if length is not None and (
+            isinstance(length, bool) or not isinstance(length, int) or not 0 < length <= 512
+        ):
+            raise ValueError(f"max_sequence_length must be an integer in [1, 512] (T5's); got {length!r}")
         output_type = given["output_type"]
         if output_type not in OUTPUT_TYPES:
             raise ValueError(f"output_type must be one of {', '.join(OUTPUT_TYPES)}; got {output_type!r}")
@@ -158,7 +166,7 @@ class ParaTAAPipeline:
             guidance = 1.0  # the pipeline runs the conditional half alone
         request = Request(
             prompt=self._prompt(given),
-            negative_prompt=_one("negative_prompt", given.get("negative_prompt")) or "",
+            negative_prompt=given.get("negative_prompt") or "",
             steps=given["num_inference_steps"],
             eta=float(given.get("eta") or 0.0),
             guidance=guidance,
@@ -194,7 +202,7 @@ class ParaTAAPipeline:
                     f"class_labels must be one integer class id (or a list of one); got {label!r}"
                 )
             return str(label)
-        prompt = _one("prompt", given["prompt"])
+        prompt = given["prompt"]
         if not isinstance(prompt, str):
             raise ValueError(f"prompt must be a string (or a list of one); got {type(prompt).__name__}")
         return prompt

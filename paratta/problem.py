@@ -113,7 +113,7 @@ def at_size(
             )
         return model
     if height is None and width is None and latent_shape is not None:
-        height, width = model.size_of(latent_shape)
+        height, width = getattr(model, "size_of", lambda shape: (None, None))(latent_shape)
     if (height is None and width is None) or (height, width) == getattr(model, "image_size", None):
         return model  # as it is (a model over replicas stays one)
     return resize(height, width)
@@ -152,9 +152,7 @@ def make_problem(
     x_T, xi = draw_noise(request.seed, shape, request.steps, request.eta, latents is None, generator, draw)
     if latents is not None:
         if tuple(latents.shape) != shape:
-            sized = (
-                " (height and width set the image size they are for)" if hasattr(model, "with_size") else ""
-            )
+            sized = " (height and width set the image size they are for)" if hasattr(model, "size_of") else ""
             raise ValueError(f"latents must have shape {shape}, got {tuple(latents.shape)}{sized}")
         if not torch.isfinite(latents).all():
             raise ValueError("latents contain NaN or inf")

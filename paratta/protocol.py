@@ -26,10 +26,12 @@ class DiffusionModel(Protocol):
         device, dtype: where and in which precision the network runs.
         takes_negative_prompt: whether a negative prompt means anything to this model.
 
-    Two optional methods (``paratta.problem`` looks for them): ``schedule_arguments(steps)``, the
+    Optional methods (``paratta.problem`` looks for them): ``schedule_arguments(steps)``, the
     keyword arguments the model's pipeline passes to ``set_timesteps`` (a flow pipeline's custom
     sigmas, the image sequence length for μ); ``with_family(family)``, the model as the other sampler
-    family sees it, for a model both can sample (the embedded mixtures).
+    family sees it, for a model both can sample (the embedded mixtures); ``draw_latents(generator)``,
+    one N(0, I) draw as the model's pipeline makes it (its dtype, Flux's packing); ``with_size(height,
+    width)`` and ``size_of(latent_shape)``, for a pipeline that takes an image size.
     """
 
     name: str

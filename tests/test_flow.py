@@ -378,7 +378,9 @@ def test_the_app_runs_and_races_the_flow_family_to_its_sequential_image(monkeypa
     last = dict(zip(RACE_OUTPUTS, list(make_race_handler(["toy2d"])(**raced))[-1], strict=True))
     assert last["info"]["jacobi"]["converged"] and last["info"]["anderson"]["converged"]
     assert "sequential flow-matching Euler image" in last["stats"]
-    assert RUN_INPUT_NAMES[-1] == "family" and RACE_INPUT_NAMES[-1] == "family"  # new API inputs at the end
+    assert (
+        RUN_INPUT_NAMES[-4:] == RACE_INPUT_NAMES[-4:] == ("family", "height", "width", "sampler")
+    )  # new API inputs at the end
     refused = make_run_handler(["shapes-unet"])(
         **dict(APP_RUN, model="shapes-unet", prompt="red circle"), init_state=None
     )

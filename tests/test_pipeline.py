@@ -108,16 +108,46 @@ def test_np_and_pt_outputs_and_ddpm_noises_drawn_as_the_pipeline_draws_them(pipe
         assert float(abs(ours - expected).max()) <= 1e-4
 
 
+@pytest.mark.parametrize("name", ["sd", "flux"])
+def test_a_float16_pipeline_draws_its_seed_in_float16(name: str) -> None:
+    """A half-precision pipeline draws x_T in float16, which is not a float32 draw rounded: the wrapped
+    pipeline stays float16 and lands on its image up to float16 round-off (another draw is O(1) off)."""
+    pipe = BUILD[name]().to(dtype=torch.float16)
+    arguments = {**ARGUMENTS[name], "output_type": "latent"}
+    expected = call(pipe, 3, **arguments).images
+    ours = call(ParaTAAPipeline.from_pipe(pipe, solver="sequential"), 3, **arguments).images
+    assert pipe.dtype == ours.dtype == expected.dtype == torch.float16
+    assert float((ours.float() - expected.float()).abs().max()) <= 1e-2 * float(expected.abs().max())
+
+
 def test_latents_at_another_size_set_the_size(pipes) -> None:
     """Given latents and no height/width, SD runs at the latents' size, as the pipeline does."""
     pipe = pipes["sd"]
     latents = torch.randn(1, 4, 4, 12, generator=torch.Generator().manual_seed(1))
     common = dict(num_inference_steps=STEPS, guidance_scale=2.0, output_type="latent")
     expected = pipe(PROMPT, latents=latents.clone(), **common).images
-    ours = ParaTAAPipeline.from_pipe(pipe, solver="sequential")(PROMPT, latents=latents, **common).images
+    ours = ParaTAAPipeline.from_pipe(pipe, solver="sequential")([PROMPT], latents=latents, **common).images
     assert ours.shape == (1, 4, 4, 12) and float((ours - expected).abs().max()) <= EXACT * float(
         expected.abs().max()
     )
+
+
+def test_a_model_over_replicas_stays_one_at_another_size(pipes) -> None:
+    from paratta import Request, make_problem, run
+    from paratta.models.diffusers.load import from_pipeline
+    from paratta.parallel.replicas import ReplicatedModel
+
+    model = from_pipeline(pipes["sd3"])
+    request = Request(PROMPT, seed=2, steps=6, guidance=3.0, **SIZE)
+    problem = make_problem(ReplicatedModel([model, model]), request)
+    assert isinstance(problem.model, ReplicatedModel) and problem.model.latent_shape == (4, 12, 8)
+    split, single = run(problem), run(make_problem(model, request))
+    assert split.iteration == single.iteration  # not bitwise: CPU kernels round by batch size
+    assert float((split.x0 - single.x0).abs().max()) <= 1e-5 * float(single.x0.abs().max())
+    with pytest.raises(ValueError, match="shapes samples at one size"):
+        from paratta import load_model
+
+        make_problem(ReplicatedModel([load_model("shapes")] * 2), Request("red circle", steps=4, height=64))
 
 
 def test_dit_class_labels_and_its_own_outputs() -> None:
@@ -162,6 +192,10 @@ def test_what_paratta_cannot_honour_is_refused_by_name(pipes) -> None:
         wrapped(PROMPT, max_sequence_length=32)
     with pytest.raises(ValueError, match="'guidance_rescale': paratta does not honour"):
         wrapped(PROMPT, guidance_rescale=0.7)
+    with pytest.raises(ValueError, match="prompt: paratta samples one image per call; got a list of 2"):
+        wrapped([PROMPT, PROMPT])
+    with pytest.raises(ValueError, match="max_sequence_length must be an integer in \\[1, 512\\]"):
+        ParaTAAPipeline.from_pipe(flux)(PROMPT, max_sequence_length=600)
     with pytest.raises(ValueError, match="num_images_per_prompt: paratta samples one image"):
         wrapped(PROMPT, num_images_per_prompt=2)
     with pytest.raises(ValueError, match="num_inference_steps: steps must be an integer in \\[1, 1000\\]"):
@@ -241,3 +275,44 @@ def test_cli_refuses_a_size_in_one_line(folders, capsys) -> None:
     assert len(err) == 1 and err[0].startswith("error: height and width: shapes samples at one size")
     assert main([*base, "--width", "99999"]) == 2
     assert "width must be an integer in [8, 4096]" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- the app
+
+
+APP_RUN = dict(
+    prompt=PROMPT, negative_prompt="", seed=4, steps=STEPS, eta=0.0, guidance=3.0, solver="anderson",
+    order=STEPS, window=STEPS, history=2, tol="", max_iters=STEPS, init="xT", stopping="budget",
+    window_auto=False, family="auto",
+)  # fmt: skip
+
+
+def test_the_app_runs_a_diffusers_model_at_a_chosen_size(folders, monkeypatch, tmp_path) -> None:
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path))
+    monkeypatch.delenv("SPACE_ID", raising=False)
+    from ui.handlers import RUN_OUTPUTS, make_run_handler
+    from ui.limits import work_bound
+    from ui.session import get_model
+    from ui.settings import Caps, parse_settings
+
+    model = folders["sd3"]
+    run = make_run_handler([model, "shapes"])
+    frames = list(run(model=model, **APP_RUN, height="24", width=16, init_state=None))
+    final = dict(zip(RUN_OUTPUTS, frames[-1], strict=True))
+    assert final["info"]["converged"] and final["info"]["iteration"] < STEPS
+    assert final["record"].latent_shape == (4, 12, 8) and final["record"].settings["height"] == 24
+    image = final["image"]
+    shape = np.asarray(Image.open(image) if isinstance(image, str) else image).shape
+    assert (
+        shape[0] % 24 == 0 and shape[0] * 16 == shape[1] * 24
+    )  # 24×16, enlarged by a whole factor for display
+
+    with pytest.raises(Exception, match="height and width: shapes samples at one size"):
+        list(run(model="shapes", **dict(APP_RUN, prompt="red circle"), height=24, width="", init_state=None))
+    with pytest.raises(Exception, match="multiples of 4"):
+        list(run(model=model, **APP_RUN, height=18, width=16, init_state=None))
+    # The Space's work cap counts the image's area: twice the default size's work passes, 4× the area not.
+    settings = parse_settings(model, **APP_RUN, caps=Caps.from_env())
+    monkeypatch.setenv("PARATTA_MAX_WORK_S", str(2 * work_bound(settings, get_model(model))[1]))
+    with pytest.raises(Exception, match="network evaluations"):
+        list(run(model=model, **APP_RUN, height=32, width=32, init_state=None))

@@ -128,7 +128,9 @@ def preset_values(change: dict[str, Any]) -> dict[str, Any]:
     steps = change.get("steps", d.steps)
     auto = resolve(SolverConfig(), steps)
     values = declared | dict(model=name, prompt=d.prompt, guidance=d.guidance, steps=steps)
-    values |= dict(order=auto.order, window=auto.window, max_iters=auto.max_iters) | change
+    values |= (
+        dict(order=auto.order, window=auto.window, max_iters=auto.max_iters, height="", width="") | change
+    )
     values.setdefault("window_auto", WINDOW_AUTO and "window" not in change)  # a preset's W is its own
     return {n: values[n] for n in WIDGETS}
 

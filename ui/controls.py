@@ -40,6 +40,10 @@ CHOICE_LABELS = {  # how a choice reads in the panel; the values are the library
     "auto": "the model's own",
     "ddim": "DDIM (ε)",
     "flow": "flow matching (Euler, v)",
+    "euler": "Euler",
+    "euler-karras": "Euler Karras",
+    "dpm++2m": "DPM++ 2M",
+    "dpm++2m-karras": "DPM++ 2M Karras",
 }
 # The auto-window box's default: the library's own (auto on CUDA, W = T elsewhere).
 WINDOW_AUTO = DEVICE == "cuda"
@@ -153,6 +157,31 @@ def window_auto_widget(spec: Spec, panel: Panel, info: str) -> gr.Checkbox:
     return gr.Checkbox(WINDOW_AUTO, label="Auto window", info=WINDOW_AUTO_INFO[WINDOW_AUTO])
 
 
+def size_widget(spec: Spec, panel: Panel, info: str) -> gr.Textbox:
+    """A text box (blank: the pipeline's own size, shown as the placeholder), for the diffusers models
+    that take an image size; hidden for the others. Not gr.Number: that sends 0 for "no value"."""
+    return gr.Textbox("", **size_update(spec.name, panel.model), max_lines=1, info=info, min_width=100)
+
+
+def size_update(name: str, model: Any) -> dict[str, Any]:
+    sized = bool(getattr(model, "takes_image_size", False))
+    own = model.image_size[0 if name == "height" else 1] if sized else ""
+    return {"label": f"{label(REQUEST[name])} (px)", "placeholder": f"{own}", "visible": sized}
+
+
+def samplers(model: Any) -> list[str]:
+    """The samplers ``model`` can be sampled with: a flow-matching model only its own flow Euler; a
+    DDIM-family model (or one with both families) every sampler on its noise schedule."""
+    flow_only = family(model.scheduler_config) == "flow" and getattr(model, "with_family", None) is None
+    return [c for c in REQUEST["sampler"].choices if not flow_only or c in ("auto", "euler")]
+
+
+def sampler_widget(spec: Spec, panel: Panel, info: str) -> gr.Dropdown:
+    offered = samplers(panel.model)
+    return gr.Dropdown([c for c in choices(spec) if c[1] in offered], value=spec.default, label=label(spec),
+                       info=info)  # fmt: skip
+
+
 @dataclass(frozen=True)
 class Widget:
     """How one input shows in the panel: its group, the component that edits it, and a short line under
@@ -186,6 +215,9 @@ WIDGETS: dict[str, Widget] = {
     "stopping": Widget(DETAILS, radio_widget, "when the iteration ends"),
     "window_auto": Widget(MAIN, window_auto_widget),
     "family": Widget(MAIN, family_widget, "flow matching only where the model has it"),
+    "height": Widget(MAIN, size_widget, "pixels; blank: the pipeline's own"),
+    "width": Widget(MAIN, size_widget, "pixels; blank: the pipeline's own"),
+    "sampler": Widget(MAIN, sampler_widget, "the model's own, or another on its noise schedule"),
 }
 RUN_INPUT_NAMES = tuple(WIDGETS)
 # The /race API: the run's inputs less those each lane sets itself, with the contest after "stopping"
@@ -397,11 +429,17 @@ def wire(c: Controls, describe: Any) -> None:
             gr.update(value=d.guidance),
             gr.update(value=d.steps),
             family_,
+            *(gr.update(value="", **size_update(n, model)) for n in ("height", "width")),
+            gr.update(
+                choices=[c for c in choices(REQUEST["sampler"]) if c[1] in samplers(model)],
+                value=REQUEST["sampler"].default,
+            ),
             gr.update(visible=bool(words(model))),
             words(model),
         )
 
-    outputs = [c[n] for n in ("prompt", "negative_prompt", "guidance", "steps", "family")]
+    outputs = [c[n] for n in ("prompt", "negative_prompt", "guidance", "steps", "family", "height", "width")]
+    outputs.append(c["sampler"])
     c["model"].input(
         model_changed,
         [c["model"], c["family"]],

@@ -25,7 +25,7 @@ from PIL import Image
 from paratta.evaluate import NonFiniteError
 from paratta.parallel.latency import rows_per_step
 from paratta.plans import resolve
-from paratta.problem import for_family
+from paratta.problem import at_size, for_family
 from paratta.schedule import family
 
 from . import views
@@ -159,6 +159,7 @@ def settings_from(models: list[str], named: dict[str, Any], lanes: int = 1) -> R
         caps = Caps.from_env()
         settings = parse_settings(**named, caps=caps, needs_prompt=needs_prompt(get_model(name)))
         check_work(settings, get_model(name), caps, lanes)
+        sized_model(settings)  # a size the model cannot take is refused here, before a job starts
         return sampled_by(settings, get_model(name))
     except ValueError as err:
         raise user_error(err) from None
@@ -184,8 +185,13 @@ def needs_prompt(model: Any) -> bool:
     return getattr(model, "text_encoder", None) is not None
 
 
+def sized_model(settings: RunSettings) -> Any:
+    """The settings' model at their image size (the loaded one when they name none)."""
+    return at_size(get_model(settings.model), settings.request.height, settings.request.width)
+
+
 def new_record(settings: RunSettings) -> RunRecord:
-    model = get_model(settings.model)
+    model = sized_model(settings)
     record = RunRecord(
         settings=settings,
         steps=settings.request.steps,
@@ -290,7 +296,7 @@ def make_run_handler(models: list[str]) -> Callable[..., Iterator[tuple[Any, ...
         try:
             settings = settings_from(models, named)
             try:  # refused before it may replace the session's running job
-                check_init(settings, init_state, get_model(settings.model))
+                check_init(settings, init_state, sized_model(settings))
             except ValueError as err:
                 raise user_error(err) from None
             ticket = JOBS.begin(request, Caps.from_env())

@@ -32,7 +32,18 @@ def work_bound(settings: RunSettings, model: Any, lanes: int = 1, device: str = 
     ``lanes`` solves (``paratta.parallel.cost.work_bound``; ``model`` may be None for a built-in)."""
     plan = resolve(settings.config, settings.request.steps)  # an auto window is bounded by W = T
     table = cost.cost_table(settings.model, model, device).table
-    return cost.work_bound(plan, rows_per_step(settings.request.guidance, model), table, lanes)
+    evaluations, seconds = cost.work_bound(
+        plan, rows_per_step(settings.request.guidance, model), table, lanes
+    )
+    return evaluations, seconds * area(settings, model)
+
+
+def area(settings: RunSettings, model: Any) -> float:
+    """The run's image area over the model's own: a row's cost grows at least with the pixels."""
+    request, size = settings.request, getattr(model, "image_size", None)
+    if size is None or (request.height is None and request.width is None):
+        return 1.0
+    return (request.height or size[0]) * (request.width or size[1]) / (size[0] * size[1])
 
 
 def check_work(settings: RunSettings, model: Any, caps: Caps, lanes: int = 1) -> None:

@@ -22,6 +22,7 @@ import torch
 from paratta import Iterate, Problem, SolverConfig, iterate_sequential, load_model, make_problem, plan, solve
 from paratta.config import STOPPINGS
 from paratta.metrics import distance
+from paratta.problem import at_size
 from paratta.protocol import DiffusionModel
 
 from . import devices
@@ -187,6 +188,7 @@ def _setup(settings: RunSettings) -> tuple[DiffusionModel, Problem, RunSettings,
     """The model, the problem, the settings with an auto window chosen, and the event that says so."""
     model = get_model(settings.model)
     problem = make_problem(model, settings.request)
+    model = at_size(model, settings.request.height, settings.request.width)  # the problem's, as decoded
     chosen = plan(problem, settings.config).projection  # the device's choice, made once per run
     if chosen is None:
         return model, problem, settings, []

@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from paratta.problem import for_family
+from paratta.problem import at_size, for_family
 from paratta.protocol import DiffusionModel
 
 from .distributed import shares
@@ -50,6 +50,7 @@ class ReplicatedModel:
         self.replicas = replicas
         self._pool = ThreadPoolExecutor(max_workers=len(replicas), thread_name_prefix="paratta-replica")
         self._families: dict[str, ReplicatedModel] = {}
+        self._sizes: dict[tuple[int | None, int | None], ReplicatedModel] = {}
 
     def with_family(self, family: str) -> ReplicatedModel:
         """Every replica as sampler family ``family`` sees it (``paratta.problem.for_family``), still split
@@ -57,6 +58,13 @@ class ReplicatedModel:
         if family not in self._families:
             self._families[family] = ReplicatedModel([for_family(r, family) for r in self.replicas])
         return self._families[family]
+
+    def with_size(self, height: int | None, width: int | None) -> ReplicatedModel:
+        """Every replica at ``height``×``width`` pixels (``paratta.problem.at_size``), still split over all
+        devices; one view per size."""
+        if (height, width) not in self._sizes:
+            self._sizes[height, width] = ReplicatedModel([at_size(r, height, width) for r in self.replicas])
+        return self._sizes[height, width]
 
     def __getattr__(self, name: str) -> Any:  # everything but predict is the first replica's
         return getattr(self.replicas[0], name)

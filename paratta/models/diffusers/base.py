@@ -173,7 +173,8 @@ class DiffusersModel:
     ) -> None:
         self._check_pipeline(pipe)
         self.device, self.dtype = resolve_device_dtype(device, dtype)
-        self.pipe = pipe.to(device=self.device, dtype=self.dtype)
+        same = (pipe.device, pipe.dtype) == (self.device, self.dtype)  # then left as it is, not re-cast
+        self.pipe = pipe if same else pipe.to(device=self.device, dtype=self.dtype)
         self.name = name or _pipe_name(pipe, self.default_name)
         self.vae = pipe.vae.eval()
         # Spatial factor between image and latent: 2^(number of VAE blocks − 1), as pipelines compute it.
