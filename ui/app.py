@@ -77,8 +77,9 @@ WARM = ({"prompt": WARM_PROMPT}, {"prompt": WARM_PROMPT, "tol": WARM_TOL, "init"
 
 
 def busy(label: str, running: bool) -> gr.Button:
-    """A button's run state. A new Button, not ``gr.update``: the browser shows an updated value only once
-    when the same update comes again (the second run's "Running…" never appeared)."""
+    """A button's run state, made when an event returns it (never inside the Blocks, where it would be
+    placed on the page). A new Button, not ``gr.update``: the page applies an update equal to the last
+    one it got only once."""
     return gr.Button(value=label, variant="secondary" if running else "primary")
 
 

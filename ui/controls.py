@@ -192,7 +192,8 @@ class Widget:
     info: str = ""
 
 
-# The groups of the panel, top to bottom: (elem_id or accordion title, open).
+# The groups of the panel, top to bottom: above Run, the open panel, then two collapsed accordions
+# (named by their titles).
 TOP, MAIN, SAMPLER, DETAILS = "top", "main", "Sampler: seed, DDIM/DDPM, guidance", "Solver details"
 # Every input of the panel, by setting name (``model`` and ``window_auto`` are the app's own), in the order
 # of the /run API's parameters (docs/api.md): a new setting goes at the end, so a positional

@@ -50,10 +50,7 @@ RUN_LABEL = "Run Jacobi and Anderson"
 @dataclass(frozen=True)
 class LectureDefaults:
     """The tab's own starting point: the model's prompt, seed and steps (registry and ``Request``)
-    with the order raised to T, where the acceleration shows. Measured on the 2-core AMD EPYC
-    development box (CPU only), Nov 2026, "north", T = 50, seeds 0–9, parallel iterations:
-    order 1: Jacobi 46, Anderson 41–46 (no visible gain); order 20: Jacobi 17–18, Anderson 10–11;
-    order 50 (= T): Jacobi 17–18, Anderson 9–11."""
+    with the order raised to T, where the acceleration shows (the counts by order: docs/teach.md)."""
 
     prompt: str = model_defaults(MODEL).prompt
     seed: int = REQUEST["seed"].default
