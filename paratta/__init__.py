@@ -8,8 +8,8 @@ Importing paratta imports torch only; diffusers is loaded when a diffusers model
 """
 
 from .config import SolverConfig
+from .models.diffusers.pipeline import ParaTAAPipeline, ParaTAAPipelineOutput
 from .parallel.plan import plan, run, solve
-from .pipeline import ParaTAAPipeline, ParaTAAPipelineOutput
 from .plans import Plan
 from .problem import Problem, Request, make_problem
 from .registry import BUILTIN_MODELS, ModelDefaults, load_model, model_defaults

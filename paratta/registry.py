@@ -58,7 +58,6 @@ BUILTIN_MODELS: dict[str, BuiltinModel] = {
 # The loader of diffusers folders and hub ids, named like the built-ins' builders: the registry
 # knows the models by name only (they import the core; the core does not import them).
 DIFFUSERS_LOADER = ("paratta.models.diffusers.load", "load_diffusers_model")
-PIPELINE_ADAPTER = ("paratta.models.diffusers.load", "from_pipeline")  # a pipeline object → a model
 TEXT_TO_IMAGE_DEFAULTS = ModelDefaults("a watercolour painting of a lighthouse at dawn", 7.5, 50, True)
 CLASS_CONDITIONAL_DEFAULTS = ModelDefaults("", 4.0, 50, False)  # "" = unconditional
 
@@ -110,10 +109,3 @@ def _build(name: str, device: torch.device | str | None, dtype: torch.dtype | No
         f"unknown model {name!r}: use a built-in name ({', '.join(BUILTIN_MODELS)}), "
         "a local diffusers folder, or a hub id like 'org/name'"
     )
-
-
-def model_from_pipeline(pipe: object, device: torch.device | str, dtype: torch.dtype) -> DiffusionModel:
-    """A diffusers pipeline object → the model over its modules (used in place; other classes refused)."""
-    module, adapter = PIPELINE_ADAPTER
-    adapt: Callable[..., DiffusionModel] = getattr(import_module(module), adapter)
-    return adapt(pipe, device=device, dtype=dtype)

@@ -312,7 +312,7 @@ def test_the_app_runs_a_diffusers_model_at_a_chosen_size(folders, monkeypatch, t
     with pytest.raises(Exception, match="multiples of 4"):
         list(run(model=model, **APP_RUN, height=18, width=16, init_state=None))
     # The Space's work cap counts the image's area: twice the default size's work passes, 4× the area not.
-    settings = parse_settings(model, **APP_RUN, caps=Caps.from_env())
+    settings = parse_settings(**dict(APP_RUN, model=model), caps=Caps.from_env())
     monkeypatch.setenv("PARATTA_MAX_WORK_S", str(2 * work_bound(settings, get_model(model))[1]))
     with pytest.raises(Exception, match="network evaluations"):
         list(run(model=model, **APP_RUN, height=32, width=32, init_state=None))

@@ -22,10 +22,10 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .config import Request, SolverConfig, specs
-from .problem import Problem, make_problem
-from .registry import model_from_pipeline
-from .solver import Iterate, solve
+from paratta.config import Request, SolverConfig, specs
+from paratta.parallel.plan import solve
+from paratta.problem import Problem, make_problem
+from paratta.solver import Iterate
 
 # The __call__ arguments paratta honours, by pipeline class, beyond the ones every pipeline shares.
 SHARED = ("num_inference_steps", "guidance_scale", "generator", "output_type", "num_images_per_prompt")
@@ -75,10 +75,12 @@ class ParaTAAPipeline:
     """A diffusers pipeline sampled by parallel fixed-point iteration; see the module docstring."""
 
     def __init__(self, pipe: Any, config: SolverConfig) -> None:
+        from .load import from_pipeline  # imports diffusers: only when a pipeline is wrapped
+
         self.pipe = pipe
         self.config = config
         self.pipeline_name = type(pipe).__name__
-        self.model = model_from_pipeline(pipe, device=pipe.device, dtype=pipe.dtype)  # refuses other classes
+        self.model = from_pipeline(pipe, device=pipe.device, dtype=pipe.dtype)  # refuses other classes
         own, used = type(pipe.scheduler).__name__, self.model.scheduler_config["_class_name"]
         if own != used:
             raise ValueError(
