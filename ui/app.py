@@ -251,16 +251,31 @@ def layout(models: list[str], default: str, describe: Callable[[str], tuple[Any,
 PRIVATE: dict[str, Any] = {"api_visibility": "private", "queue": False}  # UI-only events: no API, no queue
 
 
+def door(job: dict[str, Any]) -> dict[str, Any]:
+    """A UI-only event beside a job's (a button's busy state): the job's validator, so that settings
+    refused at the door leave it undone too. Validators run at queue join only, hence queued, unlimited."""
+    return {
+        "api_visibility": "private",
+        "preprocess": False,
+        "validator": job["validator"],
+        "concurrency_limit": None,
+    }
+
+
 def wire_run(p: Page, models: list[str]) -> list[Any]:
     """Run, and the warm-start preset's two runs; returns their events (for Stop)."""
     c = p.controls
     sampler = {"preprocess": False, "show_progress": "minimal", "show_progress_on": p.stats,
                "concurrency_id": SAMPLER_QUEUE}  # fmt: skip
     started = (lock_scrub(), busy("Running…", True))
-    # Run always shows the Run tab, and says it is running until the run ends or is stopped.
-    c.run.click(lambda: (*started, gr.Tabs(selected="run")), None, [p.slider, c.run, p.tabs], **PRIVATE)
     run = make_run_handler(models)
     sampler["validator"] = run_validator(run, models)  # bad settings are answered before the queue
+    # Run always shows the Run tab, and says it is running until the run ends or is stopped; settings
+    # refused at the door change neither (the refusal ends the chain before its .then could undo it).
+    inputs = [*c.run_inputs(), p.init_state]
+    c.run.click(
+        lambda *_: (*started, gr.Tabs(selected="run")), inputs, [p.slider, c.run, p.tabs], **door(sampler)
+    )
     run_event = c.run.click(run, [*c.run_inputs(), p.init_state], p.run_outputs(), api_name="run", **sampler)
     ended = (lambda r: (scrub_ready(r), busy("Run", False)), p.record, [p.slider, c.run])
     run_event.then(*ended, **PRIVATE)
@@ -286,18 +301,20 @@ def wire_run(p: Page, models: list[str]) -> list[Any]:
 def wire_race(p: Page, models: list[str]) -> Any:
     """Race and its lane labels; returns the race event (for Stop)."""
     c = p.controls
-    p.race.click(lambda: busy("Racing…", True), None, p.race, **PRIVATE)
     race = make_race_handler(models)
+    inputs = [p.contest if n == "contest" else getattr(c, n) for n in RACE_INPUT_NAMES]
+    checked = {"validator": race_validator(race, models)}
+    p.race.click(lambda *_: busy("Racing…", True), inputs, p.race, **door(checked))
     race_event = p.race.click(
         race,
-        [p.contest if n == "contest" else getattr(c, n) for n in RACE_INPUT_NAMES],
+        inputs,
         p.race_outputs(),
         api_name="race",
         preprocess=False,
         show_progress="minimal",
         show_progress_on=p.race_stats,
         concurrency_id=SAMPLER_QUEUE,
-        validator=race_validator(race, models),
+        **checked,
     )
     race_event.then(lambda: busy("Race", False), None, p.race, **PRIVATE)
     a, b, _, a_heat, b_heat, _ = p.race_images

@@ -387,7 +387,15 @@ def build_teach_tab() -> Any:
     gr.Markdown(f"{EXPLANATION}  \n{settings_note(caps)}", elem_classes="legend")
     state = gr.State(None, time_to_live=3600)
 
-    go.click(locked, None, [slider, previous, following], queue=False, api_visibility="private")
+    at_door = {"validator": validator(teach_run, at_the_door)}
+    go.click(
+        lambda *_: locked(),
+        [prompt, seed, steps, order, family],
+        [slider, previous, following],
+        api_visibility="private",
+        concurrency_limit=None,
+        **at_door,
+    )  # fmt: skip (the lesson's validator: settings refused at the door leave the stepper as it was)
     event = go.click(
         teach_run,
         [prompt, seed, steps, order, family],
@@ -395,7 +403,7 @@ def build_teach_tab() -> Any:
         api_name="teach",
         preprocess=False,
         show_progress="minimal",
-        validator=validator(teach_run, at_the_door),
+        **at_door,
     )
     event.then(stepper_ready, state, [slider, previous, following], api_visibility="private", queue=False)
     outputs = [slider, plot, text]
