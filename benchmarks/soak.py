@@ -146,13 +146,13 @@ def proc_status(pid: int, key: str) -> int:
 def files_under(root: Path) -> tuple[int, int, float]:
     """(files, bytes, age in s of the oldest by ctime, as ``ui.cache.remove_older`` ages them)."""
     now, count, size, oldest = time.time(), 0, 0, 0.0
-    for path in root.rglob("*") if root.is_dir() else ():
-        try:
-            if path.is_file():
-                st = path.stat()
-                count, size, oldest = count + 1, size + st.st_size, max(oldest, now - st.st_ctime)
-        except FileNotFoundError:  # swept meanwhile
-            continue
+    for folder, _, names in os.walk(root):  # a folder swept during the walk is skipped (rglob raises)
+        for name in names:
+            try:
+                st = os.stat(os.path.join(folder, name))
+            except FileNotFoundError:  # swept meanwhile
+                continue
+            count, size, oldest = count + 1, size + st.st_size, max(oldest, now - st.st_ctime)
     return count, size, oldest
 
 
@@ -722,6 +722,14 @@ def stop_within(jobs: list[Job], limit_s: float) -> Criterion:
     return check(f"Stop ends a job p95 < {limit_s:g} s", p95 < limit_s if times else None, detail)
 
 
+def covered(samples: list[Sample], load_s: float, interval_s: float) -> Criterion:
+    """The samples span the load (a sampler that stopped early would leave the growth criteria blind)."""
+    last = max((s.t_s for s in samples), default=0.0)
+    return check(
+        "the server was sampled to the end", last >= load_s - 2 * interval_s, f"last sample {last:.0f} s"
+    )
+
+
 def slope_per_hour(points: list[tuple[float, float]]) -> float:
     """Least-squares slope of (seconds, value), per hour."""
     ts, vs = [t for t, _ in points], [v for _, v in points]
@@ -958,7 +966,11 @@ def main(argv: list[str] | None = None) -> int:
     criteria = [tracebacks(log), outcomes(jobs, good=False), outcomes(jobs, good=True), driver_errors(jobs)]
     criteria += [rss_growth(samples, warmup_s), *bounded_state(samples, age, frequency)]
     criteria += no_growth(samples, quiet, warmup_s)
-    criteria += [answered_within(jobs, 1.0), stop_within(jobs, 2.0)]
+    criteria += [
+        answered_within(jobs, 1.0),
+        stop_within(jobs, 2.0),
+        covered(samples, 60 * a.minutes, a.interval),
+    ]
     rows, where = job_table(jobs), machine()
     print(f"soak: {a.minutes:g} min, {a.clients} visitors, seed {a.seed}, {len(jobs)} jobs; {where}")
     print(f"server log: {log}")

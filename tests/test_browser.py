@@ -222,12 +222,14 @@ def test_steps_one_is_a_clear_answer_not_a_server_error(page: Any) -> None:
     assert not page.failures, page.failures
 
 
-def test_a_refused_run_says_why_in_the_status_line_and_keeps_the_last_result(page: Any) -> None:
-    run_to_verdict(page)
+def test_a_refused_run_says_why_at_the_setting_and_keeps_the_last_result(page: Any) -> None:
+    verdict = run_to_verdict(page)
     page.locator("#prompt textarea").fill("purple dragon on blue")
-    page.locator("#run").click()
-    page.wait_for_function("() => /dragon/.test(document.querySelector('#stats').innerText)", timeout=30_000)
-    assert "unknown word" in page.locator("#stats").inner_text()
+    page.locator("#run").click()  # refused at the door (ui.door): the message shows on the prompt
+    page.wait_for_function("() => /unknown word 'dragon'/.test(document.querySelector('#prompt').innerText)")
+    page.wait_for_timeout(500)
+    assert page.locator("#run").inner_text() == "Run"  # not left "Running…"
+    assert page.locator("#stats").inner_text() == verdict
     assert page.locator("#paratta-image img").first.get_attribute("src")  # the last good run stays
     assert not page.failures, page.failures
 
