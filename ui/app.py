@@ -23,7 +23,7 @@ from paratta.plans import resolve
 from .cache import delete_cache
 from .controls import CLAMP_JS, RACE_INPUT_NAMES, WIDGETS, WINDOW_AUTO, Controls, build_controls
 from .controls import wire as wire_controls
-from .door import race_validator, run_validator, stepping_validator, use_validator
+from .door import guarded, race_validator, run_validator, stepping_validator, use_validator
 from .handlers import (
     RACES,
     after_stop,
@@ -286,13 +286,13 @@ def wire_run(p: Page, models: list[str]) -> list[Any]:
     c = p.controls
     sampler = {"preprocess": False, "show_progress": "hidden", "concurrency_id": SAMPLER_QUEUE}
     named = {**c.inputs, "init_state": p.init_state}  # the API's parameters are the settings' names
-    # Run always shows the Run tab.
-    started = c.run.click(
-        lambda: (lock_scrub(), busy("Running…", True), gr.Tabs(selected="run")), None,
-        [p.slider, c.run, p.tabs], **PRIVATE,
-    )  # fmt: skip
     run = make_run_handler(models)
     sampler["validator"] = run_validator(list(named), models)  # bad settings are answered before the queue
+    # Run always shows the Run tab; a refusal at the door ends the chain before the button changes.
+    started = c.run.click(
+        lambda **_: (lock_scrub(), busy("Running…", True), gr.Tabs(selected="run")), None,
+        [p.slider, c.run, p.tabs], inputs_kwargs=named, **guarded(sampler["validator"]),
+    )  # fmt: skip
     run_event = started.then(run, None, p.run_outputs(), inputs_kwargs=named, api_name="run", **sampler)
     ended = (lambda r: (scrub_ready(r), busy("Run", False)), p.record, [p.slider, c.run])
     after(run_event, *ended)
@@ -318,17 +318,21 @@ def wire_run(p: Page, models: list[str]) -> list[Any]:
 def wire_race(p: Page, models: list[str]) -> Any:
     """Race and its lane labels; returns the race event (for Stop). One chain, as Run's."""
     c = p.controls
-    started = p.race.click(lambda: busy("Racing…", True), None, p.race, **PRIVATE)
+    inputs = {n: p.contest if n == "contest" else c[n] for n in RACE_INPUT_NAMES}
+    checked = race_validator(list(RACE_INPUT_NAMES), models)
+    started = p.race.click(
+        lambda **_: busy("Racing…", True), None, p.race, inputs_kwargs=inputs, **guarded(checked)
+    )
     race_event = started.then(
         make_race_handler(models),
         None,
         p.race_outputs(),
-        inputs_kwargs={n: p.contest if n == "contest" else c[n] for n in RACE_INPUT_NAMES},
+        inputs_kwargs=inputs,
         api_name="race",
         preprocess=False,
         show_progress="hidden",
         concurrency_id=SAMPLER_QUEUE,
-        validator=race_validator(list(RACE_INPUT_NAMES), models),
+        validator=checked,
     )
     after(race_event, lambda: busy("Race", False), None, p.race)
     a, b, _, a_heat, b_heat, _ = p.race_images

@@ -119,3 +119,15 @@ def race_validator(names: list[str], models: list[str]) -> Validator:
 def use_validator(handler: Callable[[Any], Any]) -> Validator:
     """/use_as_init: a finished run to keep (the handler's own answer, which needs no model)."""
     return validator(positional(handler), lambda named: handler(*named.values()))
+
+
+def guarded(validate: Validator) -> dict[str, Any]:
+    """The arguments of a UI-only event that starts a job's chain (its button's busy state): the job's
+    own validator, so settings refused at the door end the chain before anything changes. Validators
+    run when an event joins the queue, hence queued, with no concurrency limit (it never waits)."""
+    return {
+        "api_visibility": "private",
+        "preprocess": False,
+        "validator": validate,
+        "concurrency_limit": None,
+    }

@@ -30,7 +30,7 @@ from paratta.plans import resolve
 from paratta.registry import model_defaults
 
 from .controls import CHOICE_LABELS
-from .door import positional, stepping_validator, validator
+from .door import guarded, positional, stepping_validator, validator
 from .jobs import JOBS
 from .settings import Caps, as_choice, as_int, as_text, frame_index
 
@@ -395,7 +395,10 @@ def build_teach_tab() -> Any:
     state = gr.State(None, time_to_live=3600)
 
     private: dict[str, Any] = {"api_visibility": "private", "queue": False}
-    started = go.click(locked, None, [slider, previous, following, go], **private)
+    lesson = [prompt, seed, steps, order, family]
+    checked = validator(positional(teach_run), at_the_door)
+    # a refusal at the door ends the chain before the stepper and the button change
+    started = go.click(lambda *_: locked(), lesson, [slider, previous, following, go], **guarded(checked))
     event = started.then(
         teach_run,
         [prompt, seed, steps, order, family],
@@ -403,7 +406,7 @@ def build_teach_tab() -> Any:
         api_name="teach",
         preprocess=False,
         show_progress="hidden",  # the verdict line says what runs, or why not
-        validator=validator(positional(teach_run), at_the_door),
+        validator=checked,
     )
     for ended in (event.then, event.failure):  # the page runs a .then only after a success
         ended(stepper_ready, state, [slider, previous, following, go], **private)
