@@ -291,3 +291,33 @@ def test_every_sampler_ends_within_tol_over_seeds(sampler, model_name) -> None:
             last = run(problem, SolverConfig())
             assert last.converged and last.iteration < steps, (seed, steps)
             assert distance(last.x0, reference) <= resolve(SolverConfig(), steps).tol, (seed, steps)
+
+
+# ---------------------------------------------------------------- the app
+
+
+def test_the_app_runs_dpm_solver_and_says_so_and_refuses_it_for_a_flow_only_model(
+    monkeypatch, tmp_path
+) -> None:
+    """The app's sampler setting: a DPM++ 2M Karras run ends on its own sequential image and the verdict
+    names that sampler; a sampler the model cannot take is refused at the door with the choices."""
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path))
+    monkeypatch.delenv("SPACE_ID", raising=False)
+    from ui.door import run_validator
+    from ui.handlers import RUN_OUTPUTS, make_run_handler
+
+    named = dict(
+        model="shapes", prompt="red circle on blue", negative_prompt="", seed=0, steps=20, eta=0.0,
+        guidance=1.0, solver="anderson", order=20, window=20, history=2, tol="", max_iters=20, init="xT",
+        stopping="budget", window_auto=False, family="auto", sampler="dpm++2m-karras",
+    )  # fmt: skip
+    final = dict(
+        zip(RUN_OUTPUTS, list(make_run_handler(["shapes"])(**named, init_state=None))[-1], strict=True)
+    )
+    assert final["info"]["converged"] and final["info"]["iteration"] < 20
+    assert "Same image as sequential DPM++ 2M Karras" in final["stats"], final["stats"]
+    validate = run_validator([*named, "init_state"], ["shapes", "toy2d"])
+    flow_only = dict(named, model="toy2d", prompt="north", family="flow")
+    said = [v.get("message", "") for v in validate(**flow_only, init_state=None) if v.get("message")]
+    assert said and "sampler" in said[0] and "euler" in said[0], said
+    assert not [v for v in validate(**named, init_state=None) if v.get("message")]

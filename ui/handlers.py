@@ -25,8 +25,8 @@ from PIL import Image
 from paratta.evaluate import NonFiniteError
 from paratta.parallel.latency import rows_per_step
 from paratta.plans import resolve
-from paratta.problem import at_size, for_family
-from paratta.schedule import family
+from paratta.problem import at_size, conversion_note, for_family
+from paratta.schedule import DDIM_SCHEDULER, FLOW_SCHEDULER, family, sampler_config, sampler_name
 
 from . import views
 from .cache import session_folder
@@ -168,8 +168,19 @@ def settings_from(models: list[str], named: dict[str, Any], lanes: int = 1) -> R
 def sampled_by(settings: RunSettings, model: Any) -> RunSettings:
     """The settings with the sampler family named ("auto" becomes the model's own, so the record and
     the verdict say which sampler the reference is); a family the model lacks is refused here."""
-    named = family(for_family(model, settings.request.family).scheduler_config)
-    return replace(settings, request=replace(settings.request, family=named))
+    own = for_family(model, settings.request.family).scheduler_config
+    sampler_config(own, settings.request.sampler)  # a sampler the model cannot take is refused here too
+    return replace(settings, request=replace(settings.request, family=family(own)))
+
+
+def sampled_with(settings: RunSettings, model: Any) -> tuple[str | None, str | None]:
+    """(the sampler's name where it is not DDIM or flow Euler, which the views name by η and family;
+    the statement that the model's own scheduler was replaced, if it was)."""
+    config = sampler_config(
+        for_family(model, settings.request.family).scheduler_config, settings.request.sampler
+    )
+    named = (config.get("_class_name") or DDIM_SCHEDULER) not in (DDIM_SCHEDULER, FLOW_SCHEDULER)
+    return (sampler_name(config, settings.request.eta) if named else None), conversion_note(config)
 
 
 def refusal(names: tuple[str, ...], err: gr.Error) -> tuple[Any, ...]:
@@ -199,6 +210,9 @@ def new_record(settings: RunSettings) -> RunRecord:
         latent_shape=tuple(model.latent_shape),
         rows_per_step=rows_per_step(settings.request.guidance, model),
     )
+    record.sampler, replaced = sampled_with(settings, model)
+    if replaced:
+        record.notes.append(replaced)
     if not settings.request.prompt:
         record.notes.append(EMPTY_PROMPT)
     return record

@@ -92,6 +92,7 @@ class RunRecord:
     tol: float
     latent_shape: tuple[int, ...]
     rows_per_step: int | None = None  # network rows a timestep costs; None: from the guidance (1 or 2)
+    sampler: str | None = None  # the sampler's name when not DDIM(η) or flow Euler ("DPM++ 2M Karras")
     notes: list[str] = field(default_factory=list)  # clamps and other things the stats line must say
     session: str = "local"  # the session whose folder holds its downloads (ui.cache.session_folder)
     stopped: bool = False  # set once by whoever ends the run (Stop, or its limits); read by the others

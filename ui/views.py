@@ -58,8 +58,12 @@ def plural(n: int, noun: str) -> str:
     return f"{n} {noun}" + ("" if n == 1 else "s")
 
 
-def sampler_name(eta: float, family: str = "ddim") -> str:
-    """What the sequential reference is: DDIM (η = 0), DDPM (η = 1), DDIM(η), or flow-matching Euler."""
+def sampler_name(record: RunRecord) -> str:
+    """What the sequential reference is: the run's multistep sampler, DDIM (η = 0), DDPM (η = 1),
+    DDIM(η), or flow-matching Euler."""
+    if record.sampler:
+        return record.sampler
+    eta, family = record.settings.request.eta, record.settings.request.family
     if family == "flow":
         return "flow-matching Euler"
     return "DDIM" if eta == 0 else "DDPM" if eta == 1 else f"DDIM (η = {eta:g})"
@@ -110,7 +114,7 @@ def verdict(record: RunRecord, k: int) -> str:
     Only says "same image" when it is true: converged and no pixel more than one 8-bit level off.
     """
     T, row, levels = record.steps, record.rows[k - 1], pixel_levels(record, k)
-    sampler = sampler_name(record.settings.request.eta, record.settings.request.family)
+    sampler = sampler_name(record)
     n = row.iteration
     diff = (
         f"largest pixel difference {levels}/255" if levels is not None else "no sequential image to compare"
@@ -269,7 +273,7 @@ def race_verdict(records: dict[str, RunRecord]) -> str:
     if len(done) < len(records) or len(records) != 2:
         return ""
     (a, ra), (b, rb) = sorted(done.items(), key=lambda item: item[1].iterations)
-    sampler = sampler_name(ra.settings.request.eta, ra.settings.request.family)
+    sampler = sampler_name(ra)
     levels = {name: pixel_levels(r, r.iterations) for name, r in done.items()}
     both_same = all(
         r.converged and levels[n] is not None and levels[n] <= SAME_LEVELS for n, r in done.items()
