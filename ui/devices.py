@@ -1,6 +1,6 @@
 """``python app.py --devices cuda:0,cuda:1``: where the app's models run.
 
-One device (the default: CUDA when present, else the CPU) loads the model there, as before. Several
+One device (the default: CUDA when present, else the CPU) loads the model there. Several
 devices load one replica per device and split each iteration's network rows over them in threads
 (``paratta.parallel.replicas.ReplicatedModel``): the app stays one process, so no process group is needed.
 """
