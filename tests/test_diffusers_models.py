@@ -13,7 +13,6 @@ import time
 import diffusers
 import pytest
 import torch
-from diffusers.utils import logging as diffusers_logging
 
 from paratta import Request, SolverConfig, load_model, make_problem, run, sample_sequential
 from paratta.models.diffusers.base import ModelOutOfMemoryError
@@ -29,7 +28,10 @@ from paratta.models.diffusers.tiny import (
 from paratta.protocol import DiffusionModel
 
 # The tiny configs keep steps_offset=0 on purpose; diffusers warns when the pipeline rewrites it.
-pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning")
+pytestmark = [  # no diffusers logs (conftest)
+    pytest.mark.filterwarnings("ignore::FutureWarning"),
+    pytest.mark.usefixtures("quiet_diffusers"),
+]
 
 REL = 1e-5  # exactness vs diffusers, relative to max |x_0|: float32 round-off is ~1e-6
 STEPS = 10
@@ -37,20 +39,6 @@ STEPS = 10
 # (measured up to ~1.7·tol at T = 100), so converged runs use tol = 5e-4 for a 1e-3 RMS bound.
 TOL = 5e-4
 PROMPT, NEGATIVE = "a red cat on a mat", "blurry"
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _quiet_single_thread():
-    """One torch thread (on a shared machine two spinning threads on one free core are slower); no logs."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    level = diffusers_logging.get_verbosity()
-    diffusers_logging.set_verbosity_error()
-    diffusers_logging.disable_progress_bar()
-    yield
-    diffusers_logging.enable_progress_bar()
-    diffusers_logging.set_verbosity(level)
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,6 @@ import pytest
 import torch
 from diffusers import FlowMatchEulerDiscreteScheduler, FlowMatchHeunDiscreteScheduler
 from diffusers.pipelines.flux.pipeline_flux import calculate_shift as diffusers_calculate_shift
-from diffusers.utils import logging as diffusers_logging
 
 from paratta import Request, SolverConfig, coefficients, load_model, make_problem, run, sample_sequential
 from paratta.flow import FlowSchedulerConfig, calculate_shift, flow_sigmas
@@ -23,21 +22,14 @@ from paratta.plans import resolve
 from paratta.schedule import family
 from paratta.tools.cli import main
 
-pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning")
+pytestmark = [  # no diffusers logs (conftest)
+    pytest.mark.filterwarnings("ignore::FutureWarning"),
+    pytest.mark.usefixtures("quiet_diffusers"),
+]
 
 EXACT = 1e-4  # sequential flow sampler vs the diffusers pipeline, max |Δ| on latents
 PROMPT = "a red circle"
 FLUX_SIZE = {"height": 16, "width": 16, "max_sequence_length": 32}  # 16 packed tokens, a short T5 prompt
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _quiet() -> None:
-    level = diffusers_logging.get_verbosity()
-    diffusers_logging.set_verbosity_error()
-    diffusers_logging.disable_progress_bar()
-    yield
-    diffusers_logging.enable_progress_bar()
-    diffusers_logging.set_verbosity(level)
 
 
 def rms(x: torch.Tensor, ref: torch.Tensor) -> float:

@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 import torch
 from diffusers import PNDMScheduler
-from diffusers.utils import logging as diffusers_logging
 from PIL import Image
 
 from paratta import Iterate, ParaTAAPipeline, SolverConfig
@@ -21,7 +20,10 @@ from paratta.models.diffusers.tiny import (
 from paratta.plans import resolve
 from paratta.tools.cli import main
 
-pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning")
+pytestmark = [  # no diffusers logs (conftest)
+    pytest.mark.filterwarnings("ignore::FutureWarning"),
+    pytest.mark.usefixtures("quiet_diffusers"),
+]
 
 PROMPT = "a red cat on a mat"
 STEPS = 10
@@ -34,19 +36,6 @@ ARGUMENTS = {  # each pipeline's own keyword arguments, beyond prompt, size and 
     "flux": {"guidance_scale": 3.5, "max_sequence_length": 32},
 }
 BUILD = {"sd": tiny_sd_pipeline, "sd3": tiny_sd3_pipeline, "flux": tiny_flux_pipeline}
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _quiet() -> None:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    level = diffusers_logging.get_verbosity()
-    diffusers_logging.set_verbosity_error()
-    diffusers_logging.disable_progress_bar()
-    yield
-    diffusers_logging.enable_progress_bar()
-    diffusers_logging.set_verbosity(level)
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

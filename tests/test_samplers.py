@@ -17,7 +17,6 @@ from diffusers import (
     PNDMScheduler,
     UniPCMultistepScheduler,
 )
-from diffusers.utils import logging as diffusers_logging
 
 from paratta import Request, SolverConfig, load_model, make_problem, run, sample_sequential
 from paratta.metrics import distance
@@ -34,7 +33,10 @@ from paratta.plans import resolve
 from paratta.schedule import coefficients, sampler_config
 from paratta.tools.cli import summary_line
 
-pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning")  # the tiny configs' steps_offset=0
+pytestmark = [  # no diffusers logs (conftest); the tiny configs' steps_offset=0 warns
+    pytest.mark.filterwarnings("ignore::FutureWarning"),
+    pytest.mark.usefixtures("quiet_diffusers"),
+]
 
 SD = {"beta_start": 0.00085, "beta_end": 0.012, "beta_schedule": "scaled_linear", "steps_offset": 1}
 CLASSES = {EULER_SCHEDULER: EulerDiscreteScheduler, DPM_SCHEDULER: DPMSolverMultistepScheduler}
@@ -147,19 +149,6 @@ def test_sampler_setting_rejects_what_it_cannot_sample() -> None:
     assert converted["_class_name"] == DPM_SCHEDULER and converted["use_karras_sigmas"] is True
     assert converted["beta_schedule"] == "linear" and converted["timestep_spacing"] == "leading"
     assert sampler_config(converted, "ddim")["clip_sample"] is False
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _quiet_single_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    level = diffusers_logging.get_verbosity()
-    diffusers_logging.set_verbosity_error()
-    diffusers_logging.disable_progress_bar()
-    yield
-    diffusers_logging.enable_progress_bar()
-    diffusers_logging.set_verbosity(level)
-    torch.set_num_threads(threads)
 
 
 def pipeline_with(scheduler_class, prediction: str = "epsilon", **config):
