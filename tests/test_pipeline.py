@@ -4,6 +4,8 @@ arguments at a size that is not their default, against ``pipe(...)`` itself; the
 
 from __future__ import annotations
 
+import io
+
 import numpy as np
 import pytest
 import torch
@@ -305,3 +307,34 @@ def test_the_app_runs_a_diffusers_model_at_a_chosen_size(folders, monkeypatch, t
     monkeypatch.setenv("PARATTA_MAX_WORK_S", str(2 * work_bound(settings, get_model(model))[1]))
     with pytest.raises(Exception, match="network evaluations"):
         list(run(model=model, **APP_RUN, height=32, width=32, init_state=None))
+
+
+@pytest.mark.slow
+def test_the_app_on_a_diffusers_folder_samples_at_a_size_asked_through_gradio_client(
+    folders, monkeypatch, tmp_path
+) -> None:
+    """The app as a user drives it: started on a tiny SD3 folder, /run with height and width over
+    gradio_client records latents of that size and ends converged."""
+    import httpx
+    from gradio_client import Client
+
+    from ui.app import build_demo
+    from ui.local import free_port
+
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path))
+    monkeypatch.delenv("SPACE_ID", raising=False)
+    demo = build_demo(folders["sd3"])
+    demo.queue(default_concurrency_limit=1)
+    demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=free_port(), quiet=True)
+    try:
+        client = Client(demo.local_url, verbose=False, download_files=False)
+        settings = dict(APP_RUN, model=folders["sd3"], height=24, width=16)
+        result = client.predict(**settings, api_name="/run")  # RUN_OUTPUTS: image first, info seventh
+        assert result[6]["converged"] and result[6]["iteration"] < STEPS, result[6]
+        with httpx.Client() as http:
+            image = Image.open(io.BytesIO(http.get(result[0]["url"], timeout=30).content))
+        assert image.height * 16 == image.width * 24, image.size  # 24×16, enlarged by a whole factor
+        with pytest.raises(Exception, match="multiples of 4"):
+            client.predict(**dict(settings, height=18), api_name="/run")
+    finally:
+        demo.close()
