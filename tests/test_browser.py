@@ -345,7 +345,7 @@ def covered(element: Any) -> list[str]:
 
 def said_at_the_door(page: Any, pattern: str) -> Any:
     """The message of settings refused at the door (``ui.door``), shown at the input it names."""
-    message = page.get_by_text(re.compile(pattern)).last
+    message = page.get_by_text(re.compile(pattern)).filter(visible=True).first  # not a faded copy
     message.wait_for(state="visible", timeout=60_000)
     return message
 
