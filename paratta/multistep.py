@@ -189,7 +189,7 @@ def multistep_grid(config: MultistepSchedulerConfig, steps: int) -> tuple[Tensor
     if not isinstance(steps, int) or not 1 <= steps <= n:
         raise ValueError(f"steps must be in [1, {n}] for this scheduler, got {steps!r}")
     ac = _alphas_cumprod32(config)
-    table = np.array(((1 - ac) / ac) ** 0.5)
+    table = (((1 - ac) / ac) ** 0.5).numpy()  # float32, as diffusers' np.array of the same tensor
     log_sigmas = np.log(table)
     euler = config.kind == EULER_SCHEDULER
     spacing = config.timestep_spacing

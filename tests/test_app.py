@@ -221,6 +221,26 @@ def test_race_streams_both_solvers_to_the_sequential_image(app: Any) -> None:
     assert info["anderson"]["iteration"] <= info["jacobi"]["iteration"]
 
 
+def test_a_samplers_race_ends_each_sampler_on_its_own_sequential_image(app: Any) -> None:
+    """DDIM-50 against DPM++ 2M-20: each lane converges to the image its own sampler gives sequentially,
+    the one /run gives for that sampler and T; the verdict says each lane's parallel and sequential
+    counts."""
+    c = client(app)
+    args = {k: v for k, v in FAST.items() if k not in ("solver", "init")}
+    a, b, _, _, _, _, stats, info = c.predict(**args, contest="samplers", api_name="/race")
+    lanes = {"DDIM-50": ("ddim", 50, a), "DPM++ 2M-20": ("dpm++2m", 20, b)}
+    assert set(info) == set(lanes), info
+    for lane, (sampler, T, image) in lanes.items():
+        assert info[lane]["steps"] == T and info[lane]["converged"] and info[lane]["same_image"], info[lane]
+        assert f"**{lane}**: " in stats and f"(sequential: {T} calls one after another)" in stats
+        alone = dict(FAST, sampler=sampler, steps=T, window=T, order=min(20, T), max_iters=T)
+        run = c.predict(**alone, api_name="/run")
+        assert run[INFO]["iteration"] == info[lane]["iteration"]  # the same solve, run on its own
+        assert np.array_equal(pixels(run[IMAGE]), pixels(image))
+    assert "each ended on its own sequential image" in stats
+    assert "the two samplers' own images differ by up to" in stats
+
+
 @pytest.mark.slow
 def test_teach_tab_runs_both_solvers(app: Any) -> None:
     from gradio_client.exceptions import ValidationError
@@ -304,7 +324,7 @@ def test_zerogpu_wrapper_gets_picklable_arguments_and_events(monkeypatch: Any) -
     settings = parse_settings(**FAST, caps=Caps(200, 200))
     events = list(gpu(run_events)(settings, None))
     assert durations and events[-1].kind == "done" and events[-1].trajectory.shape == (21, 2)
-    lanes = {e.lane for e in zero_gpu(race_events, 2)(settings) if e.kind == "done"}
+    lanes = {e.lane for e in zero_gpu(race_events, race=True)(settings) if e.kind == "done"}
     assert lanes == {"jacobi", "anderson"}
     assert all(isinstance(d, int) and d > 0 for d in durations)
 
@@ -469,14 +489,14 @@ def test_progress_line_says_why_the_preview_stands_still() -> None:
 
 
 def test_a_stopping_race_runs_each_rule_at_its_own_tolerance_unless_one_is_given() -> None:
-    from paratta.config import TOLERANCE, SolverConfig
+    from paratta.config import TOLERANCE
     from paratta.plans import resolve
-    from ui.session import race_configs
+    from ui.session import race_lanes
 
-    lanes = race_configs(SolverConfig(), "stopping")
-    assert {rule: resolve(c, 50).tol for rule, c in lanes.items()} == TOLERANCE
-    given = race_configs(SolverConfig(tol=5e-4), "stopping")
-    assert {resolve(c, 50).tol for c in given.values()} == {5e-4}
+    lanes = race_lanes(typed(**dict(DEFAULTS, tol="")), "stopping")
+    assert {rule: resolve(s.config, 50).tol for rule, s in lanes.items()} == TOLERANCE
+    given = race_lanes(typed(**dict(DEFAULTS, tol=5e-4)), "stopping")
+    assert {resolve(s.config, 50).tol for s in given.values()} == {5e-4}
 
 
 def test_a_stopping_race_says_iterations_and_evaluations_of_each_rule_at_its_tolerance() -> None:

@@ -241,6 +241,22 @@ def test_run_from_the_race_tab_shows_the_run(page: Any) -> None:
     page.wait_for_function(VERDICT, timeout=120_000)
 
 
+def test_a_samplers_race_names_its_lanes_and_shows_both_sequential_references(page: Any) -> None:
+    page.get_by_role("tab", name="Race").click()
+    page.get_by_text("DDIM-50 vs DPM++ 2M-20").click()
+    for title in ("DDIM-50", "DPM++ 2M-20", "Sequential: DDIM-50 | DPM++ 2M-20"):
+        page.get_by_text(title, exact=True).first.wait_for(timeout=10_000)  # the panels' titles
+    page.locator("#race").click()
+    page.wait_for_function(
+        "() => /each ended on its own sequential/.test(document.querySelector('#race-stats').innerText)",
+        timeout=120_000,
+    )
+    shown = page.locator("#race-sequential img").first
+    width, height = shown.evaluate("(i) => [i.naturalWidth, i.naturalHeight]")
+    assert width > 2 * height, (width, height)  # the two references side by side
+    assert not page.failures, page.failures
+
+
 def test_stop_shows_one_consistent_frame_and_a_second_stop_changes_nothing(page: Any) -> None:
     page.get_by_label("Solver", exact=True).click()
     page.get_by_role("option", name="Jacobi (fixed point)").click()

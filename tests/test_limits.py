@@ -114,9 +114,9 @@ def test_work_cap_refuses_t200_unet_on_a_cpu_space_and_names_what_fits(
     caps = Caps.from_env()
     unet = dict(BASE, model="shapes-unet", prompt="red circle", guidance=3.0)
 
-    def check(lanes: int = 1, **change: Any) -> None:
+    def check(race: str | None = None, **change: Any) -> None:
         settings = parse_settings(**dict(unet, **change), caps=caps)
-        check_work(settings, None, caps, lanes)  # built-ins cost what was measured: no model needed
+        check_work(settings, None, caps, race)  # built-ins cost what was measured: no model needed
 
     with pytest.raises(ValueError, match="steps must be at most 100"):
         check(steps=200, window=200, order=20, max_iters=200)
@@ -125,7 +125,7 @@ def test_work_cap_refuses_t200_unet_on_a_cpu_space_and_names_what_fits(
     check(steps=100, window=100, order=20, max_iters=21)
     check(steps=60, window=60, order=20, max_iters=60)  # one solver fits …
     with pytest.raises(ValueError, match="two solvers"):  # … a race pays for both lanes
-        check(lanes=2, steps=60, window=60, order=20, max_iters=60)
+        check("solvers", steps=60, window=60, order=20, max_iters=60)
     monkeypatch.delenv("SPACE_ID")
     caps = Caps.from_env()  # elsewhere (a CPU box of one's own) the cap is larger: T = 200 allowed, within it
     check(steps=200, window=200, order=20, max_iters=106)
@@ -690,5 +690,5 @@ def test_a_flux_model_is_charged_one_row_per_timestep_in_the_work_bound_and_the_
     monkeypatch.setattr(handlers, "get_model", lambda name: models[name])
     one_row_s = cost.work_bound(resolve(config, 100), 1, cost.cost_table("flux", flux, "cuda").table)[1]
     expected = math.ceil(min(Caps.from_env().budget_s, one_row_s)) + handlers.ZERO_GPU_MARGIN_S
-    assert handlers.gpu_seconds(settings("flux", 3.5), 1) == expected
-    assert handlers.gpu_seconds(settings("sd", 7.5), 1) > handlers.gpu_seconds(settings("sd", 1.0), 1)
+    assert handlers.gpu_seconds(settings("flux", 3.5)) == expected
+    assert handlers.gpu_seconds(settings("sd", 7.5)) > handlers.gpu_seconds(settings("sd", 1.0))

@@ -309,6 +309,26 @@ def test_the_app_runs_a_diffusers_model_at_a_chosen_size(folders, monkeypatch, t
         list(run(model=model, **APP_RUN, height=32, width=32, init_state=None))
 
 
+def test_the_samplers_race_runs_on_sd_and_is_refused_for_a_flow_model(folders, monkeypatch, tmp_path) -> None:
+    """SD (its own PNDM replaced by each lane's sampler) races DDIM-50 against DPM++ 2M-20, each lane
+    on its own sequential image; SD3 has its flow Euler only, and the race says so before it starts."""
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path))
+    monkeypatch.delenv("SPACE_ID", raising=False)
+    from ui.handlers import RACE_OUTPUTS, make_race_handler
+
+    race = make_race_handler([folders["sd"], folders["sd3"]])
+    named = {k: v for k, v in APP_RUN.items() if k not in ("solver", "init")}
+    with pytest.raises(Exception, match="the samplers race cannot run here: sd3 is a flow-matching"):
+        list(race(contest="samplers", model=folders["sd3"], **named))
+    final = dict(
+        zip(RACE_OUTPUTS, list(race(contest="samplers", model=folders["sd"], **named))[-1], strict=True)
+    )
+    lanes = {"DDIM-50": 50, "DPM++ 2M-20": 20}
+    assert {lane: final["info"][lane]["steps"] for lane in lanes} == lanes
+    assert all(final["info"][lane]["converged"] and final["info"][lane]["same_image"] for lane in lanes)
+    assert "each ended on its own sequential image" in final["stats"]
+
+
 @pytest.mark.slow
 def test_the_app_on_a_diffusers_folder_samples_at_a_size_asked_through_gradio_client(
     folders, monkeypatch, tmp_path

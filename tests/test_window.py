@@ -180,7 +180,7 @@ def test_zero_gpu_asks_for_the_runs_own_bound_within_the_budget(monkeypatch) -> 
     light = parse_settings(**APP_RUN, caps=Caps.from_env())
     heavy = parse_settings(**dict(APP_RUN, model="shapes-unet", steps=100, window=100, max_iters=100,
                                   order=20, guidance=3.0), caps=Caps.from_env())  # fmt: skip
-    assert ZERO_GPU_MARGIN_S < gpu_seconds(light, 1) < gpu_seconds(heavy, 1)
+    assert ZERO_GPU_MARGIN_S < gpu_seconds(light) < gpu_seconds(heavy)
     # On the GPU (shapes-unet's H200 table) the heavy race's bound is seconds: a budget below it caps it.
     monkeypatch.setenv("PARATTA_BUDGET_S", "2")
-    assert gpu_seconds(heavy, 2) == math.ceil(Caps.from_env().budget_s) + ZERO_GPU_MARGIN_S
+    assert gpu_seconds(heavy, "solvers") == math.ceil(Caps.from_env().budget_s) + ZERO_GPU_MARGIN_S

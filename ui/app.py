@@ -37,7 +37,7 @@ from .handlers import (
 from .jobs import SAMPLER_QUEUE, forget_session
 from .keep import visitor
 from .render import HEATMAP_LEGEND
-from .session import get_model
+from .session import SAMPLER_RACE, get_model
 from .settings import Caps
 from .teach import build_teach_tab
 from .views import DIFF_GAIN
@@ -228,14 +228,14 @@ def layout(models: list[str], default: str, describe: Callable[[str], tuple[Any,
                             [(text, key) for key, text in RACES.items()],
                             value="solvers",
                             label="Race",
-                            info="same problem, seed, window and order; one iteration of each in turn",
+                            info="same seed, window and order; one iteration of each lane in turn",
                             scale=3,
                         )
                         race_btn = gr.Button("Race", variant="primary", elem_id="race", scale=1)
                     race_stats = gr.Markdown(elem_id="race-stats")
                     with gr.Row():
                         lanes = [image("Jacobi (fixed point)", "race-a"), image("Anderson (TAA)", "race-b")]
-                        r_seq = image("Sequential reference")
+                        r_seq = image("Sequential reference", "race-sequential")
                     with gr.Row():
                         heats = [chart("Jacobi residuals"), chart("Anderson residuals")]
                         r_curves = chart("Convergence (log scale)")
@@ -335,8 +335,8 @@ def wire_race(p: Page, models: list[str]) -> Any:
         validator=checked,
     )
     after(race_event, lambda: busy("Race", False), None, p.race)
-    a, b, _, a_heat, b_heat, _ = p.race_images
-    p.contest.change(race_labels, p.contest, [a, b, a_heat, b_heat], **PRIVATE)
+    a, b, sequential, a_heat, b_heat, _ = p.race_images
+    p.contest.change(race_labels, p.contest, [a, b, sequential, a_heat, b_heat], **PRIVATE)
     return race_event
 
 
@@ -392,16 +392,17 @@ def build_demo(extra_model: str | None = None) -> gr.Blocks:
     return demo
 
 
-def race_labels(contest: str) -> tuple[dict, dict, dict, dict]:
-    """The two lanes' panel titles for the chosen race."""
-    a, b = (
-        ("Budget rule", "Per-step rule")
-        if contest == "stopping"
-        else ("Jacobi (fixed point)", "Anderson (TAA)")
-    )
+def race_labels(contest: str) -> tuple[dict, ...]:
+    """The panel titles for the chosen race: the two lanes, the sequential panel, the two residual charts."""
+    a, b = {
+        "stopping": ("Budget rule", "Per-step rule"),
+        "samplers": tuple(SAMPLER_RACE),
+    }.get(contest, ("Jacobi (fixed point)", "Anderson (TAA)"))
+    sequential = f"Sequential: {a} | {b}" if contest == "samplers" else "Sequential reference"
     return (
         gr.update(label=a),
         gr.update(label=b),
+        gr.update(label=sequential),
         gr.update(label=f"{a.split(' (')[0]} residuals"),
         gr.update(label=f"{b.split(' (')[0]} residuals"),
     )

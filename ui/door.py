@@ -111,7 +111,7 @@ def race_validator(names: list[str], models: list[str]) -> Validator:
         contest = named.pop("contest")
         if not isinstance(contest, str) or contest not in RACES:
             raise ValueError(f"contest must be one of {', '.join(RACES)}; got {short(contest)}")
-        check_words(settings_from(models, named | {"solver": "anderson", "init": "xT"}, lanes=2))
+        check_words(settings_from(models, named | {"solver": "anderson", "init": "xT"}, race=contest))
 
     return validator(names, check)
 

@@ -24,6 +24,7 @@ class SequentialStep:
     steps: int
     seconds: float
     preview: np.ndarray
+    lane: str = ""  # a race lane's own reference; "" the run's (or both lanes')
 
 
 @dataclass(frozen=True)
@@ -33,6 +34,7 @@ class ReferenceDone:
     kind: ClassVar[str] = "reference"
     image: np.ndarray
     seconds: float
+    lane: str = ""  # as in SequentialStep
 
 
 @dataclass(frozen=True)
@@ -72,6 +74,7 @@ class WindowChosen:
     window: int
     max_batch: int | None
     line: str
+    lane: str = ""  # a race lane's choice; "" the run's
 
 
 Event = WindowChosen | SequentialStep | ReferenceDone | IterateDone | Distances | SolveDone

@@ -34,42 +34,50 @@ from .events import Distances, IterateDone, ReferenceDone, SequentialStep, Solve
 from .gpu import gpu, release_memory
 from .jobs import JOBS, bounded
 from .keep import KeptArray
-from .limits import check_work, work_bound
+from .limits import check_work, job_bound
 from .record import RunRecord
-from .render import gif_bytes, history_csv, history_json, upscale
-from .session import check_init, get_model, race_configs, race_events, run_events
+from .render import beside, gif_bytes, history_csv, history_json, upscale
+from .session import SAMPLER_RACE, check_init, get_model, race_events, race_lanes, run_events
 from .settings import Caps, RunSettings, frame_index, parse_settings, short
 
 ZERO_GPU_MARGIN_S = 10  # beyond a run's own bound: loading onto the GPU and the final decode
 
 
-def gpu_seconds(settings: RunSettings, lanes: int) -> int:
-    """The ZeroGPU time a job asks for: its worst-case network time (``limits.work_bound``), within
-    the per-run budget, plus a margin."""
+def gpu_seconds(settings: RunSettings, race: str | None = None) -> int:
+    """The ZeroGPU time a run (or the race ``race``) asks for: its worst-case network time
+    (``limits.job_bound``), within the per-run budget, plus a margin."""
     caps = Caps.from_env()
-    work = work_bound(settings, get_model(settings.model), lanes, device="cuda")[1]  # on the GPU it asks for
+    work = job_bound(settings, get_model(settings.model), race, device="cuda")[1]  # on the GPU it asks for
     return math.ceil(min(caps.budget_s, work)) + ZERO_GPU_MARGIN_S
 
 
-def zero_gpu(events: Callable[..., Iterator[Any]], lanes: int) -> Callable[..., Iterator[Any]]:
-    """``events(settings, …)`` on ZeroGPU (where ``spaces`` is installed), asking for ``gpu_seconds``."""
-    return gpu(events, duration=lambda settings, *_, **__: gpu_seconds(settings, lanes))
+def zero_gpu(events: Callable[..., Iterator[Any]], race: bool = False) -> Callable[..., Iterator[Any]]:
+    """``events(settings, …)`` on ZeroGPU (where ``spaces`` is installed), asking for ``gpu_seconds`` of
+    a run, or of a race (``events(settings, contest)``)."""
+    if race:
+        return gpu(events, duration=lambda settings, contest="solvers", *_: gpu_seconds(settings, contest))
+    return gpu(events, duration=lambda settings, *_, **__: gpu_seconds(settings))
 
 
-gpu_run_events = zero_gpu(run_events, 1)
-gpu_race_events = zero_gpu(race_events, 2)
+gpu_run_events = zero_gpu(run_events)
+gpu_race_events = zero_gpu(race_events, race=True)
 
 # Outputs of /run and /race, in the order ui.app passes their components (gr.State last: not in the API).
 RUN_OUTPUTS = ("image", "sequential", "diff", "heatmap", "curves", "stats", "info", "downloads", "record")
-# The race's two lanes fill slots a and b in the order of ``race_configs``: Jacobi and Anderson, or
-# the budget and the per-step stopping rule.
+# The race's two lanes fill slots a and b in the order of ``race_lanes``: Jacobi and Anderson, the
+# budget and the per-step stopping rule, or the two samplers.
 RACE_OUTPUTS = ("a", "b", "sequential", "a_heatmap", "b_heatmap", "curves", "stats", "info")
-RACES = {"solvers": "Jacobi vs Anderson", "stopping": "budget vs per-step stopping rule (Anderson)"}
+RACES = {
+    "solvers": "Jacobi vs Anderson",
+    "stopping": "budget vs per-step stopping rule (Anderson)",
+    "samplers": f"{' vs '.join(SAMPLER_RACE)}, each to its own sequential image (Anderson)",
+}
 RACE_LABELS = {
     "jacobi": "Jacobi",
     "anderson": "Anderson",
     "budget": "Budget rule",
     "per-step": "Per-step rule",
+    **{lane: lane for lane in SAMPLER_RACE},
 }
 SCRUB_OUTPUTS = RUN_OUTPUTS[:7]
 EMPTY_PROMPT = "empty prompt: a sample of everything the model draws (no condition), not of a caption"
@@ -149,17 +157,22 @@ def user_error(err: Exception) -> gr.Error:
     return gr.Error(str(err), print_exception=False, visible=False)
 
 
-def settings_from(models: list[str], named: dict[str, Any], lanes: int = 1) -> RunSettings:
-    """Raw control values by setting name → RunSettings within the app's caps (``lanes``
-    solvers on top of the sequential reference); ``gr.Error`` on bad input."""
+def settings_from(models: list[str], named: dict[str, Any], race: str | None = None) -> RunSettings:
+    """Raw control values by setting name → RunSettings within the app's caps for a run (or for the
+    lanes of the race ``race``); ``gr.Error`` on bad input."""
     name = named.get("model")
     if not isinstance(name, str) or name not in models:
         raise user_error(ValueError(f"model must be one of {', '.join(models)}; got {short(name)}"))
     try:
         caps = Caps.from_env()
         settings = parse_settings(**named, caps=caps, needs_prompt=needs_prompt(get_model(name)))
-        check_work(settings, get_model(name), caps, lanes)
+        check_work(settings, get_model(name), caps, race)
         sized_model(settings)  # a size the model cannot take is refused here, before a job starts
+        for lane in race_lanes(settings, race).values() if race is not None else ():
+            try:
+                sampled_by(lane, get_model(name))  # a lane's sampler the model cannot take: refused here
+            except ValueError as err:
+                raise ValueError(f"the {race} race cannot run here: {err}") from None
         return sampled_by(settings, get_model(name))
     except ValueError as err:
         raise user_error(err) from None
@@ -437,7 +450,7 @@ def make_race_handler(models: list[str]) -> Callable[..., Iterator[tuple[Any, ..
                 raise user_error(
                     ValueError(f"contest must be one of {', '.join(RACES)}; got {short(contest)}")
                 )
-            settings = settings_from(models, named, lanes=2)
+            settings = settings_from(models, named, race=contest)
             ticket = JOBS.begin(request, Caps.from_env())
         except gr.Error as err:
             yield refusal(RACE_OUTPUTS, err)
@@ -456,25 +469,15 @@ def make_race_handler(models: list[str]) -> Callable[..., Iterator[tuple[Any, ..
 
 def race_frames(settings: RunSettings, contest: str, ticket: Any) -> Iterator[tuple[Any, ...]]:
     """The race's updates; a race ended by its limits keeps its frames and says why."""
-    records = {
-        lane: new_record(replace(settings, config=config))
-        for lane, config in race_configs(settings.config, contest).items()
-    }
-    reference = new_record(settings)  # holds the sequential reference for both lanes
+    records = {lane: new_record(s) for lane, s in race_lanes(settings, contest).items()}
     screen = Screen(RACE_OUTPUTS, final_images_folder(ticket.session))
     yield screen.show(stats="Starting…", info={"phase": "start"})
     for event in guarded(bounded(gpu_race_events(settings, contest), ticket)):
         if isinstance(event, WindowChosen):
-            for r in records.values():
-                chose_window(r, event)
+            chose_window(records[event.lane], event)
             continue
         if isinstance(event, SequentialStep | ReferenceDone):
-            view = sequential_view(event, reference)
-            yield screen.show(sequential=view["sequential"], stats=view["stats"])
-            for r in records.values():
-                r.sequential_preview = reference.sequential_preview
-                r.sequential_image = reference.sequential_image
-                r.sequential_seconds = reference.sequential_seconds
+            yield screen.show(**reference_view(event, records))
             continue
         assert isinstance(event, IterateDone | SolveDone)
         lane = event.lane
@@ -488,6 +491,21 @@ def race_frames(settings: RunSettings, contest: str, ticket: Any) -> Iterator[tu
     if ticket.reason:
         line = f"**Stopped:** {ticket.reason}."
         yield screen.show(final=True, stats="  \n".join(filter(None, (line, screen.values["stats"]))))
+
+
+def reference_view(event: SequentialStep | ReferenceDone, records: dict[str, RunRecord]) -> dict[str, Any]:
+    """A race's sequential panel and line: the one reference of both lanes (``event.lane`` empty), or
+    each lane's own, shown side by side in lane order once they are done."""
+    lanes = [records[event.lane]] if event.lane else list(records.values())
+    view = sequential_view(event, lanes[0])
+    for r in lanes[1:]:
+        r.sequential_preview, r.sequential_image = lanes[0].sequential_preview, lanes[0].sequential_image
+        r.sequential_seconds = lanes[0].sequential_seconds
+    if not event.lane:
+        return {"sequential": view["sequential"], "stats": view["stats"]}
+    ends = [r.sequential_image for r in records.values() if r.sequential_image is not None]
+    done = [upscale(image, views.DISPLAY) for image in ends]
+    return {"sequential": beside(done) if done else None, "stats": f"**{event.lane}** · {view['stats']}"}
 
 
 def race_view(records: dict[str, RunRecord], lane: str) -> dict[str, Any]:

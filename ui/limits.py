@@ -18,6 +18,7 @@ from paratta.parallel.latency import rows_per_step
 from paratta.plans import resolve
 
 from .gpu import DEVICE
+from .session import race_lanes
 from .settings import Caps, RunSettings
 
 
@@ -46,23 +47,43 @@ def area(settings: RunSettings, model: Any) -> float:
     return (request.height or size[0]) * (request.width or size[1]) / (size[0] * size[1])
 
 
-def check_work(settings: RunSettings, model: Any, caps: Caps, lanes: int = 1) -> None:
-    """``ValueError`` when the settings could cost more network time than ``caps.max_work_s``, naming the
-    largest max_iters that would fit (when one does)."""
-    evaluations, seconds = work_bound(settings, model, lanes)
+def job_bound(
+    settings: RunSettings, model: Any, race: str | None = None, device: str = DEVICE
+) -> tuple[int, float]:
+    """(evaluations, seconds) at worst of a run (its reference and one solve) or of the race ``race``
+    (``ui.session.race_lanes``): two solves beside the one reference of their shared problem, or each
+    lane's own reference and solve."""
+    if race is None:
+        return work_bound(settings, model, 1, device)
+    lanes = list(race_lanes(settings, race).values())
+    if len({lane.request for lane in lanes}) == 1:
+        return work_bound(settings, model, 2, device)
+    bounds = [work_bound(lane, model, 1, device) for lane in lanes]
+    return sum(e for e, _ in bounds), sum(s for _, s in bounds)
+
+
+def check_work(settings: RunSettings, model: Any, caps: Caps, race: str | None = None) -> None:
+    """``ValueError`` when a run's (or the race ``race``'s) settings could cost more network time than
+    ``caps.max_work_s``, naming the largest max_iters that would fit (when one does)."""
+    evaluations, seconds = job_bound(settings, model, race)
     if seconds <= caps.max_work_s:
         return
     fits = [
         k
         for k in range(settings.request.steps, 0, -1)
-        if work_bound(_with_max_iters(settings, k), model, lanes)[1] <= caps.max_work_s
+        if job_bound(_with_max_iters(settings, k), model, race)[1] <= caps.max_work_s
     ]
     hint = f"max iterations ≤ {fits[0]} fits" if fits else "no max iterations fits at this T and window"
+    lanes = race_lanes(settings, race).values() if race is not None else [settings]
+    steps = " and ".join(sorted({str(lane.request.steps) for lane in lanes}, key=int, reverse=True))
+    own_steps = all(lane.request.steps == settings.request.steps for lane in lanes)  # not a race's own T
+    lower = "the steps, the window or max iterations" if own_steps else "the window or max iterations"
     raise ValueError(
-        f"these settings could need up to {evaluations:,} network evaluations (T = {settings.request.steps}, "
+        f"these settings could need up to {evaluations:,} network evaluations (T = {steps}, "
         f"window {settings.config.window or settings.request.steps}, guidance {settings.request.guidance:g}"
-        f"{', two solvers' if lanes == 2 else ''}), about {seconds:.0f} s on {settings.model} at worst; the "
-        f"cap here is {caps.max_work_s:g} s: lower the steps, the window or max iterations ({hint})"
+        f"{', two solvers' if race is not None else ''}), about {seconds:.0f} s on {settings.model} at "
+        "worst; "
+        f"the cap here is {caps.max_work_s:g} s: lower {lower} ({hint})"
     )
 
 

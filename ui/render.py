@@ -61,6 +61,12 @@ def upscale(image: np.ndarray, target: int = 256) -> np.ndarray:
     return image if f == 1 else np.repeat(np.repeat(image, f, axis=0), f, axis=1)
 
 
+def beside(images: list[np.ndarray], gap: int = 8) -> np.ndarray:
+    """uint8 (H, W, 3) images of one height side by side, ``gap`` white columns between two."""
+    space = np.full((images[0].shape[0], gap, 3), 255, np.uint8)
+    return np.concatenate([part for image in images for part in (space, image)][1:], axis=1)
+
+
 def colourise(values: np.ndarray) -> np.ndarray:
     """Values in [0, 1] (NaN → 0) → uint8 RGB via the magma lookup table."""
     idx = (np.clip(np.nan_to_num(values), 0.0, 1.0) * 255 + 0.5).astype(np.int64)

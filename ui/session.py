@@ -2,7 +2,8 @@
 
 ``run_events`` interleaves the sequential reference (streaming its progress) with one event per
 ``paratta.solve`` iterate, then ``SolveDone`` with the full decode and the last trajectory.
-``race_events`` interleaves two solvers on the same problem (``interleave``, written once).
+``race_events`` interleaves two lanes (``interleave``, written once): two solvers or stopping rules on
+the same problem, or two samplers, each on its own problem against its own sequential reference.
 Nothing here re-implements the solver or touches Gradio.
 
 Wall-clock figures are the time spent inside the library's generators only (``Busy``): the UI's
@@ -20,7 +21,7 @@ import numpy as np
 import torch
 
 from paratta import Iterate, Problem, SolverConfig, iterate_sequential, load_model, make_problem, plan, solve
-from paratta.config import STOPPINGS
+from paratta.config import STOPPINGS, specs
 from paratta.metrics import distance
 from paratta.problem import at_size
 from paratta.protocol import DiffusionModel
@@ -36,6 +37,9 @@ from .settings import RunSettings
 T_ = TypeVar("T_")
 PREVIEW_SIDE = 128  # stored previews are at most this big: memory stays small for long runs
 RACE_SOLVERS = ("jacobi", "anderson")
+# The samplers race: each sampler at a step count it is run with (lane: (sampler, T)).
+SAMPLER_RACE = {"DDIM-50": ("ddim", 50), "DPM++ 2M-20": ("dpm++2m", 20)}
+WHOLE = ("window", "max_iters")  # at their T they mean "the whole trajectory", "as many as steps"
 REFERENCE_CHUNKS = 8  # the reference advances T/8 steps between two parallel iterations
 
 
@@ -248,22 +252,63 @@ def interleave(lanes: dict[str, Iterator[T_]]) -> Iterator[tuple[str, T_]]:
 _END = object()
 
 
-def race_configs(config: SolverConfig, contest: str = "solvers") -> dict[str, SolverConfig]:
-    """The two lanes of a race, from x_T: Jacobi against Anderson ("solvers"), or the budget stopping
-    rule against the published per-step rule with the same solver ("stopping")."""
+def race_lanes(settings: RunSettings, contest: str = "solvers") -> dict[str, RunSettings]:
+    """The two lanes of a race, each from x_T: Jacobi against Anderson ("solvers"); the budget stopping
+    rule against the published per-step rule with the same solver ("stopping"); or the lanes of
+    ``SAMPLER_RACE`` ("samplers"), DDIM (η = 0) and DPM++ 2M each at its own T, with the settings
+    bounded by T (window, order, …) fitted to each lane's T (``fitted``)."""
+    config = replace(settings.config, init="xT")
     if contest == "stopping":
-        return {rule: replace(config, stopping=rule, init="xT") for rule in STOPPINGS}
-    return {name: replace(config, solver=name, init="xT") for name in RACE_SOLVERS}
+        return {rule: replace(settings, config=replace(config, stopping=rule)) for rule in STOPPINGS}
+    if contest == "samplers":
+        return {
+            lane: RunSettings(
+                settings.model,
+                replace(settings.request, sampler=sampler, steps=T, eta=0.0, family="ddim"),
+                fitted(config, settings.request.steps, T),
+            )
+            for lane, (sampler, T) in SAMPLER_RACE.items()
+        }
+    return {name: replace(settings, config=replace(config, solver=name)) for name in RACE_SOLVERS}
+
+
+def fitted(config: SolverConfig, given: int, steps: int) -> SolverConfig:
+    """``config``, set for T = ``given``, at T = ``steps``: a window over the whole trajectory and max
+    iterations T stay so (``WHOLE``); any other number bounded by T (order, coarse steps) above
+    ``steps`` is lowered to it; the others are kept."""
+    numbers = {n: getattr(config, n) for n, spec in specs(SolverConfig).items() if spec.hi == "T"}
+    return replace(
+        config,
+        **{
+            n: steps
+            for n, v in numbers.items()
+            if isinstance(v, int) and (v > steps or v == given and n in WHOLE)
+        },
+    )
 
 
 def race_events(settings: RunSettings, contest: str = "solvers") -> Iterator[Event]:
-    """The sequential reference, then the two lanes interleaved one event at a time (``lane`` names one)."""
-    model, problem, settings, chosen = _setup(settings)
-    yield from chosen
-    reference = yield from reference_events(problem, model)
-    lanes = {
-        name: solver_events(problem, replace(settings, config=config), model, reference, None, name)
-        for name, config in race_configs(settings.config, contest).items()
-    }
-    for _, event in interleave(lanes):
+    """Each lane's sequential reference (one for both when they share the problem: its events carry no
+    lane), then the two lanes interleaved one event at a time (``lane`` names one)."""
+    lanes = race_lanes(settings, contest)
+    shared = len({lane.request for lane in lanes.values()}) == 1
+    solvers, reference = {}, None
+    for name, lane in lanes.items():
+        model, problem, lane, chosen = _setup(lane)
+        yield from (replace(event, lane=name) for event in chosen)
+        if reference is None or not shared:
+            tag = "" if shared else name
+            reference = yield from tagged(reference_events(problem, model), tag)
+        solvers[name] = solver_events(problem, lane, model, reference, None, name)
+    for _, event in interleave(solvers):
         yield event
+
+
+def tagged(events: Generator[Event, None, T_], lane: str) -> Generator[Event, None, T_]:
+    """``events`` with ``lane`` set on each; returns what ``events`` returns."""
+    while True:
+        try:
+            event = next(events)
+        except StopIteration as end:
+            return end.value
+        yield replace(event, lane=lane)  # type: ignore[type-var]

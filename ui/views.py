@@ -278,6 +278,8 @@ def race_verdict(records: dict[str, RunRecord]) -> str:
     both_same = all(
         r.converged and levels[n] is not None and levels[n] <= SAME_LEVELS for n, r in done.items()
     )
+    if (ra.steps, sampler) != (rb.steps, sampler_name(rb)):
+        return samplers_verdict(((a, ra), (b, rb)), levels, both_same)
     ending = (
         f"both ended on the sequential {sampler} image (largest pixel differences "
         f"{levels[a]}/255 and {levels[b]}/255)"
@@ -306,3 +308,30 @@ def race_verdict(records: dict[str, RunRecord]) -> str:
         f"### **{a} wins**: {ra.iterations} parallel iterations against {rb.iterations} "
         f"({fewer} fewer, {fewer / rb.iterations:.0%}) — {ending}"
     )
+
+
+def samplers_verdict(
+    lanes: tuple[tuple[str, RunRecord], ...], levels: dict[str, int | None], both_same: bool
+) -> str:
+    """Two samplers, each solved against its own sequential image: the parallel iterations and network
+    evaluations of each beside its sequential step count, and how far apart the two samplers' images are."""
+    said = "; ".join(
+        f"**{n}**: {plural(r.iterations, 'parallel iteration')}, {r.rows[-1].evaluations} network "
+        f"evaluations (sequential: {r.steps} calls one after another)"
+        for n, r in lanes
+    )
+    ending = (
+        "each ended on its own sequential image (largest pixel differences "
+        + " and ".join(f"{levels[n]}/255" for n, _ in lanes)
+        + ")"
+        if both_same
+        else "not both on their sequential images: "
+        + ", ".join(f"{n} {'' if r.converged else 'not '}converged, {levels[n]}/255" for n, r in lanes)
+    )
+    images = [r.sequential_image for _, r in lanes]
+    apart = (
+        f"; the two samplers' own images differ by up to {round(difference_map(*images)[1] * 255)}/255"
+        if all(i is not None and i.shape == images[0].shape for i in images)
+        else ""
+    )
+    return f"### {said}\nFewer iterations means fewer parallel calls (wall-clock on a GPU) — {ending}{apart}"
