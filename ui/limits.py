@@ -82,8 +82,7 @@ def check_work(settings: RunSettings, model: Any, caps: Caps, race: str | None =
         f"these settings could need up to {evaluations:,} network evaluations (T = {steps}, "
         f"window {settings.config.window or settings.request.steps}, guidance {settings.request.guidance:g}"
         f"{', two solvers' if race is not None else ''}), about {seconds:.0f} s on {settings.model} at "
-        "worst; "
-        f"the cap here is {caps.max_work_s:g} s: lower {lower} ({hint})"
+        f"worst; the cap here is {caps.max_work_s:g} s: lower {lower} ({hint})"
     )
 
 

@@ -190,16 +190,26 @@ def solver_events(
 
 def _setup(settings: RunSettings) -> tuple[DiffusionModel, Problem, RunSettings, list[Event]]:
     """The model, the problem, the settings with an auto window chosen, and the event that says so."""
+    model, problem = posed(settings)
+    return (model, problem, *planned(problem, settings))
+
+
+def posed(settings: RunSettings) -> tuple[DiffusionModel, Problem]:
+    """The model (at the request's size, as the problem decodes) and the problem of ``settings``."""
     model = get_model(settings.model)
     problem = make_problem(model, settings.request)
-    model = at_size(model, settings.request.height, settings.request.width)  # the problem's, as decoded
-    chosen = plan(problem, settings.config).projection  # the device's choice, made once per run
+    return at_size(model, settings.request.height, settings.request.width), problem
+
+
+def planned(problem: Problem, settings: RunSettings) -> tuple[RunSettings, list[Event]]:
+    """The settings with an auto window chosen, and the event that says so."""
+    chosen = plan(problem, settings.config).projection  # the device's choice, made once per solve
     if chosen is None:
-        return model, problem, settings, []
+        return settings, []
     window = chosen.window if settings.config.solver != "sequential" else settings.config.window
     config = replace(settings.config, window=window, max_batch=chosen.max_batch)
     event = WindowChosen(chosen.window, chosen.max_batch, chosen.line())
-    return model, problem, replace(settings, config=config), [event]
+    return replace(settings, config=config), [event]
 
 
 def run_events(settings: RunSettings, init: dict[str, Any] | None = None) -> Iterator[Event]:
@@ -292,13 +302,16 @@ def race_events(settings: RunSettings, contest: str = "solvers") -> Iterator[Eve
     lane), then the two lanes interleaved one event at a time (``lane`` names one)."""
     lanes = race_lanes(settings, contest)
     shared = len({lane.request for lane in lanes.values()}) == 1
-    solvers, reference = {}, None
+    problems: dict[Any, tuple[DiffusionModel, Problem, torch.Tensor]] = {}  # by request: with its x_0
+    solvers = {}
     for name, lane in lanes.items():
-        model, problem, lane, chosen = _setup(lane)
+        if lane.request not in problems:
+            model, problem = posed(lane)
+            reference = yield from tagged(reference_events(problem, model), "" if shared else name)
+            problems[lane.request] = model, problem, reference
+        model, problem, reference = problems[lane.request]
+        lane, chosen = planned(problem, lane)
         yield from (replace(event, lane=name) for event in chosen)
-        if reference is None or not shared:
-            tag = "" if shared else name
-            reference = yield from tagged(reference_events(problem, model), tag)
         solvers[name] = solver_events(problem, lane, model, reference, None, name)
     for _, event in interleave(solvers):
         yield event
