@@ -251,9 +251,12 @@ def test_a_samplers_race_names_its_lanes_and_shows_both_sequential_references(pa
         "() => /each ended on its own sequential/.test(document.querySelector('#race-stats').innerText)",
         timeout=120_000,
     )
-    shown = page.locator("#race-sequential img").first
-    width, height = shown.evaluate("(i) => [i.naturalWidth, i.naturalHeight]")
-    assert width > 2 * height, (width, height)  # the two references side by side
+    # The image loads after the verdict's text lands; the two references sit side by side.
+    beside = (
+        "() => [...document.querySelectorAll('#race-sequential img')]"
+        ".some(i => i.naturalWidth > 2 * i.naturalHeight)"
+    )
+    page.wait_for_function(beside, timeout=30_000)
     assert not page.failures, page.failures
 
 
