@@ -13,13 +13,13 @@ from .parallel.plan import plan, run, solve
 from .plans import Plan
 from .problem import Problem, Request, make_problem
 from .registry import BUILTIN_MODELS, ModelDefaults, load_model, model_defaults
-from .schedule import Coefficients, SchedulerConfig, coefficients, ddim_coefficients
+from .samplers import SAMPLERS, coefficients
+from .schedule import Schedule
 from .sequential import iterate_sequential, sample_sequential
 from .solver import Iterate
 
 __all__ = [
     "BUILTIN_MODELS",
-    "Coefficients",
     "Iterate",
     "ModelDefaults",
     "ParaTAAPipeline",
@@ -27,10 +27,10 @@ __all__ = [
     "Plan",
     "Problem",
     "Request",
-    "SchedulerConfig",
+    "SAMPLERS",
+    "Schedule",
     "SolverConfig",
     "coefficients",
-    "ddim_coefficients",
     "iterate_sequential",
     "load_model",
     "make_problem",
