@@ -1,10 +1,11 @@
 """A sampling problem: the model, its condition, the coefficients and the fixed noises.
 
-For η > 0 the noises ξ_0…ξ_{T−1} are drawn once, so the stochastic sampler becomes a
-deterministic system whose unique solution is the sequential run with those noises. They are
-drawn from one CPU generator in the order diffusers' pipelines draw them (x_T first, unless it is
-given as ``latents``, then one ξ per step from the noisiest down), so a diffusers pipeline given
-``torch.Generator().manual_seed(seed)`` (and the same ``latents``) draws the same numbers.
+A stochastic sampler (DDIM with η > 0, Euler a, DPM++ SDE) draws a fresh ξ_i in some of its steps
+(``Schedule.draws``). They are drawn once, so the sampler becomes a deterministic system whose unique
+solution is the sequential run with those noises, from one generator in the order diffusers'
+pipelines draw them (x_T first, unless it is given as ``latents``, then one ξ per drawing step from the
+noisiest down), so a diffusers pipeline given ``torch.Generator().manual_seed(seed)`` (and the same
+``latents``) draws the same numbers.
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ from torch import Tensor
 
 from .config import Request
 from .protocol import DiffusionModel
-from .schedule import Schedule, coefficients, family, sampler_config, sampler_name
+from .samplers import coefficients, family, sampler_config
+from .schedule import Schedule
 
 
 @dataclass(frozen=True)
@@ -46,24 +48,25 @@ class Problem:
 def draw_noise(
     seed: int,
     shape: tuple[int, ...],
-    steps: int,
-    eta: float,
+    draws: Tensor,
     draw_x_T: bool = True,
     generator: torch.Generator | None = None,
     draw: Callable[[torch.Generator | None], Tensor] | None = None,
 ) -> tuple[Tensor | None, Tensor | None]:
-    """x_T (unless ``draw_x_T`` is False: a pipeline given ``latents`` draws none) and, for η > 0,
-    ξ_i for i = T−1…0, in that order, from ``generator`` (default: a CPU generator seeded with
-    ``seed``). ``draw`` makes one draw of ``shape`` (default: float32 ``torch.randn``); a diffusers
-    model's ``draw_latents`` draws as its pipeline does (dtype, device, Flux's packing)."""
+    """x_T (unless ``draw_x_T`` is False: a pipeline given ``latents`` draws none) and ξ_i for every step
+    i with ``draws[i]``, i = T−1…0, in that order, from ``generator`` (default: a CPU generator seeded
+    with ``seed``); None when no step draws. ``draw`` makes one draw of ``shape`` (default: float32
+    ``torch.randn``); a diffusers model's ``draw_latents`` draws as its pipeline does (dtype, device,
+    Flux's packing)."""
     g = generator if generator is not None else torch.Generator().manual_seed(seed)
     draw = draw or (lambda g: torch.randn((1, *shape), generator=g)[0])
     x_T = draw(g) if draw_x_T else None
-    if eta == 0:
+    if not bool(draws.any()):
         return x_T, None
-    xi = torch.empty((steps, *shape))
-    for i in reversed(range(steps)):
-        xi[i] = draw(g)
+    xi = torch.zeros((draws.shape[0], *shape))
+    for i in reversed(range(draws.shape[0])):
+        if draws[i]:
+            xi[i] = draw(g)
     return x_T, xi
 
 
@@ -149,7 +152,7 @@ def make_problem(
     cond = model.encode(request.prompt, request.negative_prompt)
     shape = tuple(model.latent_shape)
     draw = getattr(model, "draw_latents", None)
-    x_T, xi = draw_noise(request.seed, shape, request.steps, request.eta, latents is None, generator, draw)
+    x_T, xi = draw_noise(request.seed, shape, coef.draws, latents is None, generator, draw)
     if latents is not None:
         if tuple(latents.shape) != shape:
             sized = " (height and width set the image size they are for)" if hasattr(model, "size_of") else ""
@@ -158,5 +161,4 @@ def make_problem(
             raise ValueError("latents contain NaN or inf")
         x_T = latents
     x_T = x_T * coef.init_scale  # the pipeline's latents · init_noise_sigma, in the solver's state space
-    name = sampler_name(config, request.eta)
-    return Problem(model, coef, cond, x_T, xi, float(request.guidance), request, note, name)
+    return Problem(model, coef, cond, x_T, xi, float(request.guidance), request, note, coef.name)
