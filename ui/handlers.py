@@ -26,7 +26,7 @@ from paratta.evaluate import NonFiniteError
 from paratta.parallel.latency import rows_per_step
 from paratta.plans import resolve
 from paratta.problem import at_size, conversion_note, for_family
-from paratta.schedule import DDIM_SCHEDULER, FLOW_SCHEDULER, family, sampler_config, sampler_name
+from paratta.samplers import DDIM, FLOW_EULER, family, label, sampler_config
 
 from . import views
 from .cache import session_folder
@@ -192,8 +192,8 @@ def sampled_with(settings: RunSettings, model: Any) -> tuple[str | None, str | N
     config = sampler_config(
         for_family(model, settings.request.family).scheduler_config, settings.request.sampler
     )
-    named = (config.get("_class_name") or DDIM_SCHEDULER) not in (DDIM_SCHEDULER, FLOW_SCHEDULER)
-    return (sampler_name(config, settings.request.eta) if named else None), conversion_note(config)
+    named = (config.get("_class_name") or DDIM) not in (DDIM, FLOW_EULER)
+    return (label(config, settings.request.eta) if named else None), conversion_note(config)
 
 
 def refusal(names: tuple[str, ...], err: gr.Error) -> tuple[Any, ...]:

@@ -1,13 +1,9 @@
 """The shared base of the diffusers adapters: device/dtype defaults, the scheduler config a
-pipeline maps to, out-of-memory messages, and ``DiffusersModel`` (encode/predict/decode/preview).
+pipeline is sampled with, out-of-memory messages, and ``DiffusersModel`` (encode/predict/decode/preview).
 
-ε/v-prediction pipelines (SD, DiT) are sampled with their own scheduler when paratta expresses it
-(DDIM(η), Euler, DPM-Solver++ 1/2M: ``pipeline_scheduler_config``); any other (SD 1.5's PNDM, Heun,
-UniPC, ancestral and SDE variants) is sampled with DDIM on its noise schedule (``DDIMScheduler.from_config``
-semantics: betas, ``num_train_timesteps``, ``prediction_type`` and spacing kept), and the config carries
-the statement that says so (``_conversion``; ``Problem.note``, the CLI summary, a warning).
-Flow-matching pipelines (SD3, Flux) keep their ``FlowMatchEulerDiscreteScheduler`` config as it is
-(``flow_scheduler_config``).
+A pipeline is sampled with its own scheduler (``pipeline_scheduler_config``): the sampler registry
+(``paratta.samplers``) expresses it exactly or refuses it with the reason when a run is made; the
+``sampler`` setting samples the same network with another sampler on its noise schedule, by name.
 """
 
 from __future__ import annotations
@@ -18,10 +14,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
-from paratta.flow import FLOW_SCHEDULER, FlowSchedulerConfig
 from paratta.models.previews import decode_with_vae, preview_latents, vae_input
-from paratta.multistep import DPM_SCHEDULER, EULER_SCHEDULER, MultistepSchedulerConfig
-from paratta.schedule import SchedulerConfig
 
 
 class ModelOutOfMemoryError(MemoryError):
@@ -42,73 +35,13 @@ def resolve_device_dtype(
     return dev, dtype
 
 
-def ddim_scheduler_config(scheduler: Any, stable_diffusion_rewrites: bool = False) -> dict[str, Any]:
-    """The DDIMScheduler config a pipeline's scheduler maps to, as a plain dict with ``_class_name``.
+def pipeline_scheduler_config(scheduler: Any) -> dict[str, Any]:
+    """The config a pipeline's ``scheduler`` samples with: its own, as a plain dict with ``_class_name``.
 
-    A non-DDIM scheduler (SD 1.5 ships PNDM) is converted by ``DDIMScheduler.from_config``, which
-    keeps the shared keys and fills DDIM's defaults. ``StableDiffusionPipeline.__init__`` rewrites
-    ``steps_offset`` to 1 and ``clip_sample`` to False on the scheduler it is given; after a
-    conversion those rewrites are re-applied (``stable_diffusion_rewrites``), so the config is the
-    one a pipeline built with the DDIM scheduler would run — DDIM's default ``clip_sample=True``
-    would clamp SD latents to [−1, 1].
-    """
-    from diffusers import DDIMScheduler
-
-    if not isinstance(scheduler, DDIMScheduler):
-        scheduler = DDIMScheduler.from_config(scheduler.config)
-        overrides = {"steps_offset": 1, "clip_sample": False} if stable_diffusion_rewrites else {}
-    else:
-        overrides = {}
+    It is not converted: ``paratta.samplers`` expresses it exactly when a run is made, or refuses it
+    there with the reason (``samplers.check``), never swapping in another sampler."""
     config = {k: v for k, v in dict(scheduler.config).items() if not k.startswith("_")}
-    config.update(overrides)
-    config["_class_name"] = "DDIMScheduler"
-    SchedulerConfig.from_dict(config)  # fail now (ValueError) on e.g. thresholding, not mid-run
-    return config
-
-
-def pipeline_scheduler_config(scheduler: Any, stable_diffusion_rewrites: bool = False) -> dict[str, Any]:
-    """The config paratta samples an ε/v-prediction pipeline's ``scheduler`` with: its own when paratta
-    expresses it (DDIM, Euler, DPM-Solver++), else DDIM on its noise schedule with the statement
-    ``_conversion`` ("the pipeline's UniPCMultistepScheduler is not supported: sampling DDIM on its
-    noise schedule"), which ``paratta.problem`` carries to the run and warns about.
-
-    UniPC (bh2) is converted too: its corrector rewrites the state with the output evaluated at it
-    before the next predictor, so written in the states the network sees its step is lower-triangular
-    but reads x̂_0 at three rows (x_{i+1}, x_{i+2}, x_{i+3}); the solver and the budget rule read two.
-    """
-    name = type(scheduler).__name__
-    reason = ""
-    if name in (EULER_SCHEDULER, DPM_SCHEDULER):
-        config = {k: v for k, v in dict(scheduler.config).items() if not k.startswith("_")}
-        config["_class_name"] = name
-        try:
-            MultistepSchedulerConfig.from_dict(config)
-            return config
-        except ValueError as error:
-            reason = f" ({error})"
-    config = ddim_scheduler_config(scheduler, stable_diffusion_rewrites)
-    if name != "DDIMScheduler":
-        config["_conversion"] = (
-            f"the pipeline's {name} is not supported{reason}: sampling DDIM on its noise schedule"
-        )
-    return config
-
-
-def flow_scheduler_config(scheduler: Any) -> dict[str, Any]:
-    """A flow pipeline's scheduler config as a plain dict with ``_class_name``, checked now.
-
-    Only ``FlowMatchEulerDiscreteScheduler`` is the Euler step paratta solves; another class (e.g. a
-    flow-matching Heun or UniPC scheduler swapped in) is refused by name, as is ``stochastic_sampling``.
-    """
-    name = type(scheduler).__name__
-    if name != FLOW_SCHEDULER:
-        raise ValueError(
-            f"scheduler {name!r} is not one paratta can express for a flow-matching pipeline: it solves "
-            f"{FLOW_SCHEDULER} (deterministic Euler) only"
-        )
-    config = {k: v for k, v in dict(scheduler.config).items() if not k.startswith("_")}
-    config["_class_name"] = FLOW_SCHEDULER
-    FlowSchedulerConfig.from_dict(config)  # fail now (ValueError) on e.g. stochastic_sampling, not mid-run
+    config["_class_name"] = type(scheduler).__name__
     return config
 
 

@@ -1,6 +1,6 @@
 """Flux.1 (rectified-flow transformer with embedded guidance) as a paratta ``DiffusionModel``.
 
-Sampled as ``FluxPipeline.__call__`` samples it: flow-matching Euler (``paratta.flow``) on the
+Sampled as ``FluxPipeline.__call__`` samples it: flow-matching Euler (``paratta.samplers.flow``) on the
 pipeline's custom grid σ = linspace(1, 1/T, T), shifted by μ from the packed token count, with the
 timestep fed as t/1000 in the latents' dtype. Guidance is *embedded* (Flux-dev: the transformer
 takes the scale as an input), so one row per timestep; a transformer without ``guidance_embeds``
@@ -20,7 +20,7 @@ import torch
 from diffusers import FluxPipeline
 from torch import Tensor
 
-from .base import DiffusersModel, flow_scheduler_config, resolve_image_size
+from .base import DiffusersModel, pipeline_scheduler_config, resolve_image_size
 
 
 @dataclass(frozen=True)
@@ -59,7 +59,7 @@ class FluxModel(DiffusersModel):
         self.image_ids = self.pipe._prepare_latent_image_ids(1, rows, cols, self.device, self.dtype)
         self.guidance_embeds = bool(self.transformer.config.guidance_embeds)
         self.max_sequence_length = max_sequence_length
-        self.scheduler_config = flow_scheduler_config(self.pipe.scheduler)
+        self.scheduler_config = pipeline_scheduler_config(self.pipe.scheduler)
         # The pipeline's defaults (``paratta.registry.model_defaults``): Flux-dev 3.5 and 28 steps;
         # without embedded guidance (Flux-schnell, distilled to few steps) the scale means nothing.
         self.default_guidance, self.default_steps = (3.5, 28) if self.guidance_embeds else (1.0, 4)

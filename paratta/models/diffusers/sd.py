@@ -59,7 +59,7 @@ class StableDiffusionModel(DiffusersModel):
         height, width = resolve_image_size(height, width, unet_config.sample_size * f, math.lcm(8, f))
         self.latent_shape = (int(unet_config.in_channels), height // f, width // f)
         # Read after the pipeline's __init__, which rewrites steps_offset 0 → 1 and clip_sample → False.
-        self.scheduler_config = pipeline_scheduler_config(self.pipe.scheduler, stable_diffusion_rewrites=True)
+        self.scheduler_config = pipeline_scheduler_config(self.pipe.scheduler)
 
     def encode(self, prompt: str, negative_prompt: str = "") -> TextCondition:
         """CLIP-encode both prompts with the pipeline's own ``encode_prompt`` (truncation, clip_skip=None)."""

@@ -1,6 +1,6 @@
 """Stable Diffusion 3 / 3.5 (rectified-flow MMDiT) as a paratta ``DiffusionModel``.
 
-Sampled as the pipeline samples it: flow-matching Euler (``paratta.flow``) on the pipeline's own
+Sampled as the pipeline samples it: flow-matching Euler (``paratta.samplers.flow``) on the pipeline's own
 ``FlowMatchEulerDiscreteScheduler`` config, with μ from the image's token count when the config
 shifts dynamically. The guided velocity is ``StableDiffusion3Pipeline.__call__``'s:
 v = v_u + s·(v_c − v_u) with the unconditional (negative-prompt) and conditional halves in ONE
@@ -19,7 +19,7 @@ import torch
 from diffusers import StableDiffusion3Pipeline
 from torch import Tensor
 
-from .base import DiffusersModel, flow_scheduler_config, resolve_image_size
+from .base import DiffusersModel, pipeline_scheduler_config, resolve_image_size
 
 
 @dataclass(frozen=True)
@@ -60,7 +60,7 @@ class StableDiffusion3Model(DiffusersModel):
         self.latent_shape = (int(config.in_channels), height // f, width // f)
         self.image_seq_len = (height // f // p) * (width // f // p)  # μ's sequence length, as the pipeline's
         self.max_sequence_length = max_sequence_length
-        self.scheduler_config = flow_scheduler_config(self.pipe.scheduler)
+        self.scheduler_config = pipeline_scheduler_config(self.pipe.scheduler)
 
     def schedule_arguments(self, steps: int) -> dict[str, Any]:
         """What the pipeline passes to ``set_timesteps`` besides T: the token count μ is computed from."""
