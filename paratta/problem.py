@@ -10,7 +10,6 @@ noisiest down), so a diffusers pipeline given ``torch.Generator().manual_seed(se
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -32,12 +31,9 @@ class Problem:
     coef: Schedule  # float64, on CPU; samplers move a copy to their device and dtype
     cond: Any
     x_T: Tensor  # (*latent_shape), float32 on CPU
-    xi: Tensor | None  # (T, *latent_shape): ξ_i for step i, None when η = 0
+    xi: Tensor | None  # (T, *latent_shape): ξ_i where step i draws one, else 0; None when no step draws
     guidance: float
     request: Request
-    # said wherever the run is reported: the model's own scheduler was replaced (e.g. "the pipeline's
-    # PNDMScheduler is not supported: sampling DDIM on its noise schedule"); None when it was not
-    note: str | None = None
     sampler: str = "DDIM"  # the sampler solved, by its usual name ("DPM++ 2M Karras")
 
     @property
@@ -95,12 +91,6 @@ def schedule_for(model: DiffusionModel, steps: int, eta: float = 0.0, sampler: s
     return coefficients(config, steps, eta, **(arguments(steps) if arguments else {}))
 
 
-def conversion_note(config: dict[str, Any]) -> str | None:
-    """The statement an adapter left on a scheduler config it had to replace (``_conversion``), if any."""
-    note = dict(config).get("_conversion")
-    return str(note) if note else None
-
-
 def at_size(
     model: DiffusionModel, height: int | None, width: int | None, latent_shape: tuple[int, ...] | None = None
 ) -> DiffusionModel:
@@ -131,7 +121,7 @@ def make_problem(
     """Encode the condition, build the coefficients from the model's own scheduler config, draw noises.
 
     ``request.family`` picks the sampler family (``for_family``), ``request.sampler`` the sampler on
-    its noise schedule (``sampler_config``; a replaced scheduler is said in ``note`` and warned),
+    its noise schedule (``sampler_config``: the model's own unless another is named),
     ``request.height``/``width`` the image size (``at_size``); ``latents`` (the pipeline's ``latents=``:
     x_T before ``init_noise_sigma``; shape ``latent_shape``, or with a leading batch axis of 1) replace
     the drawn x_T and, without a size, set it. x_T and the η-noises are drawn from ``generator`` when
@@ -144,11 +134,7 @@ def make_problem(
     model = for_family(model, request.family)
     given_shape = None if latents is None else tuple(latents.shape)
     model = at_size(model, request.height, request.width, given_shape)
-    config = sampler_config(model.scheduler_config, request.sampler)
     coef = schedule_for(model, request.steps, request.eta, request.sampler)
-    note = conversion_note(config)
-    if note is not None:
-        warnings.warn(f"{model.name}: {note}", stacklevel=2)
     cond = model.encode(request.prompt, request.negative_prompt)
     shape = tuple(model.latent_shape)
     draw = getattr(model, "draw_latents", None)
@@ -161,4 +147,4 @@ def make_problem(
             raise ValueError("latents contain NaN or inf")
         x_T = latents
     x_T = x_T * coef.init_scale  # the pipeline's latents · init_noise_sigma, in the solver's state space
-    return Problem(model, coef, cond, x_T, xi, float(request.guidance), request, note, coef.name)
+    return Problem(model, coef, cond, x_T, xi, float(request.guidance), request, coef.name)
