@@ -9,7 +9,7 @@ import io
 import numpy as np
 import pytest
 import torch
-from diffusers import HeunDiscreteScheduler
+from diffusers import LMSDiscreteScheduler
 from PIL import Image
 
 from paratta import Iterate, ParaTAAPipeline, SolverConfig
@@ -205,10 +205,10 @@ def test_what_paratta_cannot_honour_is_refused_by_name(pipes) -> None:
         ParaTAAPipeline.from_pipe(sd, history=0)
     with pytest.raises(ValueError, match="order must be an integer in \\[1, T\\] \\(T = 10\\)"):
         ParaTAAPipeline.from_pipe(sd, order=20)(PROMPT, num_inference_steps=STEPS)
-    heun = tiny_sd_pipeline()
-    heun.scheduler = HeunDiscreteScheduler.from_config(heun.scheduler.config)
-    with pytest.raises(ValueError, match="'HeunDiscreteScheduler' is not one paratta expresses"):
-        ParaTAAPipeline.from_pipe(heun)(PROMPT, num_inference_steps=STEPS)
+    lms = tiny_sd_pipeline()
+    lms.scheduler = LMSDiscreteScheduler.from_config(lms.scheduler.config)
+    with pytest.raises(ValueError, match="'LMSDiscreteScheduler' is not one paratta expresses"):
+        ParaTAAPipeline.from_pipe(lms)(PROMPT, num_inference_steps=STEPS)
 
 
 # ---------------------------------------------------------------- the CLI

@@ -18,7 +18,7 @@ from typing import Any
 
 from paratta.schedule import Schedule
 
-from . import ddim, dpm, euler, flow, pndm, unipc
+from . import ddim, dpm, euler, flow, heun, lcm, pndm, unipc
 from .base import SamplerConfig
 from .grids import calculate_shift
 
@@ -39,9 +39,11 @@ SCHEDULERS: dict[str, Scheduler] = {
     "PNDMScheduler": Scheduler(pndm.PNDMConfig, pndm.build),
     "EulerDiscreteScheduler": Scheduler(euler.EulerConfig, euler.build),
     "EulerAncestralDiscreteScheduler": Scheduler(euler.EulerAncestralConfig, euler.build),
+    "HeunDiscreteScheduler": Scheduler(heun.HeunConfig, heun.build),
     "DPMSolverMultistepScheduler": Scheduler(dpm.DPMConfig, dpm.build, ("mu",)),
     "UniPCMultistepScheduler": Scheduler(unipc.UniPCConfig, unipc.build, ("mu",)),
     "FlowMatchEulerDiscreteScheduler": Scheduler(flow.FlowEulerConfig, flow.build, ("sigmas", "mu")),
+    "LCMScheduler": Scheduler(lcm.LCMConfig, lcm.build),  # a pipeline's own (LCM, LCM-LoRA); no setting
 }
 DDIM, FLOW_EULER = "DDIMScheduler", "FlowMatchEulerDiscreteScheduler"
 
@@ -68,6 +70,7 @@ SAMPLERS: dict[str, Sampler] = {
     "euler": Sampler("Euler", "EulerDiscreteScheduler", {"use_karras_sigmas": False}, {}, FLOW_EULER),
     "euler-karras": Sampler("Euler Karras", "EulerDiscreteScheduler", {"use_karras_sigmas": True}),
     "euler-a": Sampler("Euler a", "EulerAncestralDiscreteScheduler"),
+    "heun": Sampler("Heun", "HeunDiscreteScheduler", {"use_karras_sigmas": False}),
     "dpm++2m": Sampler("DPM++ 2M", "DPMSolverMultistepScheduler", {"solver_order": 2}, _FLOW_DPM),
     "dpm++2m-karras": Sampler(
         "DPM++ 2M Karras", "DPMSolverMultistepScheduler", {"solver_order": 2, "use_karras_sigmas": True}
@@ -139,6 +142,10 @@ def label(config: Mapping[str, Any], eta: float = 0.0) -> str:
         return "Euler a"
     if isinstance(parsed, euler.EulerConfig):
         return "Euler" + euler._spacing_name(parsed)
+    if isinstance(parsed, heun.HeunConfig):
+        return "Heun"
+    if isinstance(parsed, lcm.LCMConfig):
+        return "LCM"
     return "flow Euler" + (" (stochastic)" if parsed.stochastic_sampling else "")
 
 
