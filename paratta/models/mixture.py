@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,6 +39,7 @@ import torch
 from torch import Tensor
 
 from paratta.multistep import alpha_bar_at
+from paratta.protocol import ModelDefaults
 
 
 def embedded_scheduler_config() -> dict[str, Any]:
@@ -261,7 +262,15 @@ class MixtureModel:
     family = "ddim"  # which field ``predict`` returns: ε* (DDIM) or v* (flow matching)
 
     name = "mixture"
+    defaults: ModelDefaults  # each embedded model's own (``paratta.registry.BUILTIN_MODELS``)
     takes_negative_prompt = True
+    vocabulary: Mapping[str, tuple[str, ...]] | None = None  # the words its prompts are parsed into
+    labels = None
+    families = ("ddim", "flow")  # ε* and v* of the same distribution (``with_family``)
+    takes_image_size = False
+    image_size: tuple[int, int] | None = None
+    frames = None
+    rows_per_timestep = None
 
     def __init__(self, means: Tensor, scale: float, device: torch.device | str, dtype: torch.dtype) -> None:
         from paratta.schedule import SchedulerConfig, alphas_cumprod  # schedule imports nothing from here
@@ -288,6 +297,14 @@ class MixtureModel:
     @property
     def num_components(self) -> int:
         return self.mixture.num_components
+
+    def schedule_arguments(self, steps: int) -> dict[str, Any]:
+        """Nothing beyond the step count: the embedded grids are the schedulers' own."""
+        return {}
+
+    def draw_latents(self, generator: torch.Generator | None) -> Tensor:
+        """x_T ~ N(0, I), float32 on CPU, as ``torch.randn`` draws it from ``generator``."""
+        return torch.randn((1, *self.latent_shape), generator=generator)[0]
 
     def _select(self, prompt: str) -> Tensor:
         raise NotImplementedError
