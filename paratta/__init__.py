@@ -12,7 +12,8 @@ from .models.diffusers.pipeline import ParaTAAPipeline, ParaTAAPipelineOutput
 from .parallel.plan import plan, run, solve
 from .plans import Plan
 from .problem import Problem, Request, make_problem
-from .registry import BUILTIN_MODELS, ModelDefaults, load_model, model_defaults
+from .protocol import ModelDefaults
+from .registry import BUILTIN_MODELS, load_model, model_defaults
 from .samplers import SAMPLERS, coefficients
 from .schedule import Schedule
 from .sequential import iterate_sequential, sample_sequential

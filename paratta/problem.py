@@ -52,8 +52,8 @@ def draw_noise(
     """x_T (unless ``draw_x_T`` is False: a pipeline given ``latents`` draws none) and ξ_i for every step
     i with ``draws[i]``, i = T−1…0, in that order, from ``generator`` (default: a CPU generator seeded
     with ``seed``); None when no step draws. ``draw`` makes one draw of ``shape`` (default: float32
-    ``torch.randn``); a diffusers model's ``draw_latents`` draws as its pipeline does (dtype, device,
-    Flux's packing)."""
+    ``torch.randn``); a model's ``draw_latents`` draws as its pipeline does (dtype, device, Flux's
+    packing)."""
     g = generator if generator is not None else torch.Generator().manual_seed(seed)
     draw = draw or (lambda g: torch.randn((1, *shape), generator=g)[0])
     x_T = draw(g) if draw_x_T else None
@@ -69,47 +69,44 @@ def draw_noise(
 def for_family(model: DiffusionModel, wanted: str) -> DiffusionModel:
     """The model as the sampler family ``wanted`` sees it ("auto": its own scheduler's).
 
-    A model that both families can sample (the embedded mixtures) offers ``with_family``; any other
-    is refused with a message naming its own family.
+    A model whose ``families`` name the one wanted (the embedded mixtures have both) gives its view
+    (``with_family``); any other is refused with a message naming its own family.
     """
     own = family(model.scheduler_config)
     if wanted in ("auto", own):
         return model
-    switch = getattr(model, "with_family", None)
-    if switch is None:
+    if wanted not in model.families:
         kind = "a flow-matching (velocity)" if own == "flow" else "a DDIM (ε/v-prediction)"
         raise ValueError(f"{model.name} is {kind} model: it cannot be sampled with family {wanted!r}")
-    return switch(wanted)
+    return model.with_family(wanted)  # present: ``families`` declares it
 
 
 def schedule_for(model: DiffusionModel, steps: int, eta: float = 0.0, sampler: str = "auto") -> Schedule:
     """The coefficients of ``sampler`` on the model's scheduler config (``sampler_config``; "auto": the
     model's own) for ``steps`` steps, with the arguments its pipeline passes to ``set_timesteps``
     (``schedule_arguments``: a flow model's sigmas, sequence length)."""
-    arguments = getattr(model, "schedule_arguments", None)
     config = sampler_config(model.scheduler_config, sampler)
-    return coefficients(config, steps, eta, **(arguments(steps) if arguments else {}))
+    return coefficients(config, steps, eta, **model.schedule_arguments(steps))
 
 
 def at_size(
     model: DiffusionModel, height: int | None, width: int | None, latent_shape: tuple[int, ...] | None = None
 ) -> DiffusionModel:
-    """The model at ``height``×``width`` pixels (``with_size``, a diffusers pipeline that takes a size);
-    with neither given, at the size ``latent_shape`` is for (``size_of``), else its own. A model of one
+    """The model at ``height``×``width`` pixels (``with_size``, a model that ``takes_image_size``); with
+    neither given, at the size ``latent_shape`` is for (``size_of``), else its own. A model of one
     size refuses a size by name."""
-    resize = getattr(model, "with_size", None)
-    if resize is None:
+    if not model.takes_image_size:
         if height is not None or width is not None:
             raise ValueError(
                 f"height and width: {model.name} samples at one size (latents {tuple(model.latent_shape)}); "
-                "they apply to the diffusers pipelines that take an image size (SD, SD3, Flux)"
+                "they apply to the diffusers pipelines that take an image size"
             )
         return model
     if height is None and width is None and latent_shape is not None:
-        height, width = getattr(model, "size_of", lambda shape: (None, None))(latent_shape)
-    if (height is None and width is None) or (height, width) == getattr(model, "image_size", None):
+        height, width = model.size_of(latent_shape)  # present: it takes_image_size
+    if (height is None and width is None) or (height, width) == model.image_size:
         return model  # as it is (a model over replicas stays one)
-    return resize(height, width)
+    return model.with_size(height, width)
 
 
 def make_problem(
@@ -137,11 +134,11 @@ def make_problem(
     coef = schedule_for(model, request.steps, request.eta, request.sampler)
     cond = model.encode(request.prompt, request.negative_prompt)
     shape = tuple(model.latent_shape)
-    draw = getattr(model, "draw_latents", None)
+    draw = model.draw_latents
     x_T, xi = draw_noise(request.seed, shape, coef.draws, latents is None, generator, draw)
     if latents is not None:
         if tuple(latents.shape) != shape:
-            sized = " (height and width set the image size they are for)" if hasattr(model, "size_of") else ""
+            sized = " (height and width set the image size they are for)" if model.takes_image_size else ""
             raise ValueError(f"latents must have shape {shape}, got {tuple(latents.shape)}{sized}")
         if not torch.isfinite(latents).all():
             raise ValueError("latents contain NaN or inf")

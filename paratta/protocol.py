@@ -2,15 +2,35 @@
 
 A model turns a prompt into a condition, predicts the guided network output for a batch of
 states at a batch of timesteps, and decodes states to RGB. The embedded mixture models, the
-trained embedded UNet and the diffusers adapters (Stable Diffusion, DiT, SD3, Flux) all implement it.
+trained embedded UNet and the diffusers adapters all implement it.
+
+Every capability is a declared attribute, read as it is (``paratta.problem``, ``paratta.registry``,
+``paratta.parallel.latency``); nothing is probed. Two methods exist where a capability says so:
+
+- ``with_family(family)``: the model as another sampler family sees it, on a model whose
+  ``families`` name more than one (the embedded mixtures);
+- ``with_size(height, width)`` and ``size_of(latent_shape)``: on a model that ``takes_image_size``.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
 import torch
 from torch import Tensor
+
+
+@dataclass(frozen=True)
+class ModelDefaults:
+    """The settings a model is best shown with: its default prompt, guidance and steps (the CLI, the
+    app and the bench read them from ``paratta.registry.model_defaults``)."""
+
+    prompt: str = ""
+    guidance: float = 1.0
+    steps: int = 50
+    requires_prompt: bool = False  # text-to-image models need one; the others read "" as "anything"
 
 
 @runtime_checkable
@@ -19,19 +39,25 @@ class DiffusionModel(Protocol):
 
     Attributes:
         name: short human-readable name.
-        latent_shape: shape of one state x_t, without the batch axis, e.g. (3, 32, 32).
+        latent_shape: shape of one state x_t, without the batch axis, e.g. (3, 32, 32); a video
+            model's is (C, F, h, w).
         scheduler_config: the diffusers scheduler config the model is sampled with, a mapping with
-            ``_class_name`` ``DDIMScheduler`` or ``FlowMatchEulerDiscreteScheduler``
-            (``paratta.schedule.coefficients`` reads it).
+            ``_class_name`` (``paratta.schedule.coefficients`` reads it); ``_conversion``, when
+            present, states that the model's own scheduler was replaced and why.
         device, dtype: where and in which precision the network runs.
+        defaults: the prompt, guidance and steps the model is best shown with, and whether it
+            needs a prompt.
         takes_negative_prompt: whether a negative prompt means anything to this model.
-
-    Optional methods (``paratta.problem`` looks for them): ``schedule_arguments(steps)``, the
-    keyword arguments the model's pipeline passes to ``set_timesteps`` (a flow pipeline's custom
-    sigmas, the image sequence length for μ); ``with_family(family)``, the model as the other sampler
-    family sees it, for a model both can sample (the embedded mixtures); ``draw_latents(generator)``,
-    one N(0, I) draw as the model's pipeline makes it (its dtype, Flux's packing); ``with_size(height,
-    width)`` and ``size_of(latent_shape)``, for a pipeline that takes an image size.
+        vocabulary: the words a model that parses its prompt knows, by category (the embedded
+            models); None for a model that reads any text or a class.
+        labels: class name → class id for a class-conditional model (DiT: ImageNet names); None else.
+        families: the sampler families the model can be sampled with ("ddim": ε/v-prediction,
+            "flow": velocity); its own is ``paratta.schedule.family(scheduler_config)``.
+        takes_image_size: whether the model samples at a height and width asked for.
+        image_size: (H, W) of decoded images, pixels; None when a state is not an image (toy2d's points).
+        frames: frames per sample of a video model (``decode`` returns (n, F, 3, H, W)); None for images.
+        rows_per_timestep: network rows one timestep costs whatever the guidance (Flux: 1, its
+            guidance is an input); None: two under classifier-free guidance (s ≠ 1), else one.
     """
 
     name: str
@@ -39,7 +65,15 @@ class DiffusionModel(Protocol):
     scheduler_config: dict[str, Any]
     device: torch.device
     dtype: torch.dtype
+    defaults: ModelDefaults
     takes_negative_prompt: bool
+    vocabulary: Mapping[str, tuple[str, ...]] | None
+    labels: Mapping[str, int] | None
+    families: tuple[str, ...]
+    takes_image_size: bool
+    image_size: tuple[int, int] | None
+    frames: int | None
+    rows_per_timestep: int | None
 
     def encode(self, prompt: str, negative_prompt: str = "") -> Any:
         """Encode the condition once per run; raises ``ValueError`` on a prompt it cannot use."""
@@ -56,9 +90,20 @@ class DiffusionModel(Protocol):
         ...
 
     def decode(self, x0: Tensor) -> Tensor:
-        """Final states (n, *latent_shape) → RGB images (n, 3, H, W), float in [0, 1], on CPU."""
+        """Final states (n, *latent_shape) → RGB images (n, 3, H, W) (a video's (n, F, 3, H, W)), float
+        in [0, 1], on CPU."""
         ...
 
     def preview(self, x0: Tensor) -> Tensor:
         """A cheap version of ``decode`` for per-iteration previews (same convention)."""
+        ...
+
+    def schedule_arguments(self, steps: int) -> dict[str, Any]:
+        """The keyword arguments the model's pipeline passes to ``set_timesteps`` besides the step count
+        (a flow pipeline's custom sigmas, the image sequence length for μ); {} for most."""
+        ...
+
+    def draw_latents(self, generator: torch.Generator | None) -> Tensor:
+        """One N(0, I) draw of ``latent_shape`` made as the model's pipeline makes x_T (its dtype and
+        device, Flux's packing), returned float32 on CPU."""
         ...

@@ -7,23 +7,12 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from importlib import import_module
 
 import torch
 
-from .protocol import DiffusionModel
-
-
-@dataclass(frozen=True)
-class ModelDefaults:
-    """The settings a model is best shown with: the one place a model's default prompt, guidance and
-    steps are stated (the CLI, the app and the bench all read them from here)."""
-
-    prompt: str = ""
-    guidance: float = 1.0
-    steps: int = 50
-    requires_prompt: bool = False  # text-to-image models need one; the others read "" as "anything"
+from .protocol import DiffusionModel, ModelDefaults
 
 
 @dataclass(frozen=True)
@@ -31,7 +20,7 @@ class BuiltinModel:
     module: str
     builder: str  # a function taking ``device`` and ``dtype``
     description: str
-    defaults: ModelDefaults
+    defaults: ModelDefaults  # the one home of a built-in's defaults: its model class declares these
 
 
 # Modules are imported only when a model is asked for.
@@ -58,19 +47,18 @@ BUILTIN_MODELS: dict[str, BuiltinModel] = {
 # The loader of diffusers folders and hub ids, named like the built-ins' builders: the registry
 # knows the models by name only (they import the core; the core does not import them).
 DIFFUSERS_LOADER = ("paratta.models.diffusers.load", "load_diffusers_model")
+# The defaults of a text-to-image pipeline that states none of its own (SD 1.x, 2.x, SDXL), and what
+# ``model_defaults`` gives for a diffusers folder or hub id before it is loaded.
 TEXT_TO_IMAGE_DEFAULTS = ModelDefaults("a watercolour painting of a lighthouse at dawn", 7.5, 50, True)
-CLASS_CONDITIONAL_DEFAULTS = ModelDefaults("", 4.0, 50, False)  # "" = unconditional
 
 
 def model_defaults(name: str, model: DiffusionModel | None = None) -> ModelDefaults:
-    """A built-in's declared defaults; for a diffusers model, those of its kind (text or class)."""
+    """A built-in's declared defaults, a loaded model's own (``model.defaults``), else (a diffusers
+    folder or hub id not loaded yet) a text-to-image pipeline's."""
     if name in BUILTIN_MODELS:
         return BUILTIN_MODELS[name].defaults
-    if model is not None and getattr(model, "text_encoder", None) is None:
-        has_label = "golden retriever" in (getattr(model, "labels", None) or {})  # an ImageNet class
-        return replace(CLASS_CONDITIONAL_DEFAULTS, prompt="golden retriever" if has_label else "")
-    if model is not None and hasattr(model, "default_guidance"):  # a pipeline with its own (SD3, Flux)
-        return replace(TEXT_TO_IMAGE_DEFAULTS, guidance=model.default_guidance, steps=model.default_steps)
+    if model is not None:
+        return model.defaults
     return TEXT_TO_IMAGE_DEFAULTS
 
 

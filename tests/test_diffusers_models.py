@@ -83,7 +83,9 @@ def test_sd_model_attributes(sd):
     model, pipe = sd
     assert isinstance(model, DiffusionModel)
     assert model.latent_shape == (4, 8, 8) and model.image_size == (16, 16)
-    assert model.takes_negative_prompt
+    assert model.takes_negative_prompt and model.takes_image_size and model.families == ("ddim",)
+    assert model.vocabulary is None and model.labels is None and model.frames is None
+    assert model.rows_per_timestep is None and model.defaults.requires_prompt
     # StableDiffusionPipeline.__init__ rewrote steps_offset 0 → 1; the adapter reads the rewritten config.
     assert model.scheduler_config["steps_offset"] == 1 == pipe.scheduler.config.steps_offset
     assert model.scheduler_config["_class_name"] == "DDIMScheduler"
@@ -291,6 +293,14 @@ def test_dit_class_prompts():
     bare = DiTModel(tiny_dit_pipeline())
     with pytest.raises(ValueError, match="integer|class id"):
         bare.encode("goldfish")
+    # declared: class-conditional, one size, its labels; shown with a class it knows, else unconditional
+    assert labelled.labels["goldfish"] == 1 and not bare.labels and labelled.vocabulary is None
+    assert not labelled.takes_image_size and not labelled.defaults.requires_prompt
+    assert (
+        bare.defaults.prompt == ""
+        and DiTModel(tiny_dit_pipeline(id2label={207: "golden retriever"})).defaults.prompt
+        == "golden retriever"
+    )
 
 
 # ---------------------------------------------------------------- loading

@@ -149,6 +149,28 @@ def test_protocol_conformance(shapes: ShapesModel, toy: Toy2DModel) -> None:
     assert toy.name == "toy2d" and toy.latent_shape == (2,)
 
 
+def test_declared_capabilities(shapes: ShapesModel, toy: Toy2DModel) -> None:
+    """Each capability is an attribute the library reads as declared (``paratta.protocol``)."""
+    from paratta.problem import at_size, for_family
+    from paratta.registry import BUILTIN_MODELS, model_defaults
+
+    for model in (shapes, toy):
+        assert model.defaults is BUILTIN_MODELS[model.name].defaults == model_defaults(model.name, model)
+        assert model.families == ("ddim", "flow") and for_family(model, "flow").families == model.families
+        assert not model.takes_image_size and model.frames is None and model.rows_per_timestep is None
+        assert (
+            model.labels is None
+            and "colour" in (shapes.vocabulary or {})
+            and model.schedule_arguments(5) == {}
+        )
+        assert at_size(model, None, None) is model
+        draw = model.draw_latents(torch.Generator().manual_seed(0))
+        assert torch.equal(
+            draw, torch.randn((1, *model.latent_shape), generator=torch.Generator().manual_seed(0))[0]
+        )
+    assert shapes.image_size == (32, 32) and toy.image_size == (64, 64)
+
+
 def test_unknown_word_lists_the_vocabulary(shapes: ShapesModel, toy: Toy2DModel) -> None:
     with pytest.raises(ValueError, match="unknown word 'dog'") as err:
         shapes.encode("a red dog")

@@ -53,6 +53,10 @@ def test_protocol(model: ShapesUNetModel) -> None:
     assert model.latent_shape == (3, 32, 32)
     assert model.takes_negative_prompt
     assert model.scheduler_config == embedded_scheduler_config()
+    assert model.families == ("ddim",) and not model.takes_image_size and model.image_size == (32, 32)
+    assert (
+        model.vocabulary and model.labels is None and model.frames is None and model.defaults.guidance == 3.0
+    )
     x = torch.randn(2, 3, 32, 32) * 3
     for out in (model.decode(x), model.preview(x)):
         assert out.shape == (2, 3, 32, 32) and out.dtype == torch.float32 and out.device.type == "cpu"

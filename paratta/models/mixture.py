@@ -31,13 +31,14 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import Tensor
 
+from paratta.protocol import ModelDefaults
 from paratta.samplers.ddim import DDIMConfig
 from paratta.samplers.grids import alpha_bar_at, alphas_cumprod
 
@@ -262,7 +263,15 @@ class MixtureModel:
     family = "ddim"  # which field ``predict`` returns: ε* (DDIM) or v* (flow matching)
 
     name = "mixture"
+    defaults: ModelDefaults  # each embedded model's own (``paratta.registry.BUILTIN_MODELS``)
     takes_negative_prompt = True
+    vocabulary: Mapping[str, tuple[str, ...]] | None = None  # the words its prompts are parsed into
+    labels = None
+    families = ("ddim", "flow")  # ε* and v* of the same distribution (``with_family``)
+    takes_image_size = False
+    image_size: tuple[int, int] | None = None
+    frames = None
+    rows_per_timestep = None
 
     def __init__(self, means: Tensor, scale: float, device: torch.device | str, dtype: torch.dtype) -> None:
 
@@ -288,6 +297,14 @@ class MixtureModel:
     @property
     def num_components(self) -> int:
         return self.mixture.num_components
+
+    def schedule_arguments(self, steps: int) -> dict[str, Any]:
+        """Nothing beyond the step count: the embedded grids are the schedulers' own."""
+        return {}
+
+    def draw_latents(self, generator: torch.Generator | None) -> Tensor:
+        """x_T ~ N(0, I), float32 on CPU, as ``torch.randn`` draws it from ``generator``."""
+        return torch.randn((1, *self.latent_shape), generator=generator)[0]
 
     def _select(self, prompt: str) -> Tensor:
         raise NotImplementedError

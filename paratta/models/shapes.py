@@ -17,6 +17,7 @@ import torch
 from torch import Tensor
 
 from paratta.models.mixture import MixtureModel, mask_log_weights
+from paratta.registry import BUILTIN_MODELS
 
 SHAPES = ("circle", "square", "triangle", "ring", "cross", "diamond")
 COLOURS = {  # shape colours, RGB in [0, 1]
@@ -274,6 +275,8 @@ class ShapesModel(MixtureModel):
     """The mixture of ``shapes_dataset()`` images with exact ε; implements ``DiffusionModel``."""
 
     name = "shapes"
+    defaults = BUILTIN_MODELS["shapes"].defaults
+    image_size = (32, 32)
 
     def __init__(self, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> None:
         images, self.captions, self.attributes = shapes_dataset()

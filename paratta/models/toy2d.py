@@ -14,6 +14,7 @@ from torch import Tensor
 
 from paratta.models.mixture import MixtureModel, mask_log_weights, mixture_log_density
 from paratta.models.shapes import prompt_words, unknown_words_error
+from paratta.registry import BUILTIN_MODELS
 
 CLUSTERS = ("east", "northeast", "north", "northwest", "west", "southwest", "south", "southeast")
 ALIASES = {
@@ -83,6 +84,8 @@ class Toy2DModel(MixtureModel):
     """Eight labelled 2-D clusters with exact ε; implements ``DiffusionModel`` (latent_shape (2,))."""
 
     name = "toy2d"
+    defaults = BUILTIN_MODELS["toy2d"].defaults
+    image_size = (IMAGE_SIZE, IMAGE_SIZE)  # a picture of p_0 with the point on it
 
     def __init__(self, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> None:
         self.means = cluster_means()

@@ -30,6 +30,7 @@ from torch import Tensor, nn
 
 from paratta.models.mixture import embedded_scheduler_config
 from paratta.models.shapes import BACKGROUNDS, CATEGORIES, COLOURS, POSITIONS, SHAPES, SIZES, parse_prompt
+from paratta.registry import BUILTIN_MODELS
 from paratta.samplers.ddim import DDIMConfig
 from paratta.samplers.grids import alpha_bar_at, alphas_cumprod
 
@@ -161,7 +162,14 @@ class ShapesUNetModel:
     """The trained shapes UNet; implements ``paratta.protocol.DiffusionModel``."""
 
     name = "shapes-unet"
+    defaults = BUILTIN_MODELS["shapes-unet"].defaults
     takes_negative_prompt = True
+    labels = None
+    families = ("ddim",)
+    takes_image_size = False
+    image_size = (32, 32)
+    frames = None
+    rows_per_timestep = None
 
     def __init__(
         self,
@@ -207,6 +215,14 @@ class ShapesUNetModel:
             out = out_u + guidance * (out_c - out_u)  # ε̂ is affine in the output with the same x_t
         ab = alpha_bar_at(self.alphas_cumprod, t)
         return network_output_to_eps(out, xin.float(), ab, self.network_prediction).to(x.dtype)
+
+    def schedule_arguments(self, steps: int) -> dict[str, Any]:
+        """Nothing beyond the step count: the embedded grid is the scheduler's own."""
+        return {}
+
+    def draw_latents(self, generator: torch.Generator | None) -> Tensor:
+        """x_T ~ N(0, I), float32 on CPU, as ``torch.randn`` draws it from ``generator``."""
+        return torch.randn((1, *self.latent_shape), generator=generator)[0]
 
     def decode(self, x0: Tensor) -> Tensor:
         return ((x0.detach().float().cpu() + 1) / 2).clamp(0, 1)

@@ -23,7 +23,10 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from paratta.protocol import DiffusionModel
 
 TABLE_PATH = Path(__file__).resolve().parents[1] / "data" / "latency.json"
 TABLE_NAME = "paratta/data/latency.json"
@@ -86,12 +89,12 @@ class Projection:
         )
 
 
-def rows_per_step(guidance: float, model: Any = None) -> int:
-    """Network rows one timestep costs: two under classifier-free guidance (s ≠ 1), else one; one
-    always for a model whose guidance is an input of its network (``rows_per_timestep = 1``, Flux)."""
-    fixed = getattr(model, "rows_per_timestep", None)
-    if fixed is not None:
-        return int(fixed)
+def rows_per_step(guidance: float, model: DiffusionModel | None = None) -> int:
+    """Network rows one timestep costs: the model's declared ``rows_per_timestep`` (Flux: 1, its
+    guidance is an input of its network), else two under classifier-free guidance (s ≠ 1) and one
+    without."""
+    if model is not None and model.rows_per_timestep is not None:
+        return int(model.rows_per_timestep)
     return 1 if guidance == 1 else 2
 
 

@@ -15,6 +15,9 @@ import torch
 from torch import Tensor
 
 from paratta.models.previews import decode_with_vae, preview_latents, vae_input
+from paratta.protocol import ModelDefaults
+from paratta.registry import TEXT_TO_IMAGE_DEFAULTS
+from paratta.samplers import family
 
 
 class ModelOutOfMemoryError(MemoryError):
@@ -92,8 +95,14 @@ class DiffusersModel:
 
     pipeline_class: ClassVar[type]
     default_name: ClassVar[str]
+    defaults: ModelDefaults = TEXT_TO_IMAGE_DEFAULTS
     takes_negative_prompt = False
+    vocabulary = None  # a text encoder reads any text
+    labels: dict[str, int] | None = None
+    families: tuple[str, ...] = ()  # the scheduler's own family (set with ``scheduler_config``)
     takes_image_size = True  # the pipeline takes height/width (DiT samples at its transformer's size)
+    frames: int | None = None
+    rows_per_timestep: int | None = None
 
     def __init__(
         self,
@@ -120,6 +129,7 @@ class DiffusersModel:
         self.options = options
         self._sizes: dict[tuple[int, int], DiffusersModel] = {}
         self._configure(**options)
+        self.families = (family(self.scheduler_config),)
 
     def _check_pipeline(self, pipe: Any) -> None:
         """``ValueError`` for a pipeline this adapter cannot sample; called before ``pipe`` is moved."""
@@ -131,6 +141,10 @@ class DiffusersModel:
     def _configure(self, **options: Any) -> None:
         """Set the subclass's networks, ``latent_shape`` and ``scheduler_config`` from ``self.pipe``."""
         raise NotImplementedError
+
+    def schedule_arguments(self, steps: int) -> dict[str, Any]:
+        """What the pipeline passes to ``set_timesteps`` besides T: nothing, unless a subclass says."""
+        return {}
 
     @property
     def image_size(self) -> tuple[int, int]:

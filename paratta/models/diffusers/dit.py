@@ -17,6 +17,8 @@ import torch
 from diffusers import DiTPipeline
 from torch import Tensor
 
+from paratta.protocol import ModelDefaults
+
 from .base import DiffusersModel, pipeline_scheduler_config
 
 
@@ -35,7 +37,6 @@ class DiTModel(DiffusersModel):
     pipeline_class = DiTPipeline
     default_name = "dit"
     takes_negative_prompt = False
-
     takes_image_size = False
 
     def _configure(self) -> None:
@@ -47,10 +48,11 @@ class DiTModel(DiffusersModel):
         self.num_classes = int(config.num_embeds_ada_norm or 1000)
         self.latent_shape = (self.channels, int(config.sample_size), int(config.sample_size))
         self.scheduler_config = pipeline_scheduler_config(self.pipe.scheduler)
-        # Label → id, lower-cased (pipe.labels maps every comma-separated synonym of id2label).
-        self.labels: dict[str, int] = {
-            k.lower(): int(v) for k, v in (getattr(self.pipe, "labels", None) or {}).items()
-        }
+        # Label → id, lower-cased (pipe.labels maps every comma-separated synonym of id2label; a
+        # pipeline built without id2label has no ``labels`` attribute: the one probe of this adapter).
+        self.labels = {k.lower(): int(v) for k, v in (getattr(self.pipe, "labels", None) or {}).items()}
+        # Class-conditional: "" samples the null class; an ImageNet DiT is shown with a class it knows.
+        self.defaults = ModelDefaults("golden retriever" if "golden retriever" in self.labels else "", 4.0)
 
     def class_id(self, prompt: str) -> int:
         """An integer id in [0, num_classes) or a ``pipe.labels`` label (any case); "" → the null class."""

@@ -12,13 +12,15 @@ prompt) is not offered. States are the pipeline's own *packed* latents, (h/2 · 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 import torch
 from diffusers import FluxPipeline
 from torch import Tensor
+
+from paratta.registry import TEXT_TO_IMAGE_DEFAULTS
 
 from .base import DiffusersModel, pipeline_scheduler_config, resolve_image_size
 
@@ -60,9 +62,10 @@ class FluxModel(DiffusersModel):
         self.guidance_embeds = bool(self.transformer.config.guidance_embeds)
         self.max_sequence_length = max_sequence_length
         self.scheduler_config = pipeline_scheduler_config(self.pipe.scheduler)
-        # The pipeline's defaults (``paratta.registry.model_defaults``): Flux-dev 3.5 and 28 steps;
-        # without embedded guidance (Flux-schnell, distilled to few steps) the scale means nothing.
-        self.default_guidance, self.default_steps = (3.5, 28) if self.guidance_embeds else (1.0, 4)
+        # The pipeline's defaults: Flux-dev 3.5 and 28 steps; without embedded guidance (Flux-schnell,
+        # distilled to few steps) the scale means nothing.
+        guidance, steps = (3.5, 28) if self.guidance_embeds else (1.0, 4)
+        self.defaults = replace(TEXT_TO_IMAGE_DEFAULTS, guidance=guidance, steps=steps)
 
     @property
     def image_size(self) -> tuple[int, int]:

@@ -12,12 +12,14 @@ diffusers does. States are the pipeline's own latents (B, C, h, w), so ``--laten
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
 from diffusers import StableDiffusion3Pipeline
 from torch import Tensor
+
+from paratta.registry import TEXT_TO_IMAGE_DEFAULTS
 
 from .base import DiffusersModel, pipeline_scheduler_config, resolve_image_size
 
@@ -44,7 +46,7 @@ class StableDiffusion3Model(DiffusersModel):
     pipeline_class = StableDiffusion3Pipeline
     default_name = "stable-diffusion-3"
     takes_negative_prompt = True
-    default_guidance, default_steps = 7.0, 28  # the pipeline's (``paratta.registry.model_defaults``)
+    defaults = replace(TEXT_TO_IMAGE_DEFAULTS, guidance=7.0, steps=28)  # the pipeline's own
 
     def _configure(
         self, height: int | None = None, width: int | None = None, max_sequence_length: int = 256
