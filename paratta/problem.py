@@ -49,7 +49,7 @@ def draw_noise(
     steps: int,
     eta: float,
     draw_x_T: bool = True,
-    generator: torch.Generator | None = None,
+    generator: Any = None,
     draw: Callable[[torch.Generator | None], Tensor] | None = None,
 ) -> tuple[Tensor | None, Tensor | None]:
     """x_T (unless ``draw_x_T`` is False: a pipeline given ``latents`` draws none) and, for η > 0,
@@ -120,7 +120,10 @@ def make_problem(
     model: DiffusionModel,
     request: Request,
     latents: Tensor | None = None,
-    generator: torch.Generator | None = None,
+    generator: Any = None,
+    *,
+    cond: Any = None,
+    schedule: Schedule | None = None,
 ) -> Problem:
     """Encode the condition, build the coefficients from the model's own scheduler config, draw noises.
 
@@ -129,7 +132,12 @@ def make_problem(
     ``request.height``/``width`` the image size (``at_size``); ``latents`` (the pipeline's ``latents=``:
     x_T before ``init_noise_sigma``; shape ``latent_shape``, or with a leading batch axis of 1) replace
     the drawn x_T and, without a size, set it. x_T and the η-noises are drawn from ``generator`` when
-    given (a pipeline's ``generator=``), else from ``request.seed``.
+    given (a pipeline's ``generator=``, or a list of them, one per image), else from ``request.seed``.
+
+    A pipeline wrapper (``ParaTAAPipeline``) may pass what it formed as the pipeline forms it: ``cond``,
+    the condition (a batch of prompts, precomputed embeddings), instead of ``encode(prompt)``; and
+    ``schedule``, the coefficients of the steps it runs (image-to-image: the grid's last steps), which
+    then replace ``schedule_for``'s, with ``latents`` their x_T in the pipeline's space.
     """
     if latents is not None:
         latents = torch.as_tensor(latents).detach().to("cpu", torch.float32)
@@ -139,14 +147,17 @@ def make_problem(
     given_shape = None if latents is None else tuple(latents.shape)
     model = at_size(model, request.height, request.width, given_shape)
     config = sampler_config(model.scheduler_config, request.sampler)
-    coef = schedule_for(model, request.steps, request.eta, request.sampler)
+    coef = (
+        schedule if schedule is not None else schedule_for(model, request.steps, request.eta, request.sampler)
+    )
     note = conversion_note(config)
     if note is not None:
         warnings.warn(f"{model.name}: {note}", stacklevel=2)
-    cond = model.encode(request.prompt, request.negative_prompt)
+    if cond is None:
+        cond = model.encode(request.prompt, request.negative_prompt)
     shape = tuple(model.latent_shape)
     draw = model.draw_latents
-    x_T, xi = draw_noise(request.seed, shape, request.steps, request.eta, latents is None, generator, draw)
+    x_T, xi = draw_noise(request.seed, shape, coef.num_steps, request.eta, latents is None, generator, draw)
     if latents is not None:
         if tuple(latents.shape) != shape:
             sized = " (height and width set the image size they are for)" if model.takes_image_size else ""
@@ -154,6 +165,8 @@ def make_problem(
         if not torch.isfinite(latents).all():
             raise ValueError("latents contain NaN or inf")
         x_T = latents
-    x_T = x_T * coef.init_scale  # the pipeline's latents · init_noise_sigma, in the solver's state space
+    # The pipeline's latents · init_noise_sigma, in the solver's state space; contiguous, since the solvers
+    # write the trajectory through flat views (an encoded image's latents can come channels-last).
+    x_T = (x_T * coef.init_scale).contiguous()
     name = sampler_name(config, request.eta)
     return Problem(model, coef, cond, x_T, xi, float(request.guidance), request, note, name)

@@ -56,8 +56,9 @@ class DiffusionModel(Protocol):
         takes_image_size: whether the model samples at a height and width asked for.
         image_size: (H, W) of decoded images, pixels; None when a state is not an image (toy2d's points).
         frames: frames per sample of a video model (``decode`` returns (n, F, 3, H, W)); None for images.
-        rows_per_timestep: network rows one timestep costs whatever the guidance (Flux: 1, its
-            guidance is an input); None: two under classifier-free guidance (s ≠ 1), else one.
+        rows_per_timestep: network rows one timestep costs at guidance 1 (one per image).
+        classifier_free: whether guidance s ≠ 1 doubles the rows (an unconditional half, u + s·(c − u));
+            False where the scale is an input of the network (Flux).
     """
 
     name: str
@@ -73,7 +74,8 @@ class DiffusionModel(Protocol):
     takes_image_size: bool
     image_size: tuple[int, int] | None
     frames: int | None
-    rows_per_timestep: int | None
+    rows_per_timestep: int
+    classifier_free: bool
 
     def encode(self, prompt: str, negative_prompt: str = "") -> Any:
         """Encode the condition once per run; raises ``ValueError`` on a prompt it cannot use."""

@@ -118,14 +118,21 @@ def test_refused_schedulers_are_named() -> None:
     assert family({}) == "ddim" and family(flow) == "flow"
 
 
-def test_a_pipeline_with_a_scheduler_paratta_cannot_express_is_refused() -> None:
+def test_a_pipeline_with_a_scheduler_paratta_cannot_express_is_said_or_refused() -> None:
+    """Loaded (the app, the CLI): sampled with flow Euler on its shift, and the reason said; wrapped
+    (``ParaTAAPipeline``, which promises pipe(...)'s image): refused with the same reason."""
+    from paratta import ParaTAAPipeline
+
     pipe = tiny_sd3_pipeline()
-    pipe.scheduler = FlowMatchEulerDiscreteScheduler(stochastic_sampling=True)
-    with pytest.raises(ValueError, match="stochastic_sampling"):
-        from_pipeline(pipe, device="cpu")
-    pipe.scheduler = FlowMatchHeunDiscreteScheduler()
-    with pytest.raises(ValueError, match="'FlowMatchHeunDiscreteScheduler'"):
-        from_pipeline(pipe, device="cpu")
+    for scheduler, reason in (
+        (FlowMatchEulerDiscreteScheduler(stochastic_sampling=True), "stochastic_sampling"),
+        (FlowMatchHeunDiscreteScheduler(), "evaluates the network twice"),
+    ):
+        pipe.scheduler = scheduler
+        note = from_pipeline(pipe, device="cpu").scheduler_config["_conversion"]
+        assert f"the pipeline's {type(scheduler).__name__} is not supported" in note and reason in note
+        with pytest.raises(ValueError, match=reason):
+            ParaTAAPipeline.from_pipe(pipe)
 
 
 # ---------------------------------------------------------------- the embedded flow models

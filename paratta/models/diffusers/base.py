@@ -1,19 +1,19 @@
-"""The shared base of the diffusers adapters: device/dtype defaults, the scheduler config a
-pipeline maps to, out-of-memory messages, and ``DiffusersModel`` (encode/predict/decode/preview).
+"""The shared base of the diffusers adapters: what an adapter declares (``Serves``, ``SizeRule``), the one
+mapping from a pipeline's scheduler to the sampler paratta solves (``sampler_scheduler_config``), and
+``DiffusersModel`` (configuration, condition, guided prediction, drawing x_T, decoding as the pipeline).
 
-ε/v-prediction pipelines (SD, DiT) are sampled with their own scheduler when paratta expresses it
-(DDIM(η), Euler, DPM-Solver++ 1/2M: ``pipeline_scheduler_config``); any other (SD 1.5's PNDM, Heun,
-UniPC, ancestral and SDE variants) is sampled with DDIM on its noise schedule (``DDIMScheduler.from_config``
-semantics: betas, ``num_train_timesteps``, ``prediction_type`` and spacing kept), and the config carries
-the statement that says so (``_conversion``; ``Problem.note``, the CLI summary, a warning).
-Flow-matching pipelines (SD3, Flux) keep their ``FlowMatchEulerDiscreteScheduler`` config as it is
-(``flow_scheduler_config``).
+An adapter is exact against ``pipe(...)``: it calls the pipeline's own ``encode_prompt``, VAE and image
+processor, and reproduces what its ``__call__`` and ``prepare_latents`` do (declared in
+``Serves.replicates``: a subclass that overrides one of those is refused by name).
 """
 
 from __future__ import annotations
 
+import copy
+import inspect
 from collections.abc import Callable
-from typing import Any, ClassVar
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal
 
 import torch
 from torch import Tensor
@@ -23,11 +23,71 @@ from paratta.models.previews import decode_with_vae, preview_latents, vae_input
 from paratta.multistep import DPM_SCHEDULER, EULER_SCHEDULER, MultistepSchedulerConfig
 from paratta.protocol import ModelDefaults
 from paratta.registry import TEXT_TO_IMAGE_DEFAULTS
-from paratta.schedule import SchedulerConfig, family
+from paratta.schedule import DDIM_SCHEDULER, SchedulerConfig, family
 
 
 class ModelOutOfMemoryError(MemoryError):
     """The network ran out of memory; the message says which knob (window, max_batch) to turn."""
+
+
+@dataclass(frozen=True)
+class Serves:
+    """What an adapter declares about the pipelines it serves (``paratta.models.diffusers.adapters``).
+
+    ``pipelines``: the diffusers pipeline classes it serves, by name (a subclass is served when it
+    overrides none of ``replicates``, the pipeline methods whose behaviour the adapter reproduces rather
+    than calls). ``arguments``: the ``__call__`` arguments it honours, each as the pipeline does; of those,
+    ``options`` configure the adapter (``DiffusersModel.configured``: size, prompt length, …), the rest
+    are the prompts, their embeddings and the settings every wrapper reads. ``guidance``: "cfg", the
+    pipeline's classifier-free guidance u + s·(c − u), which it switches off (the conditional half
+    alone) for s ≤ 1; "embedded", the scale is an input of the network (one row per timestep).
+    ``layout``: one state's layout; ``draws``: how ``pipe(...)`` draws x_T; ``output``: the field of its
+    output that holds the result ("images", or "frames" for a video).
+    """
+
+    pipelines: tuple[str, ...]
+    arguments: tuple[str, ...]
+    options: tuple[str, ...]
+    guidance: Literal["cfg", "embedded"]
+    layout: str
+    draws: str
+    output: Literal["images", "frames"] = "images"
+    replicates: tuple[str, ...] = ("__call__", "prepare_latents")
+
+
+# The arguments every text-to-image pipeline here honours, as its ``__call__`` names them.
+TEXT_ARGUMENTS = (
+    "prompt", "negative_prompt", "num_inference_steps", "guidance_scale", "num_images_per_prompt",
+    "generator", "latents", "prompt_embeds", "negative_prompt_embeds", "output_type", "height", "width",
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class SizeRule:
+    """The image sizes a pipeline takes: ``default`` (H, W) when none is asked, both sides positive
+    multiples of ``multiple`` pixels, at most ``largest`` (a position table's reach; None: no bound)."""
+
+    default: tuple[int, int]
+    multiple: int
+    largest: int | None = None
+
+    def resolve(self, height: int | None, width: int | None) -> tuple[int, int]:
+        """(H, W) as asked, a missing side the default's; ``ValueError`` naming the rule otherwise."""
+        height = self.default[0] if height is None else height
+        width = self.default[1] if width is None else width
+        for side in (height, width):
+            if isinstance(side, bool) or not isinstance(side, int) or side <= 0:
+                raise ValueError(
+                    f"height and width must be positive integers (pixels), got {height!r}×{width!r}"
+                )
+        if height % self.multiple or width % self.multiple:
+            raise ValueError(f"height and width must be multiples of {self.multiple}, got {height}×{width}")
+        if self.largest is not None and max(height, width) > self.largest:
+            raise ValueError(
+                f"height and width must be at most {self.largest} for this model (its position table), "
+                f"got {height}×{width}"
+            )
+        return height, width
 
 
 def resolve_device_dtype(
@@ -44,8 +104,95 @@ def resolve_device_dtype(
     return dev, dtype
 
 
-def ddim_scheduler_config(scheduler: Any, stable_diffusion_rewrites: bool = False) -> dict[str, Any]:
-    """The DDIMScheduler config a pipeline's scheduler maps to, as a plain dict with ``_class_name``.
+# ---------------------------------------------------------------- the pipeline's scheduler → paratta's
+
+# Why paratta cannot solve a scheduler's own step, by class (a subclass inherits its base's reason).
+WHY_NOT: dict[str, str] = {
+    "PNDMScheduler": "its PLMS step reads the network outputs of four earlier states; the solver reads two",
+    "LMSDiscreteScheduler": "its linear multistep reads up to four earlier outputs; the solver reads two",
+    "UniPCMultistepScheduler": (
+        "its corrector rewrites each state with the output evaluated at it before the next predictor, so a "
+        "step reads x̂_0 at three states; the solver and the budget rule read two"
+    ),
+    "DEISMultistepScheduler": "its third-order multistep reads three earlier outputs; the solver reads two",
+    "HeunDiscreteScheduler": "each step evaluates the network twice (at the state and at a predicted one)",
+    "KDPM2DiscreteScheduler": "each step evaluates the network twice (at the state and at a midpoint)",
+    "KDPM2AncestralDiscreteScheduler": "each step evaluates the network twice and draws fresh noise",
+    "EulerAncestralDiscreteScheduler": "each step draws fresh noise after the network call (ancestral)",
+    "DPMSolverSDEScheduler": "each step draws Brownian-tree noise between two network calls",
+    "LCMScheduler": "each step re-noises the consistency model's x̂_0 with fresh noise",
+    "TCDScheduler": "each step re-noises the consistency model's x̂_0 with fresh noise",
+    "DDPMScheduler": "its ancestral step draws fresh noise with the posterior's variance (DDIM(η=1) is the "
+    "same sampler on DDIM's grid)",
+    "FlowMatchHeunDiscreteScheduler": "each step evaluates the network twice (a predictor and a corrector)",
+}
+
+
+def why_not(scheduler: Any) -> str:
+    """The reason paratta cannot solve ``scheduler``'s own step (its class's, or a base class's)."""
+    for cls in type(scheduler).__mro__:
+        if cls.__name__ in WHY_NOT:
+            return WHY_NOT[cls.__name__]
+    return (
+        "paratta solves DDIM(η), Euler, DPM-Solver++ 1S/2M on ε/v-prediction σ and flow-matching Euler; "
+        f"{type(scheduler).__name__} is none of them"
+    )
+
+
+def _plain(config: Any, class_name: str) -> dict[str, Any]:
+    out = {k: v for k, v in dict(config).items() if not k.startswith("_")}
+    out["_class_name"] = class_name
+    return out
+
+
+def sampler_scheduler_config(
+    scheduler: Any,
+    kind: Literal["ddim", "flow"],
+    stable_diffusion_rewrites: bool = False,
+    scales_x_T: bool = True,
+) -> dict[str, Any]:
+    """The one mapping from a pipeline's ``scheduler`` to the scheduler config paratta samples it with.
+
+    ``kind`` is what the network predicts: "ddim" (ε, v or x̂_0) or "flow" (a velocity). The pipeline's
+    own config when paratta expresses its step (DDIM(η), Euler, DPM-Solver++ 1S/2M; flow-matching Euler),
+    else the nearest sampler paratta expresses on the same noise schedule — DDIM on its betas
+    (``DDIMScheduler.from_config``; SD's ``steps_offset``/``clip_sample`` rewrites re-applied with
+    ``stable_diffusion_rewrites``), or flow-matching Euler with its shift — carrying ``_conversion``, the
+    statement with the reason ("the pipeline's UniPCMultistepScheduler is not supported (its corrector
+    …): sampling DDIM on its noise schedule"). ``paratta.problem`` says it and warns; ``ParaTAAPipeline``
+    refuses it, since it would give another image than ``pipe(...)``. ``ValueError`` for a config even
+    the conversion cannot take (thresholding).
+
+    ``scales_x_T`` False: the pipeline neither multiplies x_T by ``init_noise_sigma`` nor steps from the
+    unscaled state (DiTPipeline steps from ``scale_model_input``'s output), so a scheduler for which those
+    matter (Euler: σ-space states) is not the sampler its pipeline runs, and is converted with that reason.
+    """
+    name = type(scheduler).__name__
+    if kind == "flow":
+        return _flow_config(scheduler, name)
+    reason = why_not(scheduler)
+    if name == EULER_SCHEDULER and not scales_x_T:
+        reason = (
+            "the pipeline neither multiplies x_T by its init_noise_sigma nor steps from the unscaled state "
+            "(it steps from scale_model_input's output), so its image is not Euler's"
+        )
+    elif name in (EULER_SCHEDULER, DPM_SCHEDULER):
+        config = _plain(scheduler.config, name)
+        try:
+            MultistepSchedulerConfig.from_dict(config)
+            return config
+        except ValueError as error:
+            reason = str(error)
+    config = _ddim_config(scheduler, stable_diffusion_rewrites)
+    if name != DDIM_SCHEDULER:
+        config["_conversion"] = (
+            f"the pipeline's {name} is not supported ({reason}): sampling DDIM on its noise schedule"
+        )
+    return config
+
+
+def _ddim_config(scheduler: Any, stable_diffusion_rewrites: bool) -> dict[str, Any]:
+    """The DDIMScheduler config a pipeline's scheduler maps to.
 
     A non-DDIM scheduler (SD 1.5 ships PNDM) is converted by ``DDIMScheduler.from_config``, which
     keeps the shared keys and fills DDIM's defaults. ``StableDiffusionPipeline.__init__`` rewrites
@@ -56,62 +203,45 @@ def ddim_scheduler_config(scheduler: Any, stable_diffusion_rewrites: bool = Fals
     """
     from diffusers import DDIMScheduler
 
+    overrides: dict[str, Any] = {}
     if not isinstance(scheduler, DDIMScheduler):
         scheduler = DDIMScheduler.from_config(scheduler.config)
         overrides = {"steps_offset": 1, "clip_sample": False} if stable_diffusion_rewrites else {}
-    else:
-        overrides = {}
-    config = {k: v for k, v in dict(scheduler.config).items() if not k.startswith("_")}
-    config.update(overrides)
-    config["_class_name"] = "DDIMScheduler"
+    config = {**_plain(scheduler.config, DDIM_SCHEDULER), **overrides}
     SchedulerConfig.from_dict(config)  # fail now (ValueError) on e.g. thresholding, not mid-run
     return config
 
 
-def pipeline_scheduler_config(scheduler: Any, stable_diffusion_rewrites: bool = False) -> dict[str, Any]:
-    """The config paratta samples an ε/v-prediction pipeline's ``scheduler`` with: its own when paratta
-    expresses it (DDIM, Euler, DPM-Solver++), else DDIM on its noise schedule with the statement
-    ``_conversion`` ("the pipeline's UniPCMultistepScheduler is not supported: sampling DDIM on its
-    noise schedule"), which ``paratta.problem`` carries to the run and warns about.
-
-    UniPC (bh2) is converted too: its corrector rewrites the state with the output evaluated at it
-    before the next predictor, so written in the states the network sees its step is lower-triangular
-    but reads x̂_0 at three rows (x_{i+1}, x_{i+2}, x_{i+3}); the solver and the budget rule read two.
-    """
-    name = type(scheduler).__name__
-    reason = ""
-    if name in (EULER_SCHEDULER, DPM_SCHEDULER):
-        config = {k: v for k, v in dict(scheduler.config).items() if not k.startswith("_")}
-        config["_class_name"] = name
-        try:
-            MultistepSchedulerConfig.from_dict(config)
-            return config
+def _flow_config(scheduler: Any, name: str) -> dict[str, Any]:
+    """A flow pipeline's ``FlowMatchEulerDiscreteScheduler`` config as it is; another flow scheduler (Sana's
+    DPM-Solver++ and Wan's UniPC on flow σ, a Heun) as flow-matching Euler with its shift, said."""
+    config = _plain(scheduler.config, FLOW_SCHEDULER)
+    try:
+        FlowSchedulerConfig.from_dict(config)
+        reason = "" if name == FLOW_SCHEDULER else why_not(scheduler)
+    except ValueError as error:
+        reason = str(error)
+    if not reason:
+        return config
+    if name == DPM_SCHEDULER:
+        try:  # the lead's samplers refuse DPM-Solver on flow σ by name: that is the reason to state
+            MultistepSchedulerConfig.from_dict(_plain(scheduler.config, name))
         except ValueError as error:
-            reason = f" ({error})"
-    config = ddim_scheduler_config(scheduler, stable_diffusion_rewrites)
-    if name != "DDIMScheduler":
-        config["_conversion"] = (
-            f"the pipeline's {name} is not supported{reason}: sampling DDIM on its noise schedule"
-        )
-    return config
+            reason = str(error)
+    source = dict(scheduler.config)
+    shift = source.get("flow_shift", source.get("shift", 1.0))
+    converted = {
+        "_class_name": FLOW_SCHEDULER,
+        "num_train_timesteps": source.get("num_train_timesteps", 1000),
+        "shift": float(shift),
+        "_conversion": f"the pipeline's {name} is not supported ({reason}): sampling flow-matching Euler "
+        f"with its shift {float(shift):g}",
+    }
+    FlowSchedulerConfig.from_dict(converted)
+    return converted
 
 
-def flow_scheduler_config(scheduler: Any) -> dict[str, Any]:
-    """A flow pipeline's scheduler config as a plain dict with ``_class_name``, checked now.
-
-    Only ``FlowMatchEulerDiscreteScheduler`` is the Euler step paratta solves; another class (e.g. a
-    flow-matching Heun or UniPC scheduler swapped in) is refused by name, as is ``stochastic_sampling``.
-    """
-    name = type(scheduler).__name__
-    if name != FLOW_SCHEDULER:
-        raise ValueError(
-            f"scheduler {name!r} is not one paratta can express for a flow-matching pipeline: it solves "
-            f"{FLOW_SCHEDULER} (deterministic Euler) only"
-        )
-    config = {k: v for k, v in dict(scheduler.config).items() if not k.startswith("_")}
-    config["_class_name"] = FLOW_SCHEDULER
-    FlowSchedulerConfig.from_dict(config)  # fail now (ValueError) on e.g. stochastic_sampling, not mid-run
-    return config
+# ---------------------------------------------------------------- the adapter
 
 
 def _is_oom(error: BaseException) -> bool:
@@ -123,52 +253,42 @@ def _is_oom(error: BaseException) -> bool:
     )
 
 
-def _pipe_name(pipe: Any, default: str) -> str:
-    """The pipeline's hub id or folder (``config._name_or_path``), else ``default``."""
-    path = getattr(pipe, "name_or_path", None) or getattr(pipe.config, "_name_or_path", None)
-    return str(path) if path else default
+def per_row(value: Tensor, rows: int) -> Tensor:
+    """A condition of B images (B, …) for ``rows`` network rows ordered (timestep, image): row r takes
+    image r mod B (``Batch`` orders its rows so); B = 1 is broadcast."""
+    if value.shape[0] == 1:
+        return value.expand(rows, *value.shape[1:])
+    return value.repeat(rows // value.shape[0], *[1] * (value.dim() - 1))
 
 
-def resolve_image_size(
-    height: int | None, width: int | None, default: int, multiple: int, largest: int | None = None
-) -> tuple[int, int]:
-    """(H, W) as requested, a missing side the pipeline's ``default``; ``ValueError`` unless both are
-    positive multiples of ``multiple`` (the latent patch the networks need) and at most ``largest``."""
-    height = default if height is None else height
-    width = default if width is None else width
-    for side in (height, width):
-        if isinstance(side, bool) or not isinstance(side, int) or side <= 0:
-            raise ValueError(f"height and width must be positive integers (pixels), got {height!r}×{width!r}")
-    if height % multiple or width % multiple:
-        raise ValueError(f"height and width must be multiples of {multiple}, got {height}×{width}")
-    if largest is not None and max(height, width) > largest:
-        raise ValueError(
-            f"height and width must be at most {largest} for this model (its position table), "
-            f"got {height}×{width}"
-        )
-    return height, width
+def cfg(uncond: Tensor, cond: Tensor, guidance: float) -> Tensor:
+    """u + s·(c − u), in float32 for a half-precision network (returned in float32 then)."""
+    if cond.dtype in (torch.float16, torch.bfloat16):
+        uncond, cond = uncond.float(), cond.float()
+    return uncond + guidance * (cond - uncond)
 
 
 class DiffusersModel:
-    """What the adapters share: the constructor, device/dtype, the VAE decode, previews and the
-    out-of-memory guard.
+    """A diffusers pipeline as a paratta ``DiffusionModel``: what the adapters share.
 
-    ``pipe`` is checked to be a ``pipeline_class`` and moved to ``device``/``dtype`` (in place, as
-    ``pipe.to`` does); ``name`` defaults to its hub id or folder, else ``default_name``. Subclasses set
-    ``latent_shape`` and ``scheduler_config`` in ``_configure``, which takes their own keyword options
-    (image size, prompt length), and implement ``encode``/``predict``.
+    ``pipe`` is checked (``check``) and moved to ``device``/``dtype`` (in place, as ``pipe.to`` does);
+    ``name`` defaults to its hub id or folder, else ``default_name``. ``options`` are the pipeline's call
+    arguments that configure the adapter (``Serves.options``), each defaulting to the pipeline's own
+    ``__call__`` default. Subclasses declare ``serves`` and ``kind``, set ``latent_shape`` and
+    ``scheduler_config`` in ``_configure``, and implement ``condition``, ``predict`` and ``size_rule``.
     """
 
-    pipeline_class: ClassVar[type]
+    serves: ClassVar[Serves]
+    kind: ClassVar[Literal["ddim", "flow"]]  # what the network predicts: ε/v/x̂_0, or a velocity
     default_name: ClassVar[str]
     defaults: ModelDefaults = TEXT_TO_IMAGE_DEFAULTS
-    takes_negative_prompt = False
+    takes_negative_prompt = True
     vocabulary = None  # a text encoder reads any text
     labels: dict[str, int] | None = None
-    families: tuple[str, ...] = ()  # the scheduler's own family (set with ``scheduler_config``)
     takes_image_size = True  # the pipeline takes height/width (DiT samples at its transformer's size)
     frames: int | None = None
-    rows_per_timestep: int | None = None
+    rows_per_timestep = 1
+    latent_dtype: torch.dtype | None = None  # the dtype pipe(...) draws x_T in; None: the network's
 
     def __init__(
         self,
@@ -179,47 +299,78 @@ class DiffusersModel:
         tiny_vae: Any = None,
         **options: Any,
     ) -> None:
-        self._check_pipeline(pipe)
+        self.check(pipe)
         self.device, self.dtype = resolve_device_dtype(device, dtype)
         same = (pipe.device, pipe.dtype) == (self.device, self.dtype)  # then left as it is, not re-cast
         self.pipe = pipe if same else pipe.to(device=self.device, dtype=self.dtype)
-        self.name = name or _pipe_name(pipe, self.default_name)
+        self.name = name or pipe.config.get("_name_or_path") or self.default_name
         self.vae = pipe.vae.eval()
-        # Spatial factor between image and latent: 2^(number of VAE blocks − 1), as pipelines compute it.
-        self.vae_scale_factor = 2 ** (len(self.vae.config.block_out_channels) - 1)
         self.tiny_vae = (
             tiny_vae.to(device=self.device, dtype=self.dtype).eval() if tiny_vae is not None else None
         )
+        # The pipeline's own defaults for what it is called without (a folder loaded for the CLI, the app).
+        signature = inspect.signature(type(pipe).__call__).parameters
+        self.call_defaults = {
+            n: p.default for n, p in signature.items() if p.default is not inspect.Parameter.empty
+        }
+        unknown = sorted(set(options) - set(self.serves.options))
+        if unknown:
+            raise ValueError(
+                f"{type(self).__name__} takes no option {unknown[0]!r} (it takes {self.serves.options})"
+            )
+        self.options = {n: self.call_defaults.get(n) for n in self.serves.options} | options
+        self._sizes: dict[tuple[int | None, int | None], DiffusersModel] = {}
+        self._setup()
+
+    def _setup(self) -> None:
         self.latent_shape: tuple[int, ...] = ()
         self.scheduler_config: dict[str, Any] = {}
-        self.options = options
-        self._sizes: dict[tuple[int, int], DiffusersModel] = {}
-        self._configure(**options)
+        self._configure(**self.options)
         self.families = (family(self.scheduler_config),)
 
-    def _check_pipeline(self, pipe: Any) -> None:
-        """``ValueError`` for a pipeline this adapter cannot sample; called before ``pipe`` is moved."""
-        if not isinstance(pipe, self.pipeline_class):
-            raise ValueError(
-                f"{type(self).__name__} needs a {self.pipeline_class.__name__}, got {type(pipe).__name__}"
-            )
+    @classmethod
+    def check(cls, pipe: Any) -> None:
+        """``ValueError`` naming the pipeline and the reason when this adapter cannot serve it; called
+        before anything moves. The class (or the base class it was vouched for) is checked by the
+        registry (``adapters.adapter_for``); subclasses add their component checks."""
+
+    # ------------------------------------------------------------ configuration
 
     def _configure(self, **options: Any) -> None:
-        """Set the subclass's networks, ``latent_shape`` and ``scheduler_config`` from ``self.pipe``."""
+        """Set the networks, ``latent_shape`` and ``scheduler_config`` from ``self.pipe`` and ``options``."""
         raise NotImplementedError
 
-    def schedule_arguments(self, steps: int) -> dict[str, Any]:
-        """What the pipeline passes to ``set_timesteps`` besides T: nothing, unless a subclass says."""
-        return {}
+    def configured(self, **options: Any) -> DiffusersModel:
+        """This adapter with ``options`` changed (``Serves.options``; the others kept), sharing the pipeline
+        and its weights; the pipeline's scheduler is read again, so one set after wrapping is the one used."""
+        unknown = sorted(set(options) - set(self.serves.options))
+        if unknown:
+            raise ValueError(
+                f"{type(self).__name__} takes no option {unknown[0]!r} (it takes {self.serves.options})"
+            )
+        view = copy.copy(self)
+        view.options = {**self.options, **options}
+        view._sizes = {}
+        view._setup()
+        return view
+
+    def size_rule(self) -> SizeRule:
+        """The sizes the pipeline takes (``SizeRule``)."""
+        raise NotImplementedError
+
+    @property
+    def vae_scale_factor(self) -> int:
+        """Image pixels per latent cell, as the pipeline computes it: 2^(VAE blocks − 1)."""
+        return 2 ** (len(self.vae.config.block_out_channels) - 1)
 
     @property
     def image_size(self) -> tuple[int, int]:
-        """(H, W) of decoded images."""
+        """(H, W) of the images ``pipe(...)`` returns at this configuration."""
         return self.latent_shape[-2] * self.vae_scale_factor, self.latent_shape[-1] * self.vae_scale_factor
 
     def with_size(self, height: int | None, width: int | None) -> DiffusersModel:
-        """This model at ``height``×``width`` pixels (a missing side: the pipeline's default), sharing the
-        pipeline and its weights; ``ValueError`` for a size the pipeline cannot take."""
+        """This model at ``height``×``width`` pixels (a missing side: the pipeline's default), one view per
+        size; ``ValueError`` for a size the pipeline cannot take."""
         if height is None and width is None:
             return self
         if not self.takes_image_size:
@@ -227,32 +378,53 @@ class DiffusersModel:
             raise ValueError(
                 f"height and width: {self.name} ({type(self.pipe).__name__}) samples at one size, {H}×{W}"
             )
-        size = (height, width)
-        if size == self.image_size:
+        if (height, width) == self.image_size:
             return self
-        if size not in self._sizes:
-            options = {**self.options, "height": height, "width": width}
-            self._sizes[size] = type(self)(
-                self.pipe, self.device, self.dtype, self.name, self.tiny_vae, **options
-            )
-        return self._sizes[size]
+        if (height, width) not in self._sizes:
+            self._sizes[height, width] = self.configured(height=height, width=width)
+        return self._sizes[height, width]
 
     def size_of(self, latent_shape: tuple[int, ...]) -> tuple[int | None, int | None]:
-        """The image size latents of ``latent_shape`` (no batch axis) are for: (h·f, w·f) for the
-        (C, h, w) layout; (None, None) when the shape does not say (another layout or channel count)."""
-        if len(latent_shape) != 3 or latent_shape[0] != self.latent_shape[0] or not self.takes_image_size:
+        """The image size latents of ``latent_shape`` (no batch axis) are for, (None, None) when the shape
+        does not say (another layout or channel count)."""
+        own = self.latent_shape
+        if len(latent_shape) != len(own) or latent_shape[:-2] != own[:-2]:
             return None, None
-        return latent_shape[1] * self.vae_scale_factor, latent_shape[2] * self.vae_scale_factor
+        return latent_shape[-2] * self.vae_scale_factor, latent_shape[-1] * self.vae_scale_factor
 
-    def draw_latents(self, generator: torch.Generator | None) -> Tensor:
-        """One N(0, I) draw of ``latent_shape`` made as the pipeline makes x_T (and DDIM its η-noises):
-        diffusers' ``randn_tensor`` in the model's dtype, on the generator's device; float32 on CPU."""
-        from diffusers.utils.torch_utils import randn_tensor
+    @property
+    def classifier_free(self) -> bool:
+        """Guidance ≠ 1 doubles the rows (``Serves.guidance`` "cfg"); not where it is an input (Flux)."""
+        return self.serves.guidance == "cfg"
 
-        noise = randn_tensor(
-            (1, *self.latent_shape), generator=generator, device=self.device, dtype=self.dtype
-        )
-        return noise[0].to("cpu", torch.float32)
+    def guidance_for(self, guidance_scale: float) -> float:
+        """The guidance paratta solves with for the pipeline's ``guidance_scale``: a "cfg" pipeline runs the
+        conditional half alone for a scale ≤ 1 (guidance 1)."""
+        scale = float(guidance_scale)
+        return scale if self.serves.guidance == "embedded" or scale > 1 else 1.0
+
+    def schedule_arguments(self, steps: int) -> dict[str, Any]:
+        """What the pipeline passes to ``set_timesteps`` besides T: nothing, unless a subclass says."""
+        return {}
+
+    # ------------------------------------------------------------ the condition and the network
+
+    def encode(self, prompt: str, negative_prompt: str = "") -> Any:
+        """The condition ``pipe(prompt, negative_prompt=…)`` forms (one image; "": the pipeline's default)."""
+        if not isinstance(prompt, str) or not isinstance(negative_prompt, str):
+            raise ValueError("prompt and negative_prompt must be strings")
+        arguments = {"prompt": prompt}
+        if self.takes_negative_prompt:
+            arguments["negative_prompt"] = negative_prompt or self.call_defaults.get("negative_prompt")
+        return self.condition(arguments)
+
+    def condition(self, arguments: dict[str, Any]) -> Any:
+        """The condition ``pipe(**arguments)`` forms, one entry per image along its leading axis (lists of
+        prompts, ``num_images_per_prompt``, precomputed embeddings), by the pipeline's ``encode_prompt``."""
+        raise NotImplementedError
+
+    def predict(self, x: Tensor, t: Tensor, cond: Any, guidance: float) -> Tensor:
+        raise NotImplementedError
 
     def _network(self, fn: Callable[[], Tensor], rows: int, advice: str = "") -> Tensor:
         """Run one network call; turn an out-of-memory error into ``ModelOutOfMemoryError``.
@@ -276,19 +448,38 @@ class DiffusersModel:
             f"({detail}). {advice}"
         )
 
-    def pipeline_images(self, x0: Tensor, output_type: str) -> Any:
-        """What the pipeline's ``__call__`` returns as ``images`` for final latents ``x0`` (n, *latent):
-        the latents themselves for ``"latent"``, else its own VAE decode and ``image_processor.postprocess``
-        (``"pil"``, ``"np"``, ``"pt"``)."""
+    # ------------------------------------------------------------ x_T
+
+    def draw_batch(self, generator: Any, count: int) -> Tensor:
+        """``count`` states drawn as ``pipe(...)`` draws x_T for that many images (and DDIM its η-noises):
+        one ``randn_tensor`` of (count, *latent_shape) in ``latent_dtype`` (default the network's) on the
+        generator's device (a list of generators: one each), returned float32 on CPU."""
+        from diffusers.utils.torch_utils import randn_tensor
+
+        dtype = self.latent_dtype or self.dtype
+        noise = randn_tensor(
+            (count, *self.latent_shape), generator=generator, device=self.device, dtype=dtype
+        )
+        return noise.to("cpu", torch.float32)
+
+    def draw_latents(self, generator: Any) -> Tensor:
+        """One state drawn as the pipeline draws x_T (``draw_batch``)."""
+        return self.draw_batch(generator, 1)[0]
+
+    # ------------------------------------------------------------ decoding
+
+    def pipeline_output(self, x0: Tensor, output_type: str) -> Any:
+        """What ``pipe(...)`` returns (its ``Serves.output`` field) for final latents ``x0`` (n, *latent):
+        the latents for ``"latent"``, else its own VAE decode and ``image_processor.postprocess``."""
         latents = x0.to(self.device, self.dtype)
         if output_type == "latent":
             return latents
-        with torch.no_grad():  # SD's VAE has no shift_factor; SD3's and Flux's pipelines add theirs
+        with torch.no_grad():
             image = self.vae.decode(vae_input(self.vae, latents), return_dict=False)[0]
         return self.pipe.image_processor.postprocess(image, output_type=output_type)
 
     def decode(self, x0: Tensor) -> Tensor:
-        """Full VAE decode of UNet-space latents: vae.decode(x / scaling_factor) → (img+1)/2, float32 CPU."""
+        """Full VAE decode of the states: (n, 3, H, W) float32 CPU in [0, 1]."""
         with torch.inference_mode():
             return self._network(
                 lambda: decode_with_vae(self.vae, x0, self.device, self.dtype),

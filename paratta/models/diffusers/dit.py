@@ -5,6 +5,8 @@ As in ``DiTPipeline.__call__``: the batch is [cond, null] with the null class id
 ε_null + s·(ε_c − ε_null) on the ε channels, and a ``learn_sigma`` transformer (2C output
 channels) has its variance half dropped. The prompt is a class: an ImageNet label known to
 ``pipe.labels`` (from ``id2label``), or an integer id; "" samples the null class (unconditional).
+DiTPipeline steps from ``scale_model_input``'s output and never scales x_T, so a σ-space scheduler
+(Euler) is not the sampler it runs: it is sampled as DDIM, said (``sampler_scheduler_config``).
 """
 
 from __future__ import annotations
@@ -14,30 +16,41 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from diffusers import DiTPipeline
 from torch import Tensor
 
 from paratta.protocol import ModelDefaults
 
-from .base import DiffusersModel, pipeline_scheduler_config
+from .base import DiffusersModel, Serves, SizeRule, cfg, per_row, sampler_scheduler_config
 
 
 @dataclass(frozen=True)
 class ClassCondition:
-    """The class id fed to the label embedding, and the null id used for the unconditional half."""
+    """The class ids (B,) fed to the label embedding, and the null id of the unconditional half."""
 
-    class_id: int
+    class_ids: Tensor
     null_id: int
-    prompt: str
 
 
 class DiTModel(DiffusersModel):
     """A ``DiTPipeline`` (transformer + VAE) for paratta; ``pipe`` moves to ``device``/``dtype`` in place."""
 
-    pipeline_class = DiTPipeline
+    serves = Serves(
+        pipelines=("DiTPipeline",),
+        arguments=("class_labels", "guidance_scale", "generator", "num_inference_steps", "output_type"),
+        options=(),
+        guidance="cfg",
+        layout="(C, s, s): VAE latents × scaling_factor, s the transformer's sample_size",
+        draws="randn_tensor((B, C, s, s)) in the transformer's dtype",
+        replicates=("__call__",),
+    )
+    kind = "ddim"
     default_name = "dit"
     takes_negative_prompt = False
     takes_image_size = False
+
+    def size_rule(self) -> SizeRule:
+        side = int(self.pipe.transformer.config.sample_size) * self.vae_scale_factor
+        return SizeRule((side, side), side, side)
 
     def _configure(self) -> None:
         self.transformer = self.pipe.transformer.eval()
@@ -47,9 +60,9 @@ class DiTModel(DiffusersModel):
         self.learn_sigma = int(config.out_channels or config.in_channels) // 2 == self.channels
         self.num_classes = int(config.num_embeds_ada_norm or 1000)
         self.latent_shape = (self.channels, int(config.sample_size), int(config.sample_size))
-        self.scheduler_config = pipeline_scheduler_config(self.pipe.scheduler)
-        # Label → id, lower-cased (pipe.labels maps every comma-separated synonym of id2label; a
-        # pipeline built without id2label has no ``labels`` attribute: the one probe of this adapter).
+        self.scheduler_config = sampler_scheduler_config(self.pipe.scheduler, "ddim", scales_x_T=False)
+        # Label → id, lower-cased (pipe.labels maps every comma-separated synonym of id2label; a pipeline
+        # built without id2label has no ``labels`` attribute: this adapter's one probe of its pipeline).
         self.labels = {k.lower(): int(v) for k, v in (getattr(self.pipe, "labels", None) or {}).items()}
         # Class-conditional: "" samples the null class; an ImageNet DiT is shown with a class it knows.
         self.defaults = ModelDefaults("golden retriever" if "golden retriever" in self.labels else "", 4.0)
@@ -79,25 +92,32 @@ class DiTModel(DiffusersModel):
 
     def encode(self, prompt: str, negative_prompt: str = "") -> ClassCondition:
         """The class of ``prompt``; ``negative_prompt`` is ignored (the unconditional half is class null)."""
-        return ClassCondition(self.class_id(prompt), self.num_classes, prompt)
+        return self.condition({"class_labels": [self.class_id(prompt)]})
+
+    def condition(self, arguments: dict[str, Any]) -> ClassCondition:
+        """``class_labels`` (an id or a list of ids, one image each), as ``DiTPipeline`` reads them."""
+        labels = arguments.get("class_labels")
+        labels = list(labels) if isinstance(labels, (list, tuple)) else [labels]
+        for k in labels:
+            if isinstance(k, bool) or not isinstance(k, int) or not 0 <= k <= self.num_classes:
+                raise ValueError(f"class_labels must be class ids in [0, {self.num_classes - 1}]; got {k!r}")
+        return ClassCondition(torch.tensor(labels, device=self.device), self.num_classes)
 
     def predict(self, x: Tensor, t: Tensor, cond: ClassCondition, guidance: float) -> Tensor:
         """Guided ε for n states at n timesteps; rows [cond, null] (2n) unless guidance == 1."""
         n = x.shape[0]
         t = torch.as_tensor(t, device=self.device).reshape(-1).expand(n)
-        labels = torch.full((n,), cond.class_id, device=self.device, dtype=torch.long)
+        labels = per_row(cond.class_ids, n)
         if guidance == 1.0:
             return self._network(lambda: self._eps(x, t, labels), n)
-        null = torch.full((n,), cond.null_id, device=self.device, dtype=torch.long)
+        null = torch.full_like(labels, cond.null_id)
         out = self._network(
             lambda: self._eps(torch.cat([x, x]), torch.cat([t, t]), torch.cat([labels, null])), 2 * n
         )
         c, u = out.chunk(2)
-        if out.dtype in (torch.float16, torch.bfloat16):
-            c, u = c.float(), u.float()
-        return u + guidance * (c - u)
+        return cfg(u, c, guidance)
 
-    def pipeline_images(self, x0: Tensor, output_type: str) -> Any:
+    def pipeline_output(self, x0: Tensor, output_type: str) -> Any:
         """``DiTPipeline``'s ``images``: its own decode and clamp; a tensor for ``"pt"``, else an
         (n, H, W, 3) array, as PIL images for ``"pil"``."""
         with torch.no_grad():
