@@ -134,8 +134,14 @@ def _fetch(source: str, fn: Callable[[], Any], cached: bool = False) -> Any:
     except Exception as error:  # hub, HTTP, validation and file errors all mean "cannot load this id"
         if cached:
             return None
+        # diffusers loads a network that keeps modules in float32 (Wan's transformer) only through accelerate
+        hint = (
+            "; diffusers needs `accelerate` installed to load it"
+            if "keep_in_fp32_modules" in str(error)
+            else ""
+        )
         raise ValueError(
-            f"could not load diffusers model {source!r}: {type(error).__name__}: {error}"
+            f"could not load diffusers model {source!r}: {type(error).__name__}: {error}{hint}"
         ) from error
 
 
