@@ -115,7 +115,7 @@ WHY_NOT: dict[str, str] = {
         "step reads x̂_0 at three states; the solver and the budget rule read two"
     ),
     "DEISMultistepScheduler": "its third-order multistep reads three earlier outputs; the solver reads two",
-    "HeunDiscreteScheduler": "each step evaluates the network twice (at the state and at a predicted one)",
+    "HeunDiscreteScheduler": "each step evaluates the network twice (a predictor and a corrector)",
     "KDPM2DiscreteScheduler": "each step evaluates the network twice (at the state and at a midpoint)",
     "KDPM2AncestralDiscreteScheduler": "each step evaluates the network twice and draws fresh noise",
     "EulerAncestralDiscreteScheduler": "each step draws fresh noise after the network call (ancestral)",
@@ -223,11 +223,11 @@ def _flow_config(scheduler: Any, name: str) -> dict[str, Any]:
         reason = str(error)
     if not reason:
         return config
-    if name == DPM_SCHEDULER:
-        try:  # the lead's samplers refuse DPM-Solver on flow σ by name: that is the reason to state
-            MultistepSchedulerConfig.from_dict(_plain(scheduler.config, name))
-        except ValueError as error:
-            reason = str(error)
+    if name == DPM_SCHEDULER:  # paratta's DPM-Solver++ is written on VP noise levels, not on flow σ
+        reason = (
+            "its DPM-Solver++ steps on flow σ (x = (1 − σ) x_0 + σ ε, a velocity predicted) are not among "
+            "the samplers paratta expresses: its DPM-Solver++ is written on ε/v-prediction noise levels"
+        )
     source = dict(scheduler.config)
     shift = source.get("flow_shift", source.get("shift", 1.0))
     converted = {
