@@ -24,10 +24,10 @@ from .base import DiffusersModel, Serves, SizeRule, cfg, per_row, sampler_schedu
 
 @dataclass(frozen=True)
 class VideoTextCondition:
-    """umT5 hidden states (B, L, D) of the prompts and of the negative prompts (None: guidance 1 only)."""
+    """umT5 hidden states (B, L, D) of the prompts and of the negative prompts."""
 
     prompt_embeds: Tensor
-    negative_embeds: Tensor | None
+    negative_embeds: Tensor
 
 
 class WanModel(DiffusersModel):
@@ -109,7 +109,7 @@ class WanModel(DiffusersModel):
                 device=self.device,
             )
         dtype = self.transformer.dtype
-        return VideoTextCondition(embeds.to(dtype), None if negative is None else negative.to(dtype))
+        return VideoTextCondition(embeds.to(dtype), negative.to(dtype))  # negative: "" when not given
 
     def predict(self, x: Tensor, t: Tensor, cond: VideoTextCondition, guidance: float) -> Tensor:
         """Guided velocity for n video states at n timesteps t = σ·N; 2n rows [uncond, cond] unless s = 1."""
@@ -119,7 +119,6 @@ class WanModel(DiffusersModel):
         if guidance == 1.0:
             emb = per_row(cond.prompt_embeds, n)
             return self._network(lambda: self._velocity(x, t, emb), n)
-        assert cond.negative_embeds is not None
         emb = torch.cat([per_row(cond.negative_embeds, n), per_row(cond.prompt_embeds, n)])
         out = self._network(lambda: self._velocity(torch.cat([x, x]), torch.cat([t, t]), emb), 2 * n)
         return cfg(*out.chunk(2), guidance)
