@@ -115,9 +115,8 @@ def run(pipe: Any, arguments: dict[str, Any], steps: int, **settings: Any) -> An
 def measure(pipe: Any, arguments: dict[str, Any], steps: int) -> tuple[str, float, float, float] | str:
     """(``"k/T"``, sequential deviation, ParaTAA's RMS gap, its tol), or the reason the wrapper refuses."""
     try:
-        ParaTAAPipeline.from_pipe(pipe)
+        sequential = run(pipe, arguments, steps, solver="sequential")  # a refusal comes before any run
         expected = run(pipe, arguments, steps)
-        sequential = run(pipe, arguments, steps, solver="sequential")
         parataa = run(pipe, arguments, steps, solver="anderson")
     except ValueError as error:
         text = str(error).split(" — ")[0]

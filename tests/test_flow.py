@@ -132,7 +132,7 @@ def test_a_pipeline_with_a_scheduler_paratta_cannot_express_is_said_or_refused()
         note = from_pipeline(pipe, device="cpu").scheduler_config["_conversion"]
         assert f"the pipeline's {type(scheduler).__name__} is not supported" in note and reason in note
         with pytest.raises(ValueError, match=reason):
-            ParaTAAPipeline.from_pipe(pipe)
+            ParaTAAPipeline.from_pipe(pipe)("a red cat", num_inference_steps=2)
 
 
 # ---------------------------------------------------------------- the embedded flow models

@@ -210,7 +210,7 @@ def test_what_paratta_cannot_honour_is_refused_by_name(pipes) -> None:
     pndm = tiny_sd_pipeline()
     pndm.scheduler = PNDMScheduler.from_config(pndm.scheduler.config)
     with pytest.raises(ValueError, match="PNDMScheduler is not supported \\(its PLMS step reads .* four"):
-        ParaTAAPipeline.from_pipe(pndm)
+        ParaTAAPipeline.from_pipe(pndm)(PROMPT)  # wrapped, then refused at the call that would sample it
 
 
 # ---------------------------------------------------------------- behaving like the pipeline

@@ -164,6 +164,8 @@ def test_img2img_strength_runs_the_last_steps_and_eta_draws_after_the_image() ->
         assert float((out.images - expected).abs().max()) <= EXACT * float(expected.abs().max())
     with pytest.raises(ValueError, match="strength 0.05 × num_inference_steps 10 leaves no step"):
         call(ParaTAAPipeline.from_pipe(pipe), 6, {"image": IMAGE, "strength": 0.05})
+    with pytest.raises(ValueError, match="image: StableDiffusionImg2ImgPipeline samples from an image"):
+        call(ParaTAAPipeline.from_pipe(pipe), 6, {"strength": 0.5})
 
 
 # ---------------------------------------------------------------- refused, by name and with the reason
@@ -176,10 +178,14 @@ def test_the_shipped_multistep_samplers_on_flow_sigmas_are_refused_with_the_reas
         (tiny.tiny_sana_pipeline(), "DPMSolverMultistepScheduler", "DPM-Solver++ steps on flow σ"),
         (tiny.tiny_wan_pipeline(), "UniPCMultistepScheduler", "corrector"),
     ):
-        with pytest.raises(ValueError, match=f"{name} is not supported \\(.*{re.escape(reason)}"):
-            ParaTAAPipeline.from_pipe(pipe)
         note = from_pipeline(pipe).scheduler_config["_conversion"]
         assert name in note and reason in note and "flow-matching Euler with its shift 3" in note
+        wrapped = ParaTAAPipeline.from_pipe(pipe)  # refused where the scheduler is read: at the call
+        with pytest.raises(ValueError, match=f"{name} is not supported \\(.*{re.escape(reason)}"):
+            wrapped(PROMPT, num_inference_steps=2)
+        wrapped.scheduler = FlowMatchEulerDiscreteScheduler(shift=3.0)  # set after wrapping: sampled
+        size = {"height": 64, "width": 32} if "Sana" in type(pipe).__name__ else {"height": 32, "width": 16}
+        assert wrapped(PROMPT, num_inference_steps=2, output_type="latent", **size).converged
 
 
 def test_img2img_with_a_multistep_sampler_is_refused_by_name() -> None:
@@ -199,7 +205,7 @@ def test_dit_with_euler_is_refused_with_what_its_pipeline_does() -> None:
     pipe = tiny.tiny_dit_pipeline()
     pipe.scheduler = EulerDiscreteScheduler.from_config(pipe.scheduler.config)
     with pytest.raises(ValueError, match="EulerDiscreteScheduler is not supported \\(.*init_noise_sigma"):
-        ParaTAAPipeline.from_pipe(pipe)
+        ParaTAAPipeline.from_pipe(pipe)(class_labels=[1], num_inference_steps=2)
     pipe.scheduler = DPMSolverMultistepScheduler.from_config(pipe.scheduler.config)  # σ-free: served
     expected = call(pipe, 1, {"class_labels": [3, 5]}, output_type="pt").images
     ours = call(

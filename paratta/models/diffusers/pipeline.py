@@ -99,8 +99,7 @@ class ParaTAAPipeline:
         self.parameters = inspect.signature(type(pipe).__call__).parameters
         self.honoured = tuple(n for n in self.adapter.serves.arguments if n in self.parameters)
         self.model = self.adapter(pipe, device=pipe.device, dtype=pipe.dtype)
-        self._seen = self._scheduler_now()
-        self._refuse_conversion(self.model)
+        self._seen = self._scheduler_now()  # the scheduler is judged at each call (``_model_now``)
 
     @classmethod
     def from_pipe(cls, pipe: Any, **settings: Any) -> ParaTAAPipeline:
@@ -219,6 +218,8 @@ class ParaTAAPipeline:
         options = {n: given[n] for n in model.serves.options if n in given}
         pixels = None
         if "image" in model.serves.arguments:
+            if given.get("image") is None:
+                raise ValueError(f"image: {self.pipeline_name} samples from an image; give one (image=…)")
             pixels, (height, width) = model.image_size_of(given["image"])
             options |= {"height": height, "width": width}
         model = model.configured(**options) if options else model
