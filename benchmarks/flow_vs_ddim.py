@@ -33,9 +33,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
+import torch  # noqa: E402
 
 from paratta import Request, SolverConfig, load_model, make_problem, model_defaults, plan, sample_sequential  # noqa: E402
-from paratta.schedule import SchedulerConfig, alphas_cumprod, ddim_coefficients  # noqa: E402
+from paratta.samplers.ddim import DDIMConfig, timesteps  # noqa: E402
+from paratta.samplers.grids import alphas_cumprod  # noqa: E402
 from paratta.tools.bench import Row, run_once, summarise, table, tol_text  # noqa: E402
 from paratta.tools.machine import machine  # noqa: E402
 
@@ -44,8 +46,8 @@ FAMILIES = ("DDIM", "flow", "flow, shift 3", "flow on DDIM's grid")  # the colum
 
 def ddim_grid_sigmas(model: Any, steps: int) -> np.ndarray:
     """The flow σ of each timestep of the model's DDIM grid, noisiest first: equal √(1−ᾱ)/√ᾱ = σ/(1−σ)."""
-    config = SchedulerConfig.from_dict(model.with_family("ddim").scheduler_config)
-    ab = alphas_cumprod(config)[ddim_coefficients(config, steps).timesteps.flip(0)]
+    config = DDIMConfig.from_dict(model.with_family("ddim").scheduler_config)
+    ab = alphas_cumprod(config)[torch.from_numpy(timesteps(config, steps))]
     return (1 - ab).sqrt().div(ab.sqrt() + (1 - ab).sqrt()).numpy()
 
 

@@ -5,8 +5,8 @@ For each pipeline class paratta serves (its tiny random-weight build, ``paratta.
 and each scheduler a user may set on it, at a non-square size, T steps, guidance 4 and a seeded
 generator: ``pipe(..., output_type="latent")``, then the wrapper's sequential solver (its largest
 deviation, relative to the largest latent value) and its default ParaTAA (parallel iterations, the RMS
-distance of x_0 to the pipeline's, against the stopping rule's tol). A scheduler the wrapper refuses is
-listed with the reason it gives. Random weights: a check of exactness and of the refusals, not a
+distance of x_0 to the pipeline's, against the stopping rule's tol). A scheduler the wrapper refuses
+is listed with the reason it gives. Random weights: a check of exactness and of the refusals, not a
 forecast of the iterations of trained models.
 
     python benchmarks/pipelines.py                 # T = 20, markdown on stdout
@@ -35,6 +35,7 @@ from diffusers import (  # noqa: E402
     FlowMatchEulerDiscreteScheduler,
     FlowMatchHeunDiscreteScheduler,
     HeunDiscreteScheduler,
+    LMSDiscreteScheduler,
     PNDMScheduler,
     UniPCMultistepScheduler,
 )
@@ -82,22 +83,23 @@ SAMPLERS: dict[str, list[tuple[str, Callable[[Any], Any]]]] = {
     "ddim": [
         ("DDIM", lambda s: DDIMScheduler.from_config(s.config)),
         ("Euler", lambda s: EulerDiscreteScheduler.from_config(s.config)),
+        ("Euler a", lambda s: EulerAncestralDiscreteScheduler.from_config(s.config)),
+        ("Heun", lambda s: HeunDiscreteScheduler.from_config(s.config)),
         ("DPM++ 2M", lambda s: DPMSolverMultistepScheduler.from_config(s.config)),
         ("DPM++ 2M Karras",
          lambda s: DPMSolverMultistepScheduler.from_config(s.config, use_karras_sigmas=True)),
-        ("PNDM", lambda s: PNDMScheduler.from_config(s.config)),
         ("UniPC", lambda s: UniPCMultistepScheduler.from_config(s.config)),
-        ("Euler ancestral", lambda s: EulerAncestralDiscreteScheduler.from_config(s.config)),
-        ("Heun", lambda s: HeunDiscreteScheduler.from_config(s.config)),
+        ("PNDM", lambda s: PNDMScheduler.from_config(s.config)),
+        ("LMS", lambda s: LMSDiscreteScheduler.from_config(s.config)),
     ],
     "flow": [
         ("flow Euler", lambda s: FlowMatchEulerDiscreteScheduler.from_config(s.config) if "shift" in s.config
          else FlowMatchEulerDiscreteScheduler(shift=s.config.get("flow_shift", 3.0))),
-        ("flow Heun", lambda s: FlowMatchHeunDiscreteScheduler(shift=3.0)),
-        ("UniPC on flow σ", lambda s: UniPCMultistepScheduler(
-            prediction_type="flow_prediction", use_flow_sigmas=True, flow_shift=3.0)),
         ("DPM++ 2M on flow σ", lambda s: DPMSolverMultistepScheduler(
             prediction_type="flow_prediction", use_flow_sigmas=True, flow_shift=3.0)),
+        ("UniPC on flow σ", lambda s: UniPCMultistepScheduler(
+            prediction_type="flow_prediction", use_flow_sigmas=True, flow_shift=3.0)),
+        ("flow Heun", lambda s: FlowMatchHeunDiscreteScheduler(shift=3.0)),
     ],
 }  # fmt: skip
 
@@ -118,13 +120,11 @@ def measure(pipe: Any, arguments: dict[str, Any], steps: int) -> tuple[str, floa
         sequential = run(pipe, arguments, steps, solver="sequential")  # a refusal comes before any run
         expected = run(pipe, arguments, steps)
         parataa = run(pipe, arguments, steps, solver="anderson")
-    except ValueError as error:
-        text = str(error).split(" — ")[0]
-        if "is not supported (" in text:  # the scheduler's reason, without the pipeline's name around it
-            text = text.split("is not supported (", 1)[1].rsplit("): sampling", 1)[0]
-        if text.startswith("image-to-image with"):  # one reason for every multistep sampler
-            return "image-to-image with a multistep sampler: " + text.split(": ", 1)[1].split("; use")[0]
-        return text
+    except ValueError as error:  # "<Pipeline>'s scheduler <Class>: <the reason>"
+        text = str(error)
+        if "'s scheduler " in text:
+            text = text.split(": ", 1)[1]
+        return text.split(" (the sampler setting offers")[0]
     deviation = float((sequential.images - expected).abs().max()) / float(expected.abs().max())
     gap = float((parataa.images.double() - expected.double()).pow(2).mean().sqrt())
     if not (deviation <= 1e-4 and parataa.converged and gap <= parataa.tol):

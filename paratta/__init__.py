@@ -14,13 +14,13 @@ from .plans import Plan
 from .problem import Problem, Request, make_problem
 from .protocol import ModelDefaults
 from .registry import BUILTIN_MODELS, load_model, model_defaults
-from .schedule import Coefficients, SchedulerConfig, coefficients, ddim_coefficients
+from .samplers import SAMPLERS, coefficients
+from .schedule import Schedule
 from .sequential import iterate_sequential, sample_sequential
 from .solver import Iterate
 
 __all__ = [
     "BUILTIN_MODELS",
-    "Coefficients",
     "Iterate",
     "ModelDefaults",
     "ParaTAAPipeline",
@@ -28,10 +28,10 @@ __all__ = [
     "Plan",
     "Problem",
     "Request",
-    "SchedulerConfig",
+    "SAMPLERS",
+    "Schedule",
     "SolverConfig",
     "coefficients",
-    "ddim_coefficients",
     "iterate_sequential",
     "load_model",
     "make_problem",

@@ -17,12 +17,14 @@ from typing import Any, Literal, get_args, get_origin, get_type_hints
 
 import torch
 
+from . import samplers
+
 Solver = Literal["sequential", "jacobi", "anderson", "anderson-global"]
 Init = Literal["xT", "trajectory", "coarse"]
 Stopping = Literal["budget", "per-step"]
 StateDtype = Literal["float64", "float32"]
 Family = Literal["auto", "ddim", "flow"]
-Sampler = Literal["auto", "ddim", "euler", "euler-karras", "dpm++2m", "dpm++2m-karras"]
+Sampler = Literal[samplers.CHOICES]  # the registry's entries (``paratta.samplers.SAMPLERS``)
 
 SOLVERS: tuple[str, ...] = get_args(Solver)
 INITS: tuple[str, ...] = get_args(Init)
@@ -174,9 +176,10 @@ class Request:
     )
     sampler: Sampler = setting(
         "auto",
-        "the sampler on the model's noise schedule: auto (the model's own scheduler), ddim (DDIM(η)), euler "
-        "and euler-karras (Euler, evenly spaced or Karras σ), dpm++2m and dpm++2m-karras (DPM-Solver++ 2M); "
-        "a flow-matching model takes auto or euler (its flow Euler). All but ddim need η = 0",
+        "the sampler on the model's noise schedule: auto (the model's own scheduler), or "
+        + ", ".join(f"{name} ({entry.label})" for name, entry in samplers.SAMPLERS.items())
+        + "; a flow-matching model takes those with a flow form. All but ddim need η = 0 (the ancestral "
+        "and SDE samplers draw their own noise from the seed)",
         label="Sampler",
     )
     height: int | None = setting(

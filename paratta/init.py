@@ -28,30 +28,27 @@ def from_trajectory(problem: Problem, trajectory: Tensor, device: torch.device, 
     return traj
 
 
-def coarse_pass(problem: Problem, steps: int, device: torch.device, dtype: torch.dtype) -> Tensor:
+def coarse_pass(problem: Problem, steps: int, device: torch.device, dtype: torch.dtype) -> tuple[Tensor, int]:
     """A deterministic pass of the same sampler with ``steps`` ≪ T steps, carried onto the fine grid.
 
     Fine state x_i lives at the noise level n_i of the fine grid (``Schedule.noise``). It is set by the
     coarse schedule's ``jump`` from the least noisy coarse evaluation at or above n_i, using that
     step's own prediction: exactly how the sampler itself moves between two noise levels (DDIM:
-    √(1 − n²) x̂_0 + n ε̂; flow matching: the Euler line x + (σ − σ') v). Costs ``steps`` sequential
-    network calls.
+    √(1 − n²) x̂_0 + n ε̂; flow matching: (1 − n) x̂_0 + n ε̂). A stochastic sampler's pass runs without
+    its noise. Returns the trajectory and the network calls it cost (``steps``; PLMS: one more).
     """
     fine = problem.coef.to(device, dtype)
     coarse = schedule_for(problem.model, steps, 0.0, problem.request.sampler).to(device, dtype)
     traj = copies_of_xT(problem, device, dtype)
     x = traj[-1].clone()
-    evaluations = []  # (noise level of the input, step, input, network output), noisiest first
-    previous = None  # x̂_0 of the step before, for a two-row step (DPM-Solver++ 2M)
-    for j in reversed(range(steps)):
+    evaluations = []  # (noise level of the input, row, input, network output), noisiest first
+    band = x.new_zeros((coarse.band, *x.shape))
+    for j in reversed(range(coarse.num_steps)):
         idx = torch.tensor([j], device=device)
         out = evaluate(problem, coarse.timesteps[idx], x[None])
         evaluations.append((float(coarse.input_noise[j]), idx, x[None], out))
-        x_new = coarse.step(idx, x[None], out, None)[0]
-        if previous is not None and bool(coarse.second[j] != 0):
-            x_new = x_new + coarse.second[j] * previous
-        previous = coarse.denoised(idx, x[None], out)[0]
-        x = x_new
+        band = torch.cat([coarse.features(idx, x[None], out), band[:-1]])
+        x = coarse.step(j, x, out[0], band, None)
     for i in range(problem.steps):
         level = fine.noise[i]
         above = [e for e in evaluations if e[0] >= float(level)]
@@ -59,4 +56,4 @@ def coarse_pass(problem: Problem, steps: int, device: torch.device, dtype: torch
             continue  # noisier than the whole coarse grid: keep x_T
         _, idx, state, out = above[-1]
         traj[i] = coarse.jump(idx, state, out, level)[0]
-    return traj
+    return traj, coarse.num_steps

@@ -1,6 +1,6 @@
 """The training noise schedule β_1…β_N that every ε/v-prediction sampler shares (DDIM, Euler,
 DPM-Solver++): diffusers' definitions, in float64 for paratta's own tables or float32 as diffusers'
-schedulers build them (``paratta.multistep`` mirrors their σ grids bit for bit)."""
+schedulers build them (``paratta.samplers`` mirrors their σ grids bit for bit)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2")
 
 
 class NoiseSchedule(Protocol):
-    """The config keys that define β (``SchedulerConfig``, ``MultistepSchedulerConfig``)."""
+    """The config keys that define β (every ε/v sampler config of ``paratta.samplers``)."""
 
     num_train_timesteps: int
     beta_start: float

@@ -1,15 +1,15 @@
 """A sampling problem: the model, its condition, the coefficients and the fixed noises.
 
-For η > 0 the noises ξ_0…ξ_{T−1} are drawn once, so the stochastic sampler becomes a
-deterministic system whose unique solution is the sequential run with those noises. They are
-drawn from one CPU generator in the order diffusers' pipelines draw them (x_T first, unless it is
-given as ``latents``, then one ξ per step from the noisiest down), so a diffusers pipeline given
-``torch.Generator().manual_seed(seed)`` (and the same ``latents``) draws the same numbers.
+A stochastic sampler (DDIM with η > 0, Euler a, DPM++ SDE) draws a fresh ξ_i in some of its steps
+(``Schedule.draws``). They are drawn once, so the sampler becomes a deterministic system whose unique
+solution is the sequential run with those noises, from one generator in the order diffusers'
+pipelines draw them (x_T first, unless it is given as ``latents``, then one ξ per drawing step from the
+noisiest down), so a diffusers pipeline given ``torch.Generator().manual_seed(seed)`` (and the same
+``latents``) draws the same numbers.
 """
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -19,7 +19,8 @@ from torch import Tensor
 
 from .config import Request
 from .protocol import DiffusionModel
-from .schedule import Schedule, coefficients, family, sampler_config, sampler_name
+from .samplers import coefficients, family, sampler_config
+from .schedule import Schedule
 
 
 @dataclass(frozen=True)
@@ -30,12 +31,9 @@ class Problem:
     coef: Schedule  # float64, on CPU; samplers move a copy to their device and dtype
     cond: Any
     x_T: Tensor  # (*latent_shape), float32 on CPU
-    xi: Tensor | None  # (T, *latent_shape): ξ_i for step i, None when η = 0
+    xi: Tensor | None  # (T, *latent_shape): ξ_i where step i draws one, else 0; None when no step draws
     guidance: float
     request: Request
-    # said wherever the run is reported: the model's own scheduler was replaced (e.g. "the pipeline's
-    # PNDMScheduler is not supported: sampling DDIM on its noise schedule"); None when it was not
-    note: str | None = None
     sampler: str = "DDIM"  # the sampler solved, by its usual name ("DPM++ 2M Karras")
 
     @property
@@ -46,24 +44,25 @@ class Problem:
 def draw_noise(
     seed: int,
     shape: tuple[int, ...],
-    steps: int,
-    eta: float,
+    draws: Tensor,
     draw_x_T: bool = True,
     generator: Any = None,
     draw: Callable[[torch.Generator | None], Tensor] | None = None,
 ) -> tuple[Tensor | None, Tensor | None]:
-    """x_T (unless ``draw_x_T`` is False: a pipeline given ``latents`` draws none) and, for η > 0,
-    ξ_i for i = T−1…0, in that order, from ``generator`` (default: a CPU generator seeded with
-    ``seed``). ``draw`` makes one draw of ``shape`` (default: float32 ``torch.randn``); a model's
-    ``draw_latents`` draws as its pipeline does (dtype, device, Flux's packing)."""
+    """x_T (unless ``draw_x_T`` is False: a pipeline given ``latents`` draws none) and ξ_i for every step
+    i with ``draws[i]``, i = T−1…0, in that order, from ``generator`` (default: a CPU generator seeded
+    with ``seed``); None when no step draws. ``draw`` makes one draw of ``shape`` (default: float32
+    ``torch.randn``); a model's ``draw_latents`` draws as its pipeline does (dtype, device, Flux's
+    packing)."""
     g = generator if generator is not None else torch.Generator().manual_seed(seed)
     draw = draw or (lambda g: torch.randn((1, *shape), generator=g)[0])
     x_T = draw(g) if draw_x_T else None
-    if eta == 0:
+    if not bool(draws.any()):
         return x_T, None
-    xi = torch.empty((steps, *shape))
-    for i in reversed(range(steps)):
-        xi[i] = draw(g)
+    xi = torch.zeros((draws.shape[0], *shape))
+    for i in reversed(range(draws.shape[0])):
+        if draws[i]:
+            xi[i] = draw(g)
     return x_T, xi
 
 
@@ -82,18 +81,14 @@ def for_family(model: DiffusionModel, wanted: str) -> DiffusionModel:
     return model.with_family(wanted)  # present: ``families`` declares it
 
 
-def schedule_for(model: DiffusionModel, steps: int, eta: float = 0.0, sampler: str = "auto") -> Schedule:
+def schedule_for(
+    model: DiffusionModel, steps: int, eta: float = 0.0, sampler: str = "auto", begin: int = 0
+) -> Schedule:
     """The coefficients of ``sampler`` on the model's scheduler config (``sampler_config``; "auto": the
-    model's own) for ``steps`` steps, with the arguments its pipeline passes to ``set_timesteps``
-    (``schedule_arguments``: a flow model's sigmas, sequence length)."""
+    model's own) for ``steps`` steps from step ``begin`` (img2img's start), with the arguments its
+    pipeline passes to ``set_timesteps`` (``schedule_arguments``: a flow model's sigmas, sequence length)."""
     config = sampler_config(model.scheduler_config, sampler)
-    return coefficients(config, steps, eta, **model.schedule_arguments(steps))
-
-
-def conversion_note(config: dict[str, Any]) -> str | None:
-    """The statement an adapter left on a scheduler config it had to replace (``_conversion``), if any."""
-    note = dict(config).get("_conversion")
-    return str(note) if note else None
+    return coefficients(config, steps, eta, begin=begin, **model.schedule_arguments(steps))
 
 
 def at_size(
@@ -123,12 +118,12 @@ def make_problem(
     generator: Any = None,
     *,
     cond: Any = None,
-    schedule: Schedule | None = None,
+    begin: int | None = None,
 ) -> Problem:
     """Encode the condition, build the coefficients from the model's own scheduler config, draw noises.
 
     ``request.family`` picks the sampler family (``for_family``), ``request.sampler`` the sampler on
-    its noise schedule (``sampler_config``; a replaced scheduler is said in ``note`` and warned),
+    its noise schedule (``sampler_config``: the model's own unless another is named),
     ``request.height``/``width`` the image size (``at_size``); ``latents`` (the pipeline's ``latents=``:
     x_T before ``init_noise_sigma``; shape ``latent_shape``, or with a leading batch axis of 1) replace
     the drawn x_T and, without a size, set it. x_T and the η-noises are drawn from ``generator`` when
@@ -136,8 +131,9 @@ def make_problem(
 
     A pipeline wrapper (``ParaTAAPipeline``) may pass what it formed as the pipeline forms it: ``cond``,
     the condition (a batch of prompts, precomputed embeddings), instead of ``encode(prompt)``; and
-    ``schedule``, the coefficients of the steps it runs (image-to-image: the grid's last steps), which
-    then replace ``schedule_for``'s, with ``latents`` their x_T in the pipeline's space.
+    ``begin``, the step of the T-step grid the run starts at (image-to-image), with ``latents`` the
+    scheduler's sample there (the encoded image noised), carried into the solver's space by
+    ``Schedule.input_scale``.
     """
     if latents is not None:
         latents = torch.as_tensor(latents).detach().to("cpu", torch.float32)
@@ -146,18 +142,11 @@ def make_problem(
     model = for_family(model, request.family)
     given_shape = None if latents is None else tuple(latents.shape)
     model = at_size(model, request.height, request.width, given_shape)
-    config = sampler_config(model.scheduler_config, request.sampler)
-    coef = (
-        schedule if schedule is not None else schedule_for(model, request.steps, request.eta, request.sampler)
-    )
-    note = conversion_note(config)
-    if note is not None:
-        warnings.warn(f"{model.name}: {note}", stacklevel=2)
+    coef = schedule_for(model, request.steps, request.eta, request.sampler, begin or 0)
     if cond is None:
         cond = model.encode(request.prompt, request.negative_prompt)
     shape = tuple(model.latent_shape)
-    draw = model.draw_latents
-    x_T, xi = draw_noise(request.seed, shape, coef.num_steps, request.eta, latents is None, generator, draw)
+    x_T, xi = draw_noise(request.seed, shape, coef.draws, latents is None, generator, model.draw_latents)
     if latents is not None:
         if tuple(latents.shape) != shape:
             sized = " (height and width set the image size they are for)" if model.takes_image_size else ""
@@ -165,8 +154,8 @@ def make_problem(
         if not torch.isfinite(latents).all():
             raise ValueError("latents contain NaN or inf")
         x_T = latents
-    # The pipeline's latents · init_noise_sigma, in the solver's state space; contiguous, since the solvers
-    # write the trajectory through flat views (an encoded image's latents can come channels-last).
-    x_T = (x_T * coef.init_scale).contiguous()
-    name = sampler_name(config, request.eta)
-    return Problem(model, coef, cond, x_T, xi, float(request.guidance), request, note, name)
+    # The pipeline's latents · init_noise_sigma (img2img: its sample at the first step run), in the solver's
+    # state space; contiguous, since the solvers write the trajectory through flat views (an encoded
+    # image's latents can come channels-last).
+    x_T = (x_T * (coef.init_scale if begin is None else coef.input_scale)).contiguous()
+    return Problem(model, coef, cond, x_T, xi, float(request.guidance), request, coef.name)

@@ -42,8 +42,7 @@ class DiffusionModel(Protocol):
         latent_shape: shape of one state x_t, without the batch axis, e.g. (3, 32, 32); a video
             model's is (C, F, h, w).
         scheduler_config: the diffusers scheduler config the model is sampled with, a mapping with
-            ``_class_name`` (``paratta.schedule.coefficients`` reads it); ``_conversion``, when
-            present, states that the model's own scheduler was replaced and why.
+            ``_class_name`` (``paratta.samplers.coefficients`` reads it).
         device, dtype: where and in which precision the network runs.
         defaults: the prompt, guidance and steps the model is best shown with, and whether it
             needs a prompt.

@@ -1,5 +1,5 @@
-"""Sequential sampling (DDIM(η), Euler, DPM-Solver++ 2M or flow-matching Euler): T network calls, one
-after another — the reference every solver must reproduce."""
+"""Sequential sampling, any sampler of ``paratta.samplers``: T network calls, one after another — the
+reference every solver must reproduce."""
 
 from __future__ import annotations
 
@@ -27,14 +27,13 @@ class SequentialState:
 def iterate_sequential(
     problem: Problem, device: torch.device | str | None = None, dtype: torch.dtype = torch.float64
 ) -> Iterator[SequentialState]:
-    """x_i = step_i(x_{i+1}, network(x_{i+1}, t_i)) for i = T−1…0, yielding after each step."""
+    """x_i = p_i x_{i+1} + Σ_b w_{i,b} f_{i+b} + c_i ξ_i (``paratta.schedule`` (2)) for i = T−1…0, the
+    network evaluated at x_{i+1}, yielding after each step."""
     device = torch.device(device) if device is not None else problem.model.device
     coef = problem.coef.to(device, dtype)
     x = problem.x_T.to(device, dtype)
     xi = problem.xi.to(device, dtype) if problem.xi is not None else None
-    second = coef.second  # r_i: DPM-Solver++ 2M's step also reads x̂_0 at x_{i+2}
-    two_rows = bool((second != 0).any())
-    previous = None  # m_{i+1}: x̂_0 of the step before
+    band = x.new_zeros((coef.band, *x.shape))  # f_i … f_{i+B−1}: this step's feature, then the ones before
     model_seconds, seconds = 0.0, 0.0
     for i in reversed(range(problem.steps)):
         start = time.perf_counter()  # restarted per step: time spent by the caller is not counted
@@ -42,12 +41,8 @@ def iterate_sequential(
         t0 = time.perf_counter()
         out = evaluate(problem, coef.timesteps[idx], x[None])
         model_seconds += time.perf_counter() - t0
-        x_new = coef.step(idx, x[None], out, xi[i][None] if xi is not None else None)[0]
-        if two_rows:
-            if previous is not None and bool(second[i] != 0):
-                x_new = x_new + second[i] * previous
-            previous = coef.denoised(idx, x[None], out)[0]
-        x = x_new
+        band = torch.cat([coef.features(idx, x[None], out), band[:-1]])
+        x = coef.step(i, x, out[0], band, xi[i] if xi is not None else None)
         seconds += time.perf_counter() - start
         yield SequentialState(i, x, model_seconds, seconds)
 

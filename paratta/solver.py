@@ -34,7 +34,7 @@ from .anderson import anderson_step
 from .evaluate import evaluate
 from .plans import Plan
 from .problem import Problem
-from .stopping import budget_anchor, per_step_anchor, sensitivity
+from .stopping import band_reads, budget_anchor, per_step_anchor, sensitivity
 from .system import anchor_flow, order_products, order_residual, rms, step_residual
 
 
@@ -95,15 +95,15 @@ class _Clock:
 @dataclass
 class _Memory:
     """What the iteration keeps between calls: Anderson's last iterates and the last evaluation of
-    each step (its input x_{i+1}, the increment's own-row term and x̂_0), from which the sensitivities
-    are measured; a two-row step (DPM-Solver++ 2M) just below the anchor reads x̂_0 of the final state
-    above it from here, as that step's last evaluation left it (its defect was charged then)."""
+    each row (its input x_{i+1}, the own-row term of d_i and, for a banded sampler, the feature f_i),
+    from which the sensitivities are measured; a step just below the anchor reads the features of the
+    final rows above it from here, as their last evaluation left them (their defect was charged then)."""
 
     history: deque[tuple[Tensor, Tensor, Tensor]]  # (X, R, valid) padded to (T, D)
-    inputs: Tensor  # (T, D) x_{i+1} at step i's last evaluation
-    increments: Tensor  # (T, D) the own-row term of d_i at that evaluation
-    denoised: Tensor  # (T, D) m_i = x̂_0 at that evaluation (two-row steps only)
-    evaluated: Tensor  # (T,) bool: step i has been evaluated
+    inputs: Tensor  # (T, D) x_{i+1} at row i's last evaluation
+    own: Tensor  # (T, D) the own-row term of d_i at that evaluation
+    features: Tensor  # (T, D) f_i at that evaluation ((T, 0) for a one-row sampler)
+    evaluated: Tensor  # (T,) bool: row i has been evaluated
     spent: float = 0.0  # budget rule: charged so far
 
 
@@ -126,13 +126,12 @@ def solve(problem: Problem, plan: Plan, init_trajectory: Tensor | None = None) -
     clock.resume()
     traj, initialised, evaluations = _initial(problem, cfg, init_trajectory, device, clock)
     x = traj.flatten(1)  # a view: rows are x_0 … x_T
-    second = coef.second  # r_i: the weight of x̂_0 at x_{i+2} in d_i (DPM-Solver++ 2M)
-    two_rows = bool((second != 0).any())
+    band = coef.band  # B: the rows one step reads (``paratta.schedule``)
     memory = _Memory(
         deque(maxlen=max(cfg.history - 1, 0)),
         torch.zeros_like(x[1:]),
         torch.zeros_like(x[1:]),
-        torch.zeros_like(x[1:]) if two_rows else x.new_zeros((T, 0)),
+        torch.zeros_like(x[1:]) if band > 1 else x.new_zeros((T, 0)),
         torch.zeros(T, dtype=torch.bool, device=device),
     )
     anderson = cfg.solver in ("anderson", "anderson-global") and cfg.history > 1
@@ -149,44 +148,39 @@ def solve(problem: Problem, plan: Plan, init_trajectory: Tensor | None = None) -
             initialised = lo
         rows = torch.arange(lo, top, device=device)
         a = coef.a[lo:top]
+        inputs = x[lo + 1 : top + 1]
 
         # 1. evaluate
         with clock.network():
-            out = evaluate(
-                problem, coef.timesteps[rows], x[lo + 1 : top + 1].view(-1, *shape), cfg.max_batch, cfg.group
-            )
+            out = evaluate(problem, coef.timesteps[rows], inputs.view(-1, *shape), cfg.max_batch, cfg.group)
         evaluations += top - lo
-        xi_w = xi[lo:top].view(-1, *shape) if xi is not None else None
-        own = coef.increment(rows, x[lo + 1 : top + 1].view(-1, *shape), out, xi_w).flatten(1)
-        d, m = own, None
-        if two_rows:  # d_i = own_i + r_i m_{i+1}: row i reads the x̂_0 of row i + 1 (above the window: memory)
-            m = coef.denoised(rows, x[lo + 1 : top + 1].view(-1, *shape), out).flatten(1)
-            above = torch.cat([m[1:], memory.denoised[top : top + 1] if top < T else torch.zeros_like(m[:1])])
-            d = own + second[lo:top, None] * above
+        out = out.flatten(1)
+        f = coef.features(rows, inputs, out)
+        own = coef.own(rows, inputs, out, f, xi[lo:top] if xi is not None else None)
+        d = own + coef.band_term(rows, _above(f, memory.features, top, band)) if band > 1 else own
 
         # 2. residuals
         X = x[lo:top]
         G = anchor_flow(a, d, x[top]) - X
         k = min(cfg.order, top - lo)
         R = order_residual(G, order_products(a, k), k)
-        g_rms, r_rms = rms(G), rms(step_residual(a, d, x[lo + 1 : top + 1], X))
+        g_rms, r_rms = rms(G), rms(step_residual(a, d, inputs, X))
 
         # 3. stop test
         if cfg.stopping == "per-step":
             u = per_step_anchor(r_rms, noise[lo:top], cfg.tol, cfg.tol2, lo)
         else:
-            inputs, known = x[lo + 1 : top + 1], memory.evaluated[lo:top]
-            L, K = sensitivity(inputs, own, a, memory.inputs[lo:top], memory.increments[lo:top], known)
-            below = None
-            if two_rows:  # (1'): row v − 1 reads m_v, whose sensitivity to x_{v+1} is measured on row v
-                Lm, _ = sensitivity(inputs, m, 0 * a, memory.inputs[lo:top], memory.denoised[lo:top], known)
-                r_below = torch.cat(
-                    [second[lo - 1 : lo] if lo > 0 else second.new_zeros(1), second[lo : top - 1]]
-                )
-                below = r_below.abs() * Lm
-            u, charge = budget_anchor(g_rms, L, K, memory.spent, cfg.tol, T, lo, floor, below)
+            known = memory.evaluated[lo:top]
+            L, K = sensitivity(inputs, own, a, memory.inputs[lo:top], memory.own[lo:top], known)
+            reads = None
+            if (
+                band > 1
+            ):  # (1'): step v reads f_{v+b}, whose sensitivity to x_{v+b+1} is measured on row v + b
+                Lf, _ = sensitivity(inputs, f, 0 * a, memory.inputs[lo:top], memory.features[lo:top], known)
+                reads = band_reads(coef.w, Lf, lo, top)
+            u, charge = budget_anchor(g_rms, L, K, memory.spent, cfg.tol, T, lo, floor, reads)
             memory.spent += charge
-        _remember_evaluation(memory, x, own, m, lo, top)
+        _remember_evaluation(memory, inputs, own, f if band > 1 else None, lo, top)
 
         # 4. update
         X_new = X + R
@@ -222,13 +216,23 @@ def solve(problem: Problem, plan: Plan, init_trajectory: Tensor | None = None) -
             return
 
 
+def _above(f: Tensor, remembered: Tensor, top: int, band: int) -> Tensor:
+    """(n, B − 1, D): f_{i+1} … f_{i+B−1} for each window row i — this call's features, then the
+    remembered ones of the final rows above the anchor, zero beyond x_T."""
+    n, T = f.shape[0], remembered.shape[0]
+    extra = remembered[top : min(top + band - 1, T)]
+    pad = f.new_zeros((band - 1 - extra.shape[0], f.shape[1]))
+    column = torch.cat([f, extra, pad])
+    return torch.stack([column[b : b + n] for b in range(1, band)], 1)
+
+
 def _remember_evaluation(
-    memory: _Memory, x: Tensor, own: Tensor, m: Tensor | None, lo: int, top: int
+    memory: _Memory, inputs: Tensor, own: Tensor, f: Tensor | None, lo: int, top: int
 ) -> None:
-    memory.inputs[lo:top] = x[lo + 1 : top + 1]
-    memory.increments[lo:top] = own
-    if m is not None:
-        memory.denoised[lo:top] = m
+    memory.inputs[lo:top] = inputs
+    memory.own[lo:top] = own
+    if f is not None:
+        memory.features[lo:top] = f
     memory.evaluated[lo:top] = True
 
 
@@ -240,8 +244,8 @@ def _initial(
         return initial.from_trajectory(problem, init_trajectory, device, cfg.dtype), 0, 0
     if cfg.init == "coarse":
         with clock.network():  # a sequential pass: charged to the network, and counted as evaluations
-            traj = initial.coarse_pass(problem, cfg.coarse_steps, device, cfg.dtype)
-        return traj, 0, cfg.coarse_steps
+            traj, calls = initial.coarse_pass(problem, cfg.coarse_steps, device, cfg.dtype)
+        return traj, 0, calls
     return initial.copies_of_xT(problem, device, cfg.dtype), problem.steps, 0
 
 

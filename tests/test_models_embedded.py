@@ -13,7 +13,8 @@ from paratta.models.mixture import IsotropicMixture, mixture_eps, mixture_log_de
 from paratta.models.shapes import ShapesModel, build_shapes_model, parse_prompt, shapes_dataset
 from paratta.models.toy2d import Toy2DModel, build_toy2d_model
 from paratta.protocol import DiffusionModel
-from paratta.schedule import SchedulerConfig, ddim_coefficients
+from paratta.samplers import coefficients
+from paratta.samplers.ddim import DDIMConfig
 
 TIMESTEPS = torch.tensor([0, 7, 250, 600, 999])  # a different t on every row
 
@@ -50,12 +51,13 @@ def noised_points(means: Tensor, alpha_bar: Tensor, generator: torch.Generator) 
 
 
 def ddim_sample(model: DiffusionModel, x_T: Tensor, prompt: str, guidance: float, steps: int = 20) -> Tensor:
-    """Batched sequential DDIM (η = 0) built from ``ddim_coefficients(...).step`` alone."""
-    coef = ddim_coefficients(SchedulerConfig.from_dict(model.scheduler_config), steps)
+    """Batched sequential DDIM (η = 0) from the schedule alone: x_i = p_i x_{i+1} + w_i f_i."""
+    coef = coefficients(model.scheduler_config, steps)
     cond, x = model.encode(prompt), x_T.double()
     for i in reversed(range(steps)):
         idx = torch.full((x.shape[0],), i)
-        x = coef.step(idx, x, model.predict(x, coef.timesteps[idx], cond, guidance), None)
+        f = coef.features(idx, x, model.predict(x, coef.timesteps[idx], cond, guidance))
+        x = coef.p[i] * x + coef.w[i, 0] * f
     return x
 
 
@@ -138,7 +140,7 @@ def test_mixed_timesteps_batch_equals_row_by_row(shapes: ShapesModel, toy: Toy2D
 def test_protocol_conformance(shapes: ShapesModel, toy: Toy2DModel) -> None:
     for model, size in ((shapes, 32), (toy, 64)):
         assert isinstance(model, DiffusionModel)
-        assert SchedulerConfig.from_dict(model.scheduler_config).set_alpha_to_one is False
+        assert DDIMConfig.from_dict(model.scheduler_config).set_alpha_to_one is False
         x0 = torch.randn(2, *model.latent_shape) * 3
         for image in (model.decode(x0), model.preview(x0)):
             assert image.shape == (2, 3, size, size) and image.device.type == "cpu"

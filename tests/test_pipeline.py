@@ -9,7 +9,7 @@ import io
 import numpy as np
 import pytest
 import torch
-from diffusers import DPMSolverMultistepScheduler, PNDMScheduler
+from diffusers import DPMSolverMultistepScheduler, LMSDiscreteScheduler
 from PIL import Image
 
 from paratta import Iterate, ParaTAAPipeline, SolverConfig
@@ -207,10 +207,10 @@ def test_what_paratta_cannot_honour_is_refused_by_name(pipes) -> None:
         ParaTAAPipeline.from_pipe(sd, order=20)(PROMPT, num_inference_steps=STEPS)
     with pytest.raises(ValueError, match="generator: a list of 3 generators for 2 images"):
         wrapped([PROMPT, PROMPT], generator=[torch.Generator()] * 3)
-    pndm = tiny_sd_pipeline()
-    pndm.scheduler = PNDMScheduler.from_config(pndm.scheduler.config)
-    with pytest.raises(ValueError, match="PNDMScheduler is not supported \\(its PLMS step reads .* four"):
-        ParaTAAPipeline.from_pipe(pndm)(PROMPT)  # wrapped, then refused at the call that would sample it
+    lms = tiny_sd_pipeline()  # wrapped, then refused at the call that would sample it
+    lms.scheduler = LMSDiscreteScheduler.from_config(lms.scheduler.config)
+    with pytest.raises(ValueError, match="'LMSDiscreteScheduler' is not one paratta expresses"):
+        ParaTAAPipeline.from_pipe(lms)(PROMPT, num_inference_steps=STEPS)
 
 
 # ---------------------------------------------------------------- behaving like the pipeline
@@ -329,9 +329,9 @@ def test_the_scheduler_is_read_at_each_call() -> None:
     ours = call(wrapped, 4, output_type="latent").images
     assert float((ours - expected).abs().max()) <= EXACT * float(expected.abs().max())
     assert float((ours - ddim).abs().max()) > 100 * EXACT * float(expected.abs().max())  # not DDIM's image
-    wrapped.scheduler = PNDMScheduler.from_config(pipe.scheduler.config)  # the wrapper sets the pipeline's
-    assert isinstance(pipe.scheduler, PNDMScheduler)
-    with pytest.raises(ValueError, match="PNDMScheduler is not supported \\(its PLMS step .*another image"):
+    wrapped.scheduler = LMSDiscreteScheduler.from_config(pipe.scheduler.config)  # sets the pipeline's
+    assert isinstance(pipe.scheduler, LMSDiscreteScheduler)
+    with pytest.raises(ValueError, match="scheduler LMSDiscreteScheduler: .*is not one paratta expresses"):
         call(wrapped, 4)
 
 

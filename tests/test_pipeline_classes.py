@@ -7,7 +7,6 @@ within its stopping guarantee in fewer parallel iterations than steps. Then what
 from __future__ import annotations
 
 import importlib.util
-import re
 
 import numpy as np
 import pytest
@@ -38,7 +37,7 @@ IMAGE = Image.fromarray((np.random.default_rng(0).random((24, 16, 3)) * 255).ast
 
 
 def flow_euler(pipe):
-    """Sana and Wan ship multistep samplers on flow σ that paratta refuses (below): set flow Euler."""
+    """Sana and Wan with flow Euler (their shipped multistep samplers on flow σ: tested below)."""
     pipe.scheduler = FlowMatchEulerDiscreteScheduler(shift=3.0)
     return pipe
 
@@ -171,42 +170,48 @@ def test_img2img_strength_runs_the_last_steps_and_eta_draws_after_the_image() ->
 # ---------------------------------------------------------------- refused, by name and with the reason
 
 
-def test_the_shipped_multistep_samplers_on_flow_sigmas_are_refused_with_the_reason() -> None:
-    """Sana ships DPM-Solver++ on flow σ and Wan UniPC on flow σ: paratta cannot solve those steps yet, and
-    says which and why; loaded for the app or the CLI they run flow Euler on the same shift, said."""
-    for pipe, name, reason in (
-        (tiny.tiny_sana_pipeline(), "DPMSolverMultistepScheduler", "DPM-Solver++ steps on flow σ"),
-        (tiny.tiny_wan_pipeline(), "UniPCMultistepScheduler", "corrector"),
-    ):
-        note = from_pipeline(pipe).scheduler_config["_conversion"]
-        assert name in note and reason in note and "flow-matching Euler with its shift 3" in note
-        wrapped = ParaTAAPipeline.from_pipe(pipe)  # refused where the scheduler is read: at the call
-        with pytest.raises(ValueError, match=f"{name} is not supported \\(.*{re.escape(reason)}"):
-            wrapped(PROMPT, num_inference_steps=2)
-        wrapped.scheduler = FlowMatchEulerDiscreteScheduler(shift=3.0)  # set after wrapping: sampled
-        size = {"height": 64, "width": 32} if "Sana" in type(pipe).__name__ else {"height": 32, "width": 16}
-        assert wrapped(PROMPT, num_inference_steps=2, output_type="latent", **size).converged
+def test_the_schedulers_sana_and_wan_ship_are_sampled_as_they_are() -> None:
+    """Sana ships DPM-Solver++ on flow σ and Wan UniPC on flow σ: each sampled as the pipeline samples it."""
+    cases = (
+        (tiny.tiny_sana_pipeline(), CASES["sana"][1], "DPMSolverMultistepScheduler"),
+        (tiny.tiny_wan_pipeline(), CASES["wan"][1], "UniPCMultistepScheduler"),
+    )
+    for pipe, arguments, shipped in cases:
+        assert type(pipe.scheduler).__name__ == shipped and pipe.scheduler.config.use_flow_sigmas
+        expected = result(call(pipe, 2, arguments, output_type="latent"))
+        sequential = call(
+            ParaTAAPipeline.from_pipe(pipe, solver="sequential"), 2, arguments, output_type="latent"
+        )
+        assert float((sequential.images - expected).abs().max()) <= EXACT * float(expected.abs().max()), (
+            shipped
+        )
+        parataa = call(ParaTAAPipeline.from_pipe(pipe), 2, arguments, output_type="latent")
+        gap = float((parataa.images.double() - expected.double()).pow(2).mean().sqrt())
+        assert parataa.converged and parataa.iterations < STEPS and gap <= parataa.tol, (shipped, gap)
 
 
-def test_img2img_with_a_multistep_sampler_is_refused_by_name() -> None:
+def test_img2img_with_a_multistep_sampler_begins_where_the_pipeline_does() -> None:
+    """DPM-Solver++ 2M restarts its history at strength's cut, as the scheduler does from its begin index."""
     pipe = tiny.tiny_sd_img2img_pipeline()
     pipe.scheduler = DPMSolverMultistepScheduler.from_config(pipe.scheduler.config)
-    with pytest.raises(
-        ValueError, match="image-to-image with DPM\\+\\+ 2M: the pipeline's scheduler restarts"
-    ):
-        call(ParaTAAPipeline.from_pipe(pipe), 0, {"image": IMAGE, "strength": 0.7})
+    arguments = {"image": IMAGE, "strength": 0.7, "output_type": "latent"}
+    expected = call(pipe, 0, arguments).images
+    ours = call(ParaTAAPipeline.from_pipe(pipe, solver="sequential"), 0, arguments)
+    assert ours.steps == 7 and float((ours.images - expected).abs().max()) <= EXACT * float(
+        expected.abs().max()
+    )
     with pytest.raises(ValueError, match="samples from an image: call ParaTAAPipeline"):
         make_problem(from_pipeline(pipe), Request(PROMPT, steps=4))  # the app's and the CLI's way
 
 
 def test_dit_with_euler_is_refused_with_what_its_pipeline_does() -> None:
     """DiTPipeline never scales x_T by init_noise_sigma and steps from scale_model_input's output: its
-    Euler image is not Euler's, so paratta says so rather than give another image."""
+    Euler image is not Euler's, so the wrapper says so rather than give another image."""
     pipe = tiny.tiny_dit_pipeline()
     pipe.scheduler = EulerDiscreteScheduler.from_config(pipe.scheduler.config)
-    with pytest.raises(ValueError, match="EulerDiscreteScheduler is not supported \\(.*init_noise_sigma"):
+    with pytest.raises(ValueError, match="DiTPipeline with EulerDiscreteScheduler: .*init_noise_sigma"):
         ParaTAAPipeline.from_pipe(pipe)(class_labels=[1], num_inference_steps=2)
-    pipe.scheduler = DPMSolverMultistepScheduler.from_config(pipe.scheduler.config)  # σ-free: served
+    pipe.scheduler = DPMSolverMultistepScheduler.from_config(pipe.scheduler.config)  # init σ 1: served
     expected = call(pipe, 1, {"class_labels": [3, 5]}, output_type="pt").images
     ours = call(
         ParaTAAPipeline.from_pipe(pipe, solver="sequential"), 1, {"class_labels": [3, 5]}, output_type="pt"

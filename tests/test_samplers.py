@@ -1,19 +1,24 @@
-"""Euler and DPM-Solver++ 2M (``paratta.multistep``): the grids and step chains equal diffusers' own, the
-sequential sampler equals the pipelines given ``latents=``, ParaTAA ends within its guarantee of it in
-fewer iterations than steps, and a scheduler paratta cannot express is named, never swapped silently."""
+"""Every sampler of ``paratta.samplers``: the chain of its banded schedule equals diffusers' own
+``set_timesteps`` and ``step`` chain (every state the network sees, and x_0, with the noises drawn as the
+pipeline draws them), the sequential sampler equals the pipelines given ``latents=``, ParaTAA ends within
+its guarantee in fewer iterations than steps, and what paratta does not express is refused with its reason."""
 
 from __future__ import annotations
 
-import re
-import warnings
+import inspect
 
 import pytest
 import torch
 from diffusers import (
+    DDIMScheduler,
+    DEISMultistepScheduler,
     DPMSolverMultistepScheduler,
     EulerAncestralDiscreteScheduler,
     EulerDiscreteScheduler,
+    FlowMatchEulerDiscreteScheduler,
     HeunDiscreteScheduler,
+    LCMScheduler,
+    LMSDiscreteScheduler,
     PNDMScheduler,
     UniPCMultistepScheduler,
 )
@@ -22,16 +27,9 @@ from paratta import Request, SolverConfig, load_model, make_problem, run, sample
 from paratta.metrics import distance
 from paratta.models.diffusers.sd import StableDiffusionModel
 from paratta.models.diffusers.tiny import tiny_sd_pipeline
-from paratta.multistep import (
-    DPM_SCHEDULER,
-    EULER_SCHEDULER,
-    MultistepSchedulerConfig,
-    multistep_coefficients,
-    multistep_grid,
-)
 from paratta.plans import resolve
-from paratta.schedule import coefficients, sampler_config
-from paratta.tools.cli import summary_line
+from paratta.problem import draw_noise
+from paratta.samplers import SAMPLERS, coefficients, label, sampler_config
 
 pytestmark = [  # no diffusers logs (conftest); the tiny configs' steps_offset=0 warns
     pytest.mark.filterwarnings("ignore::FutureWarning"),
@@ -39,24 +37,84 @@ pytestmark = [  # no diffusers logs (conftest); the tiny configs' steps_offset=0
 ]
 
 SD = {"beta_start": 0.00085, "beta_end": 0.012, "beta_schedule": "scaled_linear", "steps_offset": 1}
-CLASSES = {EULER_SCHEDULER: EulerDiscreteScheduler, DPM_SCHEDULER: DPMSolverMultistepScheduler}
-VARIANTS = [  # (class, extra config) covering spacing, Karras, the final σ and DPM's end rules
-    (EULER_SCHEDULER, {}),
-    (EULER_SCHEDULER, {"use_karras_sigmas": True}),
-    (EULER_SCHEDULER, {"timestep_spacing": "leading"}),
-    (EULER_SCHEDULER, {"timestep_spacing": "trailing", "final_sigmas_type": "sigma_min"}),
-    (EULER_SCHEDULER, {"use_exponential_sigmas": True}),
-    (DPM_SCHEDULER, {}),
-    (DPM_SCHEDULER, {"use_karras_sigmas": True}),
-    (DPM_SCHEDULER, {"timestep_spacing": "leading"}),
-    (DPM_SCHEDULER, {"timestep_spacing": "trailing", "final_sigmas_type": "sigma_min"}),
-    (DPM_SCHEDULER, {"final_sigmas_type": "sigma_min", "lower_order_final": False}),
-    (DPM_SCHEDULER, {"final_sigmas_type": "sigma_min", "euler_at_final": True}),
-    (DPM_SCHEDULER, {"solver_type": "heun", "use_karras_sigmas": True}),
-    (DPM_SCHEDULER, {"solver_order": 1}),
+FLOW = {"prediction_type": "flow_prediction", "use_flow_sigmas": True}
+VARIANTS = [  # (class, config, predictions): spacing, respacing, final σ, orders, end rules, noise
+    (DDIMScheduler, {"clip_sample": False}, ("epsilon", "v_prediction", "sample")),
+    (PNDMScheduler, {"skip_prk_steps": True}, ("epsilon", "v_prediction")),
+    (PNDMScheduler, {"skip_prk_steps": False, "timestep_spacing": "linspace"}, ("epsilon",)),
+    (EulerDiscreteScheduler, {}, ("epsilon", "v_prediction")),
+    (EulerDiscreteScheduler, {"use_karras_sigmas": True}, ("epsilon", "v_prediction")),
+    (EulerDiscreteScheduler, {"timestep_spacing": "leading"}, ("epsilon",)),
+    (
+        EulerDiscreteScheduler,
+        {"timestep_spacing": "trailing", "final_sigmas_type": "sigma_min"},
+        ("epsilon",),
+    ),
+    (EulerDiscreteScheduler, {"use_exponential_sigmas": True}, ("epsilon",)),
+    (EulerAncestralDiscreteScheduler, {}, ("epsilon", "v_prediction")),
+    (EulerAncestralDiscreteScheduler, {"timestep_spacing": "leading"}, ("epsilon",)),
+    (DPMSolverMultistepScheduler, {}, ("epsilon", "v_prediction", "sample")),
+    (DPMSolverMultistepScheduler, {"use_karras_sigmas": True}, ("epsilon", "v_prediction")),
+    (DPMSolverMultistepScheduler, {"timestep_spacing": "leading"}, ("epsilon",)),
+    (
+        DPMSolverMultistepScheduler,
+        {"timestep_spacing": "trailing", "final_sigmas_type": "sigma_min"},
+        ("epsilon",),
+    ),
+    (
+        DPMSolverMultistepScheduler,
+        {"final_sigmas_type": "sigma_min", "lower_order_final": False},
+        ("epsilon",),
+    ),
+    (DPMSolverMultistepScheduler, {"final_sigmas_type": "sigma_min", "euler_at_final": True}, ("epsilon",)),
+    (DPMSolverMultistepScheduler, {"solver_type": "heun", "use_karras_sigmas": True}, ("epsilon",)),
+    (DPMSolverMultistepScheduler, {"solver_order": 1}, ("epsilon",)),
+    (DPMSolverMultistepScheduler, {"solver_order": 3}, ("epsilon", "v_prediction")),
+    (DPMSolverMultistepScheduler, {"solver_order": 3, "lower_order_final": False}, ("epsilon",)),
+    (DPMSolverMultistepScheduler, {"algorithm_type": "sde-dpmsolver++"}, ("epsilon", "v_prediction")),
+    (DPMSolverMultistepScheduler, {"algorithm_type": "sde-dpmsolver++", "solver_order": 3}, ("epsilon",)),
+    (
+        DPMSolverMultistepScheduler,
+        {"algorithm_type": "dpmsolver", "final_sigmas_type": "sigma_min"},
+        ("epsilon",),
+    ),
+    (DPMSolverMultistepScheduler, {"use_lu_lambdas": True}, ("epsilon",)),
+    (DPMSolverMultistepScheduler, {**FLOW, "flow_shift": 3.0}, ()),
+    (DPMSolverMultistepScheduler, {**FLOW, "solver_order": 3}, ()),
+    (DPMSolverMultistepScheduler, {**FLOW, "algorithm_type": "sde-dpmsolver++"}, ()),
+    (UniPCMultistepScheduler, {}, ("epsilon", "v_prediction", "sample")),
+    (
+        UniPCMultistepScheduler,
+        {"solver_type": "bh1", "solver_order": 3, "final_sigmas_type": "sigma_min"},
+        ("epsilon",),
+    ),
+    (
+        UniPCMultistepScheduler,
+        {"solver_order": 3, "lower_order_final": False, "final_sigmas_type": "sigma_min"},
+        ("epsilon",),
+    ),
+    (UniPCMultistepScheduler, {"solver_order": 1}, ("epsilon",)),
+    (UniPCMultistepScheduler, {"disable_corrector": [0, 3]}, ("epsilon",)),
+    (UniPCMultistepScheduler, {"predict_x0": False, "final_sigmas_type": "sigma_min"}, ("epsilon",)),
+    (UniPCMultistepScheduler, {"use_karras_sigmas": True, "timestep_spacing": "trailing"}, ("epsilon",)),
+    (UniPCMultistepScheduler, {**FLOW, "flow_shift": 3.0}, ()),  # Wan 2.1's
+    (UniPCMultistepScheduler, {**FLOW, "solver_order": 3, "final_sigmas_type": "sigma_min"}, ()),
+    (HeunDiscreteScheduler, {}, ("epsilon", "v_prediction", "sample")),
+    (HeunDiscreteScheduler, {"use_karras_sigmas": True, "timestep_spacing": "leading"}, ("epsilon",)),
+    (LCMScheduler, {}, ("epsilon", "v_prediction")),
+    (LCMScheduler, {"original_inference_steps": 30}, ("epsilon",)),
+    (FlowMatchEulerDiscreteScheduler, {"shift": 3.0}, ()),
+    (FlowMatchEulerDiscreteScheduler, {"stochastic_sampling": True}, ()),
 ]
-STEPS = 10
-PROMPT, NEGATIVE = "a red cat on a mat", "blurry"
+CASES = [
+    pytest.param(
+        cls,
+        {**(SD if predictions else {}), **extra, **({"prediction_type": p} if p else {})},
+        id=f"{cls.__name__[:-9]}-{'-'.join(f'{k}={v}' for k, v in extra.items())}-{p or 'flow'}",
+    )
+    for cls, extra, predictions in VARIANTS
+    for p in (predictions or (None,))
+]
 
 
 def network(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
@@ -64,91 +122,187 @@ def network(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
     return torch.tanh(x) * 0.7 + 0.3 * torch.sin(3 * x + t.float() / 100)
 
 
-def paratta_chain(coef, x_T: torch.Tensor) -> torch.Tensor:
-    """x_0 by the coefficients alone: x_i = step_i(x_{i+1}) + r_i m_{i+1} (what ``sequential`` does)."""
-    x, previous = x_T.double() * coef.init_scale, None
+def diffusers_chain(scheduler, x_T: torch.Tensor, seed: int) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """x_0 and the network's inputs of diffusers' own loop, as a pipeline runs it: x_T · init_noise_sigma,
+    ``scale_model_input``, ``step`` with the pipeline's generator (x_T came from it first)."""
+    g = torch.Generator().manual_seed(seed)
+    torch.randn((1, *x_T.shape), generator=g)  # the pipeline drew x_T from this generator
+    x, inputs = x_T[None] * getattr(scheduler, "init_noise_sigma", 1.0), []
+    takes = inspect.signature(scheduler.step).parameters
+    for t in scheduler.timesteps:
+        given = scheduler.scale_model_input(x, t) if hasattr(scheduler, "scale_model_input") else x
+        inputs.append(given[0].double())
+        extra = {"generator": g} if "generator" in takes else {}
+        x = scheduler.step(network(given, t), t, x, **extra).prev_sample
+    return x[0].double(), inputs
+
+
+def paratta_chain(
+    coef, x_T: torch.Tensor, seed: int, dtype: torch.dtype = torch.float32
+) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """The same by the banded schedule alone (``Schedule.step``, what ``sequential`` runs), its noises
+    drawn by ``draw_noise`` in the pipeline's order; the network evaluated in ``dtype``."""
+    _, xi = draw_noise(seed, tuple(x_T.shape), coef.draws)
+    x = x_T.double() * coef.init_scale
+    band, inputs = x.new_zeros((coef.band, *x.shape)), []
     for i in reversed(range(coef.num_steps)):
         idx = torch.tensor([i])
-        out = network(x[None].float(), coef.timesteps[idx]).double()
-        x_new = coef.step(idx, x[None], out, None)[0]
-        if previous is not None and bool(coef.second[i] != 0):
-            x_new = x_new + coef.second[i] * previous
-        previous = coef.denoised(idx, x[None], out)[0]
-        x = x_new
-    return x
+        inputs.append(x)
+        out = network(x[None].to(dtype), coef.timesteps[idx]).double()
+        band = torch.cat([coef.features(idx, x[None], out), band[:-1]])
+        x = coef.step(i, x, out[0], band, xi[i].double() if xi is not None else None)
+    return x, inputs
 
 
-@pytest.mark.parametrize("kind,extra", VARIANTS)
-@pytest.mark.parametrize("prediction", ["epsilon", "v_prediction"])
-def test_grid_and_step_chain_equal_diffusers(kind, extra, prediction) -> None:
-    """σ, t and init_noise_sigma bit for bit; x_0 of the chain (ε, v) to float32 round-off, T = 1…25."""
-    for steps in (1, 2, 7, 16, 25):
-        scheduler = CLASSES[kind](**SD, **extra, prediction_type=prediction)
+@pytest.mark.parametrize("cls,config", CASES)
+def test_the_chain_equals_diffusers_set_timesteps_and_step(cls, config) -> None:
+    """Every state the network sees and x_0 to 1e-5 of the largest value (diffusers steps in float32),
+    T = 1…25; the timesteps fed to the network, and their dtype, exactly. Heun to 1e-3: diffusers takes
+    its σ factors in float32 and its trapezoid divides by σ' (≈ 0.03 last), so its own run drifts from
+    its formulas by up to 5e-4 at T = 2 (``test_heun_is_its_formulas_in_float64`` pins paratta's)."""
+    rtol = 1e-3 if cls is HeunDiscreteScheduler else 1e-5
+    for steps in (1, 2, 4, 7, 16, 25):
+        if cls is PNDMScheduler and not config["skip_prk_steps"] and steps < 4:
+            with pytest.raises(ValueError, match="at least 4"):  # diffusers' own fails to broadcast
+                coefficients({**config, "_class_name": "PNDMScheduler"}, steps)
+            continue
+        scheduler = cls(**config)
         scheduler.set_timesteps(steps)
-        config = MultistepSchedulerConfig.from_dict({**dict(scheduler.config), "_class_name": kind})
-        sigmas, timesteps, init = multistep_grid(config, steps)
-        assert torch.equal(sigmas, scheduler.sigmas) and torch.equal(timesteps, scheduler.timesteps)
-        assert timesteps.dtype == scheduler.timesteps.dtype and init == float(scheduler.init_noise_sigma)
-        x_T = torch.randn(4, 6, 6, generator=torch.Generator().manual_seed(steps))
-        x = x_T[None] * scheduler.init_noise_sigma
-        for t in scheduler.timesteps:
-            x = scheduler.step(network(scheduler.scale_model_input(x, t), t), t, x).prev_sample
-        ref = x[0].double()
-        ours = paratta_chain(multistep_coefficients(config, steps), x_T)
-        assert float((ours - ref).abs().max()) <= 1e-5 * float(ref.abs().max()), steps
+        sampler = {**dict(scheduler.config), "_class_name": cls.__name__}
+        coef = coefficients(sampler, steps)
+        assert torch.equal(coef.timesteps.flip(0), scheduler.timesteps), steps
+        assert coef.timesteps.dtype == scheduler.timesteps.dtype and coef.num_steps == len(
+            scheduler.timesteps
+        )
+        x_T = torch.randn(2, 5, 5, generator=torch.Generator().manual_seed(steps))
+        ref, ref_inputs = diffusers_chain(scheduler, x_T, seed=steps)
+        ours, inputs = paratta_chain(coef, x_T, seed=steps)
+        scale = float(ref.abs().max())
+        for n, (a, b) in enumerate(zip(inputs, ref_inputs, strict=True)):
+            assert float((a - b).abs().max()) <= rtol * max(scale, float(b.abs().max())), (steps, n)
+        assert float((ours - ref).abs().max()) <= rtol * scale, steps
 
 
-def test_euler_is_first_order_dpm_solver_and_second_order_reads_two_rows() -> None:
-    """(2): Euler's coefficients are DPM-Solver++ 1's on the same grid; 2M is first order on its
-    first step and on the last (final σ = 0) and reads m_{i+1} everywhere else."""
-    euler = multistep_coefficients(
-        MultistepSchedulerConfig(kind=EULER_SCHEDULER, timestep_spacing="leading"), 20
-    )
-    dpm1 = multistep_coefficients(
-        MultistepSchedulerConfig(kind=DPM_SCHEDULER, timestep_spacing="leading", solver_order=1), 20
-    )
-    dpm2 = multistep_coefficients(MultistepSchedulerConfig(kind=DPM_SCHEDULER), 20)
-    assert not bool(euler.second.any()) and not bool(dpm1.second.any())
-    assert dpm2.second[0] == 0 and dpm2.second[-1] == 0 and bool((dpm2.second[1:-1] != 0).all())
-    same = MultistepSchedulerConfig(kind=EULER_SCHEDULER, timestep_spacing="linspace")
-    e = multistep_coefficients(same, 20)
-    assert e.timesteps.dtype == torch.float32 and dpm1.timesteps.dtype == torch.int64
-    # on one σ grid the two first-order steps are the same map
-    assert torch.allclose(e.p, e.s[:-1] / (e.s[:-1] ** 2 + 1).sqrt() / (e.s[1:] / (e.s[1:] ** 2 + 1).sqrt()))
-    assert euler.init_scale == pytest.approx(1.0)  # leading: init_noise_sigma = √(σ_max² + 1)
+def heun_by_hand(scheduler, x_T: torch.Tensor, prediction: str) -> torch.Tensor:
+    """Heun's two stages written out (Karras et al. 2022, Algorithm 1, no churn) on diffusers' σ and t,
+    in float64."""
+    sigma = [float(scheduler.sigmas[0]), *scheduler.sigmas.double()[1::2].tolist()]  # every σ once, 0 last
+    t = scheduler.timesteps[::2]
+
+    def x0(s: torch.Tensor, k: int) -> torch.Tensor:
+        a = 1 / (sigma[k] ** 2 + 1) ** 0.5
+        o = network(s * a, t[k]).double()
+        return {"epsilon": s - sigma[k] * o, "v_prediction": a * a * s - sigma[k] * a * o, "sample": o}[
+            prediction
+        ]
+
+    s = x_T * float(scheduler.init_noise_sigma)
+    for k in range(len(t)):
+        d = (s - x0(s, k)) / sigma[k]
+        predictor = s + (sigma[k + 1] - sigma[k]) * d
+        if k == len(t) - 1:
+            return predictor
+        s = s + (sigma[k + 1] - sigma[k]) * (d + (predictor - x0(predictor, k + 1)) / sigma[k + 1]) / 2
+    return s
 
 
-def test_refused_configs_are_named() -> None:
-    for key, value in (
-        ("algorithm_type", "sde-dpmsolver++"),
-        ("solver_order", 3),
-        ("thresholding", True),
-        ("use_lu_lambdas", True),
-    ):
-        with pytest.raises(ValueError, match=key):
-            coefficients({"_class_name": DPM_SCHEDULER, key: value}, 10)
-    with pytest.raises(ValueError, match="interpolation_type"):
-        coefficients({"_class_name": EULER_SCHEDULER, "interpolation_type": "log_linear"}, 10)
+@pytest.mark.parametrize("prediction", ["epsilon", "v_prediction", "sample"])
+def test_heun_is_its_formulas_in_float64(prediction) -> None:
+    """paratta's banded Heun chain equals the stages written out, in float64, to 1e-8 of x_T's scale."""
+    scheduler = HeunDiscreteScheduler(**SD, prediction_type=prediction)
+    for steps in (1, 2, 5, 12):
+        scheduler.set_timesteps(steps)
+        x_T = torch.randn(2, 5, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(steps))
+        reference = heun_by_hand(scheduler, x_T, prediction)
+        coef = coefficients({**dict(scheduler.config), "_class_name": "HeunDiscreteScheduler"}, steps)
+        ours, _ = paratta_chain(coef, x_T, seed=0, dtype=torch.float64)
+        scale = float(x_T.abs().max()) * float(scheduler.init_noise_sigma)
+        assert float((ours - reference).abs().max()) <= 1e-8 * scale, steps
+
+
+def test_each_sampler_reads_the_band_its_formula_says() -> None:
+    """DDIM and Euler read their own row; DPM++ 2M two rows, 3M three; UniPC (order p) p + 1, as its
+    corrector reads one row more; PLMS up to five (its warm-up's dropped output sits inside the band)."""
+    expected = {"ddim": 1, "euler": 1, "euler-a": 1, "dpm++2m": 2, "dpm++3m": 3, "dpm++2m-sde": 2,
+                "unipc": 3, "unipc-3": 4, "pndm": 5, "heun": 2}  # fmt: skip
+    shapes = load_model("shapes").scheduler_config
+    for name, band in expected.items():
+        coef = coefficients(sampler_config(shapes, name), 20)
+        assert coef.band == band, name
+        assert coef.num_steps == {"pndm": 21, "heun": 39}.get(name, 20)
+        assert bool(coef.draws.any()) == (name in ("euler-a", "dpm++2m-sde")), name
+
+
+@pytest.mark.parametrize(
+    "config,reason",
+    [
+        ({"_class_name": "DPMSolverMultistepScheduler", "thresholding": True}, "thresholding"),
+        ({"_class_name": "DPMSolverMultistepScheduler", "variance_type": "learned_range"}, "variance_type"),
+        ({"_class_name": "DPMSolverMultistepScheduler", "solver_order": 4}, "solver_order"),
+        ({"_class_name": "UniPCMultistepScheduler", "solver_p": object()}, "solver_p"),
+        ({"_class_name": "UniPCMultistepScheduler", "thresholding": True}, "thresholding"),
+        ({"_class_name": "UniPCMultistepScheduler", "predict_x0": False}, "predict_x0.*final σ of zero"),
+        ({"_class_name": "UniPCMultistepScheduler", "solver_type": "bh1"}, "bh1.*final σ of zero"),
+        (
+            {"_class_name": "UniPCMultistepScheduler", "lower_order_final": False},
+            "lower_order_final.*singular",
+        ),
+        ({"_class_name": "EulerDiscreteScheduler", "interpolation_type": "log_linear"}, "interpolation_type"),
+        ({"_class_name": "HeunDiscreteScheduler", "clip_sample": True}, "clip_sample"),
+        ({"_class_name": "LMSDiscreteScheduler"}, "LMSDiscreteScheduler.*not one paratta expresses"),
+        ({"_class_name": "DEISMultistepScheduler"}, "DEISMultistepScheduler.*not one paratta expresses"),
+    ],
+)
+def test_what_is_not_expressed_is_refused_with_its_reason(config, reason) -> None:
+    with pytest.raises(ValueError, match=reason):
+        coefficients(config, 10)
+
+
+def test_eta_belongs_to_ddim_and_the_sampler_setting_names_its_choices() -> None:
     with pytest.raises(ValueError, match="eta must be 0"):
-        coefficients({"_class_name": EULER_SCHEDULER}, 10, eta=0.5)
-
-
-def test_sampler_setting_rejects_what_it_cannot_sample() -> None:
-    with pytest.raises(ValueError, match="sampler must be one of auto, ddim, euler"):
-        Request(sampler="heun")
-    with pytest.raises(ValueError, match="eta must be 0 with sampler dpm\\+\\+2m"):
-        Request(sampler="dpm++2m", eta=0.5)
-    flow = {"_class_name": "FlowMatchEulerDiscreteScheduler"}
+        coefficients({"_class_name": "EulerDiscreteScheduler"}, 10, eta=0.5)
+    with pytest.raises(ValueError, match="sampler must be one of auto, ddim, pndm, euler"):
+        Request(sampler="lms")
+    with pytest.raises(ValueError, match="eta must be 0 with sampler euler-a"):
+        Request(sampler="euler-a", eta=0.5)
+    flow = {"_class_name": "FlowMatchEulerDiscreteScheduler", "shift": 3.0}
     assert sampler_config(flow, "euler") == flow
-    with pytest.raises(ValueError, match="sampler must be one of auto, euler for a flow-matching model"):
+    with pytest.raises(ValueError, match="for a flow-matching .*model; dpm\\+\\+2m-karras has no flow form"):
         sampler_config(flow, "dpm++2m-karras")
+    unipc = sampler_config(flow, "unipc")
+    assert unipc["_class_name"] == "UniPCMultistepScheduler" and unipc["flow_shift"] == 3.0
+    assert label(unipc) == "UniPC (flow σ)" and coefficients(unipc, 10).frame == "flow"
     shapes = load_model("shapes")
-    with pytest.raises(ValueError, match="sampler must be one of auto, euler"):
-        make_problem(shapes, Request("circle", steps=5, family="flow", sampler="euler-karras"))
     converted = sampler_config(shapes.scheduler_config, "dpm++2m-karras")
-    assert converted["_class_name"] == DPM_SCHEDULER and converted["use_karras_sigmas"] is True
+    assert (
+        converted["_class_name"] == "DPMSolverMultistepScheduler" and converted["use_karras_sigmas"] is True
+    )
     assert converted["beta_schedule"] == "linear" and converted["timestep_spacing"] == "leading"
     assert sampler_config(converted, "ddim")["clip_sample"] is False
+    with pytest.raises(ValueError, match="sampler must be one of"):
+        make_problem(shapes, Request("circle", steps=5, family="flow", sampler="euler-karras"))
+
+
+# ---------------------------------------------------------------- pipelines
+
+PROMPT, NEGATIVE, STEPS = "a red cat on a mat", "blurry", 10
+PIPELINES = [
+    ("DDIM", DDIMScheduler, "epsilon", {}),
+    ("PNDM (PLMS)", PNDMScheduler, "epsilon", {"skip_prk_steps": True}),  # SD 1.x's default
+    ("Euler", EulerDiscreteScheduler, "epsilon", {}),
+    ("Euler Karras", EulerDiscreteScheduler, "v_prediction", {"use_karras_sigmas": True}),
+    ("Euler a", EulerAncestralDiscreteScheduler, "epsilon", {}),
+    ("DPM++ 2M", DPMSolverMultistepScheduler, "epsilon", {}),
+    ("DPM++ 2M Karras", DPMSolverMultistepScheduler, "v_prediction", {"use_karras_sigmas": True}),
+    ("DPM++ 3M", DPMSolverMultistepScheduler, "epsilon", {"solver_order": 3}),
+    ("DPM++ 2M SDE Karras", DPMSolverMultistepScheduler, "epsilon",
+     {"algorithm_type": "sde-dpmsolver++", "use_karras_sigmas": True}),
+    ("UniPC", UniPCMultistepScheduler, "epsilon", {}),
+    ("Heun", HeunDiscreteScheduler, "epsilon", {}),
+    ("LCM", LCMScheduler, "epsilon", {}),
+    ("UniPC bh1 order 3", UniPCMultistepScheduler, "v_prediction",
+     {"solver_type": "bh1", "solver_order": 3, "final_sigmas_type": "sigma_min"}),
+]  # fmt: skip
 
 
 def pipeline_with(scheduler_class, prediction: str = "epsilon", **config):
@@ -158,117 +312,87 @@ def pipeline_with(scheduler_class, prediction: str = "epsilon", **config):
     return pipe
 
 
-def pipeline_latents(pipe, request: Request, latents: torch.Tensor) -> torch.Tensor:
-    return pipe(
-        request.prompt,
-        negative_prompt=request.negative_prompt,
-        guidance_scale=request.guidance,
-        num_inference_steps=request.steps,
-        latents=latents[None],
-        output_type="latent",
-    ).images[0]
-
-
-PIPELINES = [
-    ("Euler", EulerDiscreteScheduler, "epsilon", {}),
-    ("Euler Karras", EulerDiscreteScheduler, "epsilon", {"use_karras_sigmas": True}),
-    ("Euler Karras", EulerDiscreteScheduler, "v_prediction", {"use_karras_sigmas": True}),
-    ("DPM++ 2M", DPMSolverMultistepScheduler, "epsilon", {}),
-    ("DPM++ 2M Karras", DPMSolverMultistepScheduler, "epsilon", {"use_karras_sigmas": True}),
-    ("DPM++ 2M Karras", DPMSolverMultistepScheduler, "v_prediction", {"use_karras_sigmas": True}),
-]
-
-
-@pytest.mark.parametrize("name,cls,prediction,config", PIPELINES)
-def test_pipeline_scheduler_is_honoured_and_parataa_ends_within_its_guarantee(name, cls, prediction, config):
-    """``--latents`` is the pipeline's ``latents=``: the sequential sampler equals
-    ``pipe(..., latents=x, output_type="latent")`` to 1e-4 of the largest latent value, and ParaTAA
-    (Jacobi and Anderson, W = T and W < T) ends within tol (RMS) of it in fewer iterations than steps."""
+@pytest.mark.parametrize("name,cls,prediction,config", PIPELINES, ids=[p[0] for p in PIPELINES])
+def test_the_pipelines_scheduler_is_honoured_and_parataa_ends_within_its_guarantee(
+    name, cls, prediction, config
+):
+    """The sequential sampler equals ``pipe(..., generator=…, output_type="latent")`` (x_T and the
+    sampler's own noises drawn from the same seeded generator) to 1e-4 of the largest latent value, and
+    ParaTAA (Jacobi and Anderson, W = T and W < T) ends within tol (RMS) of it in fewer iterations
+    than network calls."""
     pipe = pipeline_with(cls, prediction, **config)
     model = StableDiffusionModel(pipe, device="cpu")
-    request = Request(PROMPT, NEGATIVE, 0, STEPS, 0.0, 3.0)
-    x_T = torch.randn(model.latent_shape, generator=torch.Generator().manual_seed(1))
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", UserWarning)  # no replacement, so no statement
-        problem = make_problem(model, request, latents=x_T)
-    assert problem.sampler == name and problem.note is None
-    ref = pipeline_latents(pipe, request, x_T)
+    request = Request(PROMPT, NEGATIVE, 3, STEPS, 0.0, 3.0)
+    problem = make_problem(model, request, generator=torch.Generator().manual_seed(3))
+    assert problem.sampler == name
+    ref = pipe(
+        PROMPT, negative_prompt=NEGATIVE, guidance_scale=3.0, num_inference_steps=STEPS,
+        generator=torch.Generator().manual_seed(3), output_type="latent",
+    ).images[0]  # fmt: skip
     scale = float(ref.abs().max())
     assert float((sample_sequential(problem)[0].float() - ref).abs().max()) <= 1e-4 * scale
     tol = 1e-3
     for solver in ("jacobi", "anderson"):
         for window in (None, STEPS // 2):
             last = run(problem, SolverConfig(solver=solver, window=window, tol=tol))
-            assert last.converged and last.iteration < STEPS, (solver, window, last.iteration)
+            assert last.converged and last.iteration < problem.steps, (solver, window, last.iteration)
             assert last.spent <= tol and distance(last.x0, ref) <= tol, (solver, window)
 
 
 def test_a_saved_pipeline_keeps_its_scheduler_through_the_registry(tmp_path) -> None:
-    folder = tmp_path / "tiny-dpm"
-    pipeline_with(DPMSolverMultistepScheduler, use_karras_sigmas=True).save_pretrained(folder)
+    folder = tmp_path / "tiny-unipc"
+    pipeline_with(UniPCMultistepScheduler, solver_order=3).save_pretrained(folder)
     model = load_model(str(folder), device="cpu")
-    assert model.scheduler_config["_class_name"] == DPM_SCHEDULER
-    request = Request(PROMPT, NEGATIVE, 0, 6, 0.0, 3.0)
-    x_T = torch.randn(model.latent_shape, generator=torch.Generator().manual_seed(2))
-    ref = pipeline_latents(model.pipe, request, x_T)
-    problem = make_problem(model, request, latents=x_T)
-    assert problem.sampler == "DPM++ 2M Karras"
-    assert float((sample_sequential(problem)[0].float() - ref).abs().max()) <= 1e-4 * float(ref.abs().max())
+    assert model.scheduler_config["_class_name"] == "UniPCMultistepScheduler"
+    problem = make_problem(model, Request(PROMPT, NEGATIVE, 0, 6, 0.0, 3.0))
+    assert problem.sampler == "UniPC order 3"
 
 
-@pytest.mark.parametrize(
-    "cls", [HeunDiscreteScheduler, EulerAncestralDiscreteScheduler, UniPCMultistepScheduler, "sde", "pndm"]
-)
-def test_a_scheduler_paratta_cannot_express_is_named_never_swapped_silently(cls) -> None:
-    """Sampled with DDIM on its noise schedule, and the run says so: ``Problem.note``, a warning, the
-    CLI summary line."""
-    if cls == "pndm":  # SD 1.5 ships it
-        pipe, expected = pipeline_with(PNDMScheduler), "PNDMScheduler"
-    elif cls == "sde":
-        pipe = pipeline_with(DPMSolverMultistepScheduler, algorithm_type="sde-dpmsolver++")
-        expected = r"DPMSolverMultistepScheduler is not supported \(.*sde-dpmsolver"
-    else:
-        pipe, expected = pipeline_with(cls), cls.__name__
-    model = StableDiffusionModel(pipe, device="cpu")
-    with pytest.warns(UserWarning, match="sampling DDIM on its noise schedule"):
-        problem = make_problem(model, Request(PROMPT, steps=4))
-    assert problem.sampler == "DDIM" and problem.note is not None
-    assert re.search(f"the pipeline's {expected}", problem.note)
-    line = summary_line(
-        {
-            "solver": "anderson",
-            "iterations": 3,
-            "sampler": problem.sampler,
-            "steps": 4,
-            "converged": True,
-            "model_evaluations": 9,
-            "seconds": 1.0,
-            "output": "x.png",
-            "sampler_note": problem.note,
-        }
-    )
-    assert problem.note in line and "for DDIM, T = 4" in line
+@pytest.mark.parametrize("cls", [LMSDiscreteScheduler, DEISMultistepScheduler])
+def test_a_scheduler_paratta_does_not_express_is_refused_by_name_never_swapped(cls) -> None:
+    """The model loads (another sampler may be asked for by name); a run with its own is refused with
+    the reason, and ``sampler="ddim"`` samples its network with DDIM on the same noise schedule."""
+    model = StableDiffusionModel(pipeline_with(cls), device="cpu")
+    with pytest.raises(ValueError, match=f"{cls.__name__}.*not one paratta expresses"):
+        make_problem(model, Request(PROMPT, steps=4))
+    assert make_problem(model, Request(PROMPT, steps=4, sampler="ddim")).sampler == "DDIM"
 
 
-SAMPLERS = ("ddim", "euler", "euler-karras", "dpm++2m", "dpm++2m-karras")
+# ---------------------------------------------------------------- the embedded models
+
+EVERY = tuple(SAMPLERS)
 
 
-@pytest.mark.parametrize("sampler", SAMPLERS)
+@pytest.mark.parametrize("sampler", EVERY)
 def test_every_sampler_on_the_exact_mixture_ends_within_tol_of_its_own_sequential(sampler) -> None:
-    """shapes at T = 20: Jacobi and Anderson, W = T and W < T, within the budget rule's tol of the
-    sampler's own sequential x_0 and in fewer iterations than steps."""
+    """shapes at T = 20 (the samplers that draw noise in every step: T = 50, where they first need fewer
+    iterations than steps): Jacobi and Anderson, W = T and W < T, within the budget rule's tol of the
+    sampler's own sequential x_0 and in fewer iterations than network calls."""
     model = load_model("shapes")
-    problem = make_problem(model, Request("red circle on blue", "", 0, 20, 0.0, 1.0, sampler=sampler))
+    steps = 50 if sampler in ("euler-a", "dpm++2m-sde") else 20
+    problem = make_problem(model, Request("red circle on blue", "", 0, steps, 0.0, 1.0, sampler=sampler))
     reference = sample_sequential(problem)[0]
-    tol = resolve(SolverConfig(), 20).tol
+    tol = resolve(SolverConfig(), problem.steps).tol
     for solver in ("jacobi", "anderson"):
         for window in (None, 8):
             last = run(problem, SolverConfig(solver=solver, window=window))
-            assert last.converged and last.iteration < 20 and distance(last.x0, reference) <= tol
+            assert last.converged and last.iteration < problem.steps, (solver, window)
+            assert distance(last.x0, reference) <= tol, (solver, window)
+
+
+@pytest.mark.parametrize("sampler", [s for s, entry in SAMPLERS.items() if entry.velocity is not None])
+def test_every_flow_sampler_on_the_flow_mixture_ends_within_tol(sampler) -> None:
+    model = load_model("shapes")
+    problem = make_problem(model, Request("red circle on blue", "", 1, 20, family="flow", sampler=sampler))
+    assert problem.coef.frame == "flow"
+    reference = sample_sequential(problem)[0]
+    last = run(problem, SolverConfig())
+    assert last.converged and last.iteration < 20
+    assert distance(last.x0, reference) <= resolve(SolverConfig(), 20).tol
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("sampler", SAMPLERS[1:])
+@pytest.mark.parametrize("sampler", EVERY[1:])
 @pytest.mark.parametrize("model_name", ["shapes", "shapes-unet"])
 def test_every_sampler_ends_within_tol_over_seeds(sampler, model_name) -> None:
     model = load_model(model_name)
@@ -278,8 +402,8 @@ def test_every_sampler_ends_within_tol_over_seeds(sampler, model_name) -> None:
             problem = make_problem(model, request)
             reference = sample_sequential(problem)[0]
             last = run(problem, SolverConfig())
-            assert last.converged and last.iteration < steps, (seed, steps)
-            assert distance(last.x0, reference) <= resolve(SolverConfig(), steps).tol, (seed, steps)
+            assert last.converged and last.iteration < problem.steps, (seed, steps)
+            assert distance(last.x0, reference) <= resolve(SolverConfig(), problem.steps).tol, (seed, steps)
 
 
 # ---------------------------------------------------------------- the app
@@ -308,5 +432,5 @@ def test_the_app_runs_dpm_solver_and_says_so_and_refuses_it_for_a_flow_only_mode
     validate = run_validator([*named, "init_state"], ["shapes", "toy2d"])
     flow_only = dict(named, model="toy2d", prompt="north", family="flow")
     said = [v.get("message", "") for v in validate(**flow_only, init_state=None) if v.get("message")]
-    assert said and "sampler" in said[0] and "euler" in said[0], said
+    assert said and "sampler" in said[0] and "unipc" in said[0], said
     assert not [v for v in validate(**named, init_state=None) if v.get("message")]

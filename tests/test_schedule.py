@@ -1,17 +1,17 @@
-"""Coefficients and the single DDIM step against diffusers' own DDIMScheduler."""
+"""The banded schedule (``paratta.schedule``, ``paratta.samplers.trace``) and DDIM(η) against diffusers'
+own ``DDIMScheduler``, formula for formula."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from diffusers import DDIMScheduler
 
-from paratta.schedule import (
-    SchedulerConfig,
-    alphas_cumprod,
-    ddim_coefficients,
-    inference_timesteps,
-)
+from paratta.samplers import coefficients
+from paratta.samplers.ddim import DDIMConfig, build, timesteps
+from paratta.samplers.grids import alphas_cumprod
+from paratta.samplers.trace import MAX_BAND, Trace, band_form
 
 CONFIGS = {
     "default": {},
@@ -46,35 +46,40 @@ CONFIGS = {
 @pytest.mark.parametrize("name", CONFIGS)
 def test_alphas_cumprod_and_timesteps_match_diffusers(name: str) -> None:
     ref = DDIMScheduler(**CONFIGS[name])
-    config = SchedulerConfig.from_dict(ref.config)
+    config = DDIMConfig.from_dict(ref.config)
     torch.testing.assert_close(alphas_cumprod(config), ref.alphas_cumprod.double(), atol=1e-6, rtol=0)
     for steps in (1, 7, 25, 50, 100, 1000):
         ref.set_timesteps(steps)
-        assert torch.equal(inference_timesteps(config, steps), ref.timesteps)
+        assert torch.equal(torch.from_numpy(timesteps(config, steps)), ref.timesteps)
 
 
 @pytest.mark.parametrize("name", CONFIGS)
 @pytest.mark.parametrize("eta", [0.0, 0.3, 1.0])
 @pytest.mark.parametrize("steps", [10, 50])
 def test_every_step_matches_diffusers_step(name: str, eta: float, steps: int) -> None:
-    """Formula for formula: diffusers' step run in float64 on paratta's ᾱ table (the table itself
-    is compared above), so any difference is a coefficient error, not round-off."""
+    """Formula for formula: diffusers' step run in float64 on paratta's ᾱ table (the table itself is
+    compared above), so any difference is a coefficient error, not round-off; clipping included."""
     ref = DDIMScheduler(**CONFIGS[name])
     ref.set_timesteps(steps)
-    config = SchedulerConfig.from_dict(ref.config)
+    config = DDIMConfig.from_dict(ref.config)
     ref.alphas_cumprod = alphas_cumprod(config)
     ref.final_alpha_cumprod = (
         torch.tensor(1.0, dtype=torch.float64) if config.set_alpha_to_one else ref.alphas_cumprod[0]
     )
-    coef = ddim_coefficients(config, steps, eta)
+    coef = build(config, steps, eta)
+    assert coef.band == 1 and bool(coef.draws.all()) == (eta > 0)
     g = torch.Generator().manual_seed(steps)
-    shape = (2, 3, 4, 4)
+    shape = (3, 4, 4)
     for n, t in enumerate(ref.timesteps):
         i = steps - 1 - n
         x, out, noise = (torch.randn(shape, generator=g, dtype=torch.float64) for _ in range(3))
-        expected = ref.step(out, int(t), x, eta=eta, variance_noise=noise if eta > 0 else None).prev_sample
-        idx = torch.full((shape[0],), i)
-        got = coef.step(idx, x, out, noise if eta > 0 else None)
+        expected = ref.step(
+            out[None], int(t), x[None], eta=eta, variance_noise=noise[None] if eta > 0 else None
+        )
+        expected = expected.prev_sample[0]
+        idx = torch.tensor([i])
+        f = coef.features(idx, x[None], out[None])
+        got = coef.step(i, x, out, f, noise if eta > 0 else None)
         assert torch.isfinite(got).all()
         if not torch.isfinite(expected).all():
             # at zero terminal SNR with η > 0 diffusers takes √(1 − ᾱ⁻ − c²) of a round-off
@@ -82,23 +87,50 @@ def test_every_step_matches_diffusers_step(name: str, eta: float, steps: int) ->
             assert name == "trailing-zero-snr-v" and eta > 0 and n == 0
             continue
         torch.testing.assert_close(got, expected, atol=1e-10, rtol=1e-10)
-        # the affine split used by the parallel solver reassembles the same step
-        d = coef.increment(idx, x, out, noise if eta > 0 else None)
-        torch.testing.assert_close(coef.a[i] * x + d, got, atol=1e-12, rtol=0)
+        # the published split reassembles the same step: x_i = a_i x_{i+1} + own_i
+        own = coef.own(idx, x[None], out[None], f, noise[None] if eta > 0 else None)[0]
+        torch.testing.assert_close(coef.a[i] * x + own, got, atol=1e-10, rtol=1e-10)
 
 
-def test_coefficients_follow_the_notes_formulas() -> None:
-    config = SchedulerConfig.from_dict(CONFIGS["sd15"])
-    coef = ddim_coefficients(config, 50, 0.7)
-    ab, abp = coef.alpha_bar, coef.alpha_bar_prev
+def test_the_published_split_is_the_notes_a_i() -> None:
+    """a_i = √(ᾱ⁻/ᾱ) for ε (Tang et al.'s DDIM map with the network output held fixed), c_i = η σ_i."""
+    config = DDIMConfig.from_dict(CONFIGS["sd15"])
+    coef = build(config, 50, 0.7)
+    ac = alphas_cumprod(config)
+    ts = torch.from_numpy(timesteps(config, 50)).flip(0)
+    ab = ac[ts]
+    abp = torch.where(ts - 20 >= 0, ac[(ts - 20).clamp_min(0)], ac[0])
     sigma = ((1 - abp) / (1 - ab)).sqrt() * (1 - ab / abp).sqrt()
-    torch.testing.assert_close(coef.sigma, sigma)
-    torch.testing.assert_close(coef.c, 0.7 * sigma)
     torch.testing.assert_close(coef.a, (abp / ab).sqrt())
-    assert coef.alpha_bar.dtype == torch.float64
+    torch.testing.assert_close(coef.c, 0.7 * sigma)
+    assert (coef.timesteps[1:] > coef.timesteps[:-1]).all() and coef.timesteps.dtype == torch.int64
     # set_alpha_to_one=False: the last step lands on ᾱ(0), not on 1
-    assert float(abp[0]) == pytest.approx(float(alphas_cumprod(config)[0]))
-    assert (coef.timesteps[1:] > coef.timesteps[:-1]).all()
+    assert coef.final_noise == pytest.approx(float((1 - ac[0]).sqrt()))
+
+
+def test_band_form_finds_the_shortest_band_and_refuses_what_is_not_banded() -> None:
+    """A two-step Adams-like sampler reads f_i and f_{i+1}; one that reads x_T at every step is not
+    banded in the states the network sees, and is refused rather than approximated."""
+    n = 6
+    trace = Trace(n)
+    x, previous = trace.x_T, None
+    for k in range(n):
+        f = trace.evaluate(x, float(k), 1.0, 0.5, 0.0, 1.0)
+        x = 0.9 * x + 0.2 * f + (0.05 * previous if previous is not None else 0)
+        previous = f
+    trace.finish(x)
+    p, w, c = band_form(trace)
+    assert w.shape == (n, 2) and np.allclose(p, 0.9) and np.allclose(w[:-1], [0.2, 0.05])
+    assert w[-1, 1] == 0 and not c.any()  # the first step has nothing above it
+    n = MAX_BAND + 4  # x_T is then no combination of the rows in reach
+    trace = Trace(n)
+    x = x_T = trace.x_T
+    for k in range(n):
+        f = trace.evaluate(x, float(k), 1.0, 0.5, 0.0, 1.0)
+        x = 0.5 * x + f + (0.3 * k) * x_T  # x_T re-enters every step: not banded
+    trace.finish(x)
+    with pytest.raises(ValueError, match="not a banded recurrence"):
+        band_form(trace)
 
 
 @pytest.mark.parametrize(
@@ -113,15 +145,15 @@ def test_coefficients_follow_the_notes_formulas() -> None:
 )
 def test_bad_scheduler_configs_are_refused(bad: dict) -> None:
     with pytest.raises(ValueError, match=next(iter(bad))):
-        SchedulerConfig.from_dict(bad)
+        DDIMConfig.from_dict(bad)
 
 
 @pytest.mark.parametrize("eta", [-0.1, 1.5, float("nan")])
 def test_eta_out_of_range(eta: float) -> None:
     with pytest.raises(ValueError, match="eta"):
-        ddim_coefficients(SchedulerConfig(), 10, eta)
+        coefficients({}, 10, eta)
 
 
 def test_steps_out_of_range() -> None:
     with pytest.raises(ValueError, match="steps"):
-        ddim_coefficients(SchedulerConfig(), 1001)
+        coefficients({}, 1001)

@@ -9,8 +9,8 @@ from paratta import Request, SolverConfig, load_model, make_problem, run, sample
 from paratta.evaluate import evaluate
 from paratta.metrics import distance, to_8bit
 from paratta.plans import resolve
-from paratta.schedule import SchedulerConfig, ddim_coefficients
-from paratta.stopping import MARGIN, PARTIAL, budget_anchor, per_step_anchor
+from paratta.samplers import coefficients
+from paratta.stopping import MARGIN, PARTIAL, band_reads, budget_anchor, per_step_anchor
 from paratta.tools.bench import oracle_iteration
 
 TOL = 1e-3
@@ -89,21 +89,39 @@ def test_a_warm_start_charges_partial_freezes_at_least_L_1_and_the_end_as_measur
 
 
 def test_budget_charges_a_second_input_and_the_step_below_the_freeze() -> None:
-    """(3) with B_v = |r_{v−1}| L^m_v: row v's defect from x_{v+2} (Φ_v B_{v+1} G_{v+2}), the gain
-    K_q + B_{q+1} in Φ, and the step u − 1 below a partial freeze, which reads m_u (Φ_{u−1} B_u G_{u+1})."""
+    """(3) with B_{v,1} = |w_{v,1}| L^f_{v+1} (``reads``, steps lo − 1 … top − 1): row v's defect from
+    x_{v+2} (Φ_v B_{v,1} G_{v+2}), the gain K_q + B_{q,1} in Φ, and the step u − 1 below a partial
+    freeze, which reads f_u (Φ_{u−1} B_{u−1,1} G_{u+1})."""
     g = torch.tensor([0.0, 0.0, 4e-4, 4e-4], dtype=torch.float64)
     L, K = torch.zeros(4, dtype=torch.float64), torch.ones(4, dtype=torch.float64)
-    B = torch.tensor([0.0, 0.5, 0.5, 0.5], dtype=torch.float64)
+    reads = torch.tensor([[0.0], [0.5], [0.5], [0.5], [0.0]], dtype=torch.float64)
     assert budget_anchor(g, L, K, 0.0, TOL, 4, 0) == (0, 0.0)  # one-row steps: nothing to charge
-    u, charge = budget_anchor(g, L, K, 0.0, TOL, 4, 0, below=B)
+    u, charge = budget_anchor(g, L, K, 0.0, TOL, 4, 0, reads=reads)
     assert u == 0 and charge == pytest.approx(MARGIN * (0.5 * 4e-4 + 1.5 * 0.5 * 4e-4))
-    # T = 10, rows 6…9: freezing from step 8 leaves step 7 reading m_8, evaluated G_9 away; that
+    # T = 10, rows 6…9: freezing from step 8 leaves step 7 reading f_8, evaluated G_9 away; that
     # charge, MARGIN · 0.5 · 1e-4, exceeds step 8's partial share (PARTIAL · tol · 2/10): only step 9
     g = torch.tensor([0.0, 0.0, 0.0, 1e-4], dtype=torch.float64)
-    B = torch.tensor([0.0, 0.0, 0.5, 0.0], dtype=torch.float64)
+    reads = torch.tensor([[0.0], [0.0], [0.5], [0.0], [0.0]], dtype=torch.float64)
     assert MARGIN * 0.5 * 1e-4 > PARTIAL * TOL * 2 / 10
     assert budget_anchor(g, L, K, 0.0, TOL, 10, 6) == (6, 0.0)
-    assert budget_anchor(g, L, K, 0.0, TOL, 10, 6, below=B) == (9, 0.0)
+    assert budget_anchor(g, L, K, 0.0, TOL, 10, 6, reads=reads) == (9, 0.0)
+
+
+def test_budget_charges_every_row_of_a_wider_band() -> None:
+    """B = 3 (DPM++ 3M, UniPC): step v's defect reads G_{v+2} and G_{v+3}, and both steps below a
+    partial freeze are charged the rows above u they read."""
+    g = torch.tensor([0.0, 0.0, 0.0, 2e-4, 0.0], dtype=torch.float64)
+    L, K = torch.zeros(5, dtype=torch.float64), torch.ones(5, dtype=torch.float64)
+    reads = torch.zeros(7, 2, dtype=torch.float64)  # steps −2 … 4
+    reads[2 + 0, 1] = 0.5  # step 0 reads row 2 (b = 2): G_3
+    reads[2 + 1, 0] = 0.25  # step 1 reads row 2 (b = 1): G_3
+    u, charge = budget_anchor(g, L, K, 0.0, TOL, 5, 0, reads=reads)
+    assert u == 0 and charge == pytest.approx(MARGIN * (0.5 + 0.25 * 1.5) * 2e-4)  # Φ_1 = K_0 + B_{0,2}
+    w = torch.tensor([[1.0, -0.5, 0.5], [1.0, 0.25, 0.0], [1.0, 0.0, 0.0], [1.0, 0.0, 0.0], [1.0, 0.0, 0.0]])
+    got = band_reads(w.double(), torch.full((5,), 2.0, dtype=torch.float64), 0, 5)
+    expected = torch.zeros(7, 2, dtype=torch.float64)
+    expected[2, 0], expected[2, 1], expected[3, 0] = 1.0, 1.0, 0.5  # |w_{v,b}| L^f_{v+b}
+    assert torch.equal(got, expected)
 
 
 def test_budget_ignores_residuals_the_output_does_not_depend_on() -> None:
@@ -125,8 +143,8 @@ def test_per_step_anchor_uses_tol_or_tol2_times_the_noise_level() -> None:
     assert per_step_anchor(rho, sigma, 1e-3, 1e-3, 4) == 7
     # step 3 passes with a larger tol2; step 1 passes through σ; step 0 does not
     assert per_step_anchor(rho, sigma, 1e-3, 0.1, 4) == 4
-    coef = ddim_coefficients(SchedulerConfig(), 10)  # σ_i = √(1 − ᾱ_i⁻): DDIM's noise level of x_i
-    assert torch.equal(coef.noise, (1 - coef.alpha_bar_prev).sqrt()) and coef.noise[0].item() == 0
+    coef = coefficients({}, 10)  # σ_i: the noise level of x_i, where row i − 1 evaluates it; 0 for x_0
+    assert torch.equal(coef.noise[1:], coef.sigma[:-1]) and coef.noise[0].item() == 0
 
 
 def test_the_budget_bound_holds_on_the_output_it_is_about(shapes) -> None:
@@ -142,16 +160,17 @@ def test_the_budget_bound_holds_on_the_output_it_is_about(shapes) -> None:
         coef = problem.coef
         out = evaluate(problem, coef.timesteps, z[1:]).double()
         xi = problem.xi.double() if problem.xi is not None else None
-        defects = (z[:-1] - coef.step(torch.arange(50), z[1:], out, xi)).flatten(1).pow(2).mean(1).sqrt()
+        defects = (z[:-1] - coef.apply(z[1:], out, xi)).flatten(1).pow(2).mean(1).sqrt()
         assert float(defects.sum()) <= 1.5 * spent[-1] + 1e-9  # L is measured, not known: a margin
         assert distance(z[0], sample_sequential(problem)[0]) <= float(defects.sum()) + 1e-9
 
 
-@pytest.mark.parametrize("sampler", ["euler-karras", "dpm++2m", "dpm++2m-karras"])
-def test_the_budget_bound_holds_for_a_term_that_reads_two_rows(shapes, sampler) -> None:
-    """(1'): with DPM-Solver++ 2M each step's term reads x̂_0 at x_{i+1} and x_{i+2}; the defects of the
-    output z (both network inputs evaluated at z itself) still add up to no more than the charged
-    budget (≤ tol), and x_0 is within it of sequential. Jacobi and Anderson, W = T and W < T."""
+@pytest.mark.parametrize("sampler", ["euler-karras", "dpm++2m", "dpm++2m-karras", "dpm++3m", "unipc", "pndm"])
+def test_the_budget_bound_holds_for_a_term_that_reads_a_band(shapes, sampler) -> None:
+    """(1'): a multistep step's term reads the features of several rows (DPM++ 2M two, 3M three, UniPC
+    three, PLMS up to five); the defects of the output z (every network input evaluated at z itself)
+    still add up to no more than the charged budget (≤ tol), and x_0 is within it of sequential.
+    Jacobi and Anderson, W = T and W < T."""
     T = 40
     for seed, solver, window in ((0, "anderson", None), (1, "jacobi", None), (2, "anderson", 15)):
         problem = make_problem(shapes, Request("red circle on blue", "", seed, T, 0.0, 1.0, sampler=sampler))
@@ -160,13 +179,8 @@ def test_the_budget_bound_holds_for_a_term_that_reads_two_rows(shapes, sampler) 
         assert records[-1].converged and spent == sorted(spent) and spent[-1] <= TOL
         z = records[-1].trajectory.double()
         coef = problem.coef
-        rows = torch.arange(T)
         out = evaluate(problem, coef.timesteps, z[1:]).double()
-        m = coef.denoised(rows, z[1:], out)
-        above = torch.cat([m[1:], torch.zeros_like(m[:1])])
-        second = coef.second.view(-1, 1, 1, 1)
-        steps = coef.step(rows, z[1:], out, None) + second * above
-        defects = (z[:-1] - steps).flatten(1).pow(2).mean(1).sqrt()
+        defects = (z[:-1] - coef.apply(z[1:], out, None)).flatten(1).pow(2).mean(1).sqrt()
         assert float(defects.sum()) <= 1.5 * spent[-1] + 1e-9, (seed, solver, window)
         assert distance(z[0], sample_sequential(problem)[0]) <= float(defects.sum()) + 1e-9
 

@@ -21,7 +21,7 @@ import gradio as gr
 from paratta import ModelDefaults, Request, SolverConfig
 from paratta.config import Spec, specs
 from paratta.plans import resolve
-from paratta.schedule import family
+from paratta.samplers import SAMPLERS, family
 
 from .gpu import DEVICE
 from .settings import Caps
@@ -40,11 +40,7 @@ CHOICE_LABELS = {  # how a choice reads in the panel; the values are the library
     "auto": "the model's own",
     "ddim": "DDIM (ε)",
     "flow": "flow matching (Euler, v)",
-    "euler": "Euler",
-    "euler-karras": "Euler Karras",
-    "dpm++2m": "DPM++ 2M",
-    "dpm++2m-karras": "DPM++ 2M Karras",
-}
+}  # the samplers read as the registry labels them (``paratta.samplers.SAMPLERS``)
 # The auto-window box's default: the library's own (auto on CUDA, W = T elsewhere).
 WINDOW_AUTO = DEVICE == "cuda"
 # The auto-window box's note, off the GPU and on it (the library's default: T on a CPU, auto on CUDA).
@@ -170,10 +166,14 @@ def size_update(name: str, model: Any) -> dict[str, Any]:
 
 
 def samplers(model: Any) -> list[str]:
-    """The samplers ``model`` can be sampled with: a flow-matching model only its own flow Euler; a
-    DDIM-family model (or one with both families) every sampler on its noise schedule."""
+    """The samplers ``model`` can be sampled with: a flow-matching model those with a flow form
+    (``paratta.samplers.SAMPLERS``); a DDIM-family model (or one with both families) every sampler."""
     flow_only = family(model.scheduler_config) == "flow" and getattr(model, "with_family", None) is None
-    return [c for c in REQUEST["sampler"].choices if not flow_only or c in ("auto", "euler")]
+    return [
+        c
+        for c in REQUEST["sampler"].choices
+        if not flow_only or c == "auto" or SAMPLERS[c].velocity is not None
+    ]
 
 
 def sampler_widget(spec: Spec, panel: Panel, info: str) -> gr.Dropdown:
@@ -253,6 +253,8 @@ def label(spec: Spec) -> str:
 
 
 def choices(spec: Spec) -> list[tuple[str, str]]:
+    if spec.name == "sampler":
+        return [(SAMPLERS[c].label if c in SAMPLERS else CHOICE_LABELS[c], c) for c in spec.choices]
     return [(CHOICE_LABELS.get(c, c), c) for c in spec.choices]
 
 

@@ -25,8 +25,8 @@ from PIL import Image
 from paratta.evaluate import NonFiniteError
 from paratta.parallel.latency import rows_per_step
 from paratta.plans import resolve
-from paratta.problem import at_size, conversion_note, for_family
-from paratta.schedule import DDIM_SCHEDULER, FLOW_SCHEDULER, family, sampler_config, sampler_name
+from paratta.problem import at_size, for_family
+from paratta.samplers import DDIM, FLOW_EULER, family, label, sampler_config
 
 from . import views
 from .cache import session_folder
@@ -186,14 +186,13 @@ def sampled_by(settings: RunSettings, model: Any) -> RunSettings:
     return replace(settings, request=replace(settings.request, family=family(own)))
 
 
-def sampled_with(settings: RunSettings, model: Any) -> tuple[str | None, str | None]:
-    """(the sampler's name where it is not DDIM or flow Euler, which the views name by η and family;
-    the statement that the model's own scheduler was replaced, if it was)."""
+def sampled_with(settings: RunSettings, model: Any) -> str | None:
+    """The sampler's name where it is not DDIM or flow Euler, which the views name by η and family."""
     config = sampler_config(
         for_family(model, settings.request.family).scheduler_config, settings.request.sampler
     )
-    named = (config.get("_class_name") or DDIM_SCHEDULER) not in (DDIM_SCHEDULER, FLOW_SCHEDULER)
-    return (sampler_name(config, settings.request.eta) if named else None), conversion_note(config)
+    named = (config.get("_class_name") or DDIM) not in (DDIM, FLOW_EULER)
+    return label(config, settings.request.eta) if named else None
 
 
 def refusal(names: tuple[str, ...], err: gr.Error) -> tuple[Any, ...]:
@@ -223,9 +222,7 @@ def new_record(settings: RunSettings) -> RunRecord:
         latent_shape=tuple(model.latent_shape),
         rows_per_step=rows_per_step(settings.request.guidance, model),
     )
-    record.sampler, replaced = sampled_with(settings, model)
-    if replaced:
-        record.notes.append(replaced)
+    record.sampler = sampled_with(settings, model)
     if not settings.request.prompt:
         record.notes.append(EMPTY_PROMPT)
     return record

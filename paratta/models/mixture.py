@@ -38,8 +38,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from paratta.multistep import alpha_bar_at
 from paratta.protocol import ModelDefaults
+from paratta.samplers.ddim import DDIMConfig
+from paratta.samplers.grids import alpha_bar_at, alphas_cumprod
 
 
 def embedded_scheduler_config() -> dict[str, Any]:
@@ -274,14 +275,13 @@ class MixtureModel:
     classifier_free = True
 
     def __init__(self, means: Tensor, scale: float, device: torch.device | str, dtype: torch.dtype) -> None:
-        from paratta.schedule import SchedulerConfig, alphas_cumprod  # schedule imports nothing from here
 
         self.device, self.dtype = torch.device(device), dtype
         self.latent_shape: tuple[int, ...] = tuple(means.shape[1:])
         self.scale = scale
         self.mixture = IsotropicMixture.create(means, scale, self.device)
         self.scheduler_config = embedded_scheduler_config()
-        self.alphas_cumprod = alphas_cumprod(SchedulerConfig.from_dict(self.scheduler_config)).to(self.device)
+        self.alphas_cumprod = alphas_cumprod(DDIMConfig.from_dict(self.scheduler_config)).to(self.device)
         self._families: dict[str, MixtureModel] = {"ddim": self}  # shared by every view of this mixture
 
     def with_family(self, family: str) -> MixtureModel:

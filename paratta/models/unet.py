@@ -30,9 +30,9 @@ from torch import Tensor, nn
 
 from paratta.models.mixture import embedded_scheduler_config
 from paratta.models.shapes import BACKGROUNDS, CATEGORIES, COLOURS, POSITIONS, SHAPES, SIZES, parse_prompt
-from paratta.multistep import alpha_bar_at
 from paratta.registry import BUILTIN_MODELS
-from paratta.schedule import SchedulerConfig, alphas_cumprod
+from paratta.samplers.ddim import DDIMConfig
+from paratta.samplers.grids import alpha_bar_at, alphas_cumprod
 
 NETWORK_PREDICTIONS = ("epsilon", "v_prediction")
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
@@ -187,7 +187,7 @@ class ShapesUNetModel:
         self.network_prediction: str = self.metadata.get("network_prediction", "epsilon")
         if self.network_prediction not in NETWORK_PREDICTIONS:
             raise ValueError(f"unknown network_prediction {self.network_prediction!r}")
-        config = SchedulerConfig.from_dict(self.scheduler_config)
+        config = DDIMConfig.from_dict(self.scheduler_config)
         self.alphas_cumprod = alphas_cumprod(config).to(device=self.device, dtype=torch.float32)
         self.vocabulary = dict(ATTRIBUTE_VALUES)
 

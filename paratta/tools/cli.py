@@ -145,7 +145,6 @@ def sample_command(args: argparse.Namespace) -> dict:
         "stopping": config.stopping,
         "steps": request.steps,
         "sampler": problem.sampler,
-        "sampler_note": problem.note,  # the model's own scheduler was replaced, and how (None: it was not)
         "iterations": last.iteration,
         "model_evaluations": last.evaluations,
         "converged": last.converged,
@@ -191,8 +190,6 @@ def summary_line(s: dict[str, Any]) -> str:
         )
     if "window_note" in s:
         line += f"; {s['window_note']}"
-    if s.get("sampler_note"):
-        line += f"; {s['sampler_note']}"
     return line + f"; wrote {s['output']}"
 
 

@@ -49,7 +49,8 @@ from paratta.models.unet import (
     condition_dim,
     network_output_to_eps,
 )
-from paratta.schedule import SchedulerConfig, alphas_cumprod
+from paratta.samplers.ddim import DDIMConfig
+from paratta.samplers.grids import alphas_cumprod
 
 DATA_SEED_STRIDE = 1_000_003
 EVAL_SEED = 987_654_321
@@ -145,7 +146,7 @@ def train(args: argparse.Namespace) -> Path:
     network.train()
     ema.eval()
     n_params = sum(p.numel() for p in network.parameters())
-    alpha_bar = alphas_cumprod(SchedulerConfig.from_dict(embedded_scheduler_config()))
+    alpha_bar = alphas_cumprod(DDIMConfig.from_dict(embedded_scheduler_config()))
     opt = torch.optim.AdamW(network.parameters(), lr=args.lr, weight_decay=args.weight_decay)
     g = torch.Generator().manual_seed(args.seed)
     command = "python -m paratta.tools.train_unet " + " ".join(sys.argv[1:])
@@ -260,24 +261,26 @@ def sample_grid(
     """A PNG grid (rows = prompts, columns = seeds) of DDIM samples, upscaled ×scale, captioned.
 
     Each row is one batched sequential DDIM run over the seeds: the same x_T (``draw_noise``)
-    and the same steps (``Coefficients.step``) as ``paratta.sequential.sample_sequential``.
+    and the same steps (``Schedule.step``) as ``paratta.sequential.sample_sequential``.
     """
     import numpy as np
     from PIL import Image, ImageDraw
 
     from paratta.models.unet import build_shapes_unet_model
     from paratta.problem import draw_noise
-    from paratta.schedule import ddim_coefficients
+    from paratta.samplers import coefficients
 
     model = build_shapes_unet_model(weights=weights)
-    coef = ddim_coefficients(SchedulerConfig.from_dict(model.scheduler_config), steps)
-    x_T = torch.stack([draw_noise(seed, model.latent_shape, steps, 0.0)[0] for seed in range(seeds)])
+    coef = coefficients(model.scheduler_config, steps)  # DDIM: one row per step
+    no_draws = torch.zeros(steps, dtype=torch.bool)
+    x_T = torch.stack([draw_noise(seed, model.latent_shape, no_draws)[0] for seed in range(seeds)])
     rows = []
     for prompt in prompts:
         cond, x = model.encode(prompt), x_T.double()
         for i in reversed(range(steps)):
             idx = torch.full((seeds,), i)
-            x = coef.step(idx, x, model.predict(x, coef.timesteps[idx], cond, guidance), None)
+            f = coef.features(idx, x, model.predict(x, coef.timesteps[idx], cond, guidance))
+            x = coef.p[i] * x + coef.w[i, 0] * f
         rows.append(model.decode(x))
     pad, label_h, cell = 4, 14, 32 * scale
     width = seeds * (cell + pad) + pad

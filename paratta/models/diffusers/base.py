@@ -1,10 +1,12 @@
 """The shared base of the diffusers adapters: what an adapter declares (``Serves``, ``SizeRule``), the one
-mapping from a pipeline's scheduler to the sampler paratta solves (``sampler_scheduler_config``), and
+mapping from a pipeline's scheduler to the config paratta samples (``pipeline_scheduler_config``), and
 ``DiffusersModel`` (configuration, condition, guided prediction, drawing x_T, decoding as the pipeline).
 
 An adapter is exact against ``pipe(...)``: it calls the pipeline's own ``encode_prompt``, VAE and image
 processor, and reproduces what its ``__call__`` and ``prepare_latents`` do (declared in
-``Serves.replicates``: a subclass that overrides one of those is refused by name).
+``Serves.replicates``: a subclass that overrides one of those is refused by name). A pipeline is
+sampled with its own scheduler: the sampler registry (``paratta.samplers``) expresses it exactly or
+refuses it with the reason when a run is made, never swapping in another sampler.
 """
 
 from __future__ import annotations
@@ -18,12 +20,10 @@ from typing import Any, ClassVar, Literal
 import torch
 from torch import Tensor
 
-from paratta.flow import FLOW_SCHEDULER, FlowSchedulerConfig
 from paratta.models.previews import decode_with_vae, preview_latents, vae_input
-from paratta.multistep import DPM_SCHEDULER, EULER_SCHEDULER, MultistepSchedulerConfig
 from paratta.protocol import ModelDefaults
 from paratta.registry import TEXT_TO_IMAGE_DEFAULTS
-from paratta.schedule import DDIM_SCHEDULER, SchedulerConfig, family
+from paratta.samplers import family
 
 
 class ModelOutOfMemoryError(MemoryError):
@@ -104,141 +104,15 @@ def resolve_device_dtype(
     return dev, dtype
 
 
-# ---------------------------------------------------------------- the pipeline's scheduler → paratta's
+def pipeline_scheduler_config(scheduler: Any) -> dict[str, Any]:
+    """The one mapping from a pipeline's ``scheduler`` to the config paratta samples it with: its own, as a
+    plain dict with ``_class_name``.
 
-# Why paratta cannot solve a scheduler's own step, by class (a subclass inherits its base's reason).
-WHY_NOT: dict[str, str] = {
-    "PNDMScheduler": "its PLMS step reads the network outputs of four earlier states; the solver reads two",
-    "LMSDiscreteScheduler": "its linear multistep reads up to four earlier outputs; the solver reads two",
-    "UniPCMultistepScheduler": (
-        "its corrector rewrites each state with the output evaluated at it before the next predictor, so a "
-        "step reads x̂_0 at three states; the solver and the budget rule read two"
-    ),
-    "DEISMultistepScheduler": "its third-order multistep reads three earlier outputs; the solver reads two",
-    "HeunDiscreteScheduler": "each step evaluates the network twice (a predictor and a corrector)",
-    "KDPM2DiscreteScheduler": "each step evaluates the network twice (at the state and at a midpoint)",
-    "KDPM2AncestralDiscreteScheduler": "each step evaluates the network twice and draws fresh noise",
-    "EulerAncestralDiscreteScheduler": "each step draws fresh noise after the network call (ancestral)",
-    "DPMSolverSDEScheduler": "each step draws Brownian-tree noise between two network calls",
-    "LCMScheduler": "each step re-noises the consistency model's x̂_0 with fresh noise",
-    "TCDScheduler": "each step re-noises the consistency model's x̂_0 with fresh noise",
-    "DDPMScheduler": "its ancestral step draws fresh noise with the posterior's variance (DDIM(η=1) is the "
-    "same sampler on DDIM's grid)",
-    "FlowMatchHeunDiscreteScheduler": "each step evaluates the network twice (a predictor and a corrector)",
-}
-
-
-def why_not(scheduler: Any) -> str:
-    """The reason paratta cannot solve ``scheduler``'s own step (its class's, or a base class's)."""
-    for cls in type(scheduler).__mro__:
-        if cls.__name__ in WHY_NOT:
-            return WHY_NOT[cls.__name__]
-    return (
-        "paratta solves DDIM(η), Euler, DPM-Solver++ 1S/2M on ε/v-prediction σ and flow-matching Euler; "
-        f"{type(scheduler).__name__} is none of them"
-    )
-
-
-def _plain(config: Any, class_name: str) -> dict[str, Any]:
-    out = {k: v for k, v in dict(config).items() if not k.startswith("_")}
-    out["_class_name"] = class_name
-    return out
-
-
-def sampler_scheduler_config(
-    scheduler: Any,
-    kind: Literal["ddim", "flow"],
-    stable_diffusion_rewrites: bool = False,
-    scales_x_T: bool = True,
-) -> dict[str, Any]:
-    """The one mapping from a pipeline's ``scheduler`` to the scheduler config paratta samples it with.
-
-    ``kind`` is what the network predicts: "ddim" (ε, v or x̂_0) or "flow" (a velocity). The pipeline's
-    own config when paratta expresses its step (DDIM(η), Euler, DPM-Solver++ 1S/2M; flow-matching Euler),
-    else the nearest sampler paratta expresses on the same noise schedule — DDIM on its betas
-    (``DDIMScheduler.from_config``; SD's ``steps_offset``/``clip_sample`` rewrites re-applied with
-    ``stable_diffusion_rewrites``), or flow-matching Euler with its shift — carrying ``_conversion``, the
-    statement with the reason ("the pipeline's UniPCMultistepScheduler is not supported (its corrector
-    …): sampling DDIM on its noise schedule"). ``paratta.problem`` says it and warns; ``ParaTAAPipeline``
-    refuses it, since it would give another image than ``pipe(...)``. ``ValueError`` for a config even
-    the conversion cannot take (thresholding).
-
-    ``scales_x_T`` False: the pipeline neither multiplies x_T by ``init_noise_sigma`` nor steps from the
-    unscaled state (DiTPipeline steps from ``scale_model_input``'s output), so a scheduler for which those
-    matter (Euler: σ-space states) is not the sampler its pipeline runs, and is converted with that reason.
-    """
-    name = type(scheduler).__name__
-    if kind == "flow":
-        return _flow_config(scheduler, name)
-    reason = why_not(scheduler)
-    if name == EULER_SCHEDULER and not scales_x_T:
-        reason = (
-            "the pipeline neither multiplies x_T by its init_noise_sigma nor steps from the unscaled state "
-            "(it steps from scale_model_input's output), so its image is not Euler's"
-        )
-    elif name in (EULER_SCHEDULER, DPM_SCHEDULER):
-        config = _plain(scheduler.config, name)
-        try:
-            MultistepSchedulerConfig.from_dict(config)
-            return config
-        except ValueError as error:
-            reason = str(error)
-    config = _ddim_config(scheduler, stable_diffusion_rewrites)
-    if name != DDIM_SCHEDULER:
-        config["_conversion"] = (
-            f"the pipeline's {name} is not supported ({reason}): sampling DDIM on its noise schedule"
-        )
+    It is not converted: ``paratta.samplers`` expresses it exactly when a run is made, or refuses it
+    there with the reason (``samplers.check``), never swapping in another sampler."""
+    config = {k: v for k, v in dict(scheduler.config).items() if not k.startswith("_")}
+    config["_class_name"] = type(scheduler).__name__
     return config
-
-
-def _ddim_config(scheduler: Any, stable_diffusion_rewrites: bool) -> dict[str, Any]:
-    """The DDIMScheduler config a pipeline's scheduler maps to.
-
-    A non-DDIM scheduler (SD 1.5 ships PNDM) is converted by ``DDIMScheduler.from_config``, which
-    keeps the shared keys and fills DDIM's defaults. ``StableDiffusionPipeline.__init__`` rewrites
-    ``steps_offset`` to 1 and ``clip_sample`` to False on the scheduler it is given; after a
-    conversion those rewrites are re-applied (``stable_diffusion_rewrites``), so the config is the
-    one a pipeline built with the DDIM scheduler would run — DDIM's default ``clip_sample=True``
-    would clamp SD latents to [−1, 1].
-    """
-    from diffusers import DDIMScheduler
-
-    overrides: dict[str, Any] = {}
-    if not isinstance(scheduler, DDIMScheduler):
-        scheduler = DDIMScheduler.from_config(scheduler.config)
-        overrides = {"steps_offset": 1, "clip_sample": False} if stable_diffusion_rewrites else {}
-    config = {**_plain(scheduler.config, DDIM_SCHEDULER), **overrides}
-    SchedulerConfig.from_dict(config)  # fail now (ValueError) on e.g. thresholding, not mid-run
-    return config
-
-
-def _flow_config(scheduler: Any, name: str) -> dict[str, Any]:
-    """A flow pipeline's ``FlowMatchEulerDiscreteScheduler`` config as it is; another flow scheduler (Sana's
-    DPM-Solver++ and Wan's UniPC on flow σ, a Heun) as flow-matching Euler with its shift, said."""
-    config = _plain(scheduler.config, FLOW_SCHEDULER)
-    try:
-        FlowSchedulerConfig.from_dict(config)
-        reason = "" if name == FLOW_SCHEDULER else why_not(scheduler)
-    except ValueError as error:
-        reason = str(error)
-    if not reason:
-        return config
-    if name == DPM_SCHEDULER:  # paratta's DPM-Solver++ is written on VP noise levels, not on flow σ
-        reason = (
-            "its DPM-Solver++ steps on flow σ (x = (1 − σ) x_0 + σ ε, a velocity predicted) are not among "
-            "the samplers paratta expresses: its DPM-Solver++ is written on ε/v-prediction noise levels"
-        )
-    source = dict(scheduler.config)
-    shift = source.get("flow_shift", source.get("shift", 1.0))
-    converted = {
-        "_class_name": FLOW_SCHEDULER,
-        "num_train_timesteps": source.get("num_train_timesteps", 1000),
-        "shift": float(shift),
-        "_conversion": f"the pipeline's {name} is not supported ({reason}): sampling flow-matching Euler "
-        f"with its shift {float(shift):g}",
-    }
-    FlowSchedulerConfig.from_dict(converted)
-    return converted
 
 
 # ---------------------------------------------------------------- the adapter
@@ -274,12 +148,11 @@ class DiffusersModel:
     ``pipe`` is checked (``check``) and moved to ``device``/``dtype`` (in place, as ``pipe.to`` does);
     ``name`` defaults to its hub id or folder, else ``default_name``. ``options`` are the pipeline's call
     arguments that configure the adapter (``Serves.options``), each defaulting to the pipeline's own
-    ``__call__`` default. Subclasses declare ``serves`` and ``kind``, set ``latent_shape`` and
+    ``__call__`` default. Subclasses declare ``serves``, set ``latent_shape`` and
     ``scheduler_config`` in ``_configure``, and implement ``condition``, ``predict`` and ``size_rule``.
     """
 
     serves: ClassVar[Serves]
-    kind: ClassVar[Literal["ddim", "flow"]]  # what the network predicts: ε/v/x̂_0, or a velocity
     default_name: ClassVar[str]
     defaults: ModelDefaults = TEXT_TO_IMAGE_DEFAULTS
     takes_negative_prompt = True
@@ -333,6 +206,10 @@ class DiffusersModel:
         """``ValueError`` naming the pipeline and the reason when this adapter cannot serve it; called
         before anything moves. The class (or the base class it was vouched for) is checked by the
         registry (``adapters.adapter_for``); subclasses add their component checks."""
+
+    def check_scheduler(self) -> None:
+        """``ValueError`` with the reason when the pipeline's loop runs its scheduler otherwise than a
+        diffusers scheduler's own ``step`` sequence (which ``paratta.samplers`` mirrors); nothing for most."""
 
     # ------------------------------------------------------------ configuration
 

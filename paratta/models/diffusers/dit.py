@@ -5,8 +5,9 @@ As in ``DiTPipeline.__call__``: the batch is [cond, null] with the null class id
 ε_null + s·(ε_c − ε_null) on the ε channels, and a ``learn_sigma`` transformer (2C output
 channels) has its variance half dropped. The prompt is a class: an ImageNet label known to
 ``pipe.labels`` (from ``id2label``), or an integer id; "" samples the null class (unconditional).
-DiTPipeline steps from ``scale_model_input``'s output and never scales x_T, so a σ-space scheduler
-(Euler) is not the sampler it runs: it is sampled as DDIM, said (``sampler_scheduler_config``).
+DiTPipeline steps from ``scale_model_input``'s output and never scales x_T by ``init_noise_sigma``, so
+with a σ-space scheduler (Euler, Heun: ``init_noise_sigma`` ≠ 1) its image is not that scheduler's:
+``check_scheduler`` refuses it with that reason.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from torch import Tensor
 
 from paratta.protocol import ModelDefaults
 
-from .base import DiffusersModel, Serves, SizeRule, cfg, per_row, sampler_scheduler_config
+from .base import DiffusersModel, Serves, SizeRule, cfg, per_row, pipeline_scheduler_config
 
 
 @dataclass(frozen=True)
@@ -43,7 +44,6 @@ class DiTModel(DiffusersModel):
         draws="randn_tensor((B, C, s, s)) in the transformer's dtype",
         replicates=("__call__",),
     )
-    kind = "ddim"
     default_name = "dit"
     takes_negative_prompt = False
     takes_image_size = False
@@ -60,12 +60,24 @@ class DiTModel(DiffusersModel):
         self.learn_sigma = int(config.out_channels or config.in_channels) // 2 == self.channels
         self.num_classes = int(config.num_embeds_ada_norm or 1000)
         self.latent_shape = (self.channels, int(config.sample_size), int(config.sample_size))
-        self.scheduler_config = sampler_scheduler_config(self.pipe.scheduler, "ddim", scales_x_T=False)
+        self.scheduler_config = pipeline_scheduler_config(self.pipe.scheduler)
         # Label → id, lower-cased (pipe.labels maps every comma-separated synonym of id2label; a pipeline
         # built without id2label has no ``labels`` attribute: this adapter's one probe of its pipeline).
         self.labels = {k.lower(): int(v) for k, v in (getattr(self.pipe, "labels", None) or {}).items()}
         # Class-conditional: "" samples the null class; an ImageNet DiT is shown with a class it knows.
         self.defaults = ModelDefaults("golden retriever" if "golden retriever" in self.labels else "", 4.0)
+
+    def check_scheduler(self) -> None:
+        """DiTPipeline's loop equals its scheduler's only where x_T needs no scaling and the model input is
+        the state (``init_noise_sigma`` 1: DDIM, DPM-Solver, UniPC, PNDM)."""
+        scheduler = self.pipe.scheduler
+        if float(scheduler.init_noise_sigma) != 1.0:
+            raise ValueError(
+                f"DiTPipeline with {type(scheduler).__name__}: the pipeline neither multiplies x_T by its "
+                "init_noise_sigma nor steps from the unscaled state (it steps from scale_model_input's "
+                "output), so its image is not that sampler's; use one whose init_noise_sigma is 1 (DDIM, "
+                "DPM-Solver, UniPC)"
+            )
 
     def class_id(self, prompt: str) -> int:
         """An integer id in [0, num_classes) or a ``pipe.labels`` label (any case); "" → the null class."""

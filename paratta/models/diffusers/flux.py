@@ -1,6 +1,6 @@
 """Flux.1 (rectified-flow transformer with embedded guidance) as a paratta ``DiffusionModel``.
 
-Sampled as ``FluxPipeline.__call__`` samples it: flow-matching Euler (``paratta.flow``) on the
+Sampled as ``FluxPipeline.__call__`` samples it: flow-matching Euler (``paratta.samplers.flow``) on the
 pipeline's custom grid σ = linspace(1, 1/T, T), shifted by μ from the packed token count, with the
 timestep fed as t/1000 in the latents' dtype. Guidance is *embedded* (Flux-dev: the transformer
 takes the scale as an input), so one row per timestep; a transformer without ``guidance_embeds``
@@ -21,7 +21,7 @@ from torch import Tensor
 
 from paratta.registry import TEXT_TO_IMAGE_DEFAULTS
 
-from .base import DiffusersModel, Serves, SizeRule, per_row, sampler_scheduler_config
+from .base import DiffusersModel, Serves, SizeRule, per_row, pipeline_scheduler_config
 
 
 @dataclass(frozen=True)
@@ -52,7 +52,6 @@ class FluxModel(DiffusersModel):
         layout="(h/2 · w/2, 4C): the pipeline's packed latents (2×2 patches)",
         draws="randn_tensor((B, C, H/f, W/f)) in the text embeddings' dtype, then packed",
     )  # fmt: skip
-    kind = "flow"
     default_name = "flux"
     takes_negative_prompt = False
 
@@ -73,7 +72,7 @@ class FluxModel(DiffusersModel):
         self.image_ids = self.pipe._prepare_latent_image_ids(1, rows, cols, self.device, self.dtype)
         self.guidance_embeds = bool(self.transformer.config.guidance_embeds)
         self.max_sequence_length = max_sequence_length
-        self.scheduler_config = sampler_scheduler_config(self.pipe.scheduler, "flow")
+        self.scheduler_config = pipeline_scheduler_config(self.pipe.scheduler)
         # The pipeline's defaults: Flux-dev 3.5 and 28 steps; without embedded guidance (Flux-schnell,
         # distilled to few steps) the scale means nothing.
         guidance, steps = (3.5, 28) if self.guidance_embeds else (1.0, 4)

@@ -1,60 +1,30 @@
 """Image-to-image for Stable Diffusion and SDXL: the system over the pipeline's last steps.
 
 ``pipe(prompt, image=…, strength=s, num_inference_steps=T)`` runs the last k = min(⌊T·s⌋, T) steps of
-its scheduler's T-step grid (``get_timesteps``), from the encoded image noised to the first of them
-(``prepare_latents``: the VAE's sample drawn from the generator, then one noise draw, then the
-scheduler's ``add_noise``). Those k steps are a triangular system like any other: its x_T is that
-noised latent, its steps the grid's last k. The adapter calls the pipeline's own ``get_timesteps`` and
-``prepare_latents``, so x_T is the pipeline's to the bit and the generator is left where the pipeline
-leaves it (DDIM's η-noises come next, one per step).
-
-A one-step sampler's step reads only its own grid point, so the last k steps of the T-step schedule
-are exactly the steps the pipeline takes: DDIM(η), Euler (its state scaled into paratta's VP space at
-the first of them), DPM-Solver++ 1S. A multistep sampler restarts its history at the cut (the
-pipeline's first step after it is first order), which a slice of the grid does not express: refused
-by name until the samplers take a begin index.
+its scheduler's T-step grid (``get_timesteps``: from step T − k), from the encoded image noised to the
+first of them (``prepare_latents``: the VAE's sample drawn from the generator, then one noise draw, then
+the scheduler's ``add_noise``). Those k steps are a triangular system like any other: its x_T is that
+noised latent (carried into the solver's space by ``Schedule.input_scale``), its steps the sampler's
+from step T − k (``paratta.samplers.coefficients(..., begin=T − k)``, which restarts a multistep
+sampler's history there, as the scheduler does). The adapter calls the pipeline's own ``get_timesteps``
+and ``prepare_latents``, so x_T is the pipeline's to the bit and the generator is left where the
+pipeline leaves it (the η-noises come next). PNDM is refused: the pipeline's cut of its timestep list
+is not PNDM's run from a begin step.
 """
 
 from __future__ import annotations
 
-from dataclasses import fields, replace
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from paratta.multistep import MultistepCoefficients
-from paratta.schedule import Schedule, sampler_name
+from paratta.samplers import parse
+from paratta.samplers.pndm import PNDMConfig
 
 from .base import TEXT_ARGUMENTS, Serves
 from .sd import StableDiffusionModel
 from .sdxl import MICRO_CONDITIONS, StableDiffusionXLModel
-
-
-def last_steps(schedule: Schedule, k: int, name: str) -> Schedule:
-    """The last ``k`` steps of ``schedule`` (paratta's indices 0 … k−1), x_T at the first of them.
-
-    Tensors along the grid keep their first k entries (k + 1 for the levels σ_0 … σ_T); an Euler state
-    is the pipeline's latents · α_k (``init_scale``), the others the latents themselves. ``ValueError``
-    naming the sampler for one whose steps read two rows (DPM-Solver++ 2M).
-    """
-    T = schedule.num_steps
-    if not 1 <= k <= T:
-        raise ValueError(f"the image-to-image run has {k} steps of {T}; it needs 1 … {T}")
-    if bool((schedule.second != 0).any()):
-        raise ValueError(
-            f"image-to-image with {name}: the pipeline's scheduler restarts its multistep history after "
-            "strength's cut (its first step there is first order), which the last steps of the full grid "
-            "do not express; use a one-step sampler (DDIM, Euler, DPM-Solver++ 1S) for image-to-image"
-        )
-    cut: dict[str, Any] = {}
-    for f in fields(schedule):  # type: ignore[arg-type]  # every schedule is a dataclass
-        value = getattr(schedule, f.name)
-        if isinstance(value, Tensor) and value.dim() == 1 and value.shape[0] in (T, T + 1):
-            cut[f.name] = value[: k + value.shape[0] - T]
-    if isinstance(schedule, MultistepCoefficients):
-        cut["init_scale"] = float(schedule.alpha[k])
-    return replace(schedule, **cut)  # type: ignore[type-var]
 
 
 class Img2Img:
@@ -74,12 +44,13 @@ class Img2Img:
         return pixels, (int(pixels.shape[-2]), int(pixels.shape[-1]))
 
     def start(
-        self, arguments: dict[str, Any], pixels: Tensor, schedule: Schedule, count: int, generator: Any
-    ) -> tuple[Schedule, Tensor]:
-        """(the last k steps of ``schedule``, x_T of ``count`` images (count, *latent) in the pipeline's
-        space, float32 CPU), by the pipeline's own ``get_timesteps`` and ``prepare_latents``."""
-        pipe, steps, strength = self.pipe, schedule.num_steps, arguments["strength"]  # type: ignore[attr-defined]
-        if not (isinstance(strength, (int, float)) and 0 <= strength <= 1):
+        self, arguments: dict[str, Any], pixels: Tensor, steps: int, count: int, generator: Any
+    ) -> tuple[int, Tensor]:
+        """(the step the run begins at, T − k, and x_T of ``count`` images (count, *latent): the
+        scheduler's sample there, float32 CPU), by the pipeline's own ``get_timesteps`` and
+        ``prepare_latents``."""
+        pipe, strength = self.pipe, arguments["strength"]  # type: ignore[attr-defined]
+        if isinstance(strength, bool) or not (isinstance(strength, (int, float)) and 0 <= strength <= 1):
             raise ValueError(f"strength must be in [0, 1]; got {strength!r}")
         k = min(int(steps * strength), steps)
         if k < 1:
@@ -87,7 +58,12 @@ class Img2Img:
                 f"strength {strength:g} × num_inference_steps {steps} leaves no step to run "
                 "(it needs ⌊T·s⌋ ≥ 1)"
             )
-        cut = last_steps(schedule, k, sampler_name(self.scheduler_config))  # type: ignore[attr-defined]
+        if isinstance(parse(self.scheduler_config), PNDMConfig):  # type: ignore[attr-defined]
+            raise ValueError(
+                f"{type(pipe).__name__} with PNDMScheduler: the pipeline drops the first T − ⌊T·strength⌋ "
+                "entries of PNDM's timestep list, which its warm-up entries make longer than T, and PNDM "
+                "restarts its step counter there: not PNDM's run from a begin step; use another sampler"
+            )
         device, dtype = self.device, self.dtype  # type: ignore[attr-defined]
         pipe.scheduler.set_timesteps(steps, device=device)
         timesteps, _ = pipe.get_timesteps(steps, strength, device)
@@ -96,7 +72,7 @@ class Img2Img:
             latents = pipe.prepare_latents(
                 pixels, timesteps[:1].repeat(count), count // per_prompt, per_prompt, dtype, device, generator
             )
-        return cut, latents.to("cpu", torch.float32)
+        return steps - k, latents.to("cpu", torch.float32)
 
     @staticmethod
     def _prompts(arguments: dict[str, Any]) -> int:

@@ -30,7 +30,8 @@ from torch import Tensor
 
 from paratta.config import Request, SolverConfig, specs
 from paratta.parallel.plan import plan, solve
-from paratta.problem import Problem, make_problem, schedule_for
+from paratta.problem import Problem, make_problem
+from paratta.samplers import check
 from paratta.solver import Iterate
 
 OUTPUT_TYPES = ("pil", "np", "pt", "latent")
@@ -238,11 +239,10 @@ class ParaTAAPipeline:
             generator = _global_generator(model.device)
         elif isinstance(generator, (list, tuple)) and len(generator) != images:
             raise ValueError(f"generator: a list of {len(generator)} generators for {images} images")
-        latents, schedule = given.get("latents"), None
+        latents, begin = given.get("latents"), None
         if pixels is not None:
-            full = schedule_for(solved, request.steps, request.eta)
-            schedule, latents = model.start(given, pixels, full, images, generator)
-        problem = make_problem(solved, request, latents, generator, cond=cond, schedule=schedule)
+            begin, latents = model.start(given, pixels, request.steps, images, generator)
+        problem = make_problem(solved, request, latents, generator, cond=cond, begin=begin)
         planned = plan(problem, self.config)
         per_image = 1 / math.sqrt(images)  # the rule bounds the RMS over all images: √B × tighter
         planned = replace(planned, tol=planned.tol * per_image, tol2=planned.tol2 * per_image)
@@ -259,17 +259,12 @@ class ParaTAAPipeline:
         now = self._scheduler_now()
         if now[0] is not self._seen[0] or now[1] != self._seen[1]:
             self.model, self._seen = self.model.configured(), now
-        self._refuse_conversion(self.model)
+        try:
+            check(self.model.scheduler_config)  # the sampler registry: expressed exactly, or the reason
+            self.model.check_scheduler()  # the pipeline's own loop (DiT's)
+        except ValueError as error:
+            raise ValueError(f"{self.pipeline_name}'s scheduler {type(now[0]).__name__}: {error}") from None
         return self.model
-
-    def _refuse_conversion(self, model: Any) -> None:
-        note = model.scheduler_config.get("_conversion")
-        if note:
-            raise ValueError(
-                f"{self.pipeline_name}'s scheduler: {note} — that would be another image than pipe(...), "
-                f"so paratta refuses it; set pipe.scheduler to one it solves (DDIMScheduler, "
-                "EulerDiscreteScheduler, DPMSolverMultistepScheduler on ε/v, FlowMatchEulerDiscreteScheduler)"
-            )
 
     def _default(self, name: str) -> Any:
         default = self.parameters[name].default

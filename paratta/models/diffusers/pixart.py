@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .base import TEXT_ARGUMENTS, DiffusersModel, Serves, SizeRule, cfg, per_row, sampler_scheduler_config
+from .base import TEXT_ARGUMENTS, DiffusersModel, Serves, SizeRule, cfg, per_row, pipeline_scheduler_config
 
 
 @dataclass(frozen=True)
@@ -78,7 +78,6 @@ class PixArtModel(DiffusersModel):
         draws="randn_tensor((B, C, h, w)) in the text embeddings' dtype at the binned size, "
         "× init_noise_sigma",
     )  # fmt: skip
-    kind = "ddim"
     default_name = "pixart"
     min_multiple = 8  # what the pipeline's check_inputs takes (after binning)
 
@@ -125,7 +124,7 @@ class PixArtModel(DiffusersModel):
             "max_sequence_length": max_sequence_length,
             **options,
         }
-        self.scheduler_config = sampler_scheduler_config(self.pipe.scheduler, self.kind)
+        self.scheduler_config = pipeline_scheduler_config(self.pipe.scheduler)
 
     @property
     def image_size(self) -> tuple[int, int]:

@@ -36,7 +36,6 @@ class SanaModel(PixArtModel):
         layout="(C, h, w): DC-AE latents × scaling_factor at the (binned) sampling size",
         draws="randn_tensor((B, C, h, w)) in float32 at the binned size",
     )  # fmt: skip
-    kind = "flow"
     default_name = "sana"
     min_multiple = 32
     latent_dtype = torch.float32

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .base import TEXT_ARGUMENTS, DiffusersModel, Serves, SizeRule, cfg, per_row, sampler_scheduler_config
+from .base import TEXT_ARGUMENTS, DiffusersModel, Serves, SizeRule, cfg, per_row, pipeline_scheduler_config
 
 
 @dataclass(frozen=True)
@@ -55,7 +55,6 @@ class StableDiffusionModel(DiffusersModel):
         layout="(C, h, w): UNet-space latents (the VAE's × scaling_factor)",
         draws="randn_tensor((B, C, H/f, W/f)) in the text embeddings' dtype, × init_noise_sigma",
     )
-    kind = "ddim"
     default_name = "stable-diffusion"
 
     @classmethod
@@ -84,9 +83,7 @@ class StableDiffusionModel(DiffusersModel):
         f = self.vae_scale_factor
         self.latent_shape = (int(self.unet.config.in_channels), height // f, width // f)
         # Read after the pipeline's __init__, which rewrites steps_offset 0 → 1 and clip_sample → False.
-        self.scheduler_config = sampler_scheduler_config(
-            self.pipe.scheduler, "ddim", stable_diffusion_rewrites=True
-        )
+        self.scheduler_config = pipeline_scheduler_config(self.pipe.scheduler)
 
     def condition(self, arguments: dict[str, Any]) -> TextCondition:
         return TextCondition(*text_embeddings(self.pipe, arguments, self.device))

@@ -1,6 +1,6 @@
 """Stable Diffusion 3 / 3.5 (rectified-flow MMDiT) as a paratta ``DiffusionModel``.
 
-Sampled as the pipeline samples it: flow-matching Euler (``paratta.flow``) on the pipeline's own
+Sampled as the pipeline samples it: flow-matching Euler (``paratta.samplers.flow``) on the pipeline's own
 ``FlowMatchEulerDiscreteScheduler`` config, with μ from the image's token count when the config
 shifts dynamically. The guided velocity is ``StableDiffusion3Pipeline.__call__``'s:
 v = v_u + s·(v_c − v_u) with the unconditional (negative-prompt) and conditional halves in ONE
@@ -20,7 +20,7 @@ from torch import Tensor
 
 from paratta.registry import TEXT_TO_IMAGE_DEFAULTS
 
-from .base import TEXT_ARGUMENTS, DiffusersModel, Serves, SizeRule, cfg, per_row, sampler_scheduler_config
+from .base import TEXT_ARGUMENTS, DiffusersModel, Serves, SizeRule, cfg, per_row, pipeline_scheduler_config
 
 
 @dataclass(frozen=True)
@@ -52,7 +52,6 @@ class StableDiffusion3Model(DiffusersModel):
         layout="(C, h, w): the pipeline's latents (the VAE's − shift_factor, × scaling_factor)",
         draws="randn_tensor((B, C, H/f, W/f)) in the text embeddings' dtype",
     )  # fmt: skip
-    kind = "flow"
     default_name = "stable-diffusion-3"
     defaults = replace(TEXT_TO_IMAGE_DEFAULTS, guidance=7.0, steps=28)  # the pipeline's own
 
@@ -72,7 +71,7 @@ class StableDiffusion3Model(DiffusersModel):
         self.latent_shape = (int(config.in_channels), height // f, width // f)
         self.image_seq_len = (height // f // p) * (width // f // p)  # μ's sequence length, as the pipeline's
         self.max_sequence_length = max_sequence_length
-        self.scheduler_config = sampler_scheduler_config(self.pipe.scheduler, "flow")
+        self.scheduler_config = pipeline_scheduler_config(self.pipe.scheduler)
 
     def schedule_arguments(self, steps: int) -> dict[str, Any]:
         """What the pipeline passes to ``set_timesteps`` besides T: the token count μ is computed from."""

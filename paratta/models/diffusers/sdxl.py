@@ -5,7 +5,7 @@ by side (cross-attention), the second one's pooled embedding and the six micro-c
 size, crop's top-left corner, target size: ``add_time_ids``, as ``_get_add_time_ids`` forms them; the
 negative half with its own when ``negative_original_size`` and ``negative_target_size`` are given) as the
 ``text_time`` added conditions; guidance and batching as Stable Diffusion's. Its scheduler as the hub
-ships it, Euler, is sampled as it is (``paratta.multistep``). The decode is the pipeline's: the VAE's
+ships it, Euler, is sampled as it is (``paratta.samplers``). The decode is the pipeline's: the VAE's
 ``latents_mean``/``latents_std`` when set, and a float16 VAE with ``force_upcast`` decoded in float32.
 """
 

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .base import DiffusersModel, Serves, SizeRule, cfg, per_row, sampler_scheduler_config
+from .base import DiffusersModel, Serves, SizeRule, cfg, per_row, pipeline_scheduler_config
 
 
 @dataclass(frozen=True)
@@ -46,7 +46,6 @@ class WanModel(DiffusersModel):
         draws="randn_tensor((B, C, F, h, w)) in float32",
         output="frames",
     )  # fmt: skip
-    kind = "flow"
     default_name = "wan"
     latent_dtype = torch.float32
 
@@ -89,7 +88,7 @@ class WanModel(DiffusersModel):
         latent_frames = (self.frames - 1) // temporal + 1
         self.latent_shape = (int(self.transformer.config.in_channels), latent_frames, height // f, width // f)
         self.max_sequence_length = max_sequence_length
-        self.scheduler_config = sampler_scheduler_config(self.pipe.scheduler, "flow")
+        self.scheduler_config = pipeline_scheduler_config(self.pipe.scheduler)
 
     @property
     def image_size(self) -> tuple[int, int]:
