@@ -434,3 +434,17 @@ def test_the_app_runs_dpm_solver_and_says_so_and_refuses_it_for_a_flow_only_mode
     said = [v.get("message", "") for v in validate(**flow_only, init_state=None) if v.get("message")]
     assert said and "sampler" in said[0] and "unipc" in said[0], said
     assert not [v for v in validate(**named, init_state=None) if v.get("message")]
+
+
+def test_a_grid_past_the_training_schedule_is_refused_by_name() -> None:
+    """SD's DDIM (leading, steps_offset 1) at T = 1000 would index timestep 1000, and DPM-Solver's grid
+    repeats a σ well before: both are refused by name, where diffusers fails or returns NaN."""
+    shapes = load_model("shapes").scheduler_config
+    assert coefficients(shapes, 999).num_steps == 999
+    with pytest.raises(ValueError, match="first timestep at 1000, past its last training step 999"):
+        coefficients(shapes, 1000)
+    with pytest.raises(ValueError, match="repeats a σ"):
+        coefficients(sampler_config(shapes, "dpm++2m"), 999)
+    assert coefficients(sampler_config(shapes, "unipc"), 50) is coefficients(
+        sampler_config(shapes, "unipc"), 50
+    )

@@ -12,8 +12,10 @@ parallel solver, the initialisations and the stopping rules read nothing else.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 from paratta.schedule import Schedule
@@ -226,7 +228,40 @@ def coefficients(
 
     ``sigmas``, ``mu`` and ``image_seq_len`` are what a pipeline passes to ``set_timesteps`` (custom σ,
     the dynamic shift, or the token count it is computed from); a scheduler that takes none refuses them.
+    Schedules are immutable and cached: a run, its coarse pass and the next run with the same settings
+    trace the sampler once.
     """
+    key = json.dumps(
+        dict(config), sort_keys=True, default=lambda v: v.tolist() if hasattr(v, "tolist") else repr(v)
+    )
+    given = None if sigmas is None else tuple(float(s) for s in sigmas)
+    return _coefficients(key, steps, eta, given, mu, image_seq_len, begin)
+
+
+@lru_cache(maxsize=64)
+def _coefficients(
+    key: str,
+    steps: int,
+    eta: float,
+    sigmas: tuple[float, ...] | None,
+    mu: float | None,
+    image_seq_len: int | None,
+    begin: int,
+) -> Schedule:
+    return _build(json.loads(key), steps, eta, sigmas=sigmas, mu=mu, image_seq_len=image_seq_len, begin=begin)
+
+
+def _build(
+    config: Mapping[str, Any],
+    steps: int,
+    eta: float = 0.0,
+    *,
+    sigmas: Sequence[float] | None = None,
+    mu: float | None = None,
+    image_seq_len: int | None = None,
+    begin: int = 0,
+) -> Schedule:
+    """``coefficients``, uncached."""
     parsed = parse(config)
     scheduler = SCHEDULERS[class_of(config)]
     for name, value in (("sigmas", sigmas), ("mu", mu)):

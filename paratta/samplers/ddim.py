@@ -23,7 +23,7 @@ import torch
 from paratta.schedule import Schedule
 
 from .base import SamplerConfig, data, noise, schedule
-from .grids import alphas_cumprod, check_spacing, check_steps
+from .grids import alphas_cumprod, check_grid, check_spacing, check_steps
 from .trace import Trace
 
 PREDICTIONS = ("epsilon", "v_prediction", "sample")
@@ -63,10 +63,12 @@ def timesteps(config: DDIMConfig, steps: int) -> np.ndarray:
     n = config.num_train_timesteps
     check_steps(steps, n)
     if config.timestep_spacing == "linspace":
-        return np.linspace(0, n - 1, steps).round()[::-1].copy().astype(np.int64)
-    if config.timestep_spacing == "leading":
-        return (np.arange(0, steps) * (n // steps)).round()[::-1].astype(np.int64) + config.steps_offset
-    return np.round(np.arange(n, 0, -n / steps)).astype(np.int64) - 1
+        grid = np.linspace(0, n - 1, steps).round()[::-1].copy().astype(np.int64)
+    elif config.timestep_spacing == "leading":
+        grid = (np.arange(0, steps) * (n // steps)).round()[::-1].astype(np.int64) + config.steps_offset
+    else:
+        grid = np.round(np.arange(n, 0, -n / steps)).astype(np.int64) - 1
+    return check_grid(grid, n, steps)
 
 
 def build(config: DDIMConfig, steps: int, eta: float = 0.0, begin: int = 0) -> Schedule:

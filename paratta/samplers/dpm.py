@@ -32,7 +32,16 @@ import torch
 from paratta.schedule import Schedule
 
 from .base import PREDICTIONS, SamplerConfig, evaluate, schedule
-from .grids import alphas_cumprod, check_spacing, check_steps, respace, respacing, sigma_to_t, static_shift
+from .grids import (
+    alphas_cumprod,
+    check_spacing,
+    check_steps,
+    distinct,
+    respace,
+    respacing,
+    sigma_to_t,
+    static_shift,
+)
 from .trace import Trace
 
 ALGORITHMS = ("dpmsolver++", "sde-dpmsolver++", "dpmsolver", "sde-dpmsolver")
@@ -170,6 +179,7 @@ def build(
         raise ValueError("use_dynamic_shifting=True needs mu (or the image sequence length to compute it)")
     sigma32, t = grid(config, steps, mu)
     s = sigma32.astype(np.float64)
+    distinct(s[:-1], steps)
     if config.use_flow_sigmas:
         alpha, sigma = 1 - s, s
     else:

@@ -127,6 +127,26 @@ def check_steps(steps: int, n: int) -> None:
         raise ValueError(f"steps must be in [1, {n}] for this scheduler, got {steps!r}")
 
 
+def check_grid(grid: np.ndarray, n: int, steps: int) -> np.ndarray:
+    """``grid`` when every timestep is one of the N training steps, else ``ValueError``: ``steps_offset``
+    can push a leading grid past N − 1, where diffusers' own table ends (it fails there too)."""
+    if int(grid.max()) >= n:
+        raise ValueError(
+            f"steps = {steps} puts this scheduler's first timestep at {int(grid.max())}, past its last "
+            f"training step {n - 1} (steps_offset): use fewer steps"
+        )
+    return grid
+
+
+def distinct(sigmas: np.ndarray, steps: int) -> None:
+    """``ValueError`` when the grid repeats a σ: a multistep step divides by h = λ_t − λ_s0 = 0 there
+    (diffusers returns NaN); a grid of too many steps for the training schedule does this."""
+    if np.any(np.diff(sigmas) >= 0):
+        raise ValueError(
+            f"steps = {steps} repeats a σ on this scheduler's grid (a step of h = 0): use fewer steps"
+        )
+
+
 def alpha_bar_at(alphas_cumprod: Tensor, t: Tensor) -> Tensor:
     """ᾱ at timesteps ``t``: the table for integer t; for fractional t (Euler's Karras grids), the inverse
     of diffusers' σ → t map, log σ linear between the two training steps around t."""

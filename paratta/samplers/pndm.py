@@ -27,7 +27,7 @@ import torch
 from paratta.schedule import Schedule
 
 from .base import SamplerConfig, evaluate, schedule
-from .grids import alphas_cumprod, check_spacing, check_steps
+from .grids import alphas_cumprod, check_grid, check_spacing, check_steps
 from .trace import Trace
 
 
@@ -75,7 +75,7 @@ def timesteps(config: PNDMConfig, steps: int) -> tuple[np.ndarray, int]:
         prk = np.array(base[-4:]).repeat(2) + np.tile(np.array([0, n // steps // 2]), 4)
         prk = prk[:-1].repeat(2)[1:-1][::-1].copy()
         plms = base[:-3][::-1].copy()
-    return np.concatenate([prk, plms]).astype(np.int64), len(prk)
+    return check_grid(np.concatenate([prk, plms]).astype(np.int64), n, steps), len(prk)
 
 
 def build(config: PNDMConfig, steps: int, eta: float = 0.0, begin: int = 0) -> Schedule:

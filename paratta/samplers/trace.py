@@ -123,10 +123,8 @@ def band_form(trace: Trace) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
             if trace.draws[i]:
                 columns.append(_unit(trace.size, 1 + n + i))
             A = np.stack(columns, 1)
-            norms = np.linalg.norm(A, axis=0)
-            norms[norms == 0] = 1.0
-            coef = np.linalg.lstsq(A / norms, target, rcond=None)[0] / norms
-            if np.abs(A @ coef - target).max() <= EXACT * scale:
+            coef = _fit(A, target)
+            if coef is not None and np.abs(A @ coef - target).max() <= EXACT * scale:
                 found = coef
                 break
         if found is None:
@@ -141,6 +139,18 @@ def band_form(trace: Trace) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         w[i, : len(wi)] = wi
     c = np.array([r[2] for r in rows])
     return p, w, c
+
+
+def _fit(A: np.ndarray, target: np.ndarray) -> np.ndarray | None:
+    """The least-squares coefficients of ``target`` on A's columns, by the normal equations on unit columns
+    (a few columns; ``band_form`` checks the fit), or None where they are singular."""
+    norms = np.linalg.norm(A, axis=0)
+    norms[norms == 0] = 1.0
+    U = A / norms
+    try:
+        return np.linalg.solve(U.T @ U, U.T @ target) / norms
+    except np.linalg.LinAlgError:
+        return None
 
 
 def _unit(size: int, k: int) -> np.ndarray:

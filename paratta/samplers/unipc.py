@@ -33,6 +33,7 @@ from .grids import (
     alphas_cumprod,
     check_spacing,
     check_steps,
+    distinct,
     respace,
     respacing,
     sigma_to_t,
@@ -175,6 +176,7 @@ def build(
         raise ValueError(f"eta must be 0 for {name} (a deterministic sampler); got {eta!r}")
     sigma32, t = grid(config, steps, mu)
     s = sigma32.astype(np.float64)
+    distinct(s[:-1], steps)
     if config.use_flow_sigmas:
         alpha, sigma = 1 - s, s
     else:
