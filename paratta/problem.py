@@ -46,7 +46,7 @@ def draw_noise(
     shape: tuple[int, ...],
     draws: Tensor,
     draw_x_T: bool = True,
-    generator: torch.Generator | None = None,
+    generator: Any = None,
     draw: Callable[[torch.Generator | None], Tensor] | None = None,
 ) -> tuple[Tensor | None, Tensor | None]:
     """x_T (unless ``draw_x_T`` is False: a pipeline given ``latents`` draws none) and ξ_i for every step
@@ -81,12 +81,14 @@ def for_family(model: DiffusionModel, wanted: str) -> DiffusionModel:
     return model.with_family(wanted)  # present: ``families`` declares it
 
 
-def schedule_for(model: DiffusionModel, steps: int, eta: float = 0.0, sampler: str = "auto") -> Schedule:
+def schedule_for(
+    model: DiffusionModel, steps: int, eta: float = 0.0, sampler: str = "auto", begin: int = 0
+) -> Schedule:
     """The coefficients of ``sampler`` on the model's scheduler config (``sampler_config``; "auto": the
-    model's own) for ``steps`` steps, with the arguments its pipeline passes to ``set_timesteps``
-    (``schedule_arguments``: a flow model's sigmas, sequence length)."""
+    model's own) for ``steps`` steps from step ``begin`` (img2img's start), with the arguments its
+    pipeline passes to ``set_timesteps`` (``schedule_arguments``: a flow model's sigmas, sequence length)."""
     config = sampler_config(model.scheduler_config, sampler)
-    return coefficients(config, steps, eta, **model.schedule_arguments(steps))
+    return coefficients(config, steps, eta, begin=begin, **model.schedule_arguments(steps))
 
 
 def at_size(
@@ -113,7 +115,10 @@ def make_problem(
     model: DiffusionModel,
     request: Request,
     latents: Tensor | None = None,
-    generator: torch.Generator | None = None,
+    generator: Any = None,
+    *,
+    cond: Any = None,
+    begin: int | None = None,
 ) -> Problem:
     """Encode the condition, build the coefficients from the model's own scheduler config, draw noises.
 
@@ -122,7 +127,13 @@ def make_problem(
     ``request.height``/``width`` the image size (``at_size``); ``latents`` (the pipeline's ``latents=``:
     x_T before ``init_noise_sigma``; shape ``latent_shape``, or with a leading batch axis of 1) replace
     the drawn x_T and, without a size, set it. x_T and the η-noises are drawn from ``generator`` when
-    given (a pipeline's ``generator=``), else from ``request.seed``.
+    given (a pipeline's ``generator=``, or a list of them, one per image), else from ``request.seed``.
+
+    A pipeline wrapper (``ParaTAAPipeline``) may pass what it formed as the pipeline forms it: ``cond``,
+    the condition (a batch of prompts, precomputed embeddings), instead of ``encode(prompt)``; and
+    ``begin``, the step of the T-step grid the run starts at (image-to-image), with ``latents`` the
+    scheduler's sample there (the encoded image noised), carried into the solver's space by
+    ``Schedule.input_scale``.
     """
     if latents is not None:
         latents = torch.as_tensor(latents).detach().to("cpu", torch.float32)
@@ -131,11 +142,11 @@ def make_problem(
     model = for_family(model, request.family)
     given_shape = None if latents is None else tuple(latents.shape)
     model = at_size(model, request.height, request.width, given_shape)
-    coef = schedule_for(model, request.steps, request.eta, request.sampler)
-    cond = model.encode(request.prompt, request.negative_prompt)
+    coef = schedule_for(model, request.steps, request.eta, request.sampler, begin or 0)
+    if cond is None:
+        cond = model.encode(request.prompt, request.negative_prompt)
     shape = tuple(model.latent_shape)
-    draw = model.draw_latents
-    x_T, xi = draw_noise(request.seed, shape, coef.draws, latents is None, generator, draw)
+    x_T, xi = draw_noise(request.seed, shape, coef.draws, latents is None, generator, model.draw_latents)
     if latents is not None:
         if tuple(latents.shape) != shape:
             sized = " (height and width set the image size they are for)" if model.takes_image_size else ""
@@ -143,5 +154,8 @@ def make_problem(
         if not torch.isfinite(latents).all():
             raise ValueError("latents contain NaN or inf")
         x_T = latents
-    x_T = x_T * coef.init_scale  # the pipeline's latents · init_noise_sigma, in the solver's state space
+    # The pipeline's latents · init_noise_sigma (img2img: its sample at the first step run), in the solver's
+    # state space; contiguous, since the solvers write the trajectory through flat views (an encoded
+    # image's latents can come channels-last).
+    x_T = (x_T * (coef.init_scale if begin is None else coef.input_scale)).contiguous()
     return Problem(model, coef, cond, x_T, xi, float(request.guidance), request, coef.name)

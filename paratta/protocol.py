@@ -42,8 +42,7 @@ class DiffusionModel(Protocol):
         latent_shape: shape of one state x_t, without the batch axis, e.g. (3, 32, 32); a video
             model's is (C, F, h, w).
         scheduler_config: the diffusers scheduler config the model is sampled with, a mapping with
-            ``_class_name`` (``paratta.schedule.coefficients`` reads it); ``_conversion``, when
-            present, states that the model's own scheduler was replaced and why.
+            ``_class_name`` (``paratta.samplers.coefficients`` reads it).
         device, dtype: where and in which precision the network runs.
         defaults: the prompt, guidance and steps the model is best shown with, and whether it
             needs a prompt.
@@ -56,8 +55,9 @@ class DiffusionModel(Protocol):
         takes_image_size: whether the model samples at a height and width asked for.
         image_size: (H, W) of decoded images, pixels; None when a state is not an image (toy2d's points).
         frames: frames per sample of a video model (``decode`` returns (n, F, 3, H, W)); None for images.
-        rows_per_timestep: network rows one timestep costs whatever the guidance (Flux: 1, its
-            guidance is an input); None: two under classifier-free guidance (s ≠ 1), else one.
+        rows_per_timestep: network rows one timestep costs at guidance 1 (one per image).
+        classifier_free: whether guidance s ≠ 1 doubles the rows (an unconditional half, u + s·(c − u));
+            False where the scale is an input of the network (Flux).
     """
 
     name: str
@@ -73,7 +73,8 @@ class DiffusionModel(Protocol):
     takes_image_size: bool
     image_size: tuple[int, int] | None
     frames: int | None
-    rows_per_timestep: int | None
+    rows_per_timestep: int
+    classifier_free: bool
 
     def encode(self, prompt: str, negative_prompt: str = "") -> Any:
         """Encode the condition once per run; raises ``ValueError`` on a prompt it cannot use."""

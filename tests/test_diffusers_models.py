@@ -85,7 +85,7 @@ def test_sd_model_attributes(sd):
     assert model.latent_shape == (4, 8, 8) and model.image_size == (16, 16)
     assert model.takes_negative_prompt and model.takes_image_size and model.families == ("ddim",)
     assert model.vocabulary is None and model.labels is None and model.frames is None
-    assert model.rows_per_timestep is None and model.defaults.requires_prompt
+    assert model.rows_per_timestep == 1 and model.classifier_free and model.defaults.requires_prompt
     # StableDiffusionPipeline.__init__ rewrote steps_offset 0 → 1; the adapter reads the rewritten config.
     assert model.scheduler_config["steps_offset"] == 1 == pipe.scheduler.config.steps_offset
     assert model.scheduler_config["_class_name"] == "DDIMScheduler"
@@ -282,10 +282,12 @@ def test_dit_class_prompts():
     labelled = DiTModel(
         tiny_dit_pipeline(id2label={0: "tench, Tinca tinca", 1: "goldfish", 2: "great white shark"})
     )
-    assert labelled.encode("Goldfish").class_id == 1
-    assert labelled.encode("tinca tinca").class_id == 0
-    assert labelled.encode(" 2 ").class_id == 2
-    assert labelled.encode("").class_id == 1000 == labelled.encode("").null_id  # unconditional
+    assert labelled.encode("Goldfish").class_ids.tolist() == [1]
+    assert labelled.encode("tinca tinca").class_ids.tolist() == [0]
+    assert labelled.encode(" 2 ").class_ids.tolist() == [2]
+    assert (
+        labelled.encode("").class_ids.tolist() == [1000] and labelled.encode("").null_id == 1000
+    )  # unconditional
     with pytest.raises(ValueError, match="goldfish"):
         labelled.encode("goldfsh")
     with pytest.raises(ValueError, match="outside"):
@@ -321,7 +323,7 @@ def test_unsupported_pipeline(tmp_path):
     folder = tmp_path / "ddpm"
     folder.mkdir()
     (folder / "model_index.json").write_text(json.dumps({"_class_name": "DDPMPipeline"}))
-    with pytest.raises(ValueError, match="DDPMPipeline.*StableDiffusionPipeline, DiTPipeline"):
+    with pytest.raises(ValueError, match="DDPMPipeline.*StableDiffusionPipeline, StableDiffusionXLPipeline"):
         load_diffusers_model(str(folder))
     unet = diffusers.UNet2DModel(
         sample_size=8,

@@ -103,8 +103,8 @@ def test_every_step_equals_the_schedulers_step(config: dict) -> None:
 
 def test_refused_schedulers_are_named() -> None:
     flow = {"_class_name": "FlowMatchEulerDiscreteScheduler"}
-    with pytest.raises(ValueError, match="'HeunDiscreteScheduler'"):
-        coefficients({"_class_name": "HeunDiscreteScheduler"}, 10)
+    with pytest.raises(ValueError, match="'KDPM2DiscreteScheduler'"):
+        coefficients({"_class_name": "KDPM2DiscreteScheduler"}, 10)
     with pytest.raises(ValueError, match="use_dynamic_shifting"):
         coefficients({**flow, "use_dynamic_shifting": True}, 10)
     with pytest.raises(ValueError, match="eta must be 0"):
@@ -121,11 +121,16 @@ def test_refused_schedulers_are_named() -> None:
 
 
 def test_a_pipeline_with_a_scheduler_paratta_cannot_express_is_refused() -> None:
+    """Loaded, then refused with the reason where a run is made (by the library, or at the wrapper's call)."""
     pipe = tiny_sd3_pipeline()
     pipe.scheduler = FlowMatchHeunDiscreteScheduler()
     model = from_pipeline(pipe, device="cpu")  # loads: another sampler may be asked for by name
     with pytest.raises(ValueError, match="'FlowMatchHeunDiscreteScheduler' is not one paratta expresses"):
         make_problem(model, Request("a cat", steps=4))
+    from paratta import ParaTAAPipeline
+
+    with pytest.raises(ValueError, match="FlowMatchHeunDiscreteScheduler: .*is not one paratta expresses"):
+        ParaTAAPipeline.from_pipe(pipe)("a red cat", num_inference_steps=2)  # refused at the call
 
 
 # ---------------------------------------------------------------- the embedded flow models

@@ -157,7 +157,12 @@ def test_declared_capabilities(shapes: ShapesModel, toy: Toy2DModel) -> None:
     for model in (shapes, toy):
         assert model.defaults is BUILTIN_MODELS[model.name].defaults == model_defaults(model.name, model)
         assert model.families == ("ddim", "flow") and for_family(model, "flow").families == model.families
-        assert not model.takes_image_size and model.frames is None and model.rows_per_timestep is None
+        assert (
+            not model.takes_image_size
+            and model.frames is None
+            and model.rows_per_timestep == 1
+            and model.classifier_free
+        )
         assert (
             model.labels is None
             and "colour" in (shapes.vocabulary or {})

@@ -9,7 +9,7 @@ import io
 import numpy as np
 import pytest
 import torch
-from diffusers import LMSDiscreteScheduler
+from diffusers import DPMSolverMultistepScheduler, LMSDiscreteScheduler
 from PIL import Image
 
 from paratta import Iterate, ParaTAAPipeline, SolverConfig
@@ -148,7 +148,7 @@ def test_dit_class_labels_and_its_own_outputs() -> None:
     ours = ParaTAAPipeline.from_pipe(pipe)(generator=torch.Generator().manual_seed(2), **common)
     assert isinstance(ours.images, np.ndarray) and ours.images.shape == expected.shape == (1, 16, 16, 3)
     assert ours.iterations < STEPS and float(np.abs(ours.images - expected).max()) < 1e-2
-    with pytest.raises(ValueError, match="'height': paratta does not honour|'height' is not an argument"):
+    with pytest.raises(ValueError, match="'height' is not an argument of DiTPipeline"):
         ParaTAAPipeline.from_pipe(pipe)(class_labels=[1], height=32)
 
 
@@ -183,12 +183,12 @@ def test_what_paratta_cannot_honour_is_refused_by_name(pipes) -> None:
         wrapped(PROMPT, max_sequence_length=32)
     with pytest.raises(ValueError, match="'guidance_rescale': paratta does not honour"):
         wrapped(PROMPT, guidance_rescale=0.7)
-    with pytest.raises(ValueError, match="prompt: paratta samples one image per call; got a list of 2"):
-        wrapped([PROMPT, PROMPT])
     with pytest.raises(ValueError, match="max_sequence_length must be an integer in \\[1, 512\\]"):
         ParaTAAPipeline.from_pipe(flux)(PROMPT, max_sequence_length=600)
-    with pytest.raises(ValueError, match="num_images_per_prompt: paratta samples one image"):
-        wrapped(PROMPT, num_images_per_prompt=2)
+    with pytest.raises(ValueError, match="num_images_per_prompt must be a positive integer; got 0"):
+        wrapped(PROMPT, num_images_per_prompt=0)
+    with pytest.raises(ValueError, match="prompt must be a string or a list of strings"):
+        wrapped([PROMPT, 3])
     with pytest.raises(ValueError, match="num_inference_steps: steps must be an integer in \\[1, 1000\\]"):
         wrapped(PROMPT, num_inference_steps=0)
     with pytest.raises(ValueError, match="output_type must be one of pil, np, pt, latent"):
@@ -205,10 +205,202 @@ def test_what_paratta_cannot_honour_is_refused_by_name(pipes) -> None:
         ParaTAAPipeline.from_pipe(sd, history=0)
     with pytest.raises(ValueError, match="order must be an integer in \\[1, T\\] \\(T = 10\\)"):
         ParaTAAPipeline.from_pipe(sd, order=20)(PROMPT, num_inference_steps=STEPS)
-    lms = tiny_sd_pipeline()
+    with pytest.raises(ValueError, match="generator: a list of 3 generators for 2 images"):
+        wrapped([PROMPT, PROMPT], generator=[torch.Generator()] * 3)
+    lms = tiny_sd_pipeline()  # wrapped, then refused at the call that would sample it
     lms.scheduler = LMSDiscreteScheduler.from_config(lms.scheduler.config)
     with pytest.raises(ValueError, match="'LMSDiscreteScheduler' is not one paratta expresses"):
         ParaTAAPipeline.from_pipe(lms)(PROMPT, num_inference_steps=STEPS)
+
+
+# ---------------------------------------------------------------- behaving like the pipeline
+
+
+def test_to_device_dtype_and_components_are_the_pipelines() -> None:
+    pipe = tiny_sd_pipeline()
+    wrapped = ParaTAAPipeline.from_pipe(pipe, solver="sequential")
+    assert wrapped.to("cpu") is wrapped and wrapped.device == pipe.device == torch.device("cpu")
+    assert wrapped.dtype == pipe.dtype == torch.float32
+    assert wrapped.components.keys() == pipe.components.keys()
+    assert all(wrapped.components[k] is v for k, v in pipe.components.items())
+    wrapped.to(torch.float16)  # the pipeline moves, and the adapter with it
+    assert pipe.dtype == wrapped.dtype == wrapped.model.dtype == torch.float16
+    out = wrapped(
+        PROMPT, num_inference_steps=2, generator=torch.Generator().manual_seed(1), output_type="latent"
+    )
+    assert out.images.dtype == torch.float16
+    wrapped.to(dtype=torch.float32)
+    assert pipe.unet.dtype == wrapped.model.dtype == torch.float32
+
+
+def test_a_progress_bar_over_parallel_iterations_as_configured(pipes) -> None:
+    wrapped = ParaTAAPipeline.from_pipe(pipes["sd"])
+    shown = io.StringIO()
+    wrapped.set_progress_bar_config(file=shown, ascii=True)
+    out = call(wrapped, 1, output_type="latent")
+    assert f"{out.iterations}/{STEPS}" in shown.getvalue() and "anchor 0/10" in shown.getvalue()
+    assert pipes["sd"]._progress_bar_config["file"] is shown  # one configuration for both bars
+    quiet = io.StringIO()
+    wrapped.set_progress_bar_config(file=quiet, disable=True)
+    call(wrapped, 1, output_type="latent")
+    assert quiet.getvalue() == ""
+
+
+def test_two_prompts_two_images_each_as_one_system(pipes) -> None:
+    """Four images, each its own rows of one batched system: each equals the image pipe(...) returns
+    (sequential: to round-off; ParaTAA: each within tol, which the run divides by √4 for the whole)."""
+    for name in ("sd", "flux"):
+        pipe = pipes[name]
+        arguments = {
+            **{k: v for k, v in ARGUMENTS[name].items() if k != "negative_prompt"},
+            "num_images_per_prompt": 2,
+            "output_type": "latent",
+        }
+        if name == "sd":
+            arguments["negative_prompt"] = ["blurry", "dark"]
+        prompts = [PROMPT, "a blue dog"]
+        expected = pipe(
+            prompts,
+            num_inference_steps=STEPS,
+            generator=torch.Generator().manual_seed(2),
+            **SIZE,
+            **arguments,
+        ).images
+        assert expected.shape[0] == 4
+        for solver in ("sequential", "anderson"):
+            wrapped = ParaTAAPipeline.from_pipe(pipe, solver=solver)
+            out = wrapped(
+                prompts,
+                num_inference_steps=STEPS,
+                generator=torch.Generator().manual_seed(2),
+                **SIZE,
+                **arguments,
+            )
+            assert out.images.shape == expected.shape and out.trajectory.shape == (STEPS + 1, *expected.shape)
+            if solver == "sequential":
+                assert float((out.images - expected).abs().max()) <= EXACT * float(expected.abs().max())
+                continue
+            per_image = (out.images.double() - expected.double()).pow(2).flatten(1).mean(1).sqrt()
+            assert out.converged and out.iterations < STEPS and bool((per_image <= out.tol).all()), per_image
+    images = call(ParaTAAPipeline.from_pipe(pipes["sd"]), 2, num_images_per_prompt=2).images
+    assert isinstance(images, list) and len(images) == 2 and images[0].size == (16, 24)
+
+
+def test_a_list_of_generators_draws_each_image_from_its_own(pipes) -> None:
+    pipe = pipes["sd"]
+    common = dict(num_inference_steps=STEPS, output_type="latent", **SIZE)
+    generators = lambda: [torch.Generator().manual_seed(s) for s in (7, 8)]  # noqa: E731
+    expected = pipe([PROMPT, PROMPT], generator=generators(), **common).images
+    ours = ParaTAAPipeline.from_pipe(pipe, solver="sequential")(
+        [PROMPT, PROMPT], generator=generators(), **common
+    )
+    assert float((ours.images - expected).abs().max()) <= EXACT * float(expected.abs().max())
+
+
+def test_precomputed_embeddings_pooled_ones_included() -> None:
+    from paratta.models.diffusers.tiny import tiny_sdxl_pipeline
+
+    pipe = tiny_sdxl_pipeline()
+    embeds, negative, pooled, negative_pooled = pipe.encode_prompt(
+        PROMPT, negative_prompt="blurry", device="cpu"
+    )
+    given = dict(
+        prompt_embeds=embeds, negative_prompt_embeds=negative, pooled_prompt_embeds=pooled,
+        negative_pooled_prompt_embeds=negative_pooled, num_inference_steps=STEPS, output_type="latent",
+        **SIZE,
+    )  # fmt: skip
+    expected = pipe(generator=torch.Generator().manual_seed(3), **given).images
+    ours = ParaTAAPipeline.from_pipe(pipe, solver="sequential")(
+        generator=torch.Generator().manual_seed(3), **given
+    )
+    assert float((ours.images - expected).abs().max()) <= EXACT * float(expected.abs().max())
+    with pytest.raises(ValueError, match="prompt: give a prompt .* or prompt_embeds"):
+        ParaTAAPipeline.from_pipe(pipe)(num_inference_steps=STEPS)
+
+
+def test_the_scheduler_is_read_at_each_call() -> None:
+    """A scheduler set after wrapping is the one sampled (DPM-Solver++ 2M: its image, not DDIM's), and
+    one paratta cannot sample as the pipeline does is refused with its reason, never ignored."""
+    pipe = tiny_sd_pipeline()
+    wrapped = ParaTAAPipeline.from_pipe(pipe, solver="sequential")
+    ddim = call(wrapped, 4, output_type="latent").images
+    pipe.scheduler = DPMSolverMultistepScheduler.from_config(pipe.scheduler.config)
+    expected = call(pipe, 4, output_type="latent").images
+    ours = call(wrapped, 4, output_type="latent").images
+    assert float((ours - expected).abs().max()) <= EXACT * float(expected.abs().max())
+    assert float((ours - ddim).abs().max()) > 100 * EXACT * float(expected.abs().max())  # not DDIM's image
+    wrapped.scheduler = LMSDiscreteScheduler.from_config(pipe.scheduler.config)  # sets the pipeline's
+    assert isinstance(pipe.scheduler, LMSDiscreteScheduler)
+    with pytest.raises(ValueError, match="scheduler LMSDiscreteScheduler: .*is not one paratta expresses"):
+        call(wrapped, 4)
+
+
+def test_callback_on_step_end_once_per_parallel_iteration(pipes) -> None:
+    """``callback_on_step_end(pipe, i, t, {"latents": x_0})`` after each parallel iteration: i counts them,
+    t is the noisiest step not final yet, the latents the iterate's x_0; the last are the result."""
+    pipe = pipes["sd"]
+    seen: list[tuple[int, int, torch.Tensor]] = []
+
+    def callback(p, i, t, kwargs):
+        assert p is pipe
+        seen.append((i, int(t), kwargs["latents"]))
+        return kwargs
+
+    out = call(ParaTAAPipeline.from_pipe(pipe), 3, output_type="latent", callback_on_step_end=callback)
+    assert [i for i, _, _ in seen] == list(range(out.iterations))
+    assert torch.equal(seen[-1][2], out.images) and seen[-1][2].shape == (1, 4, 12, 8)
+    timesteps = [t for _, t, _ in seen]
+    assert timesteps == sorted(timesteps, reverse=True) and timesteps[-1] == 1  # the last step: t = 1
+
+    def rewrites(p, i, t, kwargs):
+        return {"latents": kwargs["latents"] * 0}
+
+    with pytest.raises(ValueError, match="callback_on_step_end returned new latents"):
+        call(ParaTAAPipeline.from_pipe(pipe), 3, callback_on_step_end=rewrites)
+    with pytest.raises(ValueError, match="'prompt_embeds' is not given per parallel iteration"):
+        call(
+            ParaTAAPipeline.from_pipe(pipe), 3, callback_on_step_end=callback,
+            callback_on_step_end_tensor_inputs=["latents", "prompt_embeds"],
+        )  # fmt: skip
+    from diffusers.callbacks import SDCFGCutoffCallback
+
+    with pytest.raises(ValueError, match="PipelineCallback objects .* are not supported"):
+        call(
+            ParaTAAPipeline.from_pipe(pipe),
+            3,
+            callback_on_step_end=SDCFGCutoffCallback(cutoff_step_ratio=0.5),
+        )
+
+
+def test_float16_on_cpu_the_gap_is_the_pipelines_float16_state() -> None:
+    """A float16 pipeline keeps its latents in float16 and steps in float16 arithmetic: its own loop with
+    a float32 state ends as far from it as paratta (float64 state) does, and paratta is an order of
+    magnitude closer to that float32-state loop than the pipeline is."""
+    pipe = tiny_sd_pipeline().to(dtype=torch.float16)
+    arguments = {**ARGUMENTS["sd"], "output_type": "latent"}
+    expected = call(pipe, 3, **arguments).images.float()
+    ours = call(ParaTAAPipeline.from_pipe(pipe, solver="sequential"), 3, **arguments).images.float()
+    embeds = torch.cat(pipe.encode_prompt(PROMPT, "cpu", 1, True, "blurry")[::-1])
+    scheduler = pipe.scheduler
+    scheduler.set_timesteps(STEPS)
+    x = call_latents(pipe, 3).float()
+    for t in scheduler.timesteps:
+        with torch.no_grad():
+            u, c = (
+                pipe.unet(torch.cat([x, x]).half(), t, encoder_hidden_states=embeds).sample.float().chunk(2)
+            )
+        x = scheduler.step(u + 4.0 * (c - u), t, x).prev_sample
+    scale = float(expected.abs().max())
+    pipeline_gap, our_gap = float((x - expected).abs().max()) / scale, float((x - ours).abs().max()) / scale
+    assert pipeline_gap > 1e-3 and our_gap < pipeline_gap / 5, (pipeline_gap, our_gap)
+
+
+def call_latents(pipe, seed: int) -> torch.Tensor:
+    """x_T as the pipeline draws it at SIZE (float16 for a float16 pipeline)."""
+    from diffusers.utils.torch_utils import randn_tensor
+
+    shape = (1, 4, SIZE["height"] // 2, SIZE["width"] // 2)
+    return randn_tensor(shape, generator=torch.Generator().manual_seed(seed), dtype=pipe.dtype)
 
 
 # ---------------------------------------------------------------- the CLI

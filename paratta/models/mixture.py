@@ -271,7 +271,8 @@ class MixtureModel:
     takes_image_size = False
     image_size: tuple[int, int] | None = None
     frames = None
-    rows_per_timestep = None
+    rows_per_timestep = 1
+    classifier_free = True
 
     def __init__(self, means: Tensor, scale: float, device: torch.device | str, dtype: torch.dtype) -> None:
 

@@ -34,7 +34,7 @@ def to_unit_range(img: Tensor) -> Tensor:
 def vae_input(vae: Any, x: Tensor) -> Tensor:
     """UNet-space latents → what ``vae.decode`` expects: x / scaling_factor (+ shift_factor when set)."""
     x = x / vae.config.scaling_factor
-    shift = getattr(vae.config, "shift_factor", None)
+    shift = vae.config.get("shift_factor")  # SD3's and Flux's VAEs shift; SD's config has no such key
     return x + shift if shift else x
 
 

@@ -169,7 +169,8 @@ class ShapesUNetModel:
     takes_image_size = False
     image_size = (32, 32)
     frames = None
-    rows_per_timestep = None
+    rows_per_timestep = 1
+    classifier_free = True
 
     def __init__(
         self,

@@ -90,12 +90,11 @@ class Projection:
 
 
 def rows_per_step(guidance: float, model: DiffusionModel | None = None) -> int:
-    """Network rows one timestep costs: the model's declared ``rows_per_timestep`` (Flux: 1, its
-    guidance is an input of its network), else two under classifier-free guidance (s ≠ 1) and one
-    without."""
-    if model is not None and model.rows_per_timestep is not None:
-        return int(model.rows_per_timestep)
-    return 1 if guidance == 1 else 2
+    """Network rows one timestep costs: the model's declared ``rows_per_timestep`` (one per image),
+    twice that under classifier-free guidance (s ≠ 1) unless the guidance is an input of its network
+    (``classifier_free`` False: Flux). Without a model: one image under classifier-free guidance."""
+    rows, doubled = (1, True) if model is None else (model.rows_per_timestep, model.classifier_free)
+    return rows * (2 if doubled and guidance != 1 else 1)
 
 
 def iteration_ms(

@@ -194,7 +194,8 @@ def summary_line(s: dict[str, Any]) -> str:
 
 
 def write_output(model, x0: torch.Tensor, path: Path, output_type: str) -> None:
-    """Write exactly ``path``: x_0 as .npy, or the decoded image in the format its suffix names."""
+    """Write exactly ``path``: x_0 as .npy, or the decoded image in the format its suffix names (a video's
+    frames as one strip)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     if output_type == "latent":
         with open(path, "wb") as f:
@@ -203,6 +204,8 @@ def write_output(model, x0: torch.Tensor, path: Path, output_type: str) -> None:
     from PIL import Image
 
     rgb = model.decode(x0[None].to(model.device, model.dtype))[0]
+    if model.frames is not None:  # a video (F, 3, H, W): its frames side by side, first on the left
+        rgb = torch.cat(list(rgb), dim=-1)
     Image.fromarray((rgb.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)).save(path)
 
 

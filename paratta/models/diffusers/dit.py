@@ -5,6 +5,9 @@ As in ``DiTPipeline.__call__``: the batch is [cond, null] with the null class id
 ε_null + s·(ε_c − ε_null) on the ε channels, and a ``learn_sigma`` transformer (2C output
 channels) has its variance half dropped. The prompt is a class: an ImageNet label known to
 ``pipe.labels`` (from ``id2label``), or an integer id; "" samples the null class (unconditional).
+DiTPipeline steps from ``scale_model_input``'s output and never scales x_T by ``init_noise_sigma``, so
+with a σ-space scheduler (Euler, Heun: ``init_noise_sigma`` ≠ 1) its image is not that scheduler's:
+``check_scheduler`` refuses it with that reason.
 """
 
 from __future__ import annotations
@@ -14,30 +17,40 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from diffusers import DiTPipeline
 from torch import Tensor
 
 from paratta.protocol import ModelDefaults
 
-from .base import DiffusersModel, pipeline_scheduler_config
+from .base import DiffusersModel, Serves, SizeRule, cfg, per_row, pipeline_scheduler_config
 
 
 @dataclass(frozen=True)
 class ClassCondition:
-    """The class id fed to the label embedding, and the null id used for the unconditional half."""
+    """The class ids (B,) fed to the label embedding, and the null id of the unconditional half."""
 
-    class_id: int
+    class_ids: Tensor
     null_id: int
-    prompt: str
 
 
 class DiTModel(DiffusersModel):
     """A ``DiTPipeline`` (transformer + VAE) for paratta; ``pipe`` moves to ``device``/``dtype`` in place."""
 
-    pipeline_class = DiTPipeline
+    serves = Serves(
+        pipelines=("DiTPipeline",),
+        arguments=("class_labels", "guidance_scale", "generator", "num_inference_steps", "output_type"),
+        options=(),
+        guidance="cfg",
+        layout="(C, s, s): VAE latents × scaling_factor, s the transformer's sample_size",
+        draws="randn_tensor((B, C, s, s)) in the transformer's dtype",
+        replicates=("__call__",),
+    )
     default_name = "dit"
     takes_negative_prompt = False
     takes_image_size = False
+
+    def size_rule(self) -> SizeRule:
+        side = int(self.pipe.transformer.config.sample_size) * self.vae_scale_factor
+        return SizeRule((side, side), side, side)
 
     def _configure(self) -> None:
         self.transformer = self.pipe.transformer.eval()
@@ -48,11 +61,23 @@ class DiTModel(DiffusersModel):
         self.num_classes = int(config.num_embeds_ada_norm or 1000)
         self.latent_shape = (self.channels, int(config.sample_size), int(config.sample_size))
         self.scheduler_config = pipeline_scheduler_config(self.pipe.scheduler)
-        # Label → id, lower-cased (pipe.labels maps every comma-separated synonym of id2label; a
-        # pipeline built without id2label has no ``labels`` attribute: the one probe of this adapter).
+        # Label → id, lower-cased (pipe.labels maps every comma-separated synonym of id2label; a pipeline
+        # built without id2label has no ``labels`` attribute: this adapter's one probe of its pipeline).
         self.labels = {k.lower(): int(v) for k, v in (getattr(self.pipe, "labels", None) or {}).items()}
         # Class-conditional: "" samples the null class; an ImageNet DiT is shown with a class it knows.
         self.defaults = ModelDefaults("golden retriever" if "golden retriever" in self.labels else "", 4.0)
+
+    def check_scheduler(self) -> None:
+        """DiTPipeline's loop equals its scheduler's only where x_T needs no scaling and the model input is
+        the state (``init_noise_sigma`` 1: DDIM, DPM-Solver, UniPC, PNDM)."""
+        scheduler = self.pipe.scheduler
+        if float(scheduler.init_noise_sigma) != 1.0:
+            raise ValueError(
+                f"DiTPipeline with {type(scheduler).__name__}: the pipeline neither multiplies x_T by its "
+                "init_noise_sigma nor steps from the unscaled state (it steps from scale_model_input's "
+                "output), so its image is not that sampler's; use one whose init_noise_sigma is 1 (DDIM, "
+                "DPM-Solver, UniPC)"
+            )
 
     def class_id(self, prompt: str) -> int:
         """An integer id in [0, num_classes) or a ``pipe.labels`` label (any case); "" → the null class."""
@@ -79,25 +104,32 @@ class DiTModel(DiffusersModel):
 
     def encode(self, prompt: str, negative_prompt: str = "") -> ClassCondition:
         """The class of ``prompt``; ``negative_prompt`` is ignored (the unconditional half is class null)."""
-        return ClassCondition(self.class_id(prompt), self.num_classes, prompt)
+        return self.condition({"class_labels": [self.class_id(prompt)]})
+
+    def condition(self, arguments: dict[str, Any]) -> ClassCondition:
+        """``class_labels`` (an id or a list of ids, one image each), as ``DiTPipeline`` reads them."""
+        labels = arguments.get("class_labels")
+        labels = list(labels) if isinstance(labels, (list, tuple)) else [labels]
+        for k in labels:
+            if isinstance(k, bool) or not isinstance(k, int) or not 0 <= k <= self.num_classes:
+                raise ValueError(f"class_labels must be class ids in [0, {self.num_classes - 1}]; got {k!r}")
+        return ClassCondition(torch.tensor(labels, device=self.device), self.num_classes)
 
     def predict(self, x: Tensor, t: Tensor, cond: ClassCondition, guidance: float) -> Tensor:
         """Guided ε for n states at n timesteps; rows [cond, null] (2n) unless guidance == 1."""
         n = x.shape[0]
         t = torch.as_tensor(t, device=self.device).reshape(-1).expand(n)
-        labels = torch.full((n,), cond.class_id, device=self.device, dtype=torch.long)
+        labels = per_row(cond.class_ids, n)
         if guidance == 1.0:
             return self._network(lambda: self._eps(x, t, labels), n)
-        null = torch.full((n,), cond.null_id, device=self.device, dtype=torch.long)
+        null = torch.full_like(labels, cond.null_id)
         out = self._network(
             lambda: self._eps(torch.cat([x, x]), torch.cat([t, t]), torch.cat([labels, null])), 2 * n
         )
         c, u = out.chunk(2)
-        if out.dtype in (torch.float16, torch.bfloat16):
-            c, u = c.float(), u.float()
-        return u + guidance * (c - u)
+        return cfg(u, c, guidance)
 
-    def pipeline_images(self, x0: Tensor, output_type: str) -> Any:
+    def pipeline_output(self, x0: Tensor, output_type: str) -> Any:
         """``DiTPipeline``'s ``images``: its own decode and clamp; a tensor for ``"pt"``, else an
         (n, H, W, 3) array, as PIL images for ``"pil"``."""
         with torch.no_grad():

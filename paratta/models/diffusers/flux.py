@@ -17,22 +17,20 @@ from typing import Any
 
 import numpy as np
 import torch
-from diffusers import FluxPipeline
 from torch import Tensor
 
 from paratta.registry import TEXT_TO_IMAGE_DEFAULTS
 
-from .base import DiffusersModel, pipeline_scheduler_config, resolve_image_size
+from .base import DiffusersModel, Serves, SizeRule, per_row, pipeline_scheduler_config
 
 
 @dataclass(frozen=True)
 class FluxCondition:
-    """T5 embeddings (1, L, D), the pooled CLIP embedding (1, P) and the text position ids (L, 3)."""
+    """T5 embeddings (B, L, D), the pooled CLIP embeddings (B, P) and the text position ids (L, 3)."""
 
     prompt_embeds: Tensor
     pooled: Tensor
     text_ids: Tensor
-    prompt: str
 
 
 class FluxModel(DiffusersModel):
@@ -42,18 +40,31 @@ class FluxModel(DiffusersModel):
     must be multiples of 2·``vae_scale_factor``; ``max_sequence_length`` is the T5 prompt length (512).
     """
 
-    pipeline_class = FluxPipeline
+    serves = Serves(
+        pipelines=("FluxPipeline",),
+        arguments=(
+            "prompt", "prompt_2", "num_inference_steps", "guidance_scale", "num_images_per_prompt",
+            "generator", "latents", "prompt_embeds", "pooled_prompt_embeds", "output_type", "height", "width",
+            "max_sequence_length",
+        ),
+        options=("height", "width", "max_sequence_length"),
+        guidance="embedded",
+        layout="(h/2 · w/2, 4C): the pipeline's packed latents (2×2 patches)",
+        draws="randn_tensor((B, C, H/f, W/f)) in the text embeddings' dtype, then packed",
+    )  # fmt: skip
     default_name = "flux"
     takes_negative_prompt = False
-    rows_per_timestep = 1  # guidance is an input of the transformer, not a second batch row
 
-    def _configure(
-        self, height: int | None = None, width: int | None = None, max_sequence_length: int = 512
-    ) -> None:
+    def size_rule(self) -> SizeRule:
+        f = self.vae_scale_factor
+        side = self.pipe.default_sample_size * f
+        return SizeRule((side, side), 2 * f)
+
+    def _configure(self, height: int | None, width: int | None, max_sequence_length: int) -> None:
         self.transformer = self.pipe.transformer.eval()
         self.text_encoder = self.pipe.text_encoder.eval()
         f = self.vae_scale_factor
-        height, width = resolve_image_size(height, width, self.pipe.default_sample_size * f, 2 * f)
+        height, width = self.size_rule().resolve(height, width)
         self.height, self.width = height, width
         rows, cols = height // f // 2, width // f // 2  # tokens: one per 2×2 latent patch
         self.latent_shape = (rows * cols, int(self.transformer.config.in_channels))
@@ -71,23 +82,27 @@ class FluxModel(DiffusersModel):
     def image_size(self) -> tuple[int, int]:
         return self.height, self.width
 
+    def size_of(self, latent_shape: tuple[int, ...]) -> tuple[int | None, int | None]:
+        """Packed latents do not say their height and width: (None, None)."""
+        return None, None
+
     def schedule_arguments(self, steps: int) -> dict[str, Any]:
         """What ``FluxPipeline`` passes to ``set_timesteps``: its custom grid and the token count for μ."""
         return {"sigmas": np.linspace(1.0, 1 / steps, steps), "image_seq_len": self.image_seq_len}
 
-    def encode(self, prompt: str, negative_prompt: str = "") -> FluxCondition:
-        """CLIP (pooled) and T5 on the prompt, by the pipeline's ``encode_prompt``; the negative is unused."""
-        if not isinstance(prompt, str) or not isinstance(negative_prompt, str):
-            raise ValueError("prompt and negative_prompt must be strings")
+    def condition(self, arguments: dict[str, Any]) -> FluxCondition:
+        """CLIP (pooled) and T5 on the prompts, by the pipeline's ``encode_prompt``."""
         with torch.inference_mode():
             embeds, pooled, text_ids = self.pipe.encode_prompt(
-                prompt=prompt,
-                prompt_2=None,
+                prompt=arguments.get("prompt"),
+                prompt_2=arguments.get("prompt_2"),
                 device=self.device,
-                num_images_per_prompt=1,
+                num_images_per_prompt=arguments.get("num_images_per_prompt") or 1,
+                prompt_embeds=arguments.get("prompt_embeds"),
+                pooled_prompt_embeds=arguments.get("pooled_prompt_embeds"),
                 max_sequence_length=self.max_sequence_length,
             )
-        return FluxCondition(embeds, pooled, text_ids, prompt)
+        return FluxCondition(embeds, pooled, text_ids)
 
     def predict(self, x: Tensor, t: Tensor, cond: FluxCondition, guidance: float) -> Tensor:
         """Velocity for n packed states at n timesteps t = σ·N: one row each, the scale embedded."""
@@ -103,8 +118,8 @@ class FluxModel(DiffusersModel):
                 hidden_states=x,
                 timestep=t / 1000,
                 guidance=scale,
-                pooled_projections=cond.pooled.expand(n, -1),
-                encoder_hidden_states=cond.prompt_embeds.expand(n, -1, -1),
+                pooled_projections=per_row(cond.pooled, n),
+                encoder_hidden_states=per_row(cond.prompt_embeds, n),
                 txt_ids=cond.text_ids,
                 img_ids=self.image_ids,
                 return_dict=False,
@@ -113,21 +128,23 @@ class FluxModel(DiffusersModel):
             "Use a smaller window or set max_batch.",
         )
 
-    def draw_latents(self, generator: torch.Generator | None) -> Tensor:
-        """x_T as ``FluxPipeline.prepare_latents`` draws it: N(0, I) in the unpacked layout (C, h, w), in
-        the model's dtype, then packed into (tokens, 4C); float32 on CPU."""
+    def draw_batch(self, generator: Any, count: int) -> Tensor:
+        """x_T as ``FluxPipeline.prepare_latents`` draws it: N(0, I) in the unpacked layout (B, C, h, w), in
+        the model's dtype, then packed into (B, tokens, 4C); float32 on CPU."""
         from diffusers.utils.torch_utils import randn_tensor
 
         channels = self.latent_shape[1] // 4
         h, w = self.height // self.vae_scale_factor, self.width // self.vae_scale_factor
-        noise = randn_tensor((1, channels, h, w), generator=generator, device=self.device, dtype=self.dtype)
-        return self.pipe._pack_latents(noise, 1, channels, h, w)[0].to("cpu", torch.float32)
+        noise = randn_tensor(
+            (count, channels, h, w), generator=generator, device=self.device, dtype=self.dtype
+        )
+        return self.pipe._pack_latents(noise, count, channels, h, w).to("cpu", torch.float32)
 
-    def pipeline_images(self, x0: Tensor, output_type: str) -> Any:
+    def pipeline_output(self, x0: Tensor, output_type: str) -> Any:
         """``FluxPipeline``'s ``images``: the packed latents for ``"latent"``, else unpacked and decoded."""
         if output_type == "latent":
             return x0.to(self.device, self.dtype)
-        return super().pipeline_images(self.unpack(x0.to(self.device, self.dtype)), output_type)
+        return super().pipeline_output(self.unpack(x0.to(self.device, self.dtype)), output_type)
 
     def unpack(self, x: Tensor) -> Tensor:
         """Packed states (n, tokens, 4C) → VAE latents (n, C, h, w), as the pipeline unpacks them."""

@@ -1,11 +1,7 @@
-"""Loading a diffusers pipeline (a folder or a hub id) as a paratta model, and dispatch by class.
+"""Loading a diffusers pipeline (a folder or a hub id) as a paratta model, through the adapter registry.
 
-Supported pipelines (``SUPPORTED_PIPELINES``):
-
-- ``StableDiffusionPipeline`` (SD 1.x, SD 2.x incl. v-prediction) → ``sd.StableDiffusionModel``
-- ``DiTPipeline`` (class-conditional transformer) → ``dit.DiTModel``
-- ``StableDiffusion3Pipeline`` (SD3, SD3.5: flow matching, CFG) → ``sd3.StableDiffusion3Model``
-- ``FluxPipeline`` (Flux.1: flow matching, embedded guidance, packed latents) → ``flux.FluxModel``
+Every pipeline class an adapter declares (``adapters.ADAPTERS``) is served: the class is read from
+``model_index.json`` first, so an unsupported pipeline fails before any weights load.
 
 diffusers and transformers are imported by this subpackage only, never from ``paratta/__init__``
 (``import diffusers`` alone takes seconds): ``paratta.registry`` imports this module when a
@@ -23,16 +19,9 @@ from typing import Any
 from urllib.parse import urlparse
 
 import torch
-from diffusers import DiTPipeline, FluxPipeline, StableDiffusion3Pipeline, StableDiffusionPipeline
 
+from .adapters import adapter_for, adapter_named
 from .base import DiffusersModel, resolve_device_dtype
-from .dit import DiTModel
-from .flux import FluxModel
-from .sd import StableDiffusionModel
-from .sd3 import StableDiffusion3Model
-
-SUPPORTED_PIPELINES = ("StableDiffusionPipeline", "DiTPipeline", "StableDiffusion3Pipeline", "FluxPipeline")
-SIZED_PIPELINES = ("StableDiffusionPipeline", "StableDiffusion3Pipeline", "FluxPipeline")  # take height/width
 
 
 def from_pipeline(
@@ -40,25 +29,14 @@ def from_pipeline(
     device: torch.device | str | None = None,
     dtype: torch.dtype | None = None,
     name: str | None = None,
-    **kwargs: Any,
+    **options: Any,
 ) -> DiffusersModel:
-    """Wrap an already built pipeline object; ``ValueError`` naming the class when it is not supported."""
-    if isinstance(pipe, StableDiffusionPipeline):
-        return StableDiffusionModel(pipe, device=device, dtype=dtype, name=name, **kwargs)
-    if isinstance(pipe, DiTPipeline):
-        return DiTModel(pipe, device=device, dtype=dtype, name=name, **kwargs)
-    if isinstance(pipe, StableDiffusion3Pipeline):
-        return StableDiffusion3Model(pipe, device=device, dtype=dtype, name=name, **kwargs)
-    if isinstance(pipe, FluxPipeline):
-        return FluxModel(pipe, device=device, dtype=dtype, name=name, **kwargs)
-    raise ValueError(_unsupported(type(pipe).__name__))
-
-
-def _unsupported(class_name: str | None) -> str:
-    return (
-        f"unsupported diffusers pipeline {class_name!r}: paratta supports {', '.join(SUPPORTED_PIPELINES)} "
-        "(DDIM sampling of an ε/v-prediction UNet or DiT; flow-matching Euler of SD3 or Flux)"
-    )
+    """Wrap an already built pipeline object with the adapter that serves its class (``adapter_for``);
+    ``ValueError`` naming the class and the reason when none does, before anything moves. ``options``:
+    the adapter's (``Serves.options``: size, prompt length, …) and ``tiny_vae``."""
+    adapter = adapter_for(type(pipe))
+    adapter.check(pipe)
+    return adapter(pipe, device=device, dtype=dtype, name=name, **options)
 
 
 def load_diffusers_model(
@@ -76,21 +54,19 @@ def load_diffusers_model(
     before any weights load. Hub ids are looked up in the local cache first; the hub is asked only
     when it is reachable and ``HF_HUB_OFFLINE`` is not set, otherwise a ``ValueError`` names the id.
     ``tiny_vae`` (an ``AutoencoderTiny`` or its folder/hub id, e.g. TAESD) is used for previews;
-    ``height``/``width`` (SD, SD3, Flux) override the pipeline's default image size.
+    ``height``/``width`` override the pipeline's default image size where it takes one.
     """
     source = name_or_path.strip()
     device, dtype = resolve_device_dtype(device, dtype)
     local = os.path.isdir(source)
     offline = not local and _offline()
     index = _model_index(source, local, offline)
-    class_name = index.get("_class_name")
-    if class_name not in SUPPORTED_PIPELINES:
-        raise ValueError(_unsupported(class_name))
+    adapter = adapter_named(index.get("_class_name"))
     import diffusers
 
-    cls = getattr(diffusers, class_name)
+    cls = getattr(diffusers, index["_class_name"])
     extra: dict[str, Any] = {}
-    if class_name == "StableDiffusionPipeline":
+    if "safety_checker" in index:
         # The safety checker and its image processor are not used by paratta; skip loading them.
         extra = {"safety_checker": None, "feature_extractor": None, "requires_safety_checker": False}
     pipe = _fetch(
@@ -111,8 +87,9 @@ def load_diffusers_model(
             ),
         )
     name = os.path.basename(os.path.normpath(source)) if local else source
-    size = {"height": height, "width": width} if class_name in SIZED_PIPELINES else {}
-    return from_pipeline(pipe, device=device, dtype=dtype, name=name, tiny_vae=tiny_vae, **size)
+    size = {"height": height, "width": width} if adapter.takes_image_size else {}
+    adapter.check(pipe)
+    return adapter(pipe, device=device, dtype=dtype, name=name, tiny_vae=tiny_vae, **size)
 
 
 def _dtype_kwarg(dtype: torch.dtype) -> dict[str, torch.dtype]:
@@ -157,8 +134,14 @@ def _fetch(source: str, fn: Callable[[], Any], cached: bool = False) -> Any:
     except Exception as error:  # hub, HTTP, validation and file errors all mean "cannot load this id"
         if cached:
             return None
+        # diffusers loads a network that keeps modules in float32 (Wan's transformer) only through accelerate
+        hint = (
+            "; diffusers needs `accelerate` installed to load it"
+            if "keep_in_fp32_modules" in str(error)
+            else ""
+        )
         raise ValueError(
-            f"could not load diffusers model {source!r}: {type(error).__name__}: {error}"
+            f"could not load diffusers model {source!r}: {type(error).__name__}: {error}{hint}"
         ) from error
 
 

@@ -1,41 +1,39 @@
-"""``ParaTAAPipeline``: a diffusers pipeline you already hold, sampled by ParaTAA.
+"""``ParaTAAPipeline``: a diffusers pipeline you already hold, sampled by ParaTAA, behaving like it.
 
-``ParaTAAPipeline.from_pipe(pipe, **settings)`` wraps a ``StableDiffusionPipeline``, ``DiTPipeline``,
-``StableDiffusion3Pipeline`` or ``FluxPipeline`` object (its modules are used in place, never copied);
-``settings`` are ``SolverConfig``'s declared settings by name. Calling it takes the pipeline's own
-argument names and defaults, and ``images`` is what ``pipe(...)`` returns for the same arguments: x_T
-(and DDIM's η-noises) drawn from ``generator`` as the pipeline draws them, the same sampler on the same
-grid, the pipeline's own decode and ``output_type``. The sequential solver gives the pipeline's latents
-up to float round-off; ParaTAA's within its stopping guarantee, in fewer parallel iterations.
+``ParaTAAPipeline.from_pipe(pipe, **settings)`` wraps any pipeline an adapter serves
+(``adapters.ADAPTERS``: SD, SDXL, their image-to-image pipelines, DiT, SD3/3.5, Flux, PixArt-α/Σ, Sana,
+Wan 2.1); its modules are used in place, never copied; ``settings`` are ``SolverConfig``'s. Calling it
+takes the pipeline's own argument names and defaults, and its result (``images``, or ``frames`` for a
+video) is what ``pipe(...)`` returns for the same arguments: x_T drawn from ``generator`` as the
+pipeline draws it, the same sampler on the same grid, the pipeline's own decode and ``output_type``.
+The sequential solver gives the pipeline's latents up to float round-off; ParaTAA's within its stopping
+guarantee, in fewer parallel iterations.
 
-Only what paratta can honour is accepted: one image per call, a prompt string (a class label for
-DiT), no precomputed embeddings or callbacks of the pipeline's; any other argument is refused by name.
+Like the pipeline: ``.to()``, ``device``, ``dtype``, ``components``, a progress bar over parallel
+iterations (``set_progress_bar_config``), lists of prompts and ``num_images_per_prompt`` (one batched
+system: ``batch.Batch``; each image within tol of its own sequential image), precomputed embeddings,
+``callback_on_step_end`` once per parallel iteration. The scheduler is read at each call: one paratta
+cannot sample as the pipeline does is refused with its reason. An argument the adapter does not honour
+is refused by name, before anything runs.
 """
 
 from __future__ import annotations
 
 import inspect
+import math
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
 from torch import Tensor
 
 from paratta.config import Request, SolverConfig, specs
-from paratta.parallel.plan import solve
+from paratta.parallel.plan import plan, solve
 from paratta.problem import Problem, make_problem
+from paratta.samplers import check
 from paratta.solver import Iterate
 
-# The __call__ arguments paratta honours, by pipeline class, beyond the ones every pipeline shares.
-SHARED = ("num_inference_steps", "guidance_scale", "generator", "output_type", "num_images_per_prompt")
-SIZED = ("prompt", "height", "width", "latents")
-HONOURED: dict[str, tuple[str, ...]] = {
-    "StableDiffusionPipeline": (*SHARED, *SIZED, "negative_prompt", "eta"),
-    "StableDiffusion3Pipeline": (*SHARED, *SIZED, "negative_prompt", "max_sequence_length"),
-    "FluxPipeline": (*SHARED, *SIZED, "max_sequence_length"),
-    "DiTPipeline": (*SHARED, "class_labels"),
-}
 OUTPUT_TYPES = ("pil", "np", "pt", "latent")
 # Pipeline argument → the Request setting it is checked as.
 AS_SETTING = {
@@ -47,50 +45,62 @@ AS_SETTING = {
     "height": "height",
     "width": "width",
 }
-# Pipelines whose classifier-free guidance is off for a scale ≤ 1 (the conditional output alone).
-CFG_ABOVE_ONE = ("StableDiffusionPipeline", "StableDiffusion3Pipeline", "DiTPipeline")
+PER_PROMPT = ("num_images_per_prompt", "num_videos_per_prompt")  # the pipelines' names for the count
+CALLBACK_INPUTS = ("latents",)
 
 
 @dataclass(frozen=True)
 class ParaTAAPipelineOutput:
-    """``images`` as the wrapped pipeline returns them, and the run that made them."""
+    """The pipeline's result as it returns it, and the run that made it."""
 
     images: Any  # list of PIL images, an array or a tensor: the pipeline's own for the output_type
     iterations: int  # parallel iterations (one batched network call each)
-    steps: int  # T: the sequential sampler's network calls
+    steps: int  # T: the sequential sampler's network calls (image-to-image: the steps it runs)
     converged: bool
-    evaluations: int  # guided network evaluations, one per timestep
-    trajectory: Tensor  # (T+1, *latent): the final iterate x_0 … x_T, in the solver's state dtype
+    evaluations: int  # guided network evaluations, one per timestep (of all the images together)
+    trajectory: Tensor  # (T+1, *latent) or, for B > 1 images, (T+1, B, *latent): x_0 … x_T, state dtype
     residuals: Tensor  # (iterations, T): each iteration's RMS anchor residual, NaN outside its window
     windows: tuple[tuple[int, int], ...]  # each iteration's window [lo, hi)
     model_seconds: float  # wall-clock inside the network
     solver_seconds: float  # wall-clock in everything else of the solve
+    tol: float  # each image's bound: RMS distance of its x_0 to its sequential x_0 (the stopping rule's)
+
+    @property
+    def frames(self) -> Any:
+        """A video pipeline's result (``WanPipeline(...).frames``): the same object as ``images``."""
+        return self.images
 
     @property
     def seconds(self) -> float:
         return self.model_seconds + self.solver_seconds
 
 
+@dataclass(frozen=True)
+class Posed:
+    """One call, posed: the problem, its plan, the output type, and the callback to call."""
+
+    problem: Problem
+    plan: Any
+    output_type: str
+    images: int
+    callback: Callable[..., Any] | None
+
+
 class ParaTAAPipeline:
     """A diffusers pipeline sampled by parallel fixed-point iteration; see the module docstring."""
 
     def __init__(self, pipe: Any, config: SolverConfig) -> None:
-        from .load import from_pipeline  # imports diffusers: only when a pipeline is wrapped
+        from .adapters import adapter_for  # imports diffusers: only when a pipeline is wrapped
 
+        self.adapter = adapter_for(type(pipe))  # refuses an unserved class by name, before anything moves
+        self.adapter.check(pipe)
         self.pipe = pipe
         self.config = config
         self.pipeline_name = type(pipe).__name__
-        self.model = from_pipeline(pipe, device=pipe.device, dtype=pipe.dtype)  # refuses other classes
-        own, used = type(pipe.scheduler).__name__, self.model.scheduler_config["_class_name"]
-        if own != used:
-            raise ValueError(
-                f"the pipeline's scheduler is {own}, which paratta does not sample for "
-                f"{self.pipeline_name} (it would run {used}, another image): set "
-                f"pipe.scheduler = {used}.from_config(pipe.scheduler.config) to compare like with like"
-            )
         self.parameters = inspect.signature(type(pipe).__call__).parameters
-        self.honoured = tuple(n for n in HONOURED[self.pipeline_name] if n in self.parameters)
-        self._lengths: dict[int, Any] = {}
+        self.honoured = tuple(n for n in self.adapter.serves.arguments if n in self.parameters)
+        self.model = self.adapter(pipe, device=pipe.device, dtype=pipe.dtype)
+        self._seen = self._scheduler_now()  # the scheduler is judged at each call (``_model_now``)
 
     @classmethod
     def from_pipe(cls, pipe: Any, **settings: Any) -> ParaTAAPipeline:
@@ -102,21 +112,70 @@ class ParaTAAPipeline:
             raise ValueError(f"unknown setting {unknown[0]!r}: the settings are {', '.join(declared)}")
         return cls(pipe, SolverConfig(**settings))
 
+    # ------------------------------------------------------------ the pipeline's own surface
+
+    def to(self, *args: Any, **kwargs: Any) -> ParaTAAPipeline:
+        """``pipe.to(...)`` (a device, a dtype or both, as diffusers takes them), then the adapter follows."""
+        self.pipe.to(*args, **kwargs)
+        self.model = self.adapter(self.pipe, device=self.pipe.device, dtype=self.pipe.dtype)
+        self._seen = self._scheduler_now()
+        return self
+
+    @property
+    def device(self) -> torch.device:
+        return self.pipe.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.pipe.dtype
+
+    @property
+    def components(self) -> dict[str, Any]:
+        return self.pipe.components
+
+    @property
+    def scheduler(self) -> Any:
+        return self.pipe.scheduler
+
+    @scheduler.setter
+    def scheduler(self, scheduler: Any) -> None:
+        self.pipe.scheduler = scheduler
+
+    def set_progress_bar_config(self, **kwargs: Any) -> None:
+        """The pipeline's own (tqdm's keywords); its bar and this one are configured together."""
+        self.pipe.set_progress_bar_config(**kwargs)
+
+    # ------------------------------------------------------------ calling it
+
     def __call__(
         self, prompt: Any = None, *, on_iteration: Callable[[Iterate], None] | None = None, **arguments: Any
     ) -> ParaTAAPipelineOutput:
-        """Sample as ``pipe(prompt, **arguments)`` would; ``on_iteration`` gets each immutable record."""
-        problem, output_type = self.problem(prompt, **arguments)
+        """Sample as ``pipe(prompt, **arguments)`` would; ``on_iteration`` gets each immutable record.
+
+        ``callback_on_step_end(pipe, i, t, {"latents": x_0})`` (with ``callback_on_step_end_tensor_inputs``
+        ["latents"], the default) is called once per parallel iteration, i = 0, 1, …: t is the timestep of
+        the noisiest step that is not final after that iteration (the last step's once all are) and
+        ``latents`` the iterate's x_0 as ``output_type="latent"`` would return it if the solve stopped
+        there. It may read them; a returned dict that replaces them is refused, since an iterate of a
+        fixed-point solve cannot be swapped mid-way.
+        """
+        posed = self.pose(prompt, **arguments)
         residuals, windows = [], []
-        for last in solve(problem, self.config):
-            residuals.append(last.residual)
-            windows.append(last.window)
-            if on_iteration is not None:
-                on_iteration(last)
+        with self.pipe.progress_bar(total=posed.plan.max_iters) as bar:
+            for last in solve(posed.problem, posed.plan):
+                residuals.append(last.residual)
+                windows.append(last.window)
+                if on_iteration is not None:
+                    on_iteration(last)
+                if posed.callback is not None:
+                    self._callback(posed, last)
+                bar.update()
+                bar.set_postfix_str(f"anchor {last.anchor}/{posed.problem.steps}")
+        x0 = last.x0 if posed.images > 1 else last.x0[None]
         return ParaTAAPipelineOutput(
-            images=problem.model.pipeline_images(last.x0[None], output_type),
+            images=posed.problem.model.pipeline_output(x0, posed.output_type),
             iterations=last.iteration,
-            steps=problem.steps,
+            steps=posed.problem.steps,
             converged=last.converged,
             evaluations=last.evaluations,
             trajectory=last.trajectory,
@@ -124,99 +183,179 @@ class ParaTAAPipeline:
             windows=tuple(windows),
             model_seconds=last.model_seconds,
             solver_seconds=last.solver_seconds,
+            tol=posed.plan.tol * math.sqrt(posed.images),
         )
 
     def iterate(self, prompt: Any = None, **arguments: Any) -> Iterator[Iterate]:
         """The run's immutable records as they come, one per parallel iteration (the caller may stop)."""
-        problem, _ = self.problem(prompt, **arguments)
-        yield from solve(problem, self.config)
+        posed = self.pose(prompt, **arguments)
+        yield from solve(posed.problem, posed.plan)
 
     def problem(self, prompt: Any = None, **arguments: Any) -> tuple[Problem, str]:
         """The sampling problem ``pipe(prompt, **arguments)`` solves, and the output type asked for."""
+        posed = self.pose(prompt, **arguments)
+        return posed.problem, posed.output_type
+
+    def pose(self, prompt: Any = None, **arguments: Any) -> Posed:
+        """The call posed: every argument checked by name (before anything runs), the adapter at its
+        options, the condition, x_T as the pipeline draws it, the plan with the per-image tol."""
         if prompt is not None:
             arguments["prompt"] = prompt
         for name in arguments:
             if name not in self.parameters:
                 raise ValueError(f"{name!r} is not an argument of {self.pipeline_name}")
-            if name not in self.honoured:
+            if name not in self.honoured and name not in (
+                "callback_on_step_end",
+                "callback_on_step_end_tensor_inputs",
+            ):
                 raise ValueError(
                     f"{name!r}: paratta does not honour this argument of {self.pipeline_name} (it takes "
                     f"{', '.join(self.honoured)})"
                 )
-        given = {name: self._default(name) for name in self.honoured} | arguments
-        for name in ("prompt", "negative_prompt"):
-            if name in given:
-                given[name] = _one(name, given[name])
-        for name, setting in AS_SETTING.items():
-            if name in given and given[name] is not None:
-                try:
-                    specs(Request)[setting].check(given[name])
-                except ValueError as error:
-                    raise ValueError(f"{name}: {error}") from None
-        if (count := given.get("num_images_per_prompt")) not in (None, 1):
-            raise ValueError(f"num_images_per_prompt: paratta samples one image per call; got {count!r}")
-        length = given.get("max_sequence_length")
-        if length is not None and (
-            isinstance(length, bool) or not isinstance(length, int) or not 0 < length <= 512
-        ):
-            raise ValueError(f"max_sequence_length must be an integer in [1, 512] (T5's); got {length!r}")
-        output_type = given["output_type"]
-        if output_type not in OUTPUT_TYPES:
-            raise ValueError(f"output_type must be one of {', '.join(OUTPUT_TYPES)}; got {output_type!r}")
-        guidance = float(given["guidance_scale"])
-        if self.pipeline_name in CFG_ABOVE_ONE and guidance <= 1:
-            guidance = 1.0  # the pipeline runs the conditional half alone
+        given = {n: self._default(n) for n in self.honoured} | arguments
+        self._check(given)
+        callback = self._check_callback(given)
+        model = self._model_now()
+        options = {n: given[n] for n in model.serves.options if n in given}
+        pixels = None
+        if "image" in model.serves.arguments:
+            if given.get("image") is None:
+                raise ValueError(f"image: {self.pipeline_name} samples from an image; give one (image=…)")
+            pixels, (height, width) = model.image_size_of(given["image"])
+            options |= {"height": height, "width": width}
+        model = model.configured(**options) if options else model
+        cond = model.condition(given)
+        images = _images_in(cond)
+        solved = model if images == 1 else _batch(model, images)
         request = Request(
-            prompt=self._prompt(given),
-            negative_prompt=given.get("negative_prompt") or "",
+            prompt=_first(given.get("prompt")) or "",
+            negative_prompt=_first(given.get("negative_prompt")) or "",
             steps=given["num_inference_steps"],
             eta=float(given.get("eta") or 0.0),
-            guidance=guidance,
-            height=given.get("height") or None,
-            width=given.get("width") or None,
+            guidance=model.guidance_for(given["guidance_scale"]),
         )
-        model = self._model(given.get("max_sequence_length"))
-        generator = _one("generator", given["generator"]) or _global_generator(model.device)
-        return make_problem(model, request, given.get("latents"), generator), output_type
+        generator = given.get("generator")
+        if generator is None:
+            generator = _global_generator(model.device)
+        elif isinstance(generator, (list, tuple)) and len(generator) != images:
+            raise ValueError(f"generator: a list of {len(generator)} generators for {images} images")
+        latents, begin = given.get("latents"), None
+        if pixels is not None:
+            begin, latents = model.start(given, pixels, request.steps, images, generator)
+        problem = make_problem(solved, request, latents, generator, cond=cond, begin=begin)
+        planned = plan(problem, self.config)
+        per_image = 1 / math.sqrt(images)  # the rule bounds the RMS over all images: √B × tighter
+        planned = replace(planned, tol=planned.tol * per_image, tol2=planned.tol2 * per_image)
+        return Posed(problem, planned, given["output_type"], images, callback)
 
-    def _model(self, max_sequence_length: int | None) -> Any:
-        """The adapter for a T5 prompt length (SD3, Flux): the pipeline's default one, or one more."""
-        if max_sequence_length in (None, getattr(self.model, "max_sequence_length", None)):
-            return self.model
-        if max_sequence_length not in self._lengths:
-            model = self.model
-            options = {**model.options, "max_sequence_length": max_sequence_length}
-            self._lengths[max_sequence_length] = type(model)(
-                self.pipe, model.device, model.dtype, model.name, model.tiny_vae, **options
-            )
-        return self._lengths[max_sequence_length]
+    # ------------------------------------------------------------ the parts of pose
+
+    def _scheduler_now(self) -> tuple[Any, dict[str, Any]]:
+        return self.pipe.scheduler, dict(self.pipe.scheduler.config)
+
+    def _model_now(self) -> Any:
+        """The adapter on the pipeline's scheduler as it is now (one set after wrapping is read again),
+        refused with the reason when paratta cannot sample it as the pipeline does."""
+        now = self._scheduler_now()
+        if now[0] is not self._seen[0] or now[1] != self._seen[1]:
+            self.model, self._seen = self.model.configured(), now
+        try:
+            check(self.model.scheduler_config)  # the sampler registry: expressed exactly, or the reason
+            self.model.check_scheduler()  # the pipeline's own loop (DiT's)
+        except ValueError as error:
+            raise ValueError(f"{self.pipeline_name}'s scheduler {type(now[0]).__name__}: {error}") from None
+        return self.model
 
     def _default(self, name: str) -> Any:
         default = self.parameters[name].default
         return None if default is inspect.Parameter.empty else default
 
-    def _prompt(self, given: dict[str, Any]) -> str:
-        """The prompt as paratta's models read it: text, or a DiT class id as text."""
-        if self.pipeline_name == "DiTPipeline":
-            label = _one("class_labels", given["class_labels"])
-            if isinstance(label, bool) or not isinstance(label, int):
-                raise ValueError(
-                    f"class_labels must be one integer class id (or a list of one); got {label!r}"
-                )
-            return str(label)
-        prompt = given["prompt"]
-        if not isinstance(prompt, str):
-            raise ValueError(f"prompt must be a string (or a list of one); got {type(prompt).__name__}")
-        return prompt
+    def _check(self, given: dict[str, Any]) -> None:
+        """Each argument that is a setting against its declared range; prompts, counts, output type."""
+        for name in ("prompt", "negative_prompt"):
+            value = given.get(name)
+            if isinstance(value, (list, tuple)) and not all(isinstance(v, str) for v in value):
+                raise ValueError(f"{name} must be a string or a list of strings; got {value!r}")
+        for name, setting in AS_SETTING.items():
+            for value in _each(given.get(name)):
+                if value is None:
+                    continue
+                try:
+                    specs(Request)[setting].check(value)
+                except ValueError as error:
+                    raise ValueError(f"{name}: {error}") from None
+        for name in PER_PROMPT:
+            count = given.get(name)
+            if name in given and (isinstance(count, bool) or not isinstance(count, int) or count < 1):
+                raise ValueError(f"{name} must be a positive integer; got {count!r}")
+        if "prompt" in given and given["prompt"] is None and given.get("prompt_embeds") is None:
+            raise ValueError("prompt: give a prompt (or a list of them) or prompt_embeds")
+        length = given.get("max_sequence_length")
+        if length is not None and (
+            isinstance(length, bool) or not isinstance(length, int) or not 0 < length <= 512
+        ):
+            raise ValueError(f"max_sequence_length must be an integer in [1, 512] (T5's); got {length!r}")
+        if given["output_type"] not in OUTPUT_TYPES:
+            raise ValueError(
+                f"output_type must be one of {', '.join(OUTPUT_TYPES)}; got {given['output_type']!r}"
+            )
+
+    def _check_callback(self, given: dict[str, Any]) -> Callable[..., Any] | None:
+        callback = given.get("callback_on_step_end")
+        if callback is None:
+            return None
+        if "callback_on_step_end" not in self.parameters:
+            raise ValueError(f"'callback_on_step_end' is not an argument of {self.pipeline_name}")
+        from diffusers.callbacks import MultiPipelineCallbacks, PipelineCallback
+
+        if not callable(callback) or isinstance(callback, (PipelineCallback, MultiPipelineCallbacks)):
+            raise ValueError(
+                "callback_on_step_end: paratta calls a plain function once per parallel iteration with "
+                "{'latents': x_0}; PipelineCallback objects (which rewrite the pipeline's state mid-loop) "
+                "are not supported"
+            )
+        inputs = given.get("callback_on_step_end_tensor_inputs") or ["latents"]
+        extra = [n for n in inputs if n not in CALLBACK_INPUTS]
+        if extra:
+            raise ValueError(
+                f"callback_on_step_end_tensor_inputs: {extra[0]!r} is not given per parallel iteration "
+                f"(paratta gives {', '.join(CALLBACK_INPUTS)})"
+            )
+        return callback
+
+    def _callback(self, posed: Posed, record: Iterate) -> None:
+        problem = posed.problem
+        x0 = record.x0 if posed.images > 1 else record.x0[None]
+        latents = x0.to(problem.model.device, problem.model.latent_dtype or problem.model.dtype)
+        t = problem.coef.timesteps[
+            max(record.anchor - 1, 0)
+        ]  # the noisiest step not final yet (done: the last)
+        out = posed.callback(self.pipe, record.iteration - 1, t, {"latents": latents})
+        if isinstance(out, dict) and out.get("latents", latents) is not latents:
+            raise ValueError(
+                "callback_on_step_end returned new latents: an iterate of a fixed-point solve cannot be "
+                "replaced mid-way (read them; return the dict unchanged)"
+            )
 
 
-def _one(name: str, value: Any) -> Any:
-    """A value given alone or as a list of one (one image per call)."""
-    if isinstance(value, (list, tuple)):
-        if len(value) != 1:
-            raise ValueError(f"{name}: paratta samples one image per call; got a list of {len(value)}")
-        return value[0]
-    return value
+def _batch(model: Any, images: int) -> Any:
+    from .batch import Batch
+
+    return Batch(model, images)
+
+
+def _images_in(cond: Any) -> int:
+    """Images the condition is for: its first tensor's leading axis (one entry per image)."""
+    first = next(v for v in vars(cond).values() if isinstance(v, Tensor))
+    return int(first.shape[0])
+
+
+def _each(value: Any) -> list[Any]:
+    return list(value) if isinstance(value, (list, tuple)) else [value]
+
+
+def _first(value: Any) -> Any:
+    return value[0] if isinstance(value, (list, tuple)) and value else value
 
 
 def _global_generator(device: torch.device) -> torch.Generator:

@@ -13,63 +13,80 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from diffusers import StableDiffusionPipeline
 from torch import Tensor
 
-from .base import DiffusersModel, pipeline_scheduler_config, resolve_image_size
+from .base import TEXT_ARGUMENTS, DiffusersModel, Serves, SizeRule, cfg, per_row, pipeline_scheduler_config
 
 
 @dataclass(frozen=True)
 class TextCondition:
-    """CLIP hidden states (1, L, D) of prompt and negative prompt ("" → the empty-prompt embedding)."""
+    """Text-encoder hidden states (B, L, D) of the prompts and of the negative prompts, one per image."""
 
     prompt_embeds: Tensor
     negative_embeds: Tensor
-    prompt: str
-    negative_prompt: str
+
+
+def text_embeddings(pipe: Any, arguments: dict[str, Any], device: torch.device) -> tuple[Tensor, Tensor]:
+    """(prompt, negative) embeddings as ``StableDiffusionPipeline.__call__`` forms them: its own
+    ``encode_prompt`` with classifier-free guidance on (the negative half is used only when s > 1)."""
+    with torch.inference_mode():
+        return pipe.encode_prompt(
+            arguments.get("prompt"),
+            device,
+            arguments.get("num_images_per_prompt") or 1,
+            True,
+            arguments.get("negative_prompt"),
+            prompt_embeds=arguments.get("prompt_embeds"),
+            negative_prompt_embeds=arguments.get("negative_prompt_embeds"),
+        )
 
 
 class StableDiffusionModel(DiffusersModel):
     """A ``StableDiffusionPipeline`` (UNet2DConditionModel + VAE + CLIP text encoder) for paratta.
 
-    ``pipe`` is moved to ``device``/``dtype`` (in place, as ``pipe.to`` does). ``height``/``width``
-    default to the pipeline's own default (``unet.config.sample_size × vae_scale_factor``).
+    ``height``/``width`` default to the pipeline's (``unet.config.sample_size × vae_scale_factor``).
     """
 
-    pipeline_class = StableDiffusionPipeline
+    serves = Serves(
+        pipelines=("StableDiffusionPipeline",),
+        arguments=(*TEXT_ARGUMENTS, "eta"),
+        options=("height", "width"),
+        guidance="cfg",
+        layout="(C, h, w): UNet-space latents (the VAE's × scaling_factor)",
+        draws="randn_tensor((B, C, H/f, W/f)) in the text embeddings' dtype, × init_noise_sigma",
+    )
     default_name = "stable-diffusion"
-    takes_negative_prompt = True
 
-    def _check_pipeline(self, pipe: Any) -> None:
-        super()._check_pipeline(pipe)
+    @classmethod
+    def check(cls, pipe: Any) -> None:
         unet_config = pipe.unet.config
-        if getattr(unet_config, "time_cond_proj_dim", None) is not None:
-            raise ValueError("guidance-embedded UNets (time_cond_proj_dim, e.g. LCM) are not supported")
-        if getattr(unet_config, "addition_embed_type", None) is not None:
+        if unet_config.get("time_cond_proj_dim") is not None:
             raise ValueError(
-                f"UNets with addition_embed_type={unet_config.addition_embed_type!r} are not supported"
+                f"{type(pipe).__name__}: guidance-embedded UNets (time_cond_proj_dim, e.g. LCM) "
+                "are not supported"
+            )
+        if unet_config.get("addition_embed_type") is not None:
+            raise ValueError(
+                f"{type(pipe).__name__}: UNets with addition_embed_type="
+                f"{unet_config.addition_embed_type!r} are not supported by StableDiffusionPipeline's adapter"
             )
 
-    def _configure(self, height: int | None = None, width: int | None = None) -> None:
+    def size_rule(self) -> SizeRule:
+        f = self.vae_scale_factor  # check_inputs takes multiples of 8 pixels, whatever f
+        side = self.pipe.unet.config.sample_size * f
+        return SizeRule((side, side), math.lcm(8, f))
+
+    def _configure(self, height: int | None, width: int | None) -> None:
         self.unet = self.pipe.unet.eval()
         self.text_encoder = self.pipe.text_encoder.eval()
-        unet_config = self.unet.config
+        height, width = self.size_rule().resolve(height, width)
         f = self.vae_scale_factor
-        # StableDiffusionPipeline.check_inputs takes multiples of 8 pixels, whatever the VAE's factor f.
-        height, width = resolve_image_size(height, width, unet_config.sample_size * f, math.lcm(8, f))
-        self.latent_shape = (int(unet_config.in_channels), height // f, width // f)
+        self.latent_shape = (int(self.unet.config.in_channels), height // f, width // f)
         # Read after the pipeline's __init__, which rewrites steps_offset 0 → 1 and clip_sample → False.
         self.scheduler_config = pipeline_scheduler_config(self.pipe.scheduler)
 
-    def encode(self, prompt: str, negative_prompt: str = "") -> TextCondition:
-        """CLIP-encode both prompts with the pipeline's own ``encode_prompt`` (truncation, clip_skip=None)."""
-        if not isinstance(prompt, str) or not isinstance(negative_prompt, str):
-            raise ValueError("prompt and negative_prompt must be strings")
-        with torch.inference_mode():
-            cond, uncond = self.pipe.encode_prompt(
-                prompt, self.device, 1, True, negative_prompt=negative_prompt or None
-            )
-        return TextCondition(cond, uncond, prompt, negative_prompt)
+    def condition(self, arguments: dict[str, Any]) -> TextCondition:
+        return TextCondition(*text_embeddings(self.pipe, arguments, self.device))
 
     def predict(self, x: Tensor, t: Tensor, cond: TextCondition, guidance: float) -> Tensor:
         """Guided UNet output for n states at n (possibly different) timesteps; 2n rows unless guidance == 1.
@@ -78,16 +95,12 @@ class StableDiffusionModel(DiffusersModel):
         """
         n = x.shape[0]
         t = torch.as_tensor(t, device=self.device).reshape(-1).expand(n)
-        if guidance == 1.0:
-            # u + 1·(c − u) = c: the unconditional half is not needed.
-            emb = cond.prompt_embeds.expand(n, -1, -1)
+        if guidance == 1.0:  # u + 1·(c − u) = c: the unconditional half is not needed
+            emb = per_row(cond.prompt_embeds, n)
             return self._network(lambda: self._unet(x, t, emb), n)
-        emb = torch.cat([cond.negative_embeds.expand(n, -1, -1), cond.prompt_embeds.expand(n, -1, -1)])
+        emb = torch.cat([per_row(cond.negative_embeds, n), per_row(cond.prompt_embeds, n)])
         out = self._network(lambda: self._unet(torch.cat([x, x]), torch.cat([t, t]), emb), 2 * n)
-        uncond, text = out.chunk(2)
-        if out.dtype in (torch.float16, torch.bfloat16):
-            uncond, text = uncond.float(), text.float()
-        return uncond + guidance * (text - uncond)
+        return cfg(*out.chunk(2), guidance)
 
     def _unet(self, x: Tensor, t: Tensor, emb: Tensor) -> Tensor:
         return self.unet(x, t, encoder_hidden_states=emb, return_dict=False)[0]

@@ -16,49 +16,58 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
-from diffusers import StableDiffusion3Pipeline
 from torch import Tensor
 
 from paratta.registry import TEXT_TO_IMAGE_DEFAULTS
 
-from .base import DiffusersModel, pipeline_scheduler_config, resolve_image_size
+from .base import TEXT_ARGUMENTS, DiffusersModel, Serves, SizeRule, cfg, per_row, pipeline_scheduler_config
 
 
 @dataclass(frozen=True)
 class SD3Condition:
-    """Joint text embeddings (1, L, D) and pooled embeddings (1, P) of the prompt and the negative prompt."""
+    """Joint text embeddings (B, L, D) and pooled embeddings (B, P) of the prompts and negative prompts."""
 
     prompt_embeds: Tensor
     negative_embeds: Tensor
     pooled: Tensor
     negative_pooled: Tensor
-    prompt: str
-    negative_prompt: str
 
 
 class StableDiffusion3Model(DiffusersModel):
-    """A ``StableDiffusion3Pipeline`` (SD3 transformer + VAE + CLIP, CLIP, T5) for paratta.
+    """A ``StableDiffusion3Pipeline`` (SD3 transformer + VAE + CLIP, CLIP, T5) for paratta; SD 3.5 (RMS
+    query/key norms, dual-attention layers) is the same pipeline class and is served as it is.
 
     ``height``/``width`` default to the pipeline's (``transformer.config.sample_size × vae_scale_factor``);
     ``max_sequence_length`` is the T5 prompt length the pipeline uses (256 by default).
     """
 
-    pipeline_class = StableDiffusion3Pipeline
+    serves = Serves(
+        pipelines=("StableDiffusion3Pipeline",),
+        arguments=(
+            *TEXT_ARGUMENTS, "prompt_2", "prompt_3", "negative_prompt_2", "negative_prompt_3",
+            "pooled_prompt_embeds", "negative_pooled_prompt_embeds", "max_sequence_length",
+        ),
+        options=("height", "width", "max_sequence_length"),
+        guidance="cfg",
+        layout="(C, h, w): the pipeline's latents (the VAE's − shift_factor, × scaling_factor)",
+        draws="randn_tensor((B, C, H/f, W/f)) in the text embeddings' dtype",
+    )  # fmt: skip
     default_name = "stable-diffusion-3"
-    takes_negative_prompt = True
     defaults = replace(TEXT_TO_IMAGE_DEFAULTS, guidance=7.0, steps=28)  # the pipeline's own
 
-    def _configure(
-        self, height: int | None = None, width: int | None = None, max_sequence_length: int = 256
-    ) -> None:
+    def size_rule(self) -> SizeRule:
+        config = self.pipe.transformer.config
+        f, p = self.vae_scale_factor, int(config.patch_size)
+        limit = config.pos_embed_max_size  # patches per side the position table holds
+        side = config.sample_size * f
+        return SizeRule((side, side), f * p, limit * p * f if limit else None)
+
+    def _configure(self, height: int | None, width: int | None, max_sequence_length: int) -> None:
         self.transformer = self.pipe.transformer.eval()
         self.text_encoder = self.pipe.text_encoder.eval()
         config = self.transformer.config
+        height, width = self.size_rule().resolve(height, width)
         f, p = self.vae_scale_factor, int(config.patch_size)
-        limit = config.pos_embed_max_size  # patches per side the position table holds
-        height, width = resolve_image_size(
-            height, width, config.sample_size * f, f * p, limit * p * f if limit else None
-        )
         self.latent_shape = (int(config.in_channels), height // f, width // f)
         self.image_seq_len = (height // f // p) * (width // f // p)  # μ's sequence length, as the pipeline's
         self.max_sequence_length = max_sequence_length
@@ -68,22 +77,27 @@ class StableDiffusion3Model(DiffusersModel):
         """What the pipeline passes to ``set_timesteps`` besides T: the token count μ is computed from."""
         return {"image_seq_len": self.image_seq_len}
 
-    def encode(self, prompt: str, negative_prompt: str = "") -> SD3Condition:
-        """All three encoders on both prompts, by the pipeline's own ``encode_prompt`` (clip_skip=None)."""
-        if not isinstance(prompt, str) or not isinstance(negative_prompt, str):
-            raise ValueError("prompt and negative_prompt must be strings")
+    def condition(self, arguments: dict[str, Any]) -> SD3Condition:
+        """All three encoders on the prompts, by the pipeline's own ``encode_prompt`` (clip_skip=None)."""
         with torch.inference_mode():
-            cond, uncond, pooled, uncond_pooled = self.pipe.encode_prompt(
-                prompt=prompt,
-                prompt_2=None,
-                prompt_3=None,
+            embeds = self.pipe.encode_prompt(
+                prompt=arguments.get("prompt"),
+                prompt_2=arguments.get("prompt_2"),
+                prompt_3=arguments.get("prompt_3"),
                 device=self.device,
-                num_images_per_prompt=1,
+                num_images_per_prompt=arguments.get("num_images_per_prompt") or 1,
                 do_classifier_free_guidance=True,
-                negative_prompt=negative_prompt or None,
+                negative_prompt=arguments.get("negative_prompt"),
+                negative_prompt_2=arguments.get("negative_prompt_2"),
+                negative_prompt_3=arguments.get("negative_prompt_3"),
+                prompt_embeds=arguments.get("prompt_embeds"),
+                negative_prompt_embeds=arguments.get("negative_prompt_embeds"),
+                pooled_prompt_embeds=arguments.get("pooled_prompt_embeds"),
+                negative_pooled_prompt_embeds=arguments.get("negative_pooled_prompt_embeds"),
                 max_sequence_length=self.max_sequence_length,
             )
-        return SD3Condition(cond, uncond, pooled, uncond_pooled, prompt, negative_prompt)
+        cond, uncond, pooled, uncond_pooled = embeds
+        return SD3Condition(cond, uncond, pooled, uncond_pooled)
 
     def predict(self, x: Tensor, t: Tensor, cond: SD3Condition, guidance: float) -> Tensor:
         """Guided velocity for n states at n timesteps t = σ·N; 2n rows [uncond, cond] unless guidance == 1.
@@ -93,15 +107,12 @@ class StableDiffusion3Model(DiffusersModel):
         n = x.shape[0]
         t = torch.as_tensor(t, device=self.device).reshape(-1).expand(n)
         if guidance == 1.0:  # u + 1·(c − u) = c: the unconditional half is not needed
-            emb, pooled = cond.prompt_embeds.expand(n, -1, -1), cond.pooled.expand(n, -1)
+            emb, pooled = per_row(cond.prompt_embeds, n), per_row(cond.pooled, n)
             return self._network(lambda: self._velocity(x, t, emb, pooled), n)
-        emb = torch.cat([cond.negative_embeds.expand(n, -1, -1), cond.prompt_embeds.expand(n, -1, -1)])
-        pooled = torch.cat([cond.negative_pooled.expand(n, -1), cond.pooled.expand(n, -1)])
+        emb = torch.cat([per_row(cond.negative_embeds, n), per_row(cond.prompt_embeds, n)])
+        pooled = torch.cat([per_row(cond.negative_pooled, n), per_row(cond.pooled, n)])
         out = self._network(lambda: self._velocity(torch.cat([x, x]), torch.cat([t, t]), emb, pooled), 2 * n)
-        uncond, text = out.chunk(2)
-        if out.dtype in (torch.float16, torch.bfloat16):
-            uncond, text = uncond.float(), text.float()
-        return uncond + guidance * (text - uncond)
+        return cfg(*out.chunk(2), guidance)
 
     def _velocity(self, x: Tensor, t: Tensor, emb: Tensor, pooled: Tensor) -> Tensor:
         return self.transformer(

@@ -16,24 +16,41 @@ import torch
 
 # Imported here (not at module level in paratta) because diffusers is slow to import.
 from diffusers import (
+    AutoencoderDC,
     AutoencoderKL,
+    AutoencoderKLWan,
     AutoencoderTiny,
     DDIMScheduler,
     DiTPipeline,
     DiTTransformer2DModel,
+    DPMSolverMultistepScheduler,
+    EulerDiscreteScheduler,
     FlowMatchEulerDiscreteScheduler,
     FluxPipeline,
     FluxTransformer2DModel,
+    PixArtAlphaPipeline,
+    PixArtSigmaPipeline,
+    PixArtTransformer2DModel,
+    SanaPipeline,
+    SanaTransformer2DModel,
     SD3Transformer2DModel,
     StableDiffusion3Pipeline,
+    StableDiffusionImg2ImgPipeline,
     StableDiffusionPipeline,
+    StableDiffusionXLImg2ImgPipeline,
+    StableDiffusionXLPipeline,
     UNet2DConditionModel,
+    UniPCMultistepScheduler,
+    WanPipeline,
+    WanTransformer3DModel,
 )
 from transformers import (
     CLIPTextConfig,
     CLIPTextModel,
     CLIPTextModelWithProjection,
     CLIPTokenizer,
+    Gemma2Config,
+    Gemma2Model,
     T5Config,
     T5EncoderModel,
     T5TokenizerFast,
@@ -103,8 +120,10 @@ def tiny_vae(
     latent_channels: int = 4,
     scaling_factor: float = 0.18215,
     shift_factor: float | None = None,
+    blocks: tuple[int, ...] = (32, 64),
 ) -> AutoencoderKL:
-    """Two-block AutoencoderKL: latents are 2× smaller than the image (vae_scale_factor 2).
+    """A small AutoencoderKL, one block per entry of ``blocks`` (their widths): latents 2^(len − 1)× smaller
+    than the image (the default two blocks: 2×).
 
     SD3 and Flux VAEs also shift the latents (``shift_factor``); their pipelines require it set.
     """
@@ -112,12 +131,12 @@ def tiny_vae(
     return AutoencoderKL(
         in_channels=3,
         out_channels=3,
-        down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"),
-        up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"),
-        block_out_channels=(32, 64),
+        down_block_types=("DownEncoderBlock2D",) * len(blocks),
+        up_block_types=("UpDecoderBlock2D",) * len(blocks),
+        block_out_channels=blocks,
         layers_per_block=1,
         latent_channels=latent_channels,
-        norm_num_groups=32,
+        norm_num_groups=min(blocks),
         sample_size=32,
         scaling_factor=scaling_factor,
         shift_factor=shift_factor,
@@ -269,14 +288,23 @@ def _t5(seed: int, tokenizer: T5TokenizerFast, width: int = 32) -> T5EncoderMode
 
 
 def tiny_sd3_pipeline(
-    sample_size: int = 8, with_t5: bool = True, shift: float = 3.0, seed: int = 0, **scheduler: Any
+    sample_size: int = 8,
+    with_t5: bool = True,
+    shift: float = 3.0,
+    seed: int = 0,
+    large: bool = False,
+    **scheduler: Any,
 ) -> StableDiffusion3Pipeline:
     """Stable-Diffusion-3-shaped pipeline: a 1-layer MMDiT over (4, s, s) latents (patch 2), two CLIP
     text encoders of width 16 (their hidden states concatenated to the T5 width 32, their pooled outputs
     to 32) and a T5 encoder of width 32, or none (``with_t5=False``: the pipeline then feeds zeros, as
-    diffusers allows). The scheduler is SD3's (static shift 3) unless ``scheduler`` overrides it."""
+    diffusers allows). The scheduler is SD3's (static shift 3) unless ``scheduler`` overrides it.
+    ``large``: SD 3.5's transformer (RMS-normalised queries and keys, a dual-attention first layer,
+    as SD 3.5 Medium has), served by the same pipeline class."""
     torch.manual_seed(seed)
+    sd35 = {"qk_norm": "rms_norm", "dual_attention_layers": (0,)} if large else {}
     transformer = SD3Transformer2DModel(
+        **sd35,
         sample_size=sample_size,
         patch_size=2,
         in_channels=4,
@@ -345,3 +373,197 @@ def tiny_flux_pipeline(guidance_embeds: bool = True, seed: int = 0, **scheduler:
         tokenizer_2=tokenizer_2,
         transformer=transformer,
     )
+
+
+def tiny_unet_xl(sample_size: int = 8, projection: int = 16, seed: int = 0) -> UNet2DConditionModel:
+    """An SDXL-shaped UNet: ``text_time`` added conditions (the pooled text embedding and the six size
+    and crop numbers, each embedded in ``addition_time_embed_dim``), cross-attention width 32 (the two
+    CLIP encoders' hidden states side by side)."""
+    torch.manual_seed(seed)
+    return UNet2DConditionModel(
+        sample_size=sample_size,
+        in_channels=4,
+        out_channels=4,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        block_out_channels=(32, 64),
+        layers_per_block=1,
+        cross_attention_dim=32,
+        attention_head_dim=(2, 4),
+        use_linear_projection=True,
+        addition_embed_type="text_time",
+        addition_time_embed_dim=8,
+        transformer_layers_per_block=(1, 2),
+        projection_class_embeddings_input_dim=6 * 8 + projection,
+        norm_num_groups=32,
+    ).eval()
+
+
+def _sdxl_parts(sample_size: int, seed: int) -> dict[str, Any]:
+    tokenizer = tiny_tokenizer()
+    return {
+        "vae": tiny_vae(seed + 1, scaling_factor=0.13025),
+        "text_encoder": _clip(seed + 2, tokenizer, projection=False),
+        "text_encoder_2": _clip(seed + 3, tokenizer, projection=True),
+        "tokenizer": tokenizer,
+        "tokenizer_2": tiny_tokenizer(),
+        "unet": tiny_unet_xl(sample_size, seed=seed),
+        # SDXL's scheduler as the hub ships it: Euler on SD's betas, leading spacing, steps_offset 1
+        "scheduler": EulerDiscreteScheduler.from_config({**SD_SCHEDULER, "steps_offset": 1}),
+    }
+
+
+def tiny_sdxl_pipeline(sample_size: int = 8, seed: int = 0) -> StableDiffusionXLPipeline:
+    """SDXL-shaped pipeline: the ``tiny_unet_xl`` UNet, two CLIP text encoders of width 16 (the second
+    with a projection: the pooled embedding), a 2-block VAE and SDXL's Euler scheduler; no watermark."""
+    return StableDiffusionXLPipeline(**_sdxl_parts(sample_size, seed), add_watermarker=False)
+
+
+def tiny_sdxl_img2img_pipeline(sample_size: int = 8, seed: int = 0) -> StableDiffusionXLImg2ImgPipeline:
+    """``tiny_sdxl_pipeline``'s modules as SDXL's image-to-image pipeline."""
+    return StableDiffusionXLImg2ImgPipeline(**_sdxl_parts(sample_size, seed), add_watermarker=False)
+
+
+def tiny_sd_img2img_pipeline(**kwargs: Any) -> StableDiffusionImg2ImgPipeline:
+    """``tiny_sd_pipeline(**kwargs)``'s modules as Stable Diffusion's image-to-image pipeline."""
+    return StableDiffusionImg2ImgPipeline(**tiny_sd_pipeline(**kwargs).components)
+
+
+PIXART_SCHEDULER: dict[str, Any] = {
+    # PixArt's as the hub ships it: DPM-Solver++ 2M on DDPM's linear betas (α: DPMSolverMultistep;
+    # Σ: the same class); the pipelines also run DDIM on it.
+    "num_train_timesteps": 1000,
+    "beta_start": 0.0001,
+    "beta_end": 0.02,
+    "beta_schedule": "linear",
+    "prediction_type": "epsilon",
+}
+
+
+def tiny_pixart_pipeline(sigma: bool = True, seed: int = 0) -> PixArtSigmaPipeline | PixArtAlphaPipeline:
+    """PixArt-shaped pipeline (Σ, or α with ``sigma=False``): a 1-layer ``PixArtTransformer2DModel``
+    (``ada_norm_single``, patch 2) predicting the learned σ beside ε (``out_channels = 2 × 4``), a T5
+    encoder of width 32, a 4-block VAE of width 8 (8× smaller latents, as PixArt's) and PixArt's
+    DPM-Solver++ scheduler. Sample size 32, so resolution binning has its 256-pixel table: the
+    pipeline's default image is 256×256 px; pass sizes (multiples of 16) or bin them."""
+    torch.manual_seed(seed)
+    transformer = PixArtTransformer2DModel(
+        num_attention_heads=2,
+        attention_head_dim=8,
+        in_channels=4,
+        out_channels=8,
+        num_layers=1,
+        norm_num_groups=32,
+        cross_attention_dim=16,
+        sample_size=32,
+        patch_size=2,
+        caption_channels=32,
+        norm_type="ada_norm_single",
+        use_additional_conditions=False,
+    ).eval()
+    tokenizer = tiny_t5_tokenizer()
+    parts = {
+        "transformer": transformer,
+        "vae": tiny_vae(seed + 1, blocks=(8, 8, 8, 8)),
+        "text_encoder": _t5(seed + 2, tokenizer),
+        "tokenizer": tokenizer,
+        "scheduler": DPMSolverMultistepScheduler.from_config(PIXART_SCHEDULER),
+    }
+    return PixArtSigmaPipeline(**parts) if sigma else PixArtAlphaPipeline(**parts)
+
+
+def tiny_sana_pipeline(seed: int = 0) -> SanaPipeline:
+    """Sana-shaped pipeline: a 1-layer ``SanaTransformer2DModel`` (linear attention, patch 1, sample size
+    16 so that resolution binning has its 512 table), a 6-stage ``AutoencoderDC`` of width 8 (DC-AE:
+    latents 32× smaller than the image, as Sana's), a 1-layer ``Gemma2Model`` text encoder (eager
+    attention) over ``tiny_t5_tokenizer``, and Sana's scheduler as the hub ships it (DPM-Solver++ on
+    flow σ, shift 3)."""
+    torch.manual_seed(seed)
+    transformer = SanaTransformer2DModel(
+        patch_size=1,
+        in_channels=4,
+        out_channels=4,
+        num_layers=1,
+        num_attention_heads=2,
+        attention_head_dim=4,
+        num_cross_attention_heads=2,
+        cross_attention_head_dim=4,
+        cross_attention_dim=8,
+        caption_channels=8,
+        sample_size=16,
+    ).eval()
+    torch.manual_seed(seed + 1)
+    vae = AutoencoderDC(
+        in_channels=3,
+        latent_channels=4,
+        attention_head_dim=2,
+        encoder_block_types=("ResBlock",) * 5 + ("EfficientViTBlock",),
+        decoder_block_types=("ResBlock",) * 5 + ("EfficientViTBlock",),
+        encoder_block_out_channels=(8,) * 6,
+        decoder_block_out_channels=(8,) * 6,
+        encoder_qkv_multiscales=((),) * 5 + ((5,),),
+        decoder_qkv_multiscales=((),) * 5 + ((5,),),
+        encoder_layers_per_block=(1,) * 6,
+        decoder_layers_per_block=(1,) * 6,
+        downsample_block_type="conv",
+        upsample_block_type="interpolate",
+        decoder_norm_types="rms_norm",
+        decoder_act_fns="silu",
+        scaling_factor=0.41407,
+    ).eval()
+    tokenizer = tiny_t5_tokenizer(model_max_length=4096)  # Sana's instruction is ~900 characters long
+    torch.manual_seed(seed + 2)
+    text_encoder = Gemma2Model(
+        Gemma2Config(
+            head_dim=16,
+            hidden_size=8,
+            intermediate_size=64,
+            max_position_embeddings=8192,
+            num_attention_heads=2,
+            num_hidden_layers=1,
+            num_key_value_heads=2,
+            vocab_size=len(tokenizer),
+            pad_token_id=0,
+            attn_implementation="eager",
+        )
+    ).eval()
+    scheduler = DPMSolverMultistepScheduler(
+        beta_schedule="linear", prediction_type="flow_prediction", use_flow_sigmas=True, flow_shift=3.0
+    )
+    return SanaPipeline(
+        tokenizer=tokenizer, text_encoder=text_encoder, vae=vae, transformer=transformer, scheduler=scheduler
+    )
+
+
+def tiny_wan_pipeline(seed: int = 0) -> WanPipeline:
+    """Wan-2.1-shaped text-to-video pipeline: a 2-layer ``WanTransformer3DModel`` (patch (1, 2, 2)), an
+    ``AutoencoderKLWan`` (z_dim 16; 4× in time, 8× in space), a T5 encoder of width 32, and Wan's
+    scheduler as the hub ships it (UniPC on flow σ, shift 3). Latents are (16, F, h, w),
+    F = (frames − 1)/4 + 1."""
+    torch.manual_seed(seed)
+    transformer = WanTransformer3DModel(
+        patch_size=(1, 2, 2),
+        num_attention_heads=2,
+        attention_head_dim=12,
+        in_channels=16,
+        out_channels=16,
+        text_dim=32,
+        freq_dim=256,
+        ffn_dim=32,
+        num_layers=2,
+        cross_attn_norm=True,
+        qk_norm="rms_norm_across_heads",
+        rope_max_seq_len=32,
+    ).eval()
+    torch.manual_seed(seed + 1)
+    vae = AutoencoderKLWan(
+        base_dim=3, z_dim=16, dim_mult=[1, 1, 1, 1], num_res_blocks=1, temperal_downsample=[False, True, True]
+    ).eval()
+    tokenizer = tiny_t5_tokenizer()
+    scheduler = UniPCMultistepScheduler(
+        prediction_type="flow_prediction", use_flow_sigmas=True, flow_shift=3.0, num_train_timesteps=1000
+    )
+    return WanPipeline(
+        tokenizer=tokenizer, text_encoder=_t5(seed + 2, tokenizer), vae=vae, transformer=transformer,
+        scheduler=scheduler,
+    )  # fmt: skip
