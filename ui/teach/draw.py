@@ -218,7 +218,8 @@ def staircase_figure(lesson: Lesson) -> Figure:
             color=LANE_COLOURS[name],
             label=f"{LANE_NAMES[name]}: {snaps[-1].iteration} iterations",
         )
-    ax.set_ylim(0, lesson.steps * 1.05)
+    ax.set_ylim(0, lesson.steps * 1.8)  # the legend above the staircases
+    ax.set_yticks([v for v in range(0, lesson.steps + 1, 10)])
     ax.set_title(f"states final after each parallel iteration (T = {lesson.steps})", fontsize=TEXT_PT)
     ax.set_xlabel("parallel iteration", fontsize=TEXT_PT)
     ax.set_ylabel("final states (≥ anchor)", fontsize=TEXT_PT)

@@ -143,7 +143,7 @@ def linear_figure(result: Linear, shown: int = 60) -> Figure:
 def histories_figure(rows: dict, seeds: int) -> Figure:
     data = {f"m = {m}": row["median"] for m, row in rows.items()}
     return draw.bars_figure(
-        f"toy2d, “north”, T = k = 50: parallel iterations (median of {seeds} seeds)",
+        f"toy2d, “north”, T = k = 50: median of {seeds} seeds",
         data,
         "parallel iterations",
     )
