@@ -164,6 +164,14 @@ def test_play_pauses_resumes_and_starts_again_from_the_last_frame(default_lesson
     assert again[0]["value"] == 0 and again[-3]["value"] == 0.25 and "Frame 0 of" in again[5]
 
 
+def test_a_failed_run_leaves_the_last_run_to_step_through_paused(default_lesson: Lesson) -> None:
+    slider, *_, timer, play, playing, go = tab.unlocked(default_lesson)
+    assert slider["interactive"] and timer["active"] is False and play["value"] == tab.PLAY and not playing
+    assert go.value == tab.RUN_LABEL
+    slider, *_, play, playing, go = tab.unlocked(None)
+    assert slider["interactive"] is False and play["interactive"] is False
+
+
 def test_exports_write_the_frame_as_png_and_the_run_as_gif(
     default_lesson: Lesson, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -233,6 +241,13 @@ def test_tab_wires_the_player_the_stepping_and_the_exports() -> None:
     assert wired["tick"] is tab.advance and wired["input"] is tab.show
     assert any(isinstance(b, gr.Timer) and not b.active for b in demo.blocks.values())
     assert "teach-room', true" in tab.room_js(True) and "teach-room', false" in tab.room_js(False)
+
+
+def test_the_lesson_is_linked_where_it_can_be_read(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SPACE_ID", "someone/paratta")
+    assert "https://huggingface.co/spaces/someone/paratta/blob/main/docs/teach.md" in text.lesson_link()
+    monkeypatch.setenv("SPACE_ID", "../../x y")
+    assert "http" not in text.lesson_link()
 
 
 # The lesson's claims (docs/teach.md), each measured.

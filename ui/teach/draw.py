@@ -1,5 +1,6 @@
-"""The Teach room's pictures, drawn with matplotlib: the plane of each lane, the residual per iteration,
-a whole frame (PNG) and the run (GIF), and the lesson's figures (docs/teach.md).
+"""The Teach room's pictures: the plane of each lane (matplotlib), the residual per iteration (the
+app's own PIL chart, ``ui.plot``), a whole frame (PNG) and the run (GIF), and the lesson's figures
+(matplotlib; docs/teach.md).
 
 A panel is one square figure, so the page can set them side by side on a projector and one under
 another on a phone, each at about its own size (text ≥ 11 px on screen, ``TEXT_PT``). A plane draws,

@@ -21,12 +21,12 @@ from ..jobs import JOBS
 from ..settings import Caps, frame_index
 from . import draw
 from .lanes import DEFAULTS, FAMILIES, MODEL, REQUEST, SOLVER, VIEWS, Lesson, checked, lesson
-from .text import EXPLANATION, INTRO, numbers, settings_note, summary
+from .text import EXPLANATION, INTRO, lesson_link, numbers, settings_note, summary
 
 RUN_LABEL = "Run the three solvers"
 PLAY, PAUSE = "▶ Play", "❚❚ Pause"
 SPEEDS = (0.5, 1.0, 2.0, 4.0)  # frames per second
-LAMS = ("0", "1e-4", "1e-3", "1e-2", "0.1", "1", "1000")  # λ choices offered (any number can be typed)
+LAMS = tuple(f"{v:g}" for v in (0.0, 1e-4, 1e-3, 1e-2, 0.1, 1.0, 1000.0))  # offered; any number can be typed
 PANEL_IDS = ("teach-jacobi", "teach-global", "teach-taa", "teach-residuals")
 FRAMES_QUEUE = "teach-frames"  # stepping, playing and exports: never behind a sampler job in the queue
 # The image sidebar's id twice: Gradio prefixes the page's rules (its phone rule for #sidebar among them)
@@ -157,8 +157,8 @@ def interval(speed: Any) -> tuple[Any]:
 
 
 def ready(result: Lesson | None, speed: Any) -> tuple[Any, ...]:
-    """After a run (or a refusal): the slider spans the frames from frame 0, the player plays, the
-    stepping and export buttons come alive, Run is idle again."""
+    """After a run: the slider spans the frames from frame 0, the player plays, the stepping and export
+    buttons come alive, Run is idle again."""
     idle = gr.Button(RUN_LABEL, variant="primary")
     if result is None:
         return (gr.skip(),) * 7 + (False, idle)
@@ -175,6 +175,14 @@ def ready(result: Lesson | None, speed: Any) -> tuple[Any, ...]:
         True,
         idle,
     )
+
+
+def unlocked(result: Lesson | None) -> tuple[Any, ...]:
+    """After a refused or failed run: the last run (if any) is still there to step through, paused."""
+    idle = gr.Button(RUN_LABEL, variant="primary")
+    live = gr.update(interactive=result is not None)
+    play = gr.update(value=PLAY, interactive=result is not None)
+    return live, live, live, live, live, gr.update(active=False), play, False, idle
 
 
 def locked() -> tuple[Any, ...]:
@@ -274,7 +282,12 @@ def build_teach_tab() -> Any:
     )
     with gr.Accordion("Numbers of the frame shown (JSON)", open=False):
         info = gr.JSON(label="frame", elem_id="teach-numbers")
-    gr.Markdown(f"{INTRO} {EXPLANATION}  \n{settings_note(caps.max_steps)}", elem_classes="legend")
+    lesson_line = (
+        f"The lesson behind it (fixed point, Anderson as a secant method, GMRES, TAA): {lesson_link()}."
+    )
+    gr.Markdown(
+        f"{INTRO} {EXPLANATION} {lesson_line}  \n{settings_note(caps.max_steps)}", elem_classes="legend"
+    )
     timer = gr.Timer(1.0, active=False)
     state = gr.State(None, time_to_live=3600)
     playing = gr.State(False)
@@ -299,8 +312,8 @@ def build_teach_tab() -> Any:
         show_progress="hidden",
         validator=checked_,
     )
-    for ended in (event.then, event.failure):  # the page runs a .then only after a success
-        ended(ready, [state, speed], gates, **private)
+    event.then(ready, [state, speed], gates, **private)  # the page runs a .then only after a success
+    event.failure(unlocked, state, gates, **private)
 
     shown = [slider, *images, text, info]
     stepping = {**frames, "validator": validator(["result", "k", "view"], frame_check())}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import re
 from typing import Any
 
 from .lanes import LANES, SAMPLER_NAMES, SHORT_NAMES, SOLVER, Lesson, gaps, newly_final
@@ -108,5 +110,13 @@ EXPLANATION = (
     "fitted on the rows that timestep depends on. Right: each lane's largest residual per iteration "
     "(log scale). *Follow* zooms each plane to its iterate; *whole run* holds every iterate of the run. "
     "Sampler family: DDIM follows the mixture's exact ε; flow matching takes Euler steps along the same "
-    "mixture's exact velocity: same clusters, straighter paths. The lesson behind it: docs/teach.md."
+    "mixture's exact velocity: same clusters, straighter paths."
 )
+
+
+def lesson_link() -> str:
+    """Where the lesson (docs/teach.md) can be read: the Space's own copy on a Space, else the file."""
+    space = os.environ.get("SPACE_ID")
+    if space and re.fullmatch(r"[\w.-]+/[\w.-]+", space):
+        return f"[docs/teach.md](https://huggingface.co/spaces/{space}/blob/main/docs/teach.md)"
+    return "`docs/teach.md` in the repository"
