@@ -532,3 +532,39 @@ def test_every_benchmark_answers_help(script: Path) -> None:
     done = subprocess.run([sys.executable, str(script), "--help"], cwd=ROOT, env=env, capture_output=True,
                           text=True, timeout=300)  # fmt: skip
     assert done.returncode == 0 and "usage:" in done.stdout, done.stderr[-2000:]
+
+
+@pytest.mark.slow
+def test_the_api_examples_run_against_the_app(tmp_path: Path) -> None:
+    """docs/api.md's Python blocks, in order in one process (the warm start reuses the first block's
+    settings), against `python app.py` started here: the only change is the app's address. (The blocks of
+    docs/diffusers.md are fragments, with "…" for a model id; tests/test_pipeline.py runs that code.)"""
+    import time
+    import urllib.request
+
+    from ui.local import free_port
+
+    text = (ROOT / "docs" / "api.md").read_text(encoding="utf-8")
+    blocks = [body for lang, body in FENCE.findall(text) if lang == "python"]
+    assert len(blocks) >= 3
+    port = free_port()
+    script = "\n".join(blocks).replace("http://127.0.0.1:7860/", f"http://127.0.0.1:{port}/")
+    env = command_env(tmp_path)
+    app = subprocess.Popen([sys.executable, "app.py", "--port", str(port)], cwd=ROOT, env=env,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    try:
+        for _ in range(240):
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5):
+                    break
+            except OSError:
+                time.sleep(1)
+        done = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True,
+                              text=True, timeout=600)  # fmt: skip
+    finally:
+        app.terminate()
+        app.wait(timeout=30)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "Same image as sequential" in done.stdout and "Parallel iterations: TAA" in done.stdout, (
+        done.stdout
+    )
