@@ -8,6 +8,7 @@ session with a GPU runs (one short command, a few seconds). Each line names the 
 
 from __future__ import annotations
 
+import argparse
 import sys
 from pathlib import Path
 
@@ -25,6 +26,7 @@ TOL = 2e-3  # the budget rule's auto tolerance, latent RMS
 
 
 def main() -> int:
+    argparse.ArgumentParser(description=__doc__.splitlines()[0]).parse_args()  # --help on any machine
     if not torch.cuda.is_available():
         print("error: no CUDA device here", file=sys.stderr)
         return 2

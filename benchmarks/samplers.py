@@ -23,10 +23,17 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from paratta import Request, SolverConfig, load_model, make_problem, model_defaults, sample_sequential  # noqa: E402
+from paratta import (  # noqa: E402
+    Request,
+    SolverConfig,
+    load_model,
+    make_problem,
+    model_defaults,
+    sample_sequential,
+    solve,
+)
 from paratta.metrics import to_8bit  # noqa: E402
 from paratta.parallel.latency import TABLE_NAME, project, table_for  # noqa: E402
-from paratta.solver import solve  # noqa: E402
 from paratta.tools.bench import oracle_iteration  # noqa: E402
 from paratta.tools.machine import machine  # noqa: E402
 

@@ -246,9 +246,10 @@ def test_teach_tab_runs_both_solvers(app: Any) -> None:
     from gradio_client.exceptions import ValidationError
 
     c = client(app)
-    plot, summary = c.predict("", 3, 20, 1, api_name="/teach")
-    assert plot["type"] == "matplotlib" and plot["plot"].startswith("data:image/png")
-    assert "Jacobi" in summary and "Anderson" in summary and "iterations" in summary
+    *panels, summary, numbers = c.predict("", 3, 20, 1, api_name="/teach")
+    assert len(panels) == 4 and all(p["url"].endswith(".png") for p in panels)
+    assert "Jacobi" in summary and "TAA" in summary and "iterations" in summary
+    assert numbers["frame"] == 0 and set(numbers["lanes"]) == {"jacobi", "anderson-global", "anderson"}
     with pytest.raises(ValidationError, match="unknown word 'up'"):
         c.predict("up north", 3, 20, 1, api_name="/teach")
 

@@ -39,7 +39,8 @@ from .keep import visitor
 from .render import HEATMAP_LEGEND
 from .session import SAMPLER_RACE, get_model
 from .settings import Caps
-from .teach import build_teach_tab
+from .teach import CSS as TEACH_CSS
+from .teach import build_teach_tab, room_js
 from .views import DIFF_GAIN
 
 EXPLAIN = Path(__file__).with_name("explain.md").read_text(encoding="utf-8")
@@ -61,6 +62,7 @@ CSS = """
   #sidebar-rest {order: 3; flex: 1 1 100% !important}
 }
 """
+CSS += TEACH_CSS
 THEME = gr.themes.Soft(primary_hue="orange", secondary_hue="cyan", neutral_hue="slate")
 INTRO = (
     "## ParaTAA, converging live\n"
@@ -195,7 +197,7 @@ def layout(models: list[str], default: str, describe: Callable[[str], tuple[Any,
             c = build_controls(models, default, *describe(default), caps)
         with gr.Column(scale=3, min_width=320, elem_id="results"):
             with gr.Tabs(selected="run") as tabs:
-                with gr.Tab("Run", id="run"):
+                with gr.Tab("Run", id="run") as run_tab:
                     stats = gr.Markdown(
                         "### Press **Run**\nThe parallel solver shows one frame per iteration; the "
                         "sequential reference runs alongside (its progress here, its image when it ends); "
@@ -222,7 +224,7 @@ def layout(models: list[str], default: str, describe: Callable[[str], tuple[Any,
                     )
                     with gr.Accordion("Numbers of the frame shown (JSON)", open=False):
                         info = gr.JSON(label="stats")
-                with gr.Tab("Race", id="race"):
+                with gr.Tab("Race", id="race") as race_tab:
                     with gr.Row():
                         contest = gr.Radio(
                             [(text, key) for key, text in RACES.items()],
@@ -241,19 +243,22 @@ def layout(models: list[str], default: str, describe: Callable[[str], tuple[Any,
                         r_curves = chart("Convergence (log scale)")
                     with gr.Accordion("Numbers (JSON)", open=False):
                         r_info = gr.JSON(label="race stats")
-                with gr.Tab("Teach (2-D)", id="teach"):
+                with gr.Tab("Teach (2-D)", id="teach") as teach_tab:
                     teach_event = build_teach_tab()
+            for tab, teaching in ((run_tab, False), (race_tab, False), (teach_tab, True)):
+                tab.select(None, js=room_js(teaching))  # Teach hides the sidebar and the presets
             rows, labels = preset_rows(models)
             gr.Examples(
                 rows, list(c.inputs.values()), label="Presets (fill the controls; press Run)",
-                example_labels=labels, cache_examples=False,
+                example_labels=labels, cache_examples=False, elem_id="presets",
             )  # fmt: skip
             warm_btn = gr.Button(
                 f"Warm start: “{WARM_PROMPT}”, then again at tol {WARM_TOL} from its trajectory (two runs)",
                 size="sm",
+                elem_classes="image-room",
             )
-            use_btn = gr.Button("Use this run as initialisation", size="sm")
-            init_note = gr.Markdown()
+            use_btn = gr.Button("Use this run as initialisation", size="sm", elem_classes="image-room")
+            init_note = gr.Markdown(elem_classes="image-room")
             gr.Markdown(caps.text(), elem_classes="legend", elem_id="limits")
     with gr.Accordion("How it works", open=False):
         gr.Markdown(EXPLAIN, latex_delimiters=LATEX)
