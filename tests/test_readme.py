@@ -187,7 +187,7 @@ def documented_commands() -> dict[str, str]:
 @dataclass(frozen=True)
 class Case:
     """How the test runs a documented command here: ``run`` is its small case (placeholders: {tmp} a
-        scratch folder, {sd}/{sd3}/{flux} tiny offline pipeline folders, {xT}/{packed} latents for them,
+        scratch folder, {sd}/{sd3}/{flux} tiny offline pipeline folders, {xT} latents for the SD3 one,
         {port} a free port), "" = as written; ``why`` says why it differs; ``server``: it serves the app,
         which must answer on / before it is stopped; ``by``: a test of its own runs it; ``first``: the
     documented command whose output this one reads, run before it."""
@@ -231,6 +231,9 @@ CASES: dict[str, Case] = {
     ),
     "python -m paratta sample --family flow --steps 50 --compare-sequential": Case(),
     "python -m paratta sample --sampler dpm++2m-karras --steps 20 --compare-sequential": Case(),
+    "python benchmarks/pipelines.py": Case(
+        "python benchmarks/pipelines.py --steps 6 --pipelines StableDiffusionPipeline", LONG
+    ),
     "python benchmarks/samplers.py": Case(
         "python benchmarks/samplers.py --models shapes --seeds 1 --steps 20 --samplers ddim", LONG
     ),
@@ -255,9 +258,6 @@ CASES: dict[str, Case] = {
         "python benchmarks/samplers.py --models shapes-unet --steps 20 --seeds 1 --samplers ddim", LONG
     ),
     # docs/diffusers.md
-    "python -m paratta sample --model path/to/flux --height 32 --width 32 --latents packed.npy": Case(
-        "python -m paratta sample --model {flux} --height 32 --width 32 --latents {packed} --steps 8", HUB
-    ),
     # docs/distributed.md
     "torchrun --nproc_per_node=4 -m paratta sample --model stable-diffusion-v1-5/stable-diffusion-v1-5 "
     '--device cuda --prompt "an astronaut riding a horse" --steps 50 --guidance 7.5 --json': Case(
@@ -404,9 +404,8 @@ def assets(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     tiny_flux_pipeline().save_pretrained(root / "flux", safe_serialization=True)
     rng = np.random.default_rng(0)
     np.save(root / "xT.npy", rng.standard_normal((1, 4, 8, 8)).astype(np.float32))  # the tiny SD3's latents
-    np.save(root / "packed.npy", rng.standard_normal((64, 16)).astype(np.float32))  # the tiny Flux's, 32×32
     return {k: str(root / v) for k, v in
-            dict(sd="sd", sd3="sd3", flux="flux", xT="xT.npy", packed="packed.npy").items()}  # fmt: skip
+            dict(sd="sd", sd3="sd3", flux="flux", xT="xT.npy").items()}  # fmt: skip
 
 
 def command_env(tmp: Path) -> dict[str, str]:
