@@ -187,7 +187,7 @@ def documented_commands() -> dict[str, str]:
 @dataclass(frozen=True)
 class Case:
     """How the test runs a documented command here: ``run`` is its small case (placeholders: {tmp} a
-        scratch folder, {sd}/{sd3}/{flux} tiny offline pipeline folders, {xT} latents for the SD3 one,
+        scratch folder, {sd}/{sd3} tiny offline pipeline folders, {xT} latents for the SD3 one,
         {port} a free port), "" = as written; ``why`` says why it differs; ``server``: it serves the app,
         which must answer on / before it is stopped; ``by``: a test of its own runs it; ``first``: the
     documented command whose output this one reads, run before it."""
@@ -396,16 +396,15 @@ def assets(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     """Tiny offline pipeline folders (SD, SD3, Flux) and latents for them, made once."""
     import numpy as np
 
-    from paratta.models.diffusers.tiny import save_tiny_sd, tiny_flux_pipeline, tiny_sd3_pipeline
+    from paratta.models.diffusers.tiny import save_tiny_sd, tiny_sd3_pipeline
 
     root = tmp_path_factory.mktemp("pipelines")
     save_tiny_sd(root / "sd")
     tiny_sd3_pipeline().save_pretrained(root / "sd3", safe_serialization=True)
-    tiny_flux_pipeline().save_pretrained(root / "flux", safe_serialization=True)
     rng = np.random.default_rng(0)
     np.save(root / "xT.npy", rng.standard_normal((1, 4, 8, 8)).astype(np.float32))  # the tiny SD3's latents
     return {k: str(root / v) for k, v in
-            dict(sd="sd", sd3="sd3", flux="flux", xT="xT.npy").items()}  # fmt: skip
+            dict(sd="sd", sd3="sd3", xT="xT.npy").items()}  # fmt: skip
 
 
 def command_env(tmp: Path) -> dict[str, str]:
