@@ -25,7 +25,7 @@ sys.path.insert(0, str(ROOT))
 
 from paratta import Request, SolverConfig, load_model, make_problem, model_defaults, sample_sequential  # noqa: E402
 from paratta.metrics import to_8bit  # noqa: E402
-from paratta.parallel.latency import TABLE_NAME, project, table_for  # noqa: E402
+from paratta.planning.latency import TABLE_NAME, project, table_for  # noqa: E402
 from paratta.solver import solve  # noqa: E402
 from paratta.tools.bench import oracle_iteration  # noqa: E402
 from paratta.tools.machine import machine  # noqa: E402

@@ -454,7 +454,7 @@ def test_verdict_says_same_image_only_when_it_is_true() -> None:
 def test_wall_clock_comes_with_its_reason_and_a_labelled_projection_where_a_table_exists(
     monkeypatch: Any,
 ) -> None:
-    from paratta.parallel.latency import LatencyTable
+    from paratta.planning.latency import LatencyTable
     from ui import views
     from ui.record import IterationRow, RunRecord
 
@@ -490,7 +490,7 @@ def test_progress_line_says_why_the_preview_stands_still() -> None:
 
 def test_a_stopping_race_runs_each_rule_at_its_own_tolerance_unless_one_is_given() -> None:
     from paratta.config import TOLERANCE
-    from paratta.plans import resolve
+    from paratta.planning.plan import resolve
     from ui.session import race_lanes
 
     lanes = race_lanes(typed(**dict(DEFAULTS, tol="")), "stopping")

@@ -18,7 +18,7 @@ from paratta.models.diffusers.load import from_pipeline
 from paratta.models.diffusers.sd3 import StableDiffusion3Model
 from paratta.models.diffusers.tiny import tiny_flux_pipeline, tiny_sd3_pipeline
 from paratta.models.mixture import IsotropicMixture, mixture_eps, mixture_velocity
-from paratta.plans import resolve
+from paratta.planning.plan import resolve
 from paratta.schedule import family
 from paratta.tools.cli import main
 

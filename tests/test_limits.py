@@ -667,8 +667,8 @@ def test_a_flux_model_is_charged_one_row_per_timestep_in_the_work_bound_and_the_
     from paratta import Request, SolverConfig
     from paratta.models.diffusers.load import from_pipeline
     from paratta.models.diffusers.tiny import tiny_flux_pipeline, tiny_sd_pipeline
-    from paratta.parallel import cost
-    from paratta.plans import resolve
+    from paratta.planning import cost
+    from paratta.planning.plan import resolve
     from ui import handlers
     from ui.limits import work_bound
     from ui.settings import Caps, RunSettings

@@ -19,7 +19,7 @@ from paratta.models.diffusers.tiny import (
     tiny_sd3_pipeline,
     tiny_sd_pipeline,
 )
-from paratta.plans import resolve
+from paratta.planning.plan import resolve
 from paratta.tools.cli import main
 
 pytestmark = [  # no diffusers logs (conftest)

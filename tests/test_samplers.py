@@ -29,7 +29,7 @@ from paratta.multistep import (
     multistep_coefficients,
     multistep_grid,
 )
-from paratta.plans import resolve
+from paratta.planning.plan import resolve
 from paratta.schedule import coefficients, sampler_config
 from paratta.tools.cli import summary_line
 
@@ -197,7 +197,7 @@ def test_pipeline_scheduler_is_honoured_and_parataa_ends_within_its_guarantee(na
     assert float((sample_sequential(problem)[0].float() - ref).abs().max()) <= 1e-4 * scale
     tol = 1e-3
     for solver in ("jacobi", "anderson"):
-        for window in (None, STEPS // 2):
+        for window in ("device", STEPS // 2):
             last = run(problem, SolverConfig(solver=solver, window=window, tol=tol))
             assert last.converged and last.iteration < STEPS, (solver, window, last.iteration)
             assert last.spent <= tol and distance(last.x0, ref) <= tol, (solver, window)
@@ -262,7 +262,7 @@ def test_every_sampler_on_the_exact_mixture_ends_within_tol_of_its_own_sequentia
     reference = sample_sequential(problem)[0]
     tol = resolve(SolverConfig(), 20).tol
     for solver in ("jacobi", "anderson"):
-        for window in (None, 8):
+        for window in ("device", 8):
             last = run(problem, SolverConfig(solver=solver, window=window))
             assert last.converged and last.iteration < 20 and distance(last.x0, reference) <= tol
 

@@ -8,7 +8,7 @@ import torch
 from paratta import Request, SolverConfig, load_model, make_problem, run, sample_sequential, solve
 from paratta.evaluate import evaluate
 from paratta.metrics import distance, to_8bit
-from paratta.plans import resolve
+from paratta.planning.plan import resolve
 from paratta.schedule import SchedulerConfig, ddim_coefficients
 from paratta.stopping import MARGIN, PARTIAL, budget_anchor, per_step_anchor
 from paratta.tools.bench import oracle_iteration
@@ -188,11 +188,13 @@ def test_oracle_is_the_first_iteration_from_which_the_image_stays_within_a_level
 
 
 def test_report_honours_the_plan_and_names_the_device(tmp_path, monkeypatch) -> None:
-    from paratta.tools.report import KEPT, Plan, device_line, report
+    from paratta.tools.report import KEPT, Figures, device_line, report
 
     kept = f"{KEPT}\n\n## Written by another benchmark\n\n| a | b |\n"
     (tmp_path / "B.md").write_text("# an older report\n\n| stale |\n\n" + kept)
-    text = report(["shapes"], tmp_path / "B.md", Plan(steps=(6,), etas=(1.0,), tol=2e-3, seeds=1, quick=True))
+    text = report(
+        ["shapes"], tmp_path / "B.md", Figures(steps=(6,), etas=(1.0,), tol=2e-3, seeds=1, quick=True)
+    )
     assert text.endswith(kept) and "stale" not in text  # the report is new; the other section stays
     for rule in ("budget", "per-step"):
         assert f"| shapes | 6 | 1 | anderson | {rule} |" in text

@@ -13,9 +13,9 @@ import pytest
 import paratta
 from paratta import Request, SolverConfig, load_model, make_problem, run, sample_sequential
 from paratta.metrics import distance
-from paratta.parallel import calibration
-from paratta.parallel.latency import LatencyTable, load_tables, project
-from paratta.parallel.window import choose, iteration_model
+from paratta.planning import calibration
+from paratta.planning.latency import LatencyTable, load_tables, project
+from paratta.planning.window import choose, iteration_model
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ import gradio as gr
 
 from paratta import BUILTIN_MODELS, Request, SolverConfig, model_defaults
 from paratta.config import specs
-from paratta.plans import resolve
+from paratta.planning.plan import resolve
 
 from .cache import delete_cache
 from .controls import CLAMP_JS, RACE_INPUT_NAMES, WIDGETS, WINDOW_AUTO, Controls, build_controls

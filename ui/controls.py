@@ -20,7 +20,7 @@ import gradio as gr
 
 from paratta import ModelDefaults, Request, SolverConfig
 from paratta.config import Spec, specs
-from paratta.plans import resolve
+from paratta.planning.plan import resolve
 from paratta.schedule import family
 
 from .gpu import DEVICE
@@ -79,7 +79,7 @@ class Panel:
         own = {"prompt": self.defaults.prompt, "guidance": self.defaults.guidance, "steps": self.T}
         if spec.name in own:
             return own[spec.name]
-        if spec.name in CONFIG and spec.default is None:
+        if spec.name in CONFIG and (spec.default is None or spec.name == "window"):
             return getattr(self.auto, spec.name)
         return spec.default
 

@@ -23,8 +23,8 @@ import numpy as np
 from PIL import Image
 
 from paratta.evaluate import NonFiniteError
-from paratta.parallel.latency import rows_per_step
-from paratta.plans import resolve
+from paratta.planning.latency import rows_per_step
+from paratta.planning.plan import resolve
 from paratta.problem import at_size, conversion_note, for_family
 from paratta.schedule import DDIM_SCHEDULER, FLOW_SCHEDULER, family, sampler_config, sampler_name
 

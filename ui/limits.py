@@ -1,6 +1,6 @@
 """The work cap: the most network time a run's settings could cost, checked before a run starts.
 
-``work_bound`` must stay under ``Caps.max_work_s``: the library's cost model (``paratta.parallel.cost``)
+``work_bound`` must stay under ``Caps.max_work_s``: the library's cost model (``paratta.planning.cost``)
 on the run's plan, with the model's rows per timestep and the latency table of the device it runs on.
 
 The app's other server parts: ``ui.jobs`` (one job per session, the time budget), ``ui.guards`` (what a
@@ -13,9 +13,9 @@ from dataclasses import replace
 from typing import Any
 
 from paratta import SolverConfig
-from paratta.parallel import cost
-from paratta.parallel.latency import rows_per_step
-from paratta.plans import resolve
+from paratta.planning import cost
+from paratta.planning.latency import rows_per_step
+from paratta.planning.plan import resolve
 
 from .gpu import DEVICE
 from .session import race_lanes
@@ -23,14 +23,14 @@ from .settings import Caps, RunSettings
 
 
 def evaluation_bound(steps: int, config: SolverConfig) -> int:
-    """Most timesteps one solve of ``config`` can evaluate (``paratta.parallel.cost.evaluation_bound``;
+    """Most timesteps one solve of ``config`` can evaluate (``paratta.planning.cost.evaluation_bound``;
     an auto window is bounded by W = T)."""
     return cost.evaluation_bound(resolve(config, steps))
 
 
 def work_bound(settings: RunSettings, model: Any, lanes: int = 1, device: str = DEVICE) -> tuple[int, float]:
     """(evaluations, seconds of network time) at worst on ``device``: the sequential reference plus
-    ``lanes`` solves (``paratta.parallel.cost.work_bound``; ``model`` may be None for a built-in)."""
+    ``lanes`` solves (``paratta.planning.cost.work_bound``; ``model`` may be None for a built-in)."""
     plan = resolve(settings.config, settings.request.steps)  # an auto window is bounded by W = T
     table = cost.cost_table(settings.model, model, device).table
     evaluations, seconds = cost.work_bound(

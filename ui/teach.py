@@ -26,7 +26,7 @@ from matplotlib.figure import Figure
 from paratta import Request, SolverConfig, load_model, make_problem, sample_sequential, solve
 from paratta.config import Spec, specs
 from paratta.metrics import largest_state_distance
-from paratta.plans import resolve
+from paratta.planning.plan import resolve
 from paratta.registry import model_defaults
 
 from .controls import CHOICE_LABELS

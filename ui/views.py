@@ -3,7 +3,7 @@
 Used both while a run streams and when the slider scrubs a finished run (nothing is recomputed).
 The verdict leads with the hardware-free figure (parallel iterations against T sequential steps)
 and says plainly whether the image is the sequential one; wall-clock measured here comes with its
-reason, and a GPU projection only where a measured latency table exists (``paratta.parallel.latency``).
+reason, and a GPU projection only where a measured latency table exists (``paratta.planning.latency``).
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from paratta.parallel.latency import NO_TABLE, LatencyTable, Projection, project, table_for
-from paratta.plans import resolve
+from paratta.planning.latency import NO_TABLE, LatencyTable, Projection, project, table_for
+from paratta.planning.plan import resolve
 
 from .gpu import DEVICE
 from .record import IterationRow, RunRecord

@@ -8,7 +8,8 @@ points at ``pkg.name`` when that is a module, else at ``pkg`` itself. Rules, eac
 2. no circle between packages either: with each module counted as its package (``package``: the
    core, ``paratta.models``, ``paratta.parallel``, ``paratta.tools``, ``ui``), the packages import
    each other one way only; the entry points ``paratta`` (its ``__init__``, which re-exports the
-   public names) and ``paratta.__main__`` sit on top and are left out;
+   public names) and ``paratta.__main__`` sit on top and are left out. The core is ``paratta``'s
+   top-level modules and ``paratta.planning`` (the solver reads the plan it makes);
 3. the library never imports the UI (``ui``, ``gradio``);
 4. the core (``paratta.*`` outside ``models``, ``parallel``, ``tools`` and ``__main__``) never imports
    ``paratta.tools``;

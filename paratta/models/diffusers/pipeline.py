@@ -23,9 +23,8 @@ import torch
 from torch import Tensor
 
 from paratta.config import Request, SolverConfig, specs
-from paratta.parallel.plan import solve
-from paratta.problem import Problem, make_problem
-from paratta.solver import Iterate
+from paratta.planning.pose import Run, pose
+from paratta.solver import Iterate, solve
 
 # The __call__ arguments paratta honours, by pipeline class, beyond the ones every pipeline shares.
 SHARED = ("num_inference_steps", "guidance_scale", "generator", "output_type", "num_images_per_prompt")
@@ -106,9 +105,11 @@ class ParaTAAPipeline:
         self, prompt: Any = None, *, on_iteration: Callable[[Iterate], None] | None = None, **arguments: Any
     ) -> ParaTAAPipelineOutput:
         """Sample as ``pipe(prompt, **arguments)`` would; ``on_iteration`` gets each immutable record."""
-        problem, output_type = self.problem(prompt, **arguments)
+        posed, output_type = self.pose(prompt, **arguments)
+        problem = posed.problem
+        assert problem is not None  # posed with its problem (not dry)
         residuals, windows = [], []
-        for last in solve(problem, self.config):
+        for last in solve(problem, posed.plan):
             residuals.append(last.residual)
             windows.append(last.window)
             if on_iteration is not None:
@@ -128,11 +129,13 @@ class ParaTAAPipeline:
 
     def iterate(self, prompt: Any = None, **arguments: Any) -> Iterator[Iterate]:
         """The run's immutable records as they come, one per parallel iteration (the caller may stop)."""
-        problem, _ = self.problem(prompt, **arguments)
-        yield from solve(problem, self.config)
+        posed, _ = self.pose(prompt, **arguments)
+        assert posed.problem is not None
+        yield from solve(posed.problem, posed.plan)
 
-    def problem(self, prompt: Any = None, **arguments: Any) -> tuple[Problem, str]:
-        """The sampling problem ``pipe(prompt, **arguments)`` solves, and the output type asked for."""
+    def pose(self, prompt: Any = None, **arguments: Any) -> tuple[Run, str]:
+        """The run ``pipe(prompt, **arguments)`` makes, posed once (its problem and plan), and the output
+        type asked for."""
         if prompt is not None:
             arguments["prompt"] = prompt
         for name in arguments:
@@ -177,7 +180,9 @@ class ParaTAAPipeline:
         )
         model = self._model(given.get("max_sequence_length"))
         generator = _one("generator", given["generator"]) or _global_generator(model.device)
-        return make_problem(model, request, given.get("latents"), generator), output_type
+        return pose(
+            model, request, self.config, latents=given.get("latents"), generator=generator
+        ), output_type
 
     def _model(self, max_sequence_length: int | None) -> Any:
         """The adapter for a T5 prompt length (SD3, Flux): the pipeline's default one, or one more."""
