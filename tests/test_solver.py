@@ -30,18 +30,18 @@ def shapes():
 
 # Every solver, order, window, history and η, on the 2-D mixture (cheap enough for 20 seeds each).
 GRID = [
-    ("jacobi", 1, None, 1),
-    ("jacobi", 100, None, 1),
+    ("jacobi", 1, "device", 1),
+    ("jacobi", 100, "device", 1),
     ("jacobi", 5, 30, 1),
     ("jacobi", 100, 1, 1),
-    ("anderson", 20, None, 2),
-    ("anderson", 100, None, 3),
-    ("anderson", 1, None, 2),
+    ("anderson", 20, "device", 2),
+    ("anderson", 100, "device", 3),
+    ("anderson", 1, "device", 2),
     ("anderson", 20, 25, 2),
     ("anderson", 20, 1, 2),
-    ("anderson-global", 20, None, 2),
+    ("anderson-global", 20, "device", 2),
     ("anderson-global", 100, 40, 4),
-    ("sequential", 1, None, 1),
+    ("sequential", 1, "device", 1),
 ]
 
 

@@ -153,7 +153,7 @@ def test_the_budget_bound_holds_for_a_term_that_reads_two_rows(shapes, sampler) 
     output z (both network inputs evaluated at z itself) still add up to no more than the charged
     budget (≤ tol), and x_0 is within it of sequential. Jacobi and Anderson, W = T and W < T."""
     T = 40
-    for seed, solver, window in ((0, "anderson", None), (1, "jacobi", None), (2, "anderson", 15)):
+    for seed, solver, window in ((0, "anderson", "device"), (1, "jacobi", "device"), (2, "anderson", 15)):
         problem = make_problem(shapes, Request("red circle on blue", "", seed, T, 0.0, 1.0, sampler=sampler))
         records = list(solve(problem, SolverConfig(solver=solver, window=window, tol=TOL)))
         spent = [r.spent for r in records]
