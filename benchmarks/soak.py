@@ -60,8 +60,8 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks.load import default_run, rss_mib, start_server, wait_up  # noqa: E402
 from paratta.tools.machine import machine  # noqa: E402
-from ui.guards import PROBE_PATH, STATE_SESSIONS  # noqa: E402  (Gradio's cap here: the probe says)
-from ui.local import free_port  # noqa: E402
+from tests.local import free_port  # noqa: E402
+from ui.serve.guards import PROBE_PATH, STATE_SESSIONS  # noqa: E402  (Gradio's cap here: the probe says)
 
 MAX_MINUTES, MAX_CLIENTS = 120, 40
 QUEUE_PLACES = 32  # app.py: demo.queue(max_size=32)
@@ -144,7 +144,7 @@ def proc_status(pid: int, key: str) -> int:
 
 
 def files_under(root: Path) -> tuple[int, int, float]:
-    """(files, bytes, age in s of the oldest by ctime, as ``ui.cache.remove_older`` ages them)."""
+    """(files, bytes, age in s of the oldest by ctime, as ``ui.serve.cache.remove_older`` ages them)."""
     now, count, size, oldest = time.time(), 0, 0, 0.0
     for folder, _, names in os.walk(root):  # a folder swept during the walk is skipped (rglob raises)
         for name in names:
@@ -157,7 +157,7 @@ def files_under(root: Path) -> tuple[int, int, float]:
 
 
 def folders_under(root: Path) -> tuple[int, float]:
-    """(session folders, age in s of the least recently touched), as ``ui.cache.prune`` ages them."""
+    """(session folders, age in s of the least recently touched), as ``ui.serve.cache.prune`` ages them."""
     now, ages = time.time(), []
     for folder in root.glob("*") if root.is_dir() else ():
         try:
@@ -298,8 +298,9 @@ def run_settings(rng: random.Random, model: str) -> dict[str, Any]:
     return settings | {"prompt": rng.choice(prompts), "seed": rng.randrange(2**31)}
 
 
-def race_args(settings: dict[str, Any], contest: str) -> list[Any]:
-    return [v for k, v in settings.items() if k not in ("solver", "init")] + [contest]
+def race_args(settings: dict[str, Any], contest: str) -> dict[str, Any]:
+    """/race's arguments by name: the run's less the two each lane sets itself, and the contest."""
+    return {k: v for k, v in settings.items() if k not in ("solver", "init")} | {"contest": contest}
 
 
 class Visitor:
@@ -496,10 +497,10 @@ def raw_run_then_leave(url: str, settings: dict[str, Any], rng: random.Random) -
 def page_row(settings: dict[str, Any]) -> list[Any]:
     """All of /run's inputs in the page's order, as the browser sends them (the settings given, the
     API's defaults for the rest)."""
-    from ui.controls import RUN_INPUT_NAMES
-    from ui.handlers import API_DEFAULTS
+    from ui.view.controls import RUN_INPUT_NAMES
 
-    return [settings[n] if n in settings else API_DEFAULTS[n] for n in RUN_INPUT_NAMES]
+    defaults = default_run(settings.get("model", "shapes"), None)
+    return [settings[n] if n in settings else defaults[n] for n in RUN_INPUT_NAMES]
 
 
 def raw_join(body: bytes | dict[str, Any], wrong: Callable[[str], dict[str, Any]] | None = None) -> Callable:
@@ -573,7 +574,7 @@ def changed(**change: Any) -> Callable[[dict[str, Any]], dict[str, Any]]:
     return lambda base: base | change
 
 
-def raced(**change: Any) -> Callable[[dict[str, Any]], list[Any]]:
+def raced(**change: Any) -> Callable[[dict[str, Any]], dict[str, Any]]:
     return lambda base: race_args(
         base | {k: v for k, v in change.items() if k != "contest"}, change.get("contest", "solvers")
     )

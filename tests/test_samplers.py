@@ -292,8 +292,8 @@ def test_the_app_runs_dpm_solver_and_says_so_and_refuses_it_for_a_flow_only_mode
     names that sampler; a sampler the model cannot take is refused at the door with the choices."""
     monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path))
     monkeypatch.delenv("SPACE_ID", raising=False)
-    from ui.door import run_validator
-    from ui.handlers import RUN_OUTPUTS, make_run_handler
+    from ui.run.door import run_validator
+    from ui.run.handlers import RUN_OUTPUTS, make_run_handler
 
     named = dict(
         model="shapes", prompt="red circle on blue", negative_prompt="", seed=0, steps=20, eta=0.0,

@@ -11,7 +11,7 @@ import pytest
 
 from paratta.metrics import largest_state_distance
 from ui import teach
-from ui.settings import Caps
+from ui.serve.limits import Caps
 from ui.teach import DEFAULTS, EXTENT, Lesson, checked, lesson, next_frame, previous_frame, teach_figure
 
 

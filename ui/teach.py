@@ -15,7 +15,7 @@ the same solvers, another path from x_T to x_0.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from typing import Any
 
@@ -23,16 +23,17 @@ import gradio as gr
 import numpy as np
 from matplotlib.figure import Figure
 
-from paratta import Request, SolverConfig, load_model, make_problem, sample_sequential, solve
+from paratta import Request, SolverConfig, load_model, pose, sample_sequential, solve
 from paratta.config import Spec, specs
 from paratta.metrics import largest_state_distance
-from paratta.planning.plan import resolve
 from paratta.registry import model_defaults
 
-from .controls import CHOICE_LABELS
-from .door import guarded, positional, stepping_validator, validator
-from .jobs import JOBS
-from .settings import Caps, as_choice, as_int, as_text, frame_index
+from .run.door import guarded, positional, stepping_validator, validator
+from .run.settings import as_choice, as_int, as_text, frame_index
+from .serve.jobs import JOBS
+from .serve.keep import Kept
+from .serve.limits import Caps
+from .view.controls import CHOICE_LABELS
 
 MODEL = "toy2d"
 LANES = ("jacobi", "anderson")
@@ -139,21 +140,21 @@ def checked(
 
 
 def lesson(request: Request, order: int) -> Lesson:
-    """Both lanes solved to the end on the same problem (full window, history 2)."""
-    problem = make_problem(load_model(MODEL), request)
-    sequential = sample_sequential(problem).numpy()
+    """Both lanes solved to the end on the same problem (full window, history 2), posed once: the lanes
+    differ by their plan's solver only."""
     T = request.steps
+    run = pose(load_model(MODEL), request, SolverConfig(order=order, window=T, history=2))
+    problem = run.problem
+    assert problem is not None
+    sequential = sample_sequential(problem).numpy()
     start = Snapshot(0, np.repeat(sequential[-1:], T + 1, axis=0), T, float("nan"), False)
     lanes = {}
     for name in LANES:
-        config = SolverConfig(solver=name, order=order, window=T, history=2)
         lanes[name] = [start] + [
             Snapshot(it.iteration, it.trajectory.numpy(), it.anchor, it.max_residual, it.converged)
-            for it in solve(problem, config)
+            for it in solve(problem, replace(run.plan, solver=name))
         ]
-    tol = resolve(SolverConfig(), T).tol  # the default rule's own
-    family = "flow" if request.family == "flow" else "ddim"
-    return Lesson(request.prompt, T, order, tol, sequential, lanes, zoom(sequential), family)
+    return Lesson(request.prompt, T, order, run.plan.tol, sequential, lanes, zoom(sequential), run.family)
 
 
 def verdict(lesson: Lesson) -> str:
@@ -242,9 +243,10 @@ def refuse(err: Exception) -> gr.Error:
 
 def teach_run(
     prompt: Any, seed: Any, steps: Any, order: Any, family: Any = "ddim", request: gr.Request = None
-) -> Iterator[tuple[Figure, str, Lesson]]:
+) -> Iterator[tuple[Figure, str, Kept]]:
     """Solve both lanes, then stream one frame per parallel iteration (0 … n); the last has the verdict.
-    Like Run and Race, one job per session (``ui.jobs``): it replaces the session's running one."""
+    Like Run and Race, one job per session (``ui.serve.jobs``): it replaces the session's running one.
+    The lesson is kept counted in the sessions' byte budget (``ui.serve.keep.Kept``)."""
     try:
         lesson_request, order_ = checked(prompt, seed, steps, order, Caps.from_env(), family)
         ticket = JOBS.begin(request, Caps.from_env())
@@ -255,13 +257,14 @@ def teach_run(
     except ValueError as err:
         yield gr.skip(), f"**Not run:** {err}", gr.skip()  # the last lesson stays on the plot
         raise refuse(err) from None
+    kept = Kept(ticket.session, result)
     for k in range(result.frames):
-        yield teach_figure(result, k), frame_line(result, k), result
-    yield teach_figure(result, result.frames), summary(result, result.frames), result
+        yield teach_figure(result, k), frame_line(result, k), kept
+    yield teach_figure(result, result.frames), summary(result, result.frames), kept
 
 
 def at_the_door(named: dict[str, Any]) -> None:
-    """/teach's checks before it joins the queue (``ui.door``): the request, the order, the words."""
+    """/teach's checks before it joins the queue (``ui.run.door``): the request, the order, the words."""
     caps = Caps.from_env()
     args = (named[n] for n in ("prompt", "seed", "steps", "order"))
     request, _ = checked(*args, caps, named["family"])
@@ -272,8 +275,14 @@ def summary(lesson: Lesson, k: int) -> str:
     return f"### {verdict(lesson)}\n{frame_line(lesson, k)}"
 
 
-def show(lesson: Lesson | None, k: Any) -> tuple[Any, Any, Any]:
+def held(state: Kept | Lesson | None) -> Lesson | None:
+    """The lesson a session keeps (``Expired`` once the byte budget evicted it)."""
+    return state.get() if isinstance(state, Kept) else state
+
+
+def show(lesson: Kept | Lesson | None, k: Any) -> tuple[Any, Any, Any]:
     """(slider, figure, text) at frame k, clamped to the run: for the slider, previous and next."""
+    lesson = held(lesson)
     k = frame_index(k)
     if lesson is None or k is None:
         return gr.skip(), gr.skip(), gr.skip()
@@ -281,20 +290,21 @@ def show(lesson: Lesson | None, k: Any) -> tuple[Any, Any, Any]:
     return gr.update(value=k), teach_figure(lesson, k), summary(lesson, k)
 
 
-def previous_frame(lesson: Lesson | None, k: Any) -> tuple[Any, Any, Any]:
+def previous_frame(lesson: Kept | Lesson | None, k: Any) -> tuple[Any, Any, Any]:
     k = frame_index(k)
     return show(lesson, k - 1 if k is not None else None)
 
 
-def next_frame(lesson: Lesson | None, k: Any) -> tuple[Any, Any, Any]:
+def next_frame(lesson: Kept | Lesson | None, k: Any) -> tuple[Any, Any, Any]:
     k = frame_index(k)
     return show(lesson, k + 1 if k is not None else None)
 
 
-def stepper_ready(lesson: Lesson | None) -> tuple[Any, Any, Any, Any]:
+def stepper_ready(lesson: Kept | Lesson | None) -> tuple[Any, Any, Any, Any]:
     """After a run (or a refusal): the slider spans the lesson's frames and sits on the last; previous
     and next come alive; the Run button is idle again."""
     idle = gr.Button(RUN_LABEL, variant="primary")
+    lesson = held(lesson)
     if lesson is None:
         return gr.skip(), gr.skip(), gr.skip(), idle
     n, live = lesson.frames, gr.update(interactive=True)
