@@ -21,8 +21,9 @@ class DiffusionModel(Protocol):
         name: short human-readable name.
         latent_shape: shape of one state x_t, without the batch axis, e.g. (3, 32, 32).
         scheduler_config: the diffusers scheduler config the model is sampled with, a mapping with
-            ``_class_name`` ``DDIMScheduler`` or ``FlowMatchEulerDiscreteScheduler``
-            (``paratta.schedule.coefficients`` reads it).
+            ``_class_name`` ``DDIMScheduler``, ``EulerDiscreteScheduler``,
+            ``DPMSolverMultistepScheduler`` or ``FlowMatchEulerDiscreteScheduler``
+            (``paratta.schedule.coefficients`` reads it; the ``sampler`` setting may replace it).
         device, dtype: where and in which precision the network runs.
         takes_negative_prompt: whether a negative prompt means anything to this model.
 
@@ -31,7 +32,10 @@ class DiffusionModel(Protocol):
     sigmas, the image sequence length for μ); ``with_family(family)``, the model as the other sampler
     family sees it, for a model both can sample (the embedded mixtures); ``draw_latents(generator)``,
     one N(0, I) draw as the model's pipeline makes it (its dtype, Flux's packing); ``with_size(height,
-    width)`` and ``size_of(latent_shape)``, for a pipeline that takes an image size.
+    width)`` and ``size_of(latent_shape)``, for a pipeline that takes an image size. Optional
+    attributes: ``rows_per_timestep`` (1 for a model whose guidance is a network input, Flux: the
+    cost model reads it), ``image_size`` and ``takes_image_size`` (a pipeline's size), ``vocabulary``
+    (an embedded model's words) and ``text_encoder`` (a text-to-image pipeline's), read by the app.
     """
 
     name: str

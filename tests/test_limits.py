@@ -431,6 +431,17 @@ def test_state_is_bounded_in_bytes_the_oldest_session_goes_first_and_is_told(
         drain(warm)
 
 
+def test_gradio_has_every_private_name_the_app_uses() -> None:
+    """``ui.serve.gradio_private`` is the only reader and writer of Gradio's private objects; a Gradio
+    that moved one of them fails here, by name and version, before the app misbehaves on a Space."""
+    import gradio as gr
+
+    from ui.serve.gradio_private import check
+
+    missing = check()
+    assert not missing, f"Gradio {gr.__version__} lacks what ui/serve/gradio_private.py uses: {missing}"
+
+
 def test_a_flood_of_made_up_sessions_evicts_no_visitor(monkeypatch: pytest.MonkeyPatch) -> None:
     """Gradio's session state (the gr.State of each session) and the byte store both evict sessions
     that never loaded the page before any visitor's."""

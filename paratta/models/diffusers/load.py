@@ -57,7 +57,8 @@ def from_pipeline(
 def _unsupported(class_name: str | None) -> str:
     return (
         f"unsupported diffusers pipeline {class_name!r}: paratta supports {', '.join(SUPPORTED_PIPELINES)} "
-        "(DDIM sampling of an ε/v-prediction UNet or DiT; flow-matching Euler of SD3 or Flux)"
+        "(an ε/v-prediction UNet or DiT sampled by DDIM, Euler or DPM-Solver++ 2M; SD3 or Flux by "
+        "flow-matching Euler)"
     )
 
 
@@ -95,9 +96,7 @@ def load_diffusers_model(
         extra = {"safety_checker": None, "feature_extractor": None, "requires_safety_checker": False}
     pipe = _fetch(
         source,
-        lambda: cls.from_pretrained(
-            source, local_files_only=local or offline, **_dtype_kwarg(dtype), **extra
-        ),
+        lambda: cls.from_pretrained(source, local_files_only=local or offline, dtype=dtype, **extra),
     )
     if isinstance(tiny_vae, str):
         from diffusers import AutoencoderTiny
@@ -107,21 +106,12 @@ def load_diffusers_model(
         tiny_vae = _fetch(
             tiny_vae,
             lambda: AutoencoderTiny.from_pretrained(
-                tiny_vae, local_files_only=tv_local or tv_offline, **_dtype_kwarg(dtype)
+                tiny_vae, local_files_only=tv_local or tv_offline, dtype=dtype
             ),
         )
     name = os.path.basename(os.path.normpath(source)) if local else source
     size = {"height": height, "width": width} if class_name in SIZED_PIPELINES else {}
     return from_pipeline(pipe, device=device, dtype=dtype, name=name, tiny_vae=tiny_vae, **size)
-
-
-def _dtype_kwarg(dtype: torch.dtype) -> dict[str, torch.dtype]:
-    """``from_pretrained``'s dtype keyword: ``dtype`` since diffusers renamed it (``torch_dtype`` warns)."""
-    try:
-        from diffusers.utils.deprecation_utils import _resolve_dtype  # noqa: F401  (exists since the rename)
-    except ImportError:
-        return {"torch_dtype": dtype}
-    return {"dtype": dtype}
 
 
 def _model_index(source: str, local: bool, offline: bool) -> dict[str, Any]:
