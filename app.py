@@ -59,9 +59,11 @@ def main(argv: list[str] | None = None) -> None:
         print(f"error: {err}", file=sys.stderr)
         raise SystemExit(2) from None
     from ui.app import build_demo, concurrency_limit, launch_options  # gradio and the models: seconds
+    from ui.serve.gpu import freeze_startup
     from ui.serve.guards import launch_limits
 
     demo = build_demo(extra_model=args.model)
+    freeze_startup()  # start-up's objects stay: each job's collection walks only its own
     # The queue is the bound across visitors; ui.serve.jobs bounds each one (one job per session).
     demo.queue(default_concurrency_limit=concurrency_limit(), max_size=32)
     demo.launch(

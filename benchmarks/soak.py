@@ -22,9 +22,11 @@ exits 1 if a criterion fails:
   warm-up (10 min) grows less than 5 %/hour (least-squares slope); the state's share is fitted too;
 - the cache and session folders hold no file older than the declared age plus a sweep period; session
   state stays within Gradio's cap (``STATE_SESSIONS``, or ``--state-sessions``), the queue within 32;
-- no growth of file descriptors or threads after the warm-up, and nothing running once the load ends.
+- no growth of file descriptors or threads after the warm-up, and nothing running once the load ends;
+- bad input answered within 1 s, and Stop ending a job within 1 s, at the 95th percentile.
 
     python benchmarks/soak.py --minutes 5 --clients 4 --warmup 1       # a shakedown
+    python benchmarks/soak.py --minutes 20 --clients 4 --stop-weight 40 # more Stop samples, sooner
     python benchmarks/soak.py --minutes 30 --clients 10 --state-sessions 50 \\
         --json docs/data/soak.json --plot docs/soak_rss_cache.png        # the documented run
 
@@ -121,6 +123,7 @@ class Soak:
     url: str
     deadline: float
     t0: float
+    stop_weight: float = 10.0  # of "run, then Stop" in each visitor's mix
     jobs: list[Job] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -357,7 +360,10 @@ class Visitor:
     def race(self) -> None:
         model = "shapes" if self.rng.random() < 0.8 else "shapes-unet"
         contest = self.rng.choice(("solvers", "stopping"))
-        self.submit("race", model, race_args(run_settings(self.rng, model), contest), "/race")
+        settings = run_settings(self.rng, model)
+        if model == "shapes-unet":  # its race at T = 50 is above a Space's work cap; 30 iterations fit
+            settings |= {"max_iters": 30}
+        self.submit("race", model, race_args(settings, contest), "/race")
 
     def teach(self) -> None:
         prompt = self.rng.choice(("north", "", "north south", "east west"))
@@ -434,8 +440,8 @@ class Visitor:
     def live(self) -> None:
         """Actions until the deadline, with a pause of a visitor's size in between; then leave."""
         actions: list[tuple[Callable[[], None], float]] = [
-            (self.run, 22), (self.race, 8), (self.teach, 10), (self.stop, 10), (self.leave_mid_stream, 8),
-            (self.use_as_init, 8), (self.warm_chain, 6), (self.bad, 22),
+            (self.run, 22), (self.race, 8), (self.teach, 10), (self.stop, self.soak.stop_weight),
+            (self.leave_mid_stream, 8), (self.use_as_init, 8), (self.warm_chain, 6), (self.bad, 22),
         ]  # fmt: skip
         while time.monotonic() < self.soak.deadline:
             action = self.rng.choices([a for a, _ in actions], [w for _, w in actions])[0]
@@ -911,11 +917,18 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         default=STATE_SESSIONS,
         help=f"sessions whose state Gradio keeps (the app's {STATE_SESSIONS}; lower: a plateau sooner)",
     )
+    p.add_argument(
+        "--stop-weight", type=float, default=10,
+        help="weight of 'run, then Stop' in each visitor's mix (the others': run 22, race 8, Teach 10, "
+        "leave 8, use as init 8, warm chain 6, bad input 22); more: more Stop samples in a shorter run",
+    )  # fmt: skip
     p.add_argument("--json", type=Path, default=None, help="where the series go (default: the work folder)")
     p.add_argument("--plot", type=Path, default=None, help="where the PNG goes (default: the work folder)")
     a = p.parse_args(argv)
     if not (0 < a.minutes <= MAX_MINUTES and 1 <= a.clients <= MAX_CLIENTS and 10 <= a.interval <= 600):
         p.error(f"minutes in (0, {MAX_MINUTES}], clients in [1, {MAX_CLIENTS}], interval in [10, 600]")
+    if not 0 <= a.stop_weight <= 1000:
+        p.error("stop-weight in [0, 1000]")
     return a
 
 
@@ -933,7 +946,7 @@ def serve(work: Path, delete_cache: str, state_sessions: int) -> tuple[Any, str,
 
 
 def drive(a: argparse.Namespace, server: Any, url: str, work: Path) -> tuple[Soak, list[Sample], Sample]:
-    soak = Soak(url, time.monotonic() + 60 * a.minutes, time.monotonic())
+    soak = Soak(url, time.monotonic() + 60 * a.minutes, time.monotonic(), stop_weight=a.stop_weight)
     dirs = (work / "cache", work / "tmp" / "paratta-sessions")
     samples: list[Sample] = []
     watch = threading.Thread(target=sampler, args=(soak, server.pid, dirs, a.interval, samples), daemon=True)
@@ -969,7 +982,7 @@ def main(argv: list[str] | None = None) -> int:
     criteria += no_growth(samples, quiet, warmup_s)
     criteria += [
         answered_within(jobs, 1.0),
-        stop_within(jobs, 2.0),
+        stop_within(jobs, 1.0),
         covered(samples, 60 * a.minutes, a.interval),
     ]
     rows, where = job_table(jobs), machine()

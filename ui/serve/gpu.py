@@ -33,6 +33,15 @@ def gpu(fn: F, duration: int | Callable[..., int] = 120) -> F:
     return spaces.GPU(duration=duration)(fn)
 
 
+def freeze_startup() -> None:
+    """Once the app is built: what start-up made (modules, models, the page) lives as long as the
+    process, so the collector stops walking it (``gc.freeze``) and ``release_memory``'s full collection
+    after each job walks only what jobs made. Without it, that collection walks every start-up object
+    and holds the interpreter while it does: Stop, and every other request, would wait for it."""
+    gc.collect()
+    gc.freeze()
+
+
 def release_memory() -> None:
     """After a run: hand cached allocator memory back where the backend allows it.
 
