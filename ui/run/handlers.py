@@ -259,6 +259,8 @@ def make_run_handler(models: list[str]) -> Callable[..., Iterator[tuple[Any, ...
         try:
             yield screen.show(stats="Starting…", info={"phase": "start"})
             for event in guarded(bounded(gpu_run_events(settings, init_state, interrupt(ticket)), ticket)):
+                if ticket.interrupted():  # ended meanwhile: no frame is drawn for it
+                    break
                 if isinstance(event, Posed):
                     record = RunRecord.of(settings, event.run, ticket.session)
                     continue
@@ -399,6 +401,8 @@ def race_frames(settings: RunSettings, contest: str, ticket: Ticket) -> Iterator
     screen = Screen(RACE_OUTPUTS, final_images_folder(ticket.session))
     yield screen.show(stats="Starting…", info={"phase": "start"})
     for event in guarded(bounded(gpu_race_events(settings, contest, interrupt(ticket)), ticket)):
+        if ticket.interrupted():  # ended meanwhile: no frame is drawn for it
+            break
         if isinstance(event, Posed):
             records[event.lane] = RunRecord.of(lanes[event.lane], event.run, ticket.session)
             continue

@@ -50,8 +50,9 @@ RACES = {
 WHOLE = ("window", "max_iters")  # at their T they mean "the whole trajectory", "as many as steps"
 REFERENCE_CHUNKS = 8  # the reference advances T/8 steps between two parallel iterations
 # The longest one network call may be projected to take on a CPU (its latency table): a batch is split
-# into calls this short, so that Stop (asked before each call) ends a run well within a second.
-CALL_S = 0.25
+# into calls this short, so that Stop (asked before each call) ends a run well within a second even
+# on a CPU that other work slows down several times.
+CALL_S = 0.1
 Interrupt = Callable[[], bool]  # a job's "must it end now?" (``ui.serve.jobs.Ticket.interrupted``)
 
 
