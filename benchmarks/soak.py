@@ -220,9 +220,16 @@ def sampler(soak: Soak, pid: int, dirs: tuple[Path, Path], interval: float, out:
 # ---- following one job -------------------------------------------------------------------------------
 
 
-def follow(job: Any, record: Job, started: float, stop_after: float | None = None) -> Any:
+def follow(
+    job: Any,
+    record: Job,
+    started: float,
+    stop_after: float | None = None,
+    stop: Callable[[], None] | None = None,
+) -> Any:
     """Poll ``job`` to its end (at most ``JOB_TIMEOUT_S``); fills ``record``'s outcome and latency and
-    returns the result when served. ``stop_after``: press Stop that many seconds after the first update."""
+    returns the result when served. ``stop_after``: press Stop (``stop``) that many seconds after the
+    first update."""
     from gradio_client.exceptions import AppError, ValidationError
 
     first, stopped = None, False
@@ -243,7 +250,7 @@ def follow(job: Any, record: Job, started: float, stop_after: float | None = Non
             and not stopped
             and time.monotonic() - first > stop_after
         ):
-            stopped = press_stop(job, record)
+            stopped = press_stop(record, stop or job.cancel)
         time.sleep(0.05)
     record.latency_s = time.monotonic() - started
     if record.stop_s is not None:
@@ -264,14 +271,14 @@ def follow(job: Any, record: Job, started: float, stop_after: float | None = Non
     return result
 
 
-def press_stop(job: Any, record: Job) -> bool:
-    """Stop, as the button does (gradio_client's cancel posts the Stop event; its HTTP client gives up
-    after 5 s, while the server answers once the job's current iteration has ended)."""
+def press_stop(record: Job, stop: Callable[[], None]) -> bool:
+    """Stop: ``stop`` posts the job's ``/cancel`` (``Visitor.stop_job``, as the page's button does); the
+    press is timed from here to the job's end."""
     import httpx
 
     pressed = time.monotonic()
     try:
-        job.cancel()
+        stop()
     except httpx.TimeoutException:
         record.note = "Stop answered after more than 5 s; "
     record.stop_s = pressed
@@ -312,6 +319,7 @@ class Visitor:
     def __init__(self, n: int, soak: Soak, seed: int) -> None:
         self.n, self.soak, self.rng = n, soak, random.Random(seed * 1000 + n)
         self._client: Any = None
+        self._http: Any = None  # the visitor's own kept-alive connection (for Stop)
         self.jobs_left = 0
 
     def client(self) -> Any:
@@ -349,7 +357,23 @@ class Visitor:
         c = self.client()
         started = time.monotonic()  # from the press: the visitor's page is loaded already
         job = c.submit(*args, api_name=api) if isinstance(args, list) else c.submit(**args, api_name=api)
-        return follow(job, record, started, stop), record
+        return follow(job, record, started, stop, lambda: self.stop_job(c, job, api)), record
+
+    def stop_job(self, c: Any, job: Any, api: str) -> None:
+        """Stop as the page's button sends it: the event's ``/cancel`` (its fn_index, the session, the
+        event id), on the visitor's kept-alive connection. gradio_client's ``job.cancel()`` posts the
+        same body through a new HTTP client each time, whose set-up (a TLS context) takes a few hundred
+        ms of a loaded CPU that are the client's, not the app's. The job then ends as the server says."""
+        fn_index = dependency(self.soak.url, api.strip("/"))[0]
+        body = {"fn_index": fn_index, "session_hash": c.session_hash, "event_id": job.communicator.event_id}
+        self.http().post(c.src_prefixed + "cancel", json=body, timeout=5)
+
+    def http(self) -> Any:
+        import httpx
+
+        if self._http is None:
+            self._http = httpx.Client()
+        return self._http
 
     # -- good traffic --
 
@@ -453,6 +477,8 @@ class Visitor:
                 self.leave()
             time.sleep(self.rng.uniform(0.2, 3.0))
         self.leave()
+        if self._http is not None:
+            self._http.close()
 
 
 # ---- the raw protocol: a page that closes, malformed requests --------------------------------------
@@ -951,6 +977,7 @@ def drive(a: argparse.Namespace, server: Any, url: str, work: Path) -> tuple[Soa
     samples: list[Sample] = []
     watch = threading.Thread(target=sampler, args=(soak, server.pid, dirs, a.interval, samples), daemon=True)
     watch.start()
+    dependency(url, "run")  # the events' ids, read once before the load (Stop names its event by id)
     visitors = [Visitor(n, soak, a.seed) for n in range(a.clients)]
     threads = [threading.Thread(target=v.live, daemon=True) for v in visitors]
     for t in threads:

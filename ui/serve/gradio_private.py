@@ -22,6 +22,10 @@ from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Any
 
+import gradio as gr
+from gradio.data_classes import CancelBody
+from gradio.queueing import Event, EventQueue
+from gradio.routes import App
 from gradio.state_holder import StateHolder
 from gradio.utils import get_upload_folder
 
@@ -153,11 +157,6 @@ def cache_folder() -> str:
 def check() -> list[str]:
     """Every private name this module reads or writes that the installed Gradio lacks, one line each
     (empty: this Gradio has them all). Builds a one-button app offline; starts no server."""
-    import gradio as gr
-    from gradio.data_classes import CancelBody
-    from gradio.queueing import Event, EventQueue
-    from gradio.routes import App
-
     with gr.Blocks() as blocks:
         gr.Button().click(lambda: None, api_name="probe", concurrency_id="probe")
     blocks.queue()
