@@ -17,7 +17,7 @@ import sys
 import tempfile
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no look-ups of outside hosts at launch
-# A cache folder of the app's own: ui.cache sweeps it, and must never touch another app's files.
+# A cache folder of the app's own: ui.serve.cache sweeps it, and must never touch another app's files.
 os.environ.setdefault("GRADIO_TEMP_DIR", os.path.join(tempfile.gettempdir(), "paratta-gradio"))
 
 
@@ -50,8 +50,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     if args.budget is not None:
-        os.environ["PARATTA_BUDGET_S"] = str(args.budget)  # read by ui.settings.Caps, like on a Space
-    from ui.devices import configure
+        os.environ["PARATTA_BUDGET_S"] = str(args.budget)  # read by ui.serve.limits.Caps, like on a Space
+    from ui.serve.devices import configure
 
     try:
         configure(args.devices)  # before the models load: they load onto these devices
@@ -59,10 +59,12 @@ def main(argv: list[str] | None = None) -> None:
         print(f"error: {err}", file=sys.stderr)
         raise SystemExit(2) from None
     from ui.app import build_demo, concurrency_limit, launch_options  # gradio and the models: seconds
-    from ui.guards import launch_limits
+    from ui.serve.gpu import freeze_startup
+    from ui.serve.guards import launch_limits
 
     demo = build_demo(extra_model=args.model)
-    # The queue is the bound across visitors; ui.jobs bounds each one (one job per session).
+    freeze_startup()  # start-up's objects stay: each job's collection walks only its own
+    # The queue is the bound across visitors; ui.serve.jobs bounds each one (one job per session).
     demo.queue(default_concurrency_limit=concurrency_limit(), max_size=32)
     demo.launch(
         server_name=args.host,

@@ -27,9 +27,9 @@ sys.path.insert(0, str(ROOT))
 from paratta import Request, SolverConfig, load_model, make_problem, model_defaults, run  # noqa: E402
 from paratta import plan as paratta_plan  # noqa: E402
 from paratta.metrics import distance  # noqa: E402
-from paratta.parallel.calibration import CACHE_ENV  # noqa: E402
-from paratta.parallel.latency import TABLE_NAME, load_tables  # noqa: E402
-from paratta.parallel.window import choose  # noqa: E402
+from paratta.planning.calibration import CACHE_ENV  # noqa: E402
+from paratta.planning.latency import TABLE_NAME, load_tables  # noqa: E402
+from paratta.planning.window import choose  # noqa: E402
 from paratta.sequential import sample_sequential  # noqa: E402
 from paratta.tools.machine import machine  # noqa: E402
 

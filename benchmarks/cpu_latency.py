@@ -1,6 +1,6 @@
 """The CPU latency table of the built-in networks: one call at 1, 2, 4, … rows, one torch thread.
 
-The cost model (``paratta.parallel.cost``) charges a run on a CPU with this table, as it charges a
+The cost model (``paratta.planning.cost``) charges a run on a CPU with this table, as it charges a
 run on a GPU with ``paratta/data/latency.json``. Each size is timed by ``calibration.calibrate``
 (the fastest of a few calls after a warm-up) on unguided rows, ``--runs`` times, keeping each size's
 fastest (the least disturbed by other work on the machine); a guided timestep is two rows.
@@ -22,9 +22,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from paratta import Request, load_model, make_problem, model_defaults  # noqa: E402
-from paratta.parallel.calibration import calibrate  # noqa: E402
-from paratta.parallel.cost import parameters  # noqa: E402
-from paratta.parallel.hardware import cpu_name  # noqa: E402
+from paratta.planning.calibration import calibrate  # noqa: E402
+from paratta.planning.cost import parameters  # noqa: E402
+from paratta.planning.hardware import cpu_name  # noqa: E402
 from paratta.registry import BUILTIN_MODELS  # noqa: E402
 
 

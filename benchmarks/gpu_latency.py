@@ -39,7 +39,7 @@ from sd_speed import SD15_VAE, Clock, build_sd15  # noqa: E402
 
 from paratta import Request, SolverConfig, make_problem, sample_sequential, solve  # noqa: E402
 from paratta.metrics import distance  # noqa: E402
-from paratta.parallel.latency import LatencyTable, project  # noqa: E402
+from paratta.planning.latency import LatencyTable, project  # noqa: E402
 from paratta.tools.machine import machine  # noqa: E402
 
 DIT_XL_2_256: dict[str, Any] = dict(  # facebook/DiT-XL-2-256's transformer
@@ -146,7 +146,7 @@ def runs(
 ) -> list[dict[str, Any]]:
     """Sequential and ParaTAA wall-clock; fills ``iterations`` from shapes-unet, reads it otherwise.
 
-    Each run also gets the wall-clock that ``paratta.parallel.latency.project`` predicts from the table just
+    Each run also gets the wall-clock that ``paratta.planning.latency.project`` predicts from the table just
     measured (network calls only), so the app's projection is checked against a measurement."""
     out = []
     warm = make_problem(model, Request(PROMPTS[name], seed=1, steps=10, guidance=3.0))

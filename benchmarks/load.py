@@ -29,7 +29,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from ui.local import free_port  # noqa: E402
+from tests.local import free_port  # noqa: E402
 
 MAX_CLIENTS, MAX_RUNS, MAX_SECONDS = 40, 5, 600
 

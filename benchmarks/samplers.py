@@ -33,7 +33,7 @@ from paratta import (  # noqa: E402
     solve,
 )
 from paratta.metrics import to_8bit  # noqa: E402
-from paratta.parallel.latency import TABLE_NAME, project, table_for  # noqa: E402
+from paratta.planning.latency import TABLE_NAME, project, table_for  # noqa: E402
 from paratta.samplers import SAMPLERS as REGISTRY  # noqa: E402
 from paratta.tools.bench import oracle_iteration  # noqa: E402
 from paratta.tools.machine import machine  # noqa: E402

@@ -37,8 +37,8 @@ def serve() -> tuple[Any, str]:
     import torch
 
     torch.set_num_threads(1)
+    from tests.local import free_port
     from ui.app import build_demo, launch_options
-    from ui.local import free_port
 
     port = free_port()
     demo = build_demo()
@@ -92,7 +92,7 @@ def shoot_teach(page: Any, path: Path, width: int) -> None:
 def shoot(url: str, out: Path, only: list[str] | None = None) -> None:
     from playwright.sync_api import sync_playwright
 
-    from ui.local import CHROMIUM, CHROMIUM_ARGS
+    from tests.local import CHROMIUM, CHROMIUM_ARGS
 
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)

@@ -1,4 +1,4 @@
-"""Measure parallel iterations against the window W and fit the model ``paratta.parallel.window`` uses.
+"""Measure parallel iterations against the window W and fit the model ``paratta.planning.window`` uses.
 
     python benchmarks/window_model.py                 # writes paratta/data/iterations.json
     python benchmarks/window_model.py --print-only

@@ -4,13 +4,15 @@ Tang et al., "Accelerating Parallel Sampling of Diffusion Models", ICML 2024 (ar
 Importing paratta imports torch only; diffusers is loaded when a diffusers model is asked for.
 
 ``plan(problem, config, device, group)`` makes a run's settings concrete once (``Plan``);
-``solve``/``run`` take a plan, or a config which they plan first.
+``solve``/``run`` take a plan, or a config which they plan first. ``pose(model, request, config,
+device, group)`` makes a whole run once (``Run``: its problem, plan, sampler and work bound), as the
+CLI, ``ParaTAAPipeline`` and the app do.
 """
 
 from .config import SolverConfig
 from .models.diffusers.pipeline import ParaTAAPipeline, ParaTAAPipelineOutput
-from .parallel.plan import plan, run, solve
-from .plans import Plan
+from .planning.plan import Plan, plan
+from .planning.pose import Run, pose, run, solve
 from .problem import Problem, Request, make_problem
 from .protocol import ModelDefaults
 from .registry import BUILTIN_MODELS, load_model, model_defaults
@@ -28,6 +30,7 @@ __all__ = [
     "Plan",
     "Problem",
     "Request",
+    "Run",
     "SAMPLERS",
     "Schedule",
     "SolverConfig",
@@ -37,6 +40,7 @@ __all__ = [
     "make_problem",
     "model_defaults",
     "plan",
+    "pose",
     "run",
     "sample_sequential",
     "solve",

@@ -3,8 +3,8 @@
 ``Request`` (what to sample) and ``SolverConfig`` (how to solve) are frozen dataclasses whose
 fields carry their declaration in ``metadata`` (``setting(...)``). ``__post_init__`` validates each
 field once, with a ``ValueError`` that names the setting and its range; settings whose upper end is
-T are checked against T by ``SolverConfig.validate``, which ``paratta.plans.resolve`` calls when it
-makes the settings of a run concrete (a ``Plan``: the auto ones filled). A setting's kind and choices
+T are checked against T by ``SolverConfig.validate``, which ``paratta.planning.plan.resolve`` calls
+when it makes the settings of a run concrete (a ``Plan``: the auto ones filled). A setting's kind and choices
 are read from its type (``kind_of``). The CLI's arguments, the app's controls and the bench's
 defaults are generated from ``specs(...)``, never re-typed.
 """
@@ -25,6 +25,9 @@ Stopping = Literal["budget", "per-step"]
 StateDtype = Literal["float64", "float32"]
 Family = Literal["auto", "ddim", "flow"]
 Sampler = Literal[samplers.CHOICES]  # the registry's entries (``paratta.samplers.SAMPLERS``)
+# The window: W timesteps per iteration, "auto" (the W of least projected wall-clock on the device) or
+# "device" (the default: auto on CUDA, where a batch is about one call; W = T elsewhere).
+Window = int | Literal["auto", "device"]
 
 SOLVERS: tuple[str, ...] = get_args(Solver)
 INITS: tuple[str, ...] = get_args(Init)
@@ -52,7 +55,8 @@ class Spec:
     ``lo``/``hi`` bound numbers (``hi="T"``: at most the run's number of steps); ``choices`` lists a
     ``Literal``'s values; ``optional`` settings accept ``None``, which means ``auto`` (described in
     the hint); ``words`` are text values a number setting also takes (``"auto"``: chosen per device
-    at run time, see the hint); ``symbol`` is the paper's letter, for labels.
+    at run time, see the hint); a number setting whose declared default is a word takes that word
+    too (the window's ``"device"``); ``symbol`` is the paper's letter, for labels.
     """
 
     name: str
@@ -87,6 +91,8 @@ class Spec:
         if value is None and self.optional:
             return
         if isinstance(value, str) and value in self.words:
+            return
+        if isinstance(value, str) and value == self.default and self.kind is not str:
             return
         if self.choices:
             if value not in self.choices:
@@ -229,14 +235,13 @@ class SolverConfig:
         symbol="k",
         label="Order",
     )
-    window: int | str | None = setting(
-        None,
+    window: Window = setting(
+        "device",
         "unknowns evaluated per iteration, in one batched network call; 'auto': the window of least "
-        "projected wall-clock on this device, from its measured batch latency (default: auto on CUDA, "
-        "T elsewhere)",
+        "projected wall-clock on this device, from its measured batch latency; 'device' (the default): "
+        "auto on CUDA, T elsewhere",
         1,
         "T",
-        optional=True,
         symbol="W",
         label="Window",
         words=("auto",),

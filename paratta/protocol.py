@@ -5,7 +5,7 @@ states at a batch of timesteps, and decodes states to RGB. The embedded mixture 
 trained embedded UNet and the diffusers adapters all implement it.
 
 Every capability is a declared attribute, read as it is (``paratta.problem``, ``paratta.registry``,
-``paratta.parallel.latency``); nothing is probed. Two methods exist where a capability says so:
+``paratta.planning.latency``); nothing is probed. Two methods exist where a capability says so:
 
 - ``with_family(family)``: the model as another sampler family sees it, on a model whose
   ``families`` name more than one (the embedded mixtures);

@@ -13,7 +13,7 @@ Each iteration works on the window [lo, top) below the anchor x_top (final) in f
 Indices entering the window as it slides start from the lowest initialised state. The anchor
 moves by at least one index per iteration (u ≤ top − 1 always passes), so a run ends within T.
 
-The iteration reads a ``Plan`` only (``paratta.plans``): every setting already a number, the
+The iteration reads a ``Plan`` only (``paratta.planning.plan``): every setting already a number, the
 process group (if any) already chosen. Planning (an auto window, a calibration, a collective to
 agree on it) happens before, once, in ``paratta.plan``.
 """
@@ -32,7 +32,7 @@ from torch import Tensor
 from . import init as initial
 from .anderson import anderson_step
 from .evaluate import evaluate
-from .plans import Plan
+from .planning.plan import Plan
 from .problem import Problem
 from .stopping import band_reads, budget_anchor, per_step_anchor, sensitivity
 from .system import anchor_flow, order_products, order_residual, rms, step_residual
@@ -152,7 +152,14 @@ def solve(problem: Problem, plan: Plan, init_trajectory: Tensor | None = None) -
 
         # 1. evaluate
         with clock.network():
-            out = evaluate(problem, coef.timesteps[rows], inputs.view(-1, *shape), cfg.max_batch, cfg.group)
+            out = evaluate(
+                problem,
+                coef.timesteps[rows],
+                inputs.view(-1, *shape),
+                cfg.max_batch,
+                cfg.group,
+                cfg.interrupt,
+            )
         evaluations += top - lo
         out = out.flatten(1)
         f = coef.features(rows, inputs, out)

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ui.local import free_port
+from tests.local import free_port
 
 # Run outputs, in order (gradio_client gets all but the last, a gr.State that is not part of the API).
 IMAGE, SEQUENTIAL, DIFF, HEATMAP, CURVES, STATS, INFO, DOWNLOADS, RECORD = range(9)
@@ -44,7 +44,8 @@ FAST = dict(DEFAULTS, model="toy2d", prompt="north", steps=20, order=20, window=
 
 def typed(**values: Any) -> Any:
     """The RunSettings the app makes of these control values."""
-    from ui.settings import Caps, parse_settings
+    from ui.run.settings import parse_settings
+    from ui.serve.limits import Caps
 
     return parse_settings(**values, caps=Caps(200, 200))
 
@@ -60,8 +61,8 @@ def app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
         (tmp / "tmp").mkdir()
         mp.setattr(tempfile, "tempdir", None)  # re-read TMPDIR
 
-        from ui import handlers
         from ui.app import build_demo
+        from ui.run import handlers
 
         events: list[str] = []  # every event the session generator hands to the UI, for the Stop test
 
@@ -257,7 +258,7 @@ def test_teach_tab_runs_both_solvers(app: Any) -> None:
 def test_scrub_and_stop_handlers_use_the_stored_record(tmp_path: Path, monkeypatch: Any) -> None:
     """The private events (slider, after-Stop), called directly on a record from a real run."""
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
-    from ui.handlers import after_stop, make_run_handler, scrub
+    from ui.run.handlers import after_stop, make_run_handler, scrub
 
     run = make_run_handler(["shapes", "toy2d"])
     outs = list(run(**FAST, init_state=None))
@@ -285,7 +286,8 @@ def test_scrub_and_stop_handlers_use_the_stored_record(tmp_path: Path, monkeypat
 
 
 def test_settings_refuse_empty_prompt_for_a_text_model() -> None:
-    from ui.settings import Caps, parse_settings
+    from ui.run.settings import parse_settings
+    from ui.serve.limits import Caps
 
     args = dict(DEFAULTS, model="some/stable-diffusion", prompt="  ")
     with pytest.raises(ValueError, match="prompt is empty"):
@@ -303,10 +305,11 @@ def test_zerogpu_wrapper_gets_picklable_arguments_and_events(monkeypatch: Any) -
     import sys
     import types
 
-    from ui.gpu import gpu
-    from ui.handlers import zero_gpu
-    from ui.session import race_events, run_events
-    from ui.settings import Caps, parse_settings
+    from ui.run.handlers import zero_gpu
+    from ui.run.session import race_events, run_events
+    from ui.run.settings import parse_settings
+    from ui.serve.gpu import gpu
+    from ui.serve.limits import Caps
 
     durations: list[int] = []
 
@@ -366,8 +369,9 @@ def test_stable_diffusion_needs_a_prompt_and_matches_sequential(sd_app: Any) -> 
 def test_reference_and_parallel_iterations_interleave_and_distances_arrive() -> None:
     """The first ParaTAA frame does not wait for all T reference steps; once the reference ends, the
     earlier iterations get their distance to it, and "done" comes after the whole reference."""
-    from ui.session import run_events
-    from ui.settings import Caps, parse_settings
+    from ui.run.session import run_events
+    from ui.run.settings import parse_settings
+    from ui.serve.limits import Caps
 
     settings = parse_settings(**dict(DEFAULTS, steps=100, window=100, max_iters=100), caps=Caps(200, 200))
     kinds, distances = [], []
@@ -382,7 +386,7 @@ def test_reference_and_parallel_iterations_interleave_and_distances_arrive() -> 
 
 
 def test_screen_sends_an_unchanged_output_once_and_everything_at_the_end() -> None:
-    from ui.handlers import Screen
+    from ui.run.handlers import Screen
 
     screen = Screen(("image", "stats"))
     image = np.zeros((4, 4, 3), np.uint8)
@@ -395,7 +399,7 @@ def test_screen_sends_an_unchanged_output_once_and_everything_at_the_end() -> No
 def test_the_final_update_sends_an_image_already_sent_as_a_file_written_once(tmp_path: Path) -> None:
     """Re-sending the same array would make Gradio rewrite the cache file the browser may be reading
     (defect 1); a content-named file is copied into the cache atomically, and only once."""
-    from ui.handlers import Screen
+    from ui.run.handlers import Screen
 
     screen = Screen(("image",), folder=tmp_path)
     image = np.arange(48, dtype=np.uint8).reshape(4, 4, 3)
@@ -408,7 +412,7 @@ def test_the_final_update_sends_an_image_already_sent_as_a_file_written_once(tmp
 
 
 def test_steps_changed_lets_order_window_and_budget_follow_T_back_up() -> None:
-    from ui.controls import steps_changed
+    from ui.view.controls import steps_changed
 
     order, window, budget, last, note = steps_changed(2, 20, 50, 50, 50)  # T 50 → 2
     assert (order["value"], window["value"], budget["value"], last) == (2, 2, 2, 2)
@@ -424,8 +428,8 @@ def test_steps_changed_lets_order_window_and_budget_follow_T_back_up() -> None:
 
 
 def test_verdict_says_same_image_only_when_it_is_true() -> None:
-    from ui.record import IterationRow, RunRecord
-    from ui.views import race_verdict, stats, verdict
+    from ui.view.record import IterationRow, RunRecord
+    from ui.view.views import race_verdict, stats, verdict
 
     def record(converged: bool, level: int, solver: str = "anderson", iterations: int = 14) -> RunRecord:
         settings = typed(**dict(DEFAULTS, solver=solver))
@@ -455,9 +459,9 @@ def test_verdict_says_same_image_only_when_it_is_true() -> None:
 def test_wall_clock_comes_with_its_reason_and_a_labelled_projection_where_a_table_exists(
     monkeypatch: Any,
 ) -> None:
-    from paratta.parallel.latency import LatencyTable
-    from ui import views
-    from ui.record import IterationRow, RunRecord
+    from paratta.planning.latency import LatencyTable
+    from ui.view import views
+    from ui.view.record import IterationRow, RunRecord
 
     settings = typed(**dict(DEFAULTS, guidance=3.0, steps=4, order=4, window=4, max_iters=4))
     r = RunRecord(settings=settings, steps=4, tol=1e-3, latent_shape=(3, 8, 8))
@@ -478,8 +482,8 @@ def test_wall_clock_comes_with_its_reason_and_a_labelled_projection_where_a_tabl
 
 
 def test_progress_line_says_why_the_preview_stands_still() -> None:
-    from ui.record import IterationRow, RunRecord
-    from ui.views import progress
+    from ui.view.record import IterationRow, RunRecord
+    from ui.view.views import progress
 
     r = RunRecord(settings=typed(**dict(DEFAULTS, window=10)), steps=50, tol=1e-3, latent_shape=(3, 8, 8))
     row = IterationRow(3, (38, 48), 45, 30, 0.3, 1e-1, float("nan"), np.full(50, np.nan))
@@ -491,8 +495,8 @@ def test_progress_line_says_why_the_preview_stands_still() -> None:
 
 def test_a_stopping_race_runs_each_rule_at_its_own_tolerance_unless_one_is_given() -> None:
     from paratta.config import TOLERANCE
-    from paratta.plans import resolve
-    from ui.session import race_lanes
+    from paratta.planning.plan import resolve
+    from ui.run.session import race_lanes
 
     lanes = race_lanes(typed(**dict(DEFAULTS, tol="")), "stopping")
     assert {rule: resolve(s.config, 50).tol for rule, s in lanes.items()} == TOLERANCE
@@ -501,8 +505,8 @@ def test_a_stopping_race_runs_each_rule_at_its_own_tolerance_unless_one_is_given
 
 
 def test_a_stopping_race_says_iterations_and_evaluations_of_each_rule_at_its_tolerance() -> None:
-    from ui.record import IterationRow, RunRecord
-    from ui.views import race_verdict
+    from ui.view.record import IterationRow, RunRecord
+    from ui.view.views import race_verdict
 
     def lane(stopping: str, tol: float, iterations: int, evaluations: int) -> RunRecord:
         r = RunRecord(

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from ui.local import CHROMIUM, CHROMIUM_ARGS, free_port
+from tests.local import CHROMIUM, CHROMIUM_ARGS, free_port
 
 VIEWPORT = {"width": 1280, "height": 800}
 VERDICT = (
@@ -225,7 +225,7 @@ def test_steps_one_is_a_clear_answer_not_a_server_error(page: Any) -> None:
 def test_a_refused_run_says_why_at_the_setting_and_keeps_the_last_result(page: Any) -> None:
     verdict = run_to_verdict(page)
     page.locator("#prompt textarea").fill("purple dragon on blue")
-    page.locator("#run").click()  # refused at the door (ui.door): the message shows on the prompt
+    page.locator("#run").click()  # refused at the door (ui.run.door): the message shows on the prompt
     page.wait_for_function("() => /unknown word 'dragon'/.test(document.querySelector('#prompt').innerText)")
     page.wait_for_timeout(500)
     assert page.locator("#run").inner_text() == "Run"  # not left "Running…"
@@ -354,7 +354,7 @@ def covered(element: Any) -> list[str]:
 
 
 def said_at_the_door(page: Any, pattern: str) -> Any:
-    """The message of settings refused at the door (``ui.door``), shown at the input it names."""
+    """The message of settings refused at the door (``ui.run.door``), shown at the input it names."""
     message = page.get_by_text(re.compile(pattern)).filter(visible=True).first  # not a faded copy
     message.wait_for(state="visible", timeout=60_000)
     return message

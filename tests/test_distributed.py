@@ -23,7 +23,7 @@ import torch.multiprocessing as mp
 
 from paratta import Request, SolverConfig, load_model, make_problem, run, solve
 from paratta.parallel import distributed
-from ui.local import free_port
+from tests.local import free_port
 
 WORLD = 2
 STEPS = 10
@@ -374,13 +374,13 @@ def test_to_device_moves_tensors_inside_conditions():
 
 def test_app_devices_load_replicas_and_reject_unknown_devices(capsys):
     import app
-    from ui import devices, session
+    from ui.serve import devices, models
 
     try:
         assert devices.configure("cpu, cpu") == ["cpu", "cpu"]
-        model = session.get_model("shapes")
+        model = models.get_model("shapes")
         assert len(model.replicas) == 2 and model.latent_shape == (3, 32, 32)
-        assert session.get_model("shapes") is model  # one set of replicas and threads per model
+        assert models.get_model("shapes") is model  # one set of replicas and threads per model
         for bad in ("cuda:7", "gpu0", " , "):
             with pytest.raises(ValueError, match="--devices"):
                 devices.parse_devices(bad)
@@ -390,4 +390,4 @@ def test_app_devices_load_replicas_and_reject_unknown_devices(capsys):
         assert capsys.readouterr().err.startswith("error: --devices")
     finally:
         devices.configure(None)
-    assert not hasattr(session.get_model("shapes"), "replicas")
+    assert not hasattr(models.get_model("shapes"), "replicas")

@@ -17,7 +17,7 @@ from paratta.models.diffusers.load import from_pipeline
 from paratta.models.diffusers.sd3 import StableDiffusion3Model
 from paratta.models.diffusers.tiny import tiny_flux_pipeline, tiny_sd3_pipeline
 from paratta.models.mixture import IsotropicMixture, mixture_eps, mixture_velocity
-from paratta.plans import resolve
+from paratta.planning.plan import resolve
 from paratta.samplers import family
 from paratta.samplers.flow import FlowEulerConfig
 from paratta.samplers.flow import grid as flow_sigmas
@@ -361,8 +361,8 @@ APP_RUN = dict(
 def test_the_app_runs_and_races_the_flow_family_to_its_sequential_image(monkeypatch, tmp_path) -> None:
     monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path))
     monkeypatch.delenv("SPACE_ID", raising=False)
-    from ui.controls import RACE_INPUT_NAMES, RUN_INPUT_NAMES
-    from ui.handlers import RACE_OUTPUTS, RUN_OUTPUTS, make_race_handler, make_run_handler
+    from ui.run.handlers import RACE_OUTPUTS, RUN_OUTPUTS, make_race_handler, make_run_handler
+    from ui.view.controls import RACE_INPUT_NAMES, RUN_INPUT_NAMES
 
     final = dict(
         zip(RUN_OUTPUTS, list(make_run_handler(["toy2d"])(**APP_RUN, init_state=None))[-1], strict=True)
@@ -387,7 +387,7 @@ def test_the_app_runs_and_races_the_flow_family_to_its_sequential_image(monkeypa
 
 def test_the_teach_tab_solves_the_flow_family_on_the_same_clusters() -> None:
     from ui import teach
-    from ui.settings import Caps
+    from ui.serve.limits import Caps
 
     lesson = teach.lesson(*teach.checked("north", 0, 12, 12, Caps(200, 200), "flow"))
     assert lesson.family == "flow" and "sequential flow-matching Euler: 12 steps" in teach.verdict(lesson)

@@ -1,4 +1,4 @@
-"""The projection from a measured batch-latency table (paratta.parallel.latency): interpolation, labels."""
+"""The projection from a measured batch-latency table (paratta.planning.latency): interpolation, labels."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from paratta.parallel.latency import NO_TABLE, LatencyTable, project, table_for
+from paratta.planning.latency import NO_TABLE, LatencyTable, project, table_for
 
 TABLE = LatencyTable(model="m", device="NVIDIA H200", rows=(1, 2, 4, 8), ms=(1.0, 1.0, 2.0, 4.0))
 

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from ui.local import free_port
+from tests.local import free_port
 
 IMAGE, SEQUENTIAL, DIFF, HEATMAP, CURVES, STATS, INFO, DOWNLOADS, RECORD = range(9)
 BASE: dict[str, Any] = dict(
@@ -43,7 +43,7 @@ SLOW = dict(BASE, steps=100, window=100, max_iters=100, order=1, solver="jacobi"
 
 
 def run_handler() -> Any:
-    from ui.handlers import make_run_handler
+    from ui.run.handlers import make_run_handler
 
     return make_run_handler(["shapes", "toy2d", "shapes-unet"])
 
@@ -91,7 +91,7 @@ def test_time_budget_ends_a_slow_run_as_if_stopped(isolated: Path, monkeypatch: 
 def test_race_and_teach_are_under_the_same_limits(isolated: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import gradio as gr
 
-    from ui.handlers import make_race_handler
+    from ui.run.handlers import make_race_handler
     from ui.teach import teach_run
 
     monkeypatch.setenv("PARATTA_BUDGET_S", "3")
@@ -107,8 +107,9 @@ def test_race_and_teach_are_under_the_same_limits(isolated: Path, monkeypatch: p
 def test_work_cap_refuses_t200_unet_on_a_cpu_space_and_names_what_fits(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from ui.limits import check_work
-    from ui.settings import Caps, parse_settings
+    from ui.run.door import check_work
+    from ui.run.settings import parse_settings
+    from ui.serve.limits import Caps
 
     monkeypatch.setenv("SPACE_ID", "user/paratta")
     caps = Caps.from_env()
@@ -133,28 +134,29 @@ def test_work_cap_refuses_t200_unet_on_a_cpu_space_and_names_what_fits(
 
 def test_evaluation_bound_holds_for_a_worst_case_run() -> None:
     """The cap's bound is a bound: a run that cannot converge early stays within it (toy2d: instant)."""
-    from paratta import Request, SolverConfig, load_model, make_problem, solve
-    from ui.limits import evaluation_bound
+    from paratta import Request, SolverConfig, load_model, make_problem, pose, solve
 
-    problem = make_problem(load_model("toy2d"), Request(prompt="north", seed=1, steps=30))
+    request = Request(prompt="north", seed=1, steps=30)
+    problem = make_problem(load_model("toy2d"), request)
     for window, solver in ((30, "jacobi"), (7, "anderson"), (1, "jacobi")):
         config = SolverConfig(solver=solver, order=1, window=window, tol=1e-12)
         last = list(solve(problem, config))[-1]
-        assert last.evaluations <= evaluation_bound(30, config)
-        assert evaluation_bound(30, config) <= 30 * window
+        evaluation_bound = pose(load_model("toy2d"), request, config, dry=True).work.solve()[0]  # the cap's
+        assert last.evaluations <= evaluation_bound
+        assert evaluation_bound <= 30 * window
 
 
 def test_one_job_per_session_a_new_run_replaces_the_running_one(
     isolated: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from ui import handlers
+    from ui.run import handlers
 
     log: list[tuple[str, float]] = []
     inner = handlers.gpu_run_events
 
-    def logged(settings: Any, init: Any) -> Iterator[dict[str, Any]]:
+    def logged(settings: Any, init: Any, *interrupt: Any) -> Iterator[dict[str, Any]]:
         name = "A" if settings.request.seed == 1 else "B"
-        for event in inner(settings, init):
+        for event in inner(settings, init, *interrupt):
             log.append((name, time.monotonic()))
             yield event
 
@@ -174,7 +176,7 @@ def test_one_job_per_session_a_new_run_replaces_the_running_one(
     assert started.wait(60)
     import gradio as gr
 
-    from ui.jobs import JOBS
+    from ui.serve.jobs import JOBS
 
     with pytest.raises(gr.Error, match="none is stored"):  # a refused job replaces nothing
         drain(run_handler()(**dict(BASE, init="trajectory"), init_state=None, request=session))
@@ -194,7 +196,8 @@ def test_memory_is_handed_back_after_every_job_and_not_for_a_refusal(
 ) -> None:
     import gradio as gr
 
-    from ui import gpu, handlers
+    from ui.run import handlers
+    from ui.serve import gpu
 
     calls: list[int] = []
     monkeypatch.setattr(handlers, "release_memory", lambda: calls.append(1))
@@ -207,8 +210,8 @@ def test_memory_is_handed_back_after_every_job_and_not_for_a_refusal(
 
 
 def test_after_stop_writes_one_file_set_however_often_it_is_called(isolated: Path) -> None:
-    from ui.cache import session_folder
-    from ui.handlers import after_stop
+    from ui.run.handlers import after_stop
+    from ui.serve.cache import session_folder
 
     updates = run_handler()(**SLOW, init_state=None, request=SimpleNamespace(session_hash="visitor-2"))
     record = None
@@ -249,7 +252,8 @@ def test_after_stop_writes_one_file_set_however_often_it_is_called(isolated: Pat
     ],
 )
 def test_every_input_is_type_checked_with_a_short_message(change: dict[str, Any], message: str) -> None:
-    from ui.settings import Caps, parse_settings
+    from ui.run.settings import parse_settings
+    from ui.serve.limits import Caps
 
     with pytest.raises(ValueError, match=message) as err:
         parse_settings(**dict(BASE, **change), caps=Caps(200, 200))
@@ -257,7 +261,8 @@ def test_every_input_is_type_checked_with_a_short_message(change: dict[str, Any]
 
 
 def test_an_empty_tolerance_box_is_auto_and_a_typed_one_a_number() -> None:
-    from ui.settings import Caps, parse_settings
+    from ui.run.settings import parse_settings
+    from ui.serve.limits import Caps
 
     for blank in ("", "  ", None):
         assert parse_settings(**dict(BASE, tol=blank), caps=Caps(200, 200)).config.tol is None
@@ -265,7 +270,8 @@ def test_an_empty_tolerance_box_is_auto_and_a_typed_one_a_number() -> None:
 
 
 def test_seeds_are_exact_up_to_2_63_minus_1() -> None:
-    from ui.settings import Caps, parse_settings
+    from ui.run.settings import parse_settings
+    from ui.serve.limits import Caps
 
     for seed in (2**63 - 1, str(2**63 - 1), 2**53 + 1, " 12345678901234567 ", 7.0):
         settings = parse_settings(**dict(BASE, seed=seed), caps=Caps(200, 200))
@@ -316,7 +322,7 @@ def fake_fns() -> dict[int, Any]:
 def test_a_call_of_no_event_or_with_too_few_inputs_is_refused_with_the_reason() -> None:
     import json
 
-    from ui.guards import call_problem
+    from ui.serve.guards import call_problem
 
     def problem(body: Any, api: str | None = None) -> Any:
         return call_problem(fake_fns(), api, body if isinstance(body, bytes) else json.dumps(body).encode())
@@ -338,7 +344,7 @@ def test_the_probe_answers_loopback_only_and_only_when_turned_on_and_the_state_c
     import asyncio
     import json
 
-    from ui.guards import Probe, launch_limits
+    from ui.serve.guards import Probe, launch_limits
 
     queue = SimpleNamespace(
         event_queue_per_concurrency_id={"sampler": SimpleNamespace(queue=[1, 2])},
@@ -364,7 +370,7 @@ def test_the_probe_answers_loopback_only_and_only_when_turned_on_and_the_state_c
         return sent
 
     counts = json.loads(get("127.0.0.1")[1]["body"])
-    assert {"kept_bytes", "kept_sessions", "evicted"} <= counts.keys()  # ui.keep's store
+    assert {"kept_bytes", "kept_sessions", "evicted"} <= counts.keys()  # ui.serve.keep's store
     assert {k: v for k, v in counts.items() if not k.startswith(("kept", "evicted"))} == {
         "sessions": 1, "session_capacity": 200, "state_values": 2, "queue_waiting": 2, "queue_running": 1,
         "queue_sessions": 1, "queue_events": 3, "jobs": 0,
@@ -399,9 +405,9 @@ def test_state_is_bounded_in_bytes_the_oldest_session_goes_first_and_is_told(
 ) -> None:
     import gradio as gr
 
-    from ui.door import use_validator
-    from ui.handlers import after_stop, scrub, use_as_init
-    from ui.keep import EXPIRED, STORE, Store, Visitors
+    from ui.run.door import use_validator
+    from ui.run.handlers import after_stop, scrub, use_as_init
+    from ui.serve.keep import EXPIRED, STORE, Store, Visitors
 
     one = visit("budget-probe").nbytes()  # what one run keeps (PNG previews, float32 trajectory)
     assert 0 < one < 200_000
@@ -425,14 +431,25 @@ def test_state_is_bounded_in_bytes_the_oldest_session_goes_first_and_is_told(
         drain(warm)
 
 
+def test_gradio_has_every_private_name_the_app_uses() -> None:
+    """``ui.serve.gradio_private`` is the only reader and writer of Gradio's private objects; a Gradio
+    that moved one of them fails here, by name and version, before the app misbehaves on a Space."""
+    import gradio as gr
+
+    from ui.serve.gradio_private import check
+
+    missing = check()
+    assert not missing, f"Gradio {gr.__version__} lacks what ui/serve/gradio_private.py uses: {missing}"
+
+
 def test_a_flood_of_made_up_sessions_evicts_no_visitor(monkeypatch: pytest.MonkeyPatch) -> None:
     """Gradio's session state (the gr.State of each session) and the byte store both evict sessions
     that never loaded the page before any visitor's."""
     from gradio.state_holder import StateHolder
 
-    from ui import gradio_private, keep
-    from ui.gradio_private import VisitorsFirst, visitors_first
-    from ui.keep import KeptArray, Store, Visitors
+    from ui.serve import gradio_private, keep
+    from ui.serve.gradio_private import VisitorsFirst, visitors_first
+    from ui.serve.keep import KeptArray, Store, Visitors
 
     visitors = Visitors()
     monkeypatch.setattr(gradio_private, "VISITORS", visitors)
@@ -472,7 +489,7 @@ def space(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
         mp.setattr(tempfile, "tempdir", None)
 
         from ui.app import build_demo
-        from ui.guards import launch_limits
+        from ui.serve.guards import launch_limits
 
         demo = build_demo()
         demo.queue(default_concurrency_limit=1, max_size=32)
@@ -607,7 +624,7 @@ def test_fifty_runs_leave_the_temp_folders_bounded(space: Any) -> None:
 
 @pytest.mark.slow
 def test_the_limits_are_stated_under_the_controls(space: Any) -> None:
-    from ui.settings import Caps
+    from ui.serve.limits import Caps
 
     texts = [b.value for b in space.demo.blocks.values() if getattr(b, "elem_id", None) == "limits"]
     assert texts == [Caps.from_env().text()]
@@ -624,7 +641,7 @@ def test_malformed_calls_get_a_reason_and_leave_no_traceback(
     the log) and too few inputs with a ValueError traceback."""
     import httpx
 
-    from ui.controls import RUN_INPUT_NAMES
+    from ui.view.controls import RUN_INPUT_NAMES
 
     run_inputs = len(RUN_INPUT_NAMES) + 1  # and the stored initialisation (a gr.State)
     api = space.url + "gradio_api/"
@@ -667,11 +684,12 @@ def test_a_flux_model_is_charged_one_row_per_timestep_in_the_work_bound_and_the_
     from paratta import Request, SolverConfig
     from paratta.models.diffusers.load import from_pipeline
     from paratta.models.diffusers.tiny import tiny_flux_pipeline, tiny_sd_pipeline
-    from paratta.parallel import cost
-    from paratta.plans import resolve
-    from ui import handlers
-    from ui.limits import work_bound
-    from ui.settings import Caps, RunSettings
+    from paratta.planning import cost
+    from paratta.planning.plan import resolve
+    from ui.run import handlers
+    from ui.run.door import work_bound
+    from ui.serve.limits import Caps
+    from ui.view.record import RunSettings
 
     flux = from_pipeline(tiny_flux_pipeline(), device="cpu", dtype=torch.float32, height=16, width=16)
     sd = from_pipeline(tiny_sd_pipeline(), device="cpu")

@@ -19,7 +19,7 @@ from paratta.models.diffusers.tiny import (
     tiny_sd3_pipeline,
     tiny_sd_pipeline,
 )
-from paratta.plans import resolve
+from paratta.planning.plan import resolve
 from paratta.tools.cli import main
 
 pytestmark = [  # no diffusers logs (conftest)
@@ -473,10 +473,11 @@ APP_RUN = dict(
 def test_the_app_runs_a_diffusers_model_at_a_chosen_size(folders, monkeypatch, tmp_path) -> None:
     monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path))
     monkeypatch.delenv("SPACE_ID", raising=False)
-    from ui.handlers import RUN_OUTPUTS, make_run_handler
-    from ui.limits import work_bound
-    from ui.session import get_model
-    from ui.settings import Caps, parse_settings
+    from ui.run.door import work_bound
+    from ui.run.handlers import RUN_OUTPUTS, make_run_handler
+    from ui.run.settings import parse_settings
+    from ui.serve.limits import Caps
+    from ui.serve.models import get_model
 
     model = folders["sd3"]
     run = make_run_handler([model, "shapes"])
@@ -506,7 +507,7 @@ def test_the_samplers_race_runs_on_sd_and_is_refused_for_a_flow_model(folders, m
     on its own sequential image; SD3 has its flow Euler only, and the race says so before it starts."""
     monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path))
     monkeypatch.delenv("SPACE_ID", raising=False)
-    from ui.handlers import RACE_OUTPUTS, make_race_handler
+    from ui.run.handlers import RACE_OUTPUTS, make_race_handler
 
     race = make_race_handler([folders["sd"], folders["sd3"]])
     named = {k: v for k, v in APP_RUN.items() if k not in ("solver", "init")}
@@ -530,8 +531,8 @@ def test_the_app_on_a_diffusers_folder_samples_at_a_size_asked_through_gradio_cl
     import httpx
     from gradio_client import Client
 
+    from tests.local import free_port
     from ui.app import build_demo
-    from ui.local import free_port
 
     monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path))
     monkeypatch.delenv("SPACE_ID", raising=False)

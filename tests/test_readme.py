@@ -447,7 +447,7 @@ def serves(words: list[str], env: dict[str, str], port: int, timeout: float = 24
 @pytest.mark.slow
 @pytest.mark.parametrize("command", [c for c, case in CASES.items() if not case.by], ids=lambda c: c[:80])
 def test_documented_command_runs(command: str, assets: dict[str, str], tmp_path: Path) -> None:
-    from ui.local import free_port
+    from tests.local import free_port
 
     case = CASES[command]
     port = free_port()
@@ -540,7 +540,7 @@ def test_the_api_examples_run_against_the_app(tmp_path: Path) -> None:
     import time
     import urllib.request
 
-    from ui.local import free_port
+    from tests.local import free_port
 
     text = (ROOT / "docs" / "api.md").read_text(encoding="utf-8")
     blocks = [body for lang, body in FENCE.findall(text) if lang == "python"]

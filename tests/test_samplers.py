@@ -27,7 +27,7 @@ from paratta import Request, SolverConfig, load_model, make_problem, run, sample
 from paratta.metrics import distance
 from paratta.models.diffusers.sd import StableDiffusionModel
 from paratta.models.diffusers.tiny import tiny_sd_pipeline
-from paratta.plans import resolve
+from paratta.planning.plan import resolve
 from paratta.problem import draw_noise
 from paratta.samplers import SAMPLERS, coefficients, label, sampler_config
 
@@ -333,7 +333,7 @@ def test_the_pipelines_scheduler_is_honoured_and_parataa_ends_within_its_guarant
     assert float((sample_sequential(problem)[0].float() - ref).abs().max()) <= 1e-4 * scale
     tol = 1e-3
     for solver in ("jacobi", "anderson"):
-        for window in (None, STEPS // 2):
+        for window in ("device", STEPS // 2):
             last = run(problem, SolverConfig(solver=solver, window=window, tol=tol))
             assert last.converged and last.iteration < problem.steps, (solver, window, last.iteration)
             assert last.spent <= tol and distance(last.x0, ref) <= tol, (solver, window)
@@ -374,7 +374,7 @@ def test_every_sampler_on_the_exact_mixture_ends_within_tol_of_its_own_sequentia
     reference = sample_sequential(problem)[0]
     tol = resolve(SolverConfig(), problem.steps).tol
     for solver in ("jacobi", "anderson"):
-        for window in (None, 8):
+        for window in ("device", 8):
             last = run(problem, SolverConfig(solver=solver, window=window))
             assert last.converged and last.iteration < problem.steps, (solver, window)
             assert distance(last.x0, reference) <= tol, (solver, window)
@@ -416,8 +416,8 @@ def test_the_app_runs_dpm_solver_and_says_so_and_refuses_it_for_a_flow_only_mode
     names that sampler; a sampler the model cannot take is refused at the door with the choices."""
     monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path))
     monkeypatch.delenv("SPACE_ID", raising=False)
-    from ui.door import run_validator
-    from ui.handlers import RUN_OUTPUTS, make_run_handler
+    from ui.run.door import run_validator
+    from ui.run.handlers import RUN_OUTPUTS, make_run_handler
 
     named = dict(
         model="shapes", prompt="red circle on blue", negative_prompt="", seed=0, steps=20, eta=0.0,

@@ -9,7 +9,7 @@ import torch
 
 from paratta import Request, SolverConfig, load_model, make_problem, run, sample_sequential, solve
 from paratta.evaluate import NonFiniteError
-from paratta.plans import resolve
+from paratta.planning.plan import resolve
 
 TOL = 1e-3
 
@@ -30,18 +30,18 @@ def shapes():
 
 # Every solver, order, window, history and η, on the 2-D mixture (cheap enough for 20 seeds each).
 GRID = [
-    ("jacobi", 1, None, 1),
-    ("jacobi", 100, None, 1),
+    ("jacobi", 1, "device", 1),
+    ("jacobi", 100, "device", 1),
     ("jacobi", 5, 30, 1),
     ("jacobi", 100, 1, 1),
-    ("anderson", 20, None, 2),
-    ("anderson", 100, None, 3),
-    ("anderson", 1, None, 2),
+    ("anderson", 20, "device", 2),
+    ("anderson", 100, "device", 3),
+    ("anderson", 1, "device", 2),
     ("anderson", 20, 25, 2),
     ("anderson", 20, 1, 2),
-    ("anderson-global", 20, None, 2),
+    ("anderson-global", 20, "device", 2),
     ("anderson-global", 100, 40, 4),
-    ("sequential", 1, None, 1),
+    ("sequential", 1, "device", 1),
 ]
 
 
@@ -177,7 +177,7 @@ def test_budget_ends_unconverged_within_max_iters(shapes) -> None:
     assert len(records) == 3 and not records[-1].converged
 
 
-@pytest.mark.parametrize("steps,window", itertools.product([1, 2, 7], [1, None]))
+@pytest.mark.parametrize("steps,window", itertools.product([1, 2, 7], [1, "device"]))
 def test_tiny_T_terminates(toy2d, steps, window) -> None:
     problem = make_problem(toy2d, Request("", "", 0, steps, 1.0, 1.0))
     records = list(solve(problem, SolverConfig(order=min(20, steps), window=window)))
@@ -270,8 +270,8 @@ def test_a_plan_is_made_once_concrete_and_the_iteration_reads_only_it(monkeypatc
     import paratta
     from paratta import solver
     from paratta.config import TOLERANCE
-    from paratta.parallel import calibration
-    from paratta.parallel import plan as planning
+    from paratta.planning import calibration
+    from paratta.planning import plan as planning
 
     monkeypatch.setenv(calibration.CACHE_ENV, str(tmp_path))  # window="auto" below calibrates this CPU
     toy = load_model("toy2d")

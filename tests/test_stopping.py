@@ -8,7 +8,7 @@ import torch
 from paratta import Request, SolverConfig, load_model, make_problem, run, sample_sequential, solve
 from paratta.evaluate import evaluate
 from paratta.metrics import distance, to_8bit
-from paratta.plans import resolve
+from paratta.planning.plan import resolve
 from paratta.samplers import coefficients
 from paratta.stopping import MARGIN, PARTIAL, band_reads, budget_anchor, per_step_anchor
 from paratta.tools.bench import oracle_iteration
@@ -172,7 +172,7 @@ def test_the_budget_bound_holds_for_a_term_that_reads_a_band(shapes, sampler) ->
     still add up to no more than the charged budget (≤ tol), and x_0 is within it of sequential.
     Jacobi and Anderson, W = T and W < T."""
     T = 40
-    for seed, solver, window in ((0, "anderson", None), (1, "jacobi", None), (2, "anderson", 15)):
+    for seed, solver, window in ((0, "anderson", "device"), (1, "jacobi", "device"), (2, "anderson", 15)):
         problem = make_problem(shapes, Request("red circle on blue", "", seed, T, 0.0, 1.0, sampler=sampler))
         records = list(solve(problem, SolverConfig(solver=solver, window=window, tol=TOL)))
         spent = [r.spent for r in records]
@@ -202,11 +202,13 @@ def test_oracle_is_the_first_iteration_from_which_the_image_stays_within_a_level
 
 
 def test_report_honours_the_plan_and_names_the_device(tmp_path, monkeypatch) -> None:
-    from paratta.tools.report import KEPT, Plan, device_line, report
+    from paratta.tools.report import KEPT, Figures, device_line, report
 
     kept = f"{KEPT}\n\n## Written by another benchmark\n\n| a | b |\n"
     (tmp_path / "B.md").write_text("# an older report\n\n| stale |\n\n" + kept)
-    text = report(["shapes"], tmp_path / "B.md", Plan(steps=(6,), etas=(1.0,), tol=2e-3, seeds=1, quick=True))
+    text = report(
+        ["shapes"], tmp_path / "B.md", Figures(steps=(6,), etas=(1.0,), tol=2e-3, seeds=1, quick=True)
+    )
     assert text.endswith(kept) and "stale" not in text  # the report is new; the other section stays
     for rule in ("budget", "per-step"):
         assert f"| shapes | 6 | 1 | anderson | {rule} |" in text

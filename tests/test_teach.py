@@ -16,8 +16,8 @@ from PIL import Image
 
 from paratta.metrics import largest_state_distance
 from ui import teach
-from ui.door import positional, validator
-from ui.settings import Caps
+from ui.run.door import positional, validator
+from ui.serve.limits import Caps
 from ui.teach import draw, lecture, tab, text
 from ui.teach.lanes import LANES, VIEWS, Lesson, newly_final
 

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ui.local import CHROMIUM, CHROMIUM_ARGS, free_port
+from tests.local import CHROMIUM, CHROMIUM_ARGS, free_port
 
 if not os.path.exists(CHROMIUM):  # pragma: no cover - the dev box and CI image have it
     pytest.skip(f"needs Chromium at {CHROMIUM}", allow_module_level=True)

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ui.plot import TEXT_PX, LegendEntry, int_ticks, legend_layout, matrix_box, nice_step
-from ui.record import IterationRow, RunRecord
-from ui.render import (
+from ui.view.plot import TEXT_PX, LegendEntry, int_ticks, legend_layout, matrix_box, nice_step
+from ui.view.record import IterationRow, RunRecord
+from ui.view.render import (
     CHART_SIZE,
     COLOURS,
     EMPTY,
@@ -195,7 +195,7 @@ def test_preview_conversions() -> None:
 
 def _record(T: int = 4) -> RunRecord:
     from paratta import Request, SolverConfig
-    from ui.settings import RunSettings
+    from ui.view.record import RunSettings
 
     settings = RunSettings("shapes-unet", Request("red circle", steps=T), SolverConfig(solver="anderson"))
     rec = RunRecord(settings=settings, steps=T, tol=1e-3, latent_shape=(3, 2, 2))

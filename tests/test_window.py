@@ -13,9 +13,9 @@ import pytest
 import paratta
 from paratta import Request, SolverConfig, load_model, make_problem, run, sample_sequential
 from paratta.metrics import distance
-from paratta.parallel import calibration
-from paratta.parallel.latency import LatencyTable, load_tables, project
-from paratta.parallel.window import choose, iteration_model
+from paratta.planning import calibration
+from paratta.planning.latency import LatencyTable, load_tables, project
+from paratta.planning.window import choose, iteration_model
 
 
 @pytest.fixture
@@ -158,8 +158,9 @@ APP_RUN = dict(model="shapes", prompt="red circle on blue", negative_prompt="", 
 def test_the_app_runs_the_auto_window_and_says_what_it_chose(
     cache: Path, tmp_path: Path, monkeypatch
 ) -> None:
-    from ui.handlers import make_run_handler
-    from ui.settings import Caps, parse_settings
+    from ui.run.handlers import make_run_handler
+    from ui.run.settings import parse_settings
+    from ui.serve.limits import Caps
 
     monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path / "gradio"))
     assert parse_settings(**APP_RUN, caps=Caps(200, 200), window_auto=True).config.window == "auto"
@@ -173,8 +174,9 @@ def test_the_app_runs_the_auto_window_and_says_what_it_chose(
 
 
 def test_zero_gpu_asks_for_the_runs_own_bound_within_the_budget(monkeypatch) -> None:
-    from ui.handlers import ZERO_GPU_MARGIN_S, gpu_seconds
-    from ui.settings import Caps, parse_settings
+    from ui.run.handlers import ZERO_GPU_MARGIN_S, gpu_seconds
+    from ui.run.settings import parse_settings
+    from ui.serve.limits import Caps
 
     monkeypatch.setenv("SPACE_ID", "user/paratta")  # the Space's budget: 30 s a run
     light = parse_settings(**APP_RUN, caps=Caps.from_env())

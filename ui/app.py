@@ -18,14 +18,9 @@ import gradio as gr
 
 from paratta import BUILTIN_MODELS, Request, SolverConfig, model_defaults
 from paratta.config import specs
-from paratta.plans import resolve
 
-from .cache import delete_cache
-from .controls import CLAMP_JS, RACE_INPUT_NAMES, WIDGETS, WINDOW_AUTO, Controls, build_controls
-from .controls import wire as wire_controls
-from .door import guarded, race_validator, run_validator, stepping_validator, use_validator
-from .handlers import (
-    RACES,
+from .run.door import guarded, race_validator, run_validator, stepping_validator, use_validator
+from .run.handlers import (
     after_stop,
     lock_scrub,
     make_race_handler,
@@ -34,14 +29,27 @@ from .handlers import (
     scrub_ready,
     use_as_init,
 )
-from .jobs import SAMPLER_QUEUE, forget_session
-from .keep import visitor
-from .render import HEATMAP_LEGEND
-from .session import SAMPLER_RACE, get_model
-from .settings import Caps
+from .run.session import RACES, SAMPLER_RACE
+from .serve.cache import delete_cache
+from .serve.jobs import SAMPLER_QUEUE, forget_session
+from .serve.keep import visitor
+from .serve.limits import Caps
+from .serve.models import DEFAULT, get_model
 from .teach import CSS as TEACH_CSS
 from .teach import build_teach_tab, room_js
-from .views import DIFF_GAIN
+from .view.controls import (
+    CLAMP_JS,
+    RACE_INPUT_NAMES,
+    RUN_INPUT_NAMES,
+    WIDGETS,
+    WINDOW_AUTO,
+    Controls,
+    auto_values,
+    build_controls,
+)
+from .view.controls import wire as wire_controls
+from .view.render import HEATMAP_LEGEND
+from .view.views import DIFF_GAIN
 
 EXPLAIN = Path(__file__).with_name("explain.md").read_text(encoding="utf-8")
 LATEX = [{"left": "$$", "right": "$$", "display": True}, {"left": "$", "right": "$", "display": False}]
@@ -124,12 +132,12 @@ def chart(label: str, elem_id: str | None = None) -> gr.Image:
 
 def preset_values(change: dict[str, Any]) -> dict[str, Any]:
     """Every input of the panel, by name: the declared defaults, the model's own defaults and the
-    library's auto values for its T, then ``change``."""
+    library's auto values for its T (``controls.auto_values``), then ``change``."""
     declared = {name: spec.default for name, spec in {**specs(Request), **specs(SolverConfig)}.items()}
-    name = change.get("model", "shapes")
+    name = change.get("model", DEFAULT)
     d = model_defaults(name)
     steps = change.get("steps", d.steps)
-    auto = resolve(SolverConfig(), steps)
+    auto = auto_values(get_model(name), steps)
     values = declared | dict(model=name, prompt=d.prompt, guidance=d.guidance, steps=steps)
     values |= (
         dict(order=auto.order, window=auto.window, max_iters=auto.max_iters, height="", width="") | change
@@ -145,7 +153,7 @@ def fill(c: Controls, change: dict[str, Any]) -> dict[Any, Any]:
 
 def preset_rows(models: list[str]) -> tuple[list[list[Any]], list[str]]:
     """The presets whose model this app serves, as rows for ``gr.Examples``, and their labels."""
-    chosen = [(text, change) for text, change in PRESETS if change.get("model", "shapes") in models]
+    chosen = [(text, change) for text, change in PRESETS if change.get("model", DEFAULT) in models]
     return [list(preset_values(change).values()) for _, change in chosen], [text for text, _ in chosen]
 
 
@@ -180,12 +188,12 @@ class Page:
     init_state: gr.State
 
     def run_outputs(self) -> list[Any]:
-        """In the order of ``handlers.RUN_OUTPUTS``."""
+        """In the order of ``ui.run.handlers.RUN_OUTPUTS``."""
         return [self.image, self.sequential, self.diff, self.heatmap, self.curves, self.stats, self.info,
                 self.downloads, self.record]  # fmt: skip
 
     def race_outputs(self) -> list[Any]:
-        """In the order of ``handlers.RACE_OUTPUTS``."""
+        """In the order of ``ui.run.handlers.RACE_OUTPUTS``."""
         return [*self.race_images, self.race_stats, self.race_info]
 
 
@@ -290,7 +298,8 @@ def wire_run(p: Page, models: list[str]) -> list[Any]:
     """
     c = p.controls
     sampler = {"preprocess": False, "show_progress": "hidden", "concurrency_id": SAMPLER_QUEUE}
-    named = {**c.inputs, "init_state": p.init_state}  # the API's parameters are the settings' names
+    # the API's parameters are the settings' names, in the order each came in (``RUN_INPUT_NAMES``)
+    named = {**{n: c[n] for n in RUN_INPUT_NAMES}, "init_state": p.init_state}
     run = make_run_handler(models)
     sampler["validator"] = run_validator(list(named), models)  # bad settings are answered before the queue
     # Run always shows the Run tab; a refusal at the door ends the chain before the button changes.
@@ -389,10 +398,10 @@ def build_demo(extra_model: str | None = None) -> gr.Blocks:
 
     # delete_cache: Gradio removes its cached frames and downloads on a timer (cache.delete_cache).
     with gr.Blocks(title="ParaTAA live — parallel diffusion sampling", delete_cache=delete_cache()) as demo:
-        page = layout(models, extra_model or "shapes", describe, Caps.from_env())
+        page = layout(models, extra_model or DEFAULT, describe, Caps.from_env())
         wire(page, models, describe)
         demo.load(None, js=CLAMP_JS)  # a slider's typed value set to its range's end is said in words
-        demo.load(visitor, None, None, **PRIVATE)  # the sessions that loaded the page are visitors' (ui.keep)
+        demo.load(visitor, None, None, **PRIVATE)  # the sessions that loaded the page are visitors' (keep)
         demo.unload(forget_session)  # the session's job ends and its download folder goes
     return demo
 

@@ -86,7 +86,7 @@ class Group:
         dtype: torch.dtype,
         t0: int,
     ) -> Tensor:
-        """``gather_rows`` over this group (``paratta.plans.RowGroup``)."""
+        """``gather_rows`` over this group (``paratta.planning.plan.RowGroup``)."""
         return gather_rows(self, compute, n, row_shape, dtype, t0)
 
     def broadcast(self, obj: object) -> object:

@@ -48,10 +48,11 @@ def add_setting_arguments(p: argparse.ArgumentParser, cls: type, skip: tuple[str
 
 
 def value_parser(spec: Spec) -> Callable[[str], Any]:
-    """A flag's type for a number setting that also takes words (``--window auto``)."""
+    """A flag's type for a number setting that also takes words (``--window auto``, and its declared
+    default ``--window device``)."""
 
     def parse(text: str) -> Any:
-        if text in spec.words:
+        if text in spec.words or text == spec.default:
             return text
         try:
             return spec.kind(text)

@@ -22,8 +22,8 @@ from torch import Tensor
 
 from paratta.config import FAMILIES, TOLERANCE, SolverConfig, specs
 from paratta.metrics import distance, to_8bit
-from paratta.parallel.plan import plan
-from paratta.plans import Plan, WindowPlan
+from paratta.planning.plan import Plan, plan
+from paratta.planning.window import WindowChoice
 from paratta.problem import Problem, Request, make_problem
 from paratta.registry import load_model, model_defaults
 from paratta.sequential import sample_sequential
@@ -43,7 +43,7 @@ def tol_text(tol: float | None) -> str:
 
 
 @dataclass(frozen=True)
-class Run:
+class Trial:
     """One seed of one configuration."""
 
     iterations: int
@@ -92,7 +92,7 @@ def oracle_iteration(levels: list[int]) -> int | None:
     return n
 
 
-def run_once(problem: Problem, planned: Plan, reference: Tensor, warm: Tensor | None = None) -> Run:
+def run_once(problem: Problem, planned: Plan, reference: Tensor, warm: Tensor | None = None) -> Trial:
     """Solve ``problem`` once (from ``warm`` for ``init="trajectory"``), decoding x_0 after every
     iteration to find the oracle."""
     model = problem.model
@@ -101,7 +101,7 @@ def run_once(problem: Problem, planned: Plan, reference: Tensor, warm: Tensor | 
     for last in solve(problem, planned, warm):
         levels.append(int((to_8bit(model, last.x0) - target).abs().max()))
     assert last is not None
-    return Run(
+    return Trial(
         iterations=last.iteration,
         oracle=oracle_iteration(levels),
         pixels=levels[-1],
@@ -185,7 +185,9 @@ def measure(
     return rows
 
 
-def summarise(model: str, steps: int, eta: float, config: SolverConfig, setting: str, runs: list[Run]) -> Row:
+def summarise(
+    model: str, steps: int, eta: float, config: SolverConfig, setting: str, runs: list[Trial]
+) -> Row:
     n = len(runs)
     exact = [r for r in runs if r.oracle is not None]
     stop = statistics.median(r.iterations for r in runs)
@@ -321,11 +323,12 @@ def bench_command(args: argparse.Namespace) -> list[Row]:
         print(table_header(), flush=True)
     rows, windows = [], []
     given = f"window {args.window}" if args.window is not None else ""
-    configs = [(setting or given, replace(c, window=args.window)) for setting, c in solver_rows(tol)]
+    window = args.window if args.window is not None else specs(SolverConfig)["window"].default
+    configs = [(setting or given, replace(c, window=window)) for setting, c in solver_rows(tol)]
     etas = args.eta or ((0.0,) if deterministic(args) else ETAS)  # only DDIM takes η > 0
     for steps in args.steps or STEPS:
         for eta in etas:
-            chosen = window_plan(
+            chosen = window_choice(
                 args.model, Request(steps=steps, eta=eta, guidance=guidance), configs[1][1], args
             )
             if chosen is not None:
@@ -350,9 +353,9 @@ def bench_command(args: argparse.Namespace) -> list[Row]:
     return rows
 
 
-def window_plan(
+def window_choice(
     model_name: str, request: Request, config: SolverConfig, args: argparse.Namespace
-) -> WindowPlan | None:
+) -> WindowChoice | None:
     """The choice an auto window makes for this T and η (seed 0; every seed has the same curve), if any."""
     model = load_model(model_name, device=args.device)
     request = replace(

@@ -1,9 +1,11 @@
-"""``python -m paratta sample``: one image (or latent) by ParaTAA, Jacobi or sequential DDIM.
+"""``python -m paratta``: ``sample`` (one image or latent, solved by ParaTAA, Jacobi or the sequential
+sampler itself, with any sampler and family the model takes) and ``bench`` (``paratta.tools.bench``).
 
 The sampling and solver arguments are generated from the declarations in ``paratta.config`` (one
 ``--flag`` per setting, its range and hint in ``--help``); per-model defaults come from the registry.
 Everything that can be checked is checked before a model is loaded: a bad flag against a hub id
-costs nothing. Bad input exits with status 2 and one line naming the problem.
+costs nothing. A sample is posed once (``paratta.pose``: its problem, plan and sampler), and its
+summary reads them from there. Bad input exits with status 2 and one line naming the problem.
 """
 
 from __future__ import annotations
@@ -23,8 +25,7 @@ from paratta.config import Request, SolverConfig
 from paratta.evaluate import NonFiniteError
 from paratta.metrics import distance
 from paratta.parallel import distributed
-from paratta.parallel.plan import plan
-from paratta.problem import make_problem
+from paratta.planning.pose import pose
 from paratta.registry import BUILTIN_MODELS, load_model, model_defaults
 from paratta.sequential import sample_sequential
 from paratta.solver import run
@@ -130,9 +131,10 @@ def sample_command(args: argparse.Namespace) -> dict:
         prompt=defaults.prompt if args.prompt is None else args.prompt,
         guidance=defaults.guidance if args.guidance is None else args.guidance,
     )
-    problem = make_problem(model, request, arrays["latents"])
     group = distributed.current()  # under torchrun: the group this process joined, split over
-    planned = plan(problem, config, args.device, group)  # a calibration, when auto needs one
+    posed = pose(model, request, config, args.device, group, latents=arrays["latents"])  # may calibrate
+    problem, planned = posed.problem, posed.plan
+    assert problem is not None  # posed with its problem (not dry)
 
     start = time.perf_counter()
     last = run(problem, planned, arrays["init_trajectory"])
@@ -144,7 +146,7 @@ def sample_command(args: argparse.Namespace) -> dict:
         "solver": config.solver,
         "stopping": config.stopping,
         "steps": request.steps,
-        "sampler": problem.sampler,
+        "sampler": posed.sampler,
         "iterations": last.iteration,
         "model_evaluations": last.evaluations,
         "converged": last.converged,
@@ -215,7 +217,7 @@ def bench_dispatch(args: argparse.Namespace) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.report:
-        figures = report.Plan(
+        figures = report.Figures(
             steps=tuple(args.steps or bench.STEPS),
             etas=tuple(args.eta or bench.ETAS),
             tol=args.tol,

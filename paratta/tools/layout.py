@@ -6,9 +6,11 @@ points at ``pkg.name`` when that is a module, else at ``pkg`` itself. Rules, eac
 
 1. no circle: the graph has no strongly connected component of more than one module;
 2. no circle between packages either: with each module counted as its package (``package``: the
-   core, ``paratta.models``, ``paratta.parallel``, ``paratta.tools``, ``ui``), the packages import
-   each other one way only; the entry points ``paratta`` (its ``__init__``, which re-exports the
-   public names) and ``paratta.__main__`` sit on top and are left out;
+   core, ``paratta.models``, ``paratta.parallel``, ``paratta.tools``; the UI's rooms ``ui.serve``,
+   ``ui.view``, ``ui.run``, ``ui.teach`` and ``ui`` itself, the page on top of them), the packages import each
+   other one way only; the entry points ``paratta`` (its ``__init__``, which re-exports the public
+   names) and ``paratta.__main__`` sit on top and are left out. The core is ``paratta``'s top-level
+   modules and ``paratta.planning`` (the solver reads the plan it makes);
 3. the library never imports the UI (``ui``, ``gradio``);
 4. the core (``paratta.*`` outside ``models``, ``parallel``, ``tools`` and ``__main__``) never imports
    ``paratta.tools``;
@@ -107,6 +109,7 @@ def circles(edges: dict[str, set[str]]) -> list[list[str]]:
 
 
 SUBPACKAGES = ("models", "parallel", "tools")
+ROOMS = ("run", "serve", "view", "teach")  # the UI's folders
 ENTRY_POINTS = ("paratta", "paratta.__main__")
 
 
@@ -118,14 +121,14 @@ def _is_core(name: str) -> bool:
 
 
 def package(name: str) -> str | None:
-    """The package a module counts as in rule 2: ``paratta.models`` …, ``core``, ``ui``; None for an
-    entry point or a module outside the packages."""
+    """The package a module counts as in rule 2: ``paratta.models`` …, ``core``, ``ui.run`` …, ``ui``;
+    None for an entry point or a module outside the packages."""
     parts = name.split(".")
     if name in ENTRY_POINTS or parts[0] not in PACKAGES:
         return None
     if parts[0] == "paratta":
         return f"paratta.{parts[1]}" if parts[1] in SUBPACKAGES else "core"
-    return parts[0]
+    return f"ui.{parts[1]}" if len(parts) > 1 and parts[1] in ROOMS else "ui"
 
 
 def package_graph(edges: dict[str, set[str]]) -> dict[str, set[str]]:

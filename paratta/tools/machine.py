@@ -7,7 +7,7 @@ import platform
 
 import torch
 
-from paratta.parallel.hardware import cpu_name
+from paratta.planning.hardware import cpu_name
 
 
 def machine(device: torch.device | str | None = None) -> str:

@@ -18,7 +18,7 @@ import torch
 
 from paratta.config import SolverConfig
 from paratta.metrics import to_8bit
-from paratta.parallel.plan import solve
+from paratta.planning.pose import solve
 from paratta.tools.bench import ETAS, STEPS, Row, measure, problems, table_header, table_line, tol_text
 from paratta.tools.machine import machine
 
@@ -29,7 +29,7 @@ WARM_PROMPTS = {"shapes": "ring", "shapes-unet": "red ring"}  # a related prompt
 
 
 @dataclass(frozen=True)
-class Plan:
+class Figures:
     """What the report measures; every field has a command-line flag (``bench --report``)."""
 
     steps: tuple[int, ...] = STEPS
@@ -101,25 +101,25 @@ def plot_stops(rows: list[Row], path: Path) -> None:
     plt.close(fig)
 
 
-def plot_convergence(model_name: str, T: int, plan: Plan, path: Path) -> None:
+def plot_convergence(model_name: str, T: int, wanted: Figures, path: Path) -> None:
     """Largest 8-bit difference of x_0 to sequential per iteration, seed 0, with each rule's stop."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    (problem,), (reference,), _ = problems(model_name, T, 0.0, [0], plan.guidance, plan.device)
+    (problem,), (reference,), _ = problems(model_name, T, 0.0, [0], wanted.guidance, wanted.device)
     model = problem.model
     target = to_8bit(model, reference[0])
     fig, ax = plt.subplots(figsize=(5.5, 3.4))
     for label, config in (
-        ("jacobi", SolverConfig(solver="jacobi", tol=plan.tol)),
-        ("anderson, budget", SolverConfig(tol=plan.tol)),
-        ("anderson, per-step", SolverConfig(stopping="per-step", tol=plan.tol)),
+        ("jacobi", SolverConfig(solver="jacobi", tol=wanted.tol)),
+        ("anderson, budget", SolverConfig(tol=wanted.tol)),
+        ("anderson, per-step", SolverConfig(stopping="per-step", tol=wanted.tol)),
     ):
         levels = [
             float((to_8bit(model, it.x0) - target).abs().max())
-            for it in solve(problem, config, device=plan.device)
+            for it in solve(problem, config, device=wanted.device)
         ]
         ax.semilogy(np.arange(1, len(levels) + 1), np.maximum(levels, 0.5), marker=".", label=label)
     ax.axhline(1, color="k", ls=":", lw=1, label="one 8-bit level")
@@ -135,29 +135,29 @@ def plot_convergence(model_name: str, T: int, plan: Plan, path: Path) -> None:
     plt.close(fig)
 
 
-def model_section(name: str, out: Path, plan: Plan, write) -> list[Row]:
+def model_section(name: str, out: Path, wanted: Figures, write) -> list[Row]:
     """Both rules at every (T, η), then the sweeps; each row is written as soon as it is measured."""
-    seeds = plan.seeds_for(name)
+    seeds = wanted.seeds_for(name)
     write(
         f"\n## `{name}`\n\n### Both stopping rules, anderson at its defaults ({len(seeds)} seed(s) per row)\n"
     )
     write(table_header())
     rows = []
-    for steps in plan.steps:
-        for eta in plan.etas:
+    for steps in wanted.steps:
+        for eta in wanted.etas:
             rows += measure(
                 name,
                 steps,
                 eta,
-                rules(plan.tol),
+                rules(wanted.tol),
                 seeds,
-                plan.guidance,
-                plan.device,
+                wanted.guidance,
+                wanted.device,
                 on_row=lambda r: write(table_line(r)),
             )
     plot_stops(rows, out.parent / f"bench_{name}_iterations.png")
-    T = plan.sweep_steps(name)
-    plot_convergence(name, T, plan, out.parent / f"bench_{name}_convergence.png")
+    T = wanted.sweep_steps(name)
+    plot_convergence(name, T, wanted, out.parent / f"bench_{name}_convergence.png")
     figures = (
         f"![stop and oracle vs T](bench_{name}_iterations.png) ![convergence](bench_{name}_convergence.png)"
     )
@@ -170,7 +170,7 @@ def model_section(name: str, out: Path, plan: Plan, write) -> list[Row]:
     )
     write(table_header())
     rows += measure(
-        name, T, 0.0, sweeps(T, plan.tol), sweep_seeds, plan.guidance, plan.device,
+        name, T, 0.0, sweeps(T, wanted.tol), sweep_seeds, wanted.guidance, wanted.device,
         on_row=lambda r: write(table_line(r)), warm_prompt=warm,
     )  # fmt: skip
     return rows
@@ -183,14 +183,14 @@ def device_line(device: str | None) -> str:
     return "No GPU rows: measured on the CPU."
 
 
-def report(models: list[str], out: Path, plan: Plan | None = None) -> str:
+def report(models: list[str], out: Path, wanted: Figures | None = None) -> str:
     """Write the report, and return its text.
 
     Rows and figures go to a temporary folder as they finish (its path is printed first: a long run
     shows progress there); ``out`` and its figures are replaced only once every model is done, so an
     interrupted run leaves the tracked report as it was. The header says how long the run took.
     """
-    plan = plan or Plan()
+    wanted = wanted or Figures()
     out.parent.mkdir(parents=True, exist_ok=True)
     existing = out.read_text(encoding="utf-8") if out.exists() else ""
     kept = existing[existing.index(KEPT) :] if KEPT in existing else ""  # other benchmarks' sections
@@ -198,14 +198,14 @@ def report(models: list[str], out: Path, plan: Plan | None = None) -> str:
     final, out = out, staging / out.name
     print(f"writing to {out}; {final} is replaced when every model is done", flush=True)
     started = time.perf_counter()
-    where = device_line(plan.device)
+    where = device_line(wanted.device)
     header = [
         "# Benchmarks",
         "",
         f"Generated by `python -m paratta bench --report` on: **{machine()}** "
         f"({time.strftime('%Y-%m-%d')}). {where}",
         "",
-        f"{tol_text(plan.tol)}; each model at its own default prompt and guidance. *stop* is the iteration "
+        f"{tol_text(wanted.tol)}; each model at its own default prompt and guidance. *stop* is the iteration "
         "the stopping rule ends on; *oracle* the first iteration from which the decoded x_0 stays "
         "within one 8-bit level of the sequential image (median over the seeds that end within one "
         "level); *off > 1 level* counts seeds whose final image differs from the sequential one by more "
@@ -222,7 +222,7 @@ def report(models: list[str], out: Path, plan: Plan | None = None) -> str:
         print(line, flush=True)
 
     for name in models:
-        model_section(name, out, plan, write)
+        model_section(name, out, wanted, write)
     header[2] += f" The run took {(time.perf_counter() - started) / 60:.0f} min."
     write("")
     for made in staging.iterdir():

@@ -21,7 +21,7 @@ import torch.distributed as dist
 
 from paratta.config import SolverConfig
 from paratta.parallel import distributed
-from paratta.parallel.plan import plan
+from paratta.planning.plan import plan
 from paratta.problem import Request, make_problem
 from paratta.registry import load_model, model_defaults
 from paratta.solver import run

@@ -23,7 +23,7 @@ from PIL import Image, ImageDraw
 
 from paratta import load_model
 
-from ..plot import INK, TEXT_PX, LegendEntry, Series, font, log_chart
+from ..view.plot import INK, TEXT_PX, LegendEntry, Series, font, log_chart
 from .lanes import LANE_NAMES, LANES, MODEL, SHORT_NAMES, Lesson
 
 TEXT_PT = 13  # at DPI 100 the smallest text (ticks, TEXT_PT − 1) is 16.7 px: 11 px on screen at two thirds

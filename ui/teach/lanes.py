@@ -18,12 +18,12 @@ from typing import Any
 
 import numpy as np
 
-from paratta import Request, SolverConfig, load_model, make_problem, model_defaults, sample_sequential, solve
+from paratta import Request, SolverConfig, load_model, model_defaults, pose, sample_sequential, solve
 from paratta.config import specs
 from paratta.metrics import largest_state_distance
-from paratta.plans import resolve
 
-from ..settings import Caps, as_choice, as_float, as_int, as_text
+from ..run.settings import as_choice, as_float, as_int, as_text
+from ..serve.limits import Caps
 
 MODEL = "toy2d"
 LANES = ("jacobi", "anderson-global", "anderson")
@@ -158,18 +158,23 @@ def checked(
 
 def lesson(request: Request, config: SolverConfig) -> Lesson:
     """Every lane solved to the end on the same problem, by the library's solver."""
-    problem = make_problem(load_model(MODEL), request)
+    model = load_model(MODEL)
+    first = pose(model, request, replace(config, solver=LANES[0]))  # the lanes share its problem
+    problem = first.problem
+    assert problem is not None  # posed in full
     sequential = sample_sequential(problem).numpy()
     T = request.steps
     start = Snapshot(0, np.repeat(sequential[-1:], T + 1, axis=0), T, float("nan"), False)
     lanes = {}
     for name in LANES:
-        records = solve(problem, replace(config, solver=name))
+        run = (
+            first if name == LANES[0] else pose(model, request, replace(config, solver=name), problem=problem)
+        )
         lanes[name] = [start] + [
             Snapshot(it.iteration, it.trajectory.numpy(), it.anchor, it.max_residual, it.converged)
-            for it in records
+            for it in solve(problem, run.plan)
         ]
-    tol = resolve(config, T).tol
+    tol = first.plan.tol
     family = "flow" if request.family == "flow" else "ddim"
     return Lesson(request.prompt, T, config, tol, sequential, lanes, family)
 

@@ -22,7 +22,7 @@ from matplotlib.figure import Figure
 
 from paratta import lesson as toys
 
-from ..settings import Caps
+from ..serve.limits import Caps
 from . import draw
 from .lanes import DEFAULTS, LANES, Lesson, checked, lesson, newly_final
 

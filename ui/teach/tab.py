@@ -14,11 +14,13 @@ from typing import Any
 
 import gradio as gr
 
-from ..cache import session_folder
-from ..controls import CHOICE_LABELS
-from ..door import frame_check, guarded, positional, validator
-from ..jobs import JOBS
-from ..settings import Caps, frame_index
+from ..run.door import frame_check, guarded, positional, validator
+from ..run.settings import frame_index
+from ..serve.cache import session_folder
+from ..serve.jobs import JOBS
+from ..serve.keep import Kept
+from ..serve.limits import Caps
+from ..view.controls import CHOICE_LABELS
 from . import draw
 from .lanes import DEFAULTS, FAMILIES, MODEL, REQUEST, SOLVER, VIEWS, Lesson, checked, lesson
 from .text import EXPLANATION, INTRO, lesson_link, numbers, settings_note, summary
@@ -87,7 +89,12 @@ def teach_run(
         skip = (gr.skip(),) * len(PANEL_IDS)
         yield *skip, f"**Not run:** {err}", gr.skip(), gr.skip()  # the last run stays on the page
         raise refuse(err) from None
-    yield *frame(result, 0, mode), result
+    yield *frame(result, 0, mode), Kept(ticket.session, result)  # counted in the sessions' byte budget
+
+
+def held(result: Kept | Lesson | None) -> Lesson | None:
+    """The lesson a session keeps (``Expired``, said to the visitor, once the byte budget evicted it)."""
+    return result.get() if isinstance(result, Kept) else result
 
 
 def at_the_door(named: dict[str, Any]) -> None:
@@ -100,25 +107,29 @@ def at_the_door(named: dict[str, Any]) -> None:
     load_model(MODEL).encode(request.prompt)  # its words: a parse, no network
 
 
-def clamp(result: Lesson | None, k: Any) -> int | None:
+def clamp(result: Kept | Lesson | None, k: Any) -> int | None:
+    result = held(result)
     k = frame_index(k)
     return None if result is None or k is None else min(max(k, 0), result.frames)
 
 
-def show(result: Lesson | None, k: Any, view: Any) -> tuple[Any, ...]:
+def show(result: Kept | Lesson | None, k: Any, view: Any) -> tuple[Any, ...]:
     """(slider, frame k) clamped to the run: for the slider, previous, next and the view."""
+    result = held(result)
     k = clamp(result, k)
     if k is None or view not in VIEWS:
         return (gr.skip(),) * (3 + len(PANEL_IDS))
     return gr.update(value=k), *frame(result, k, view)
 
 
-def previous_frame(result: Lesson | None, k: Any, view: Any) -> tuple[Any, ...]:
+def previous_frame(result: Kept | Lesson | None, k: Any, view: Any) -> tuple[Any, ...]:
+    result = held(result)
     k = frame_index(k)
     return show(result, k - 1 if k is not None else None, view)
 
 
-def next_frame(result: Lesson | None, k: Any, view: Any) -> tuple[Any, ...]:
+def next_frame(result: Kept | Lesson | None, k: Any, view: Any) -> tuple[Any, ...]:
+    result = held(result)
     k = frame_index(k)
     return show(result, k + 1 if k is not None else None, view)
 
@@ -128,8 +139,9 @@ def player(playing: bool) -> tuple[Any, Any, bool]:
     return gr.update(active=playing), gr.update(value=PAUSE if playing else PLAY, interactive=True), playing
 
 
-def advance(result: Lesson | None, k: Any, view: Any) -> tuple[Any, ...]:
+def advance(result: Kept | Lesson | None, k: Any, view: Any) -> tuple[Any, ...]:
     """One tick of the player: the next frame; on the last one the player pauses."""
+    result = held(result)
     k = clamp(result, k)
     if k is None or view not in VIEWS:
         return (gr.skip(),) * (3 + len(PANEL_IDS)) + player(False)
@@ -137,8 +149,9 @@ def advance(result: Lesson | None, k: Any, view: Any) -> tuple[Any, ...]:
     return gr.update(value=k), *frame(result, k, view), *player(k < result.frames)
 
 
-def toggle(result: Lesson | None, k: Any, playing: Any, speed: Any, view: Any) -> tuple[Any, ...]:
+def toggle(result: Kept | Lesson | None, k: Any, playing: Any, speed: Any, view: Any) -> tuple[Any, ...]:
     """Play or Pause. Play from the last frame starts again from frame 0."""
+    result = held(result)
     k = clamp(result, k)
     skip = (gr.skip(),) * (3 + len(PANEL_IDS))
     if k is None or view not in VIEWS:
@@ -156,9 +169,10 @@ def interval(speed: Any) -> tuple[Any]:
     return (gr.update(value=1 / fps, active=True),)
 
 
-def ready(result: Lesson | None, speed: Any) -> tuple[Any, ...]:
+def ready(result: Kept | Lesson | None, speed: Any) -> tuple[Any, ...]:
     """After a run: the slider spans the frames from frame 0, the player plays, the stepping and export
     buttons come alive, Run is idle again."""
+    result = held(result)
     idle = gr.Button(RUN_LABEL, variant="primary")
     if result is None:
         return (gr.skip(),) * 7 + (False, idle)
@@ -177,8 +191,9 @@ def ready(result: Lesson | None, speed: Any) -> tuple[Any, ...]:
     )
 
 
-def unlocked(result: Lesson | None) -> tuple[Any, ...]:
+def unlocked(result: Kept | Lesson | None) -> tuple[Any, ...]:
     """After a refused or failed run: the last run (if any) is still there to step through, paused."""
+    result = held(result)
     idle = gr.Button(RUN_LABEL, variant="primary")
     live = gr.update(interactive=result is not None)
     play = gr.update(value=PLAY, interactive=result is not None)
@@ -191,8 +206,9 @@ def locked() -> tuple[Any, ...]:
     return frozen, frozen, frozen, frozen, frozen, gr.update(active=False), frozen, False, busy
 
 
-def export_frame(result: Lesson | None, k: Any, view: Any, request: gr.Request = None) -> Any:
+def export_frame(result: Kept | Lesson | None, k: Any, view: Any, request: gr.Request = None) -> Any:
     """The frame shown, whole (planes, residuals, legend), as a PNG in the session's folder."""
+    result = held(result)
     k = clamp(result, k)
     if k is None or view not in VIEWS:
         return gr.skip()
@@ -201,8 +217,9 @@ def export_frame(result: Lesson | None, k: Any, view: Any, request: gr.Request =
     return [str(path)]
 
 
-def export_run(result: Lesson | None, view: Any, request: gr.Request = None) -> Any:
+def export_run(result: Kept | Lesson | None, view: Any, request: gr.Request = None) -> Any:
     """Every frame of the run as an animated GIF in the session's folder."""
+    result = held(result)
     if result is None or view not in VIEWS:
         return gr.skip()
     path = session_folder(getattr(request, "session_hash", None) or "api") / "teach_run.gif"

@@ -71,9 +71,7 @@ def load_diffusers_model(
         extra = {"safety_checker": None, "feature_extractor": None, "requires_safety_checker": False}
     pipe = _fetch(
         source,
-        lambda: cls.from_pretrained(
-            source, local_files_only=local or offline, **_dtype_kwarg(dtype), **extra
-        ),
+        lambda: cls.from_pretrained(source, local_files_only=local or offline, dtype=dtype, **extra),
     )
     if isinstance(tiny_vae, str):
         from diffusers import AutoencoderTiny
@@ -83,22 +81,13 @@ def load_diffusers_model(
         tiny_vae = _fetch(
             tiny_vae,
             lambda: AutoencoderTiny.from_pretrained(
-                tiny_vae, local_files_only=tv_local or tv_offline, **_dtype_kwarg(dtype)
+                tiny_vae, local_files_only=tv_local or tv_offline, dtype=dtype
             ),
         )
     name = os.path.basename(os.path.normpath(source)) if local else source
     size = {"height": height, "width": width} if adapter.takes_image_size else {}
     adapter.check(pipe)
     return adapter(pipe, device=device, dtype=dtype, name=name, tiny_vae=tiny_vae, **size)
-
-
-def _dtype_kwarg(dtype: torch.dtype) -> dict[str, torch.dtype]:
-    """``from_pretrained``'s dtype keyword: ``dtype`` since diffusers renamed it (``torch_dtype`` warns)."""
-    try:
-        from diffusers.utils.deprecation_utils import _resolve_dtype  # noqa: F401  (exists since the rename)
-    except ImportError:
-        return {"torch_dtype": dtype}
-    return {"dtype": dtype}
 
 
 def _model_index(source: str, local: bool, offline: bool) -> dict[str, Any]:

@@ -28,9 +28,10 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from paratta.config import Request, SolverConfig, specs
-from paratta.parallel.plan import plan, solve
-from paratta.problem import Problem, make_problem
+from paratta.config import TOLERANCE, Request, SolverConfig, specs
+from paratta.planning.plan import Plan
+from paratta.planning.pose import Run, pose, solve
+from paratta.problem import Problem
 from paratta.samplers import check
 from paratta.solver import Iterate
 
@@ -77,13 +78,21 @@ class ParaTAAPipelineOutput:
 
 @dataclass(frozen=True)
 class Posed:
-    """One call, posed: the problem, its plan, the output type, and the callback to call."""
+    """One call: its run, posed once (``paratta.planning.pose``), the output type, and the callback."""
 
-    problem: Problem
-    plan: Any
+    run: Run
     output_type: str
     images: int
     callback: Callable[..., Any] | None
+
+    @property
+    def problem(self) -> Problem:
+        assert self.run.problem is not None  # posed in full
+        return self.run.problem
+
+    @property
+    def plan(self) -> Plan:
+        return self.run.plan
 
 
 class ParaTAAPipeline:
@@ -242,11 +251,11 @@ class ParaTAAPipeline:
         latents, begin = given.get("latents"), None
         if pixels is not None:
             begin, latents = model.start(given, pixels, request.steps, images, generator)
-        problem = make_problem(solved, request, latents, generator, cond=cond, begin=begin)
-        planned = plan(problem, self.config)
         per_image = 1 / math.sqrt(images)  # the rule bounds the RMS over all images: √B × tighter
-        planned = replace(planned, tol=planned.tol * per_image, tol2=planned.tol2 * per_image)
-        return Posed(problem, planned, given["output_type"], images, callback)
+        tol = self.config.tol if self.config.tol is not None else TOLERANCE[self.config.stopping]
+        config = replace(self.config, tol=tol * per_image, tol2=self.config.tol2 * per_image)
+        run = pose(solved, request, config, latents=latents, generator=generator, cond=cond, begin=begin)
+        return Posed(run, given["output_type"], images, callback)
 
     # ------------------------------------------------------------ the parts of pose
 

@@ -1,10 +1,16 @@
 """Event handlers of the Run and Race tabs: consume the session's events, keep a RunRecord, render views.
 
-The session generators may run in a ZeroGPU worker (``ui.gpu``); figures and files are made here,
-outside it. Library ``ValueError``s (bad prompt words, window > T, …) become ``gr.Error`` with the
-library's own message, so the app keeps serving. A streamed update sends only the outputs that
-changed (``Screen``); the last one carries plain values for all outputs, so a gradio_client user's
-``job.result()`` holds images, text and dicts, never update records.
+A job's settings are checked (``door.settle``) before it replaces the session's running one; its run
+is posed once in the session generator, whose first event (``Posed``) makes the record: the views read
+the run from there. The session generators may run in a ZeroGPU worker (``ui.serve.gpu``); figures
+and files are made here, outside it. Library ``ValueError``s (bad prompt words, window > T, …) become
+``gr.Error`` with the library's own message, so the app keeps serving. A streamed update sends only
+the outputs that changed (``Screen``); the last one carries plain values for all outputs, so a
+gradio_client user's ``job.result()`` holds images, text and dicts, never update records.
+
+Stop (and a newer job, and the time budget) reach a running job through its ticket, which the run's
+plan asks before every network call (``ui.serve.jobs``): a stopped run leaves its last whole
+iteration to Stop's own event (``after_stop``).
 """
 
 from __future__ import annotations
@@ -14,7 +20,6 @@ import math
 import os
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -23,29 +28,27 @@ import numpy as np
 from PIL import Image
 
 from paratta.evaluate import NonFiniteError
-from paratta.parallel.latency import rows_per_step
-from paratta.plans import resolve
-from paratta.problem import at_size, for_family
-from paratta.samplers import DDIM, FLOW_EULER, family, label, sampler_config
 
-from . import views
-from .cache import session_folder
-from .events import Distances, IterateDone, ReferenceDone, SequentialStep, SolveDone, WindowChosen
-from .gpu import gpu, release_memory
-from .jobs import JOBS, bounded
-from .keep import KeptArray
-from .limits import check_work, job_bound
-from .record import RunRecord
-from .render import beside, gif_bytes, history_csv, history_json, upscale
-from .session import SAMPLER_RACE, check_init, get_model, race_events, race_lanes, run_events
-from .settings import Caps, RunSettings, frame_index, parse_settings, short
+from ..serve.cache import session_folder
+from ..serve.gpu import ZERO_GPU, gpu, release_memory
+from ..serve.jobs import JOBS, STOPPED, Ticket, bounded
+from ..serve.keep import KeptArray
+from ..serve.limits import Caps
+from ..serve.models import get_model
+from ..view import views
+from ..view.record import RunRecord, RunSettings
+from ..view.render import beside, gif_bytes, history_csv, history_json, upscale
+from .door import check_contest, check_init, job_bound, race_settings, settle, user_error
+from .events import Distances, IterateDone, Posed, ReferenceDone, SequentialStep, SolveDone
+from .session import SAMPLER_RACE, Interrupt, race_events, race_lanes, run_events
+from .settings import frame_index
 
 ZERO_GPU_MARGIN_S = 10  # beyond a run's own bound: loading onto the GPU and the final decode
 
 
 def gpu_seconds(settings: RunSettings, race: str | None = None) -> int:
-    """The ZeroGPU time a run (or the race ``race``) asks for: its worst-case network time
-    (``limits.job_bound``), within the per-run budget, plus a margin."""
+    """The ZeroGPU time a run (or the race ``race``) asks for: its worst-case network time on the GPU
+    (``door.job_bound``: its runs posed dry there), within the per-run budget, plus a margin."""
     caps = Caps.from_env()
     work = job_bound(settings, get_model(settings.model), race, device="cuda")[1]  # on the GPU it asks for
     return math.ceil(min(caps.budget_s, work)) + ZERO_GPU_MARGIN_S
@@ -67,11 +70,6 @@ RUN_OUTPUTS = ("image", "sequential", "diff", "heatmap", "curves", "stats", "inf
 # The race's two lanes fill slots a and b in the order of ``race_lanes``: Jacobi and Anderson, the
 # budget and the per-step stopping rule, or the two samplers.
 RACE_OUTPUTS = ("a", "b", "sequential", "a_heatmap", "b_heatmap", "curves", "stats", "info")
-RACES = {
-    "solvers": "Jacobi vs Anderson",
-    "stopping": "budget vs per-step stopping rule (Anderson)",
-    "samplers": f"{' vs '.join(SAMPLER_RACE)}, each to its own sequential image (Anderson)",
-}
 RACE_LABELS = {
     "jacobi": "Jacobi",
     "anderson": "Anderson",
@@ -80,7 +78,12 @@ RACE_LABELS = {
     **{lane: lane for lane in SAMPLER_RACE},
 }
 SCRUB_OUTPUTS = RUN_OUTPUTS[:7]
-EMPTY_PROMPT = "empty prompt: a sample of everything the model draws (no condition), not of a caption"
+
+
+def interrupt(ticket: Ticket) -> Interrupt | None:
+    """What the run asks before every network call: the ticket's, unless the run goes to a ZeroGPU
+    worker (another process: there the job ends between its events)."""
+    return None if ZERO_GPU else ticket.interrupted
 
 
 class Screen:
@@ -151,81 +154,11 @@ def same(a: Any, b: Any) -> bool:
         return False
 
 
-def user_error(err: Exception) -> gr.Error:
-    """The error a gradio_client caller gets; on the page the status line shows it in full (``refusal``),
-    so no toast covers the panels."""
-    return gr.Error(str(err), print_exception=False, visible=False)
-
-
-def settings_from(models: list[str], named: dict[str, Any], race: str | None = None) -> RunSettings:
-    """Raw control values by setting name → RunSettings within the app's caps for a run (or for the
-    lanes of the race ``race``); ``gr.Error`` on bad input."""
-    name = named.get("model")
-    if not isinstance(name, str) or name not in models:
-        raise user_error(ValueError(f"model must be one of {', '.join(models)}; got {short(name)}"))
-    try:
-        caps = Caps.from_env()
-        settings = parse_settings(**named, caps=caps, needs_prompt=needs_prompt(get_model(name)))
-        check_work(settings, get_model(name), caps, race)
-        sized_model(settings)  # a size the model cannot take is refused here, before a job starts
-        for lane in race_lanes(settings, race).values() if race is not None else ():
-            try:
-                sampled_by(lane, get_model(name))  # a lane's sampler the model cannot take: refused here
-            except ValueError as err:
-                raise ValueError(f"the {race} race cannot run here: {err}") from None
-        return sampled_by(settings, get_model(name))
-    except ValueError as err:
-        raise user_error(err) from None
-
-
-def sampled_by(settings: RunSettings, model: Any) -> RunSettings:
-    """The settings with the sampler family named ("auto" becomes the model's own, so the record and
-    the verdict say which sampler the reference is); a family the model lacks is refused here."""
-    own = for_family(model, settings.request.family).scheduler_config
-    sampler_config(own, settings.request.sampler)  # a sampler the model cannot take is refused here too
-    return replace(settings, request=replace(settings.request, family=family(own)))
-
-
-def sampled_with(settings: RunSettings, model: Any) -> str | None:
-    """The sampler's name where it is not DDIM or flow Euler, which the views name by η and family."""
-    config = sampler_config(
-        for_family(model, settings.request.family).scheduler_config, settings.request.sampler
-    )
-    named = (config.get("_class_name") or DDIM) not in (DDIM, FLOW_EULER)
-    return label(config, settings.request.eta) if named else None
-
-
 def refusal(names: tuple[str, ...], err: gr.Error) -> tuple[Any, ...]:
     """The update a refused or failed job sends before its error: the message in the status line (and
     the info JSON), every other output left as it was — the session's last good run stays usable."""
     shown = {"stats": f"**Not run:** {err.message}", "info": {"phase": "error", "error": err.message}}
     return tuple(shown.get(n, gr.skip()) for n in names)
-
-
-def needs_prompt(model: Any) -> bool:
-    """Text-to-image models (a text encoder) need a prompt; the embedded models and class-conditional
-    ones read "" as "anything"."""
-    return getattr(model, "text_encoder", None) is not None
-
-
-def sized_model(settings: RunSettings) -> Any:
-    """The settings' model at their image size (the loaded one when they name none)."""
-    return at_size(get_model(settings.model), settings.request.height, settings.request.width)
-
-
-def new_record(settings: RunSettings) -> RunRecord:
-    model = sized_model(settings)
-    record = RunRecord(
-        settings=settings,
-        steps=settings.request.steps,
-        tol=resolve(settings.config, settings.request.steps).tol,  # auto: the rule's own
-        latent_shape=tuple(model.latent_shape),
-        rows_per_step=rows_per_step(settings.request.guidance, model),
-    )
-    record.sampler = sampled_with(settings, model)
-    if not settings.request.prompt:
-        record.notes.append(EMPTY_PROMPT)
-    return record
 
 
 def guarded(events: Iterator[Any]) -> Iterator[Any]:
@@ -259,12 +192,6 @@ def write_downloads(record: RunRecord) -> list[str]:
     (folder / names[1]).write_text(history_csv(record.rows))
     (folder / names[2]).write_text(history_json(record))
     return [str(folder / n) for n in names]
-
-
-def chose_window(record: RunRecord, event: WindowChosen) -> None:
-    """The run's window is the one auto chose; the stats line says how it was chosen."""
-    record.settings = record.settings.with_config(window=event.window, max_batch=event.max_batch)
-    record.notes.append(event.line)
 
 
 def sequential_view(event: SequentialStep | ReferenceDone, record: RunRecord) -> dict[str, Any]:
@@ -318,26 +245,29 @@ def make_run_handler(models: list[str]) -> Callable[..., Iterator[tuple[Any, ...
         # good run's panels, downloads and record (scrub, "use as initialisation") in place.
         screen.values.update(dict.fromkeys(RUN_OUTPUTS, gr.skip()))
         try:
-            settings = settings_from(models, named)
+            settings, (dry,) = settle(models, named)
             try:  # refused before it may replace the session's running job
-                check_init(settings, init_state, sized_model(settings))
+                check_init(settings, init_state, dry.latent_shape)
             except ValueError as err:
                 raise user_error(err) from None
             ticket = JOBS.begin(request, Caps.from_env())
         except gr.Error as err:
             yield refusal(RUN_OUTPUTS, err)
             raise
-        record = new_record(settings)
-        record.session = ticket.session
+        record: RunRecord | None = None  # made from the run once it is posed (the first event)
         screen.folder = final_images_folder(ticket.session)
         try:
             yield screen.show(stats="Starting…", info={"phase": "start"})
-            for event in guarded(bounded(gpu_run_events(settings, init_state), ticket)):
+            for event in guarded(bounded(gpu_run_events(settings, init_state, interrupt(ticket)), ticket)):
+                if ticket.interrupted():  # ended meanwhile: no frame is drawn for it
+                    break
+                if isinstance(event, Posed):
+                    record = RunRecord.of(settings, event.run, ticket.session)
+                    continue
+                assert record is not None
                 if record.stopped:  # Stop was handled already; what it showed stays true
                     return
                 match event:
-                    case WindowChosen():
-                        chose_window(record, event)
                     case SequentialStep() if record.rows:  # between parallel iterations: its progress only
                         sequential_view(event, record)
                     case ReferenceDone() if record.rows:
@@ -363,7 +293,8 @@ def make_run_handler(models: list[str]) -> Callable[..., Iterator[tuple[Any, ...
                             **frame_outputs(record, record.iterations, "done"),
                             downloads=write_downloads(record),
                         )
-            if ticket.reason and not record.stopped and record.final_image is None:
+            ended = record is None or (not record.stopped and record.final_image is None)
+            if ticket.reason and ticket.reason != STOPPED and ended:  # Stop's own event shows its end
                 yield screen.show(final=True, **ended_early(record, ticket.reason))
         except gr.Error as err:
             yield refusal(RUN_OUTPUTS, err)
@@ -375,10 +306,10 @@ def make_run_handler(models: list[str]) -> Callable[..., Iterator[tuple[Any, ...
     return run
 
 
-def ended_early(record: RunRecord, reason: str) -> dict[str, Any]:
+def ended_early(record: RunRecord | None, reason: str) -> dict[str, Any]:
     """A run ended by its limits (time budget, a newer job of its session) ends as if stopped: its last
     iteration whole, scrubbable and downloadable, with the reason in the stats line."""
-    if not record.rows:
+    if record is None or not record.rows:
         line = f"**Stopped** during the sequential reference: {reason}. Nothing to show yet: lower the steps."
         return {"stats": line, "info": {"phase": "stopped", "reason": reason}}
     if not record.claim_stop():  # Stop has shown this run's end already
@@ -441,13 +372,12 @@ def make_race_handler(models: list[str]) -> Callable[..., Iterator[tuple[Any, ..
     def race(
         request: gr.Request | None = None, contest: Any = "solvers", **named: Any
     ) -> Iterator[tuple[Any, ...]]:
-        named |= {"solver": "anderson", "init": "xT"}  # each lane sets its own solver or rule
         try:
-            if not isinstance(contest, str) or contest not in RACES:
-                raise user_error(
-                    ValueError(f"contest must be one of {', '.join(RACES)}; got {short(contest)}")
-                )
-            settings = settings_from(models, named, race=contest)
+            try:
+                check_contest(contest)
+            except ValueError as err:
+                raise user_error(err) from None
+            settings, _ = settle(models, race_settings(named), race=contest)
             ticket = JOBS.begin(request, Caps.from_env())
         except gr.Error as err:
             yield refusal(RACE_OUTPUTS, err)
@@ -464,14 +394,17 @@ def make_race_handler(models: list[str]) -> Callable[..., Iterator[tuple[Any, ..
     return race
 
 
-def race_frames(settings: RunSettings, contest: str, ticket: Any) -> Iterator[tuple[Any, ...]]:
+def race_frames(settings: RunSettings, contest: str, ticket: Ticket) -> Iterator[tuple[Any, ...]]:
     """The race's updates; a race ended by its limits keeps its frames and says why."""
-    records = {lane: new_record(s) for lane, s in race_lanes(settings, contest).items()}
+    lanes = race_lanes(settings, contest)
+    records: dict[str, RunRecord] = {}  # by lane, in lane order: made as each lane is posed
     screen = Screen(RACE_OUTPUTS, final_images_folder(ticket.session))
     yield screen.show(stats="Starting…", info={"phase": "start"})
-    for event in guarded(bounded(gpu_race_events(settings, contest), ticket)):
-        if isinstance(event, WindowChosen):
-            chose_window(records[event.lane], event)
+    for event in guarded(bounded(gpu_race_events(settings, contest, interrupt(ticket)), ticket)):
+        if ticket.interrupted():  # ended meanwhile: no frame is drawn for it
+            break
+        if isinstance(event, Posed):
+            records[event.lane] = RunRecord.of(lanes[event.lane], event.run, ticket.session)
             continue
         if isinstance(event, SequentialStep | ReferenceDone):
             yield screen.show(**reference_view(event, records))
@@ -485,7 +418,7 @@ def race_frames(settings: RunSettings, contest: str, ticket: Any) -> Iterator[tu
             records[lane].final_image = event.image
         finished = all(r.final_image is not None for r in records.values())
         yield screen.show(final=finished, **race_view(records, lane))
-    if ticket.reason:
+    if ticket.reason and ticket.reason != STOPPED:  # a race stopped by the user shows what it had
         line = f"**Stopped:** {ticket.reason}."
         yield screen.show(final=True, stats="  \n".join(filter(None, (line, screen.values["stats"]))))
 

@@ -1,9 +1,12 @@
-"""What a finished (or stopped) run keeps for scrubbing and downloads: small, picklable, no tensors.
+"""What a run is asked with (``RunSettings``) and what a finished (or stopped) run keeps for scrubbing
+and downloads (``RunRecord``): small, picklable, no tensors.
 
 Per iteration: a preview (kept PNG-encoded) and a row (the (T,) residual vector and a few numbers).
-Per run: the sequential reference's preview and full decode, the last iterate's full decode (PNG too)
-and the final trajectory in float32 (for "use this run as initialisation"). Its size counts in the
-sessions' byte budget (``ui.keep.STORE``); once evicted, every use of it raises ``Expired``.
+Per run: its settings read through its posed run (``paratta.Run``: the window the device chose, the
+family the model samples), the reference's preview and full decode, the last iterate's full decode
+(PNG too) and the final trajectory in float32 (for "use this run as initialisation"). Its size counts
+in the sessions' byte budget (``ui.serve.keep.STORE``); once evicted, every use of it raises
+``Expired``.
 """
 
 from __future__ import annotations
@@ -11,15 +14,20 @@ from __future__ import annotations
 import io
 import threading
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from dataclasses import asdict, dataclass, field, fields, replace
+from typing import Any
 
 import numpy as np
 from PIL import Image
 
-from .keep import STORE, Expired
+from paratta import Request, Run, SolverConfig
+from paratta.config import specs
+from paratta.planning.plan import Plan
+
+from ..serve.keep import STORE, Expired
 
 IMAGES = ("sequential_preview", "sequential_image", "final_image")
+EMPTY_PROMPT = "empty prompt: a sample of everything the model draws (no condition), not of a caption"
 _ENDING = threading.Lock()  # Stop (its own event) and the run's handler may both try to end a run
 
 
@@ -34,8 +42,43 @@ def decode(data: bytes) -> np.ndarray:
     return np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
 
 
-if TYPE_CHECKING:
-    from .settings import RunSettings
+REQUEST_SPECS = specs(Request)
+CONFIG_SPECS = specs(SolverConfig)
+PLANNED = {f.name for f in fields(Plan)} & set(CONFIG_SPECS)  # the settings a plan makes concrete
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """One run's settings, typed: the model's name, what to sample and how to solve it. A setting is
+    read by its declared name (``settings["window"]``): once the run is posed (``run``), the value it
+    runs with (a window the device chose, the model's own family for "auto"), else as given."""
+
+    model: str
+    request: Request
+    config: SolverConfig
+    run: Run | None = field(default=None, compare=False, repr=False)
+
+    def __getitem__(self, name: str) -> Any:
+        if name == "model":
+            return self.model
+        if self.run is not None and name in PLANNED:
+            return getattr(self.run.plan, name)
+        if self.run is not None and name == "family":
+            return self.run.family
+        if name in REQUEST_SPECS:
+            return getattr(self.request, name)
+        if name in CONFIG_SPECS:
+            return getattr(self.config, name)
+        raise KeyError(name)
+
+    def posed(self, run: Run) -> RunSettings:
+        """These settings read through ``run`` (kept detached: no problem, no process-bound parts)."""
+        return replace(self, run=run.detached())
+
+    def as_dict(self) -> dict[str, Any]:
+        """Every setting by name, as the run ran with it (the run JSON's ``settings``)."""
+        given = {"model": self.model, **asdict(self.request), **asdict(self.config)}
+        return {name: self[name] for name in given}
 
 
 @dataclass
@@ -92,9 +135,9 @@ class RunRecord:
     tol: float
     latent_shape: tuple[int, ...]
     rows_per_step: int | None = None  # network rows a timestep costs; None: from the guidance (1 or 2)
-    sampler: str | None = None  # the sampler's name when not DDIM(η) or flow Euler ("DPM++ 2M Karras")
+    sampler: str | None = None  # the sampler's name (``paratta.Run.sampler``); None: DDIM(η) or flow Euler
     notes: list[str] = field(default_factory=list)  # clamps and other things the stats line must say
-    session: str = "local"  # the session whose folder holds its downloads (ui.cache.session_folder)
+    session: str = "local"  # the session whose folder holds its downloads (ui.serve.cache.session_folder)
     stopped: bool = False  # set once by whoever ends the run (Stop, or its limits); read by the others
     sequential_seconds: float = 0.0
     expired: bool = False  # evicted from STORE: every use raises Expired
@@ -115,6 +158,26 @@ class RunRecord:
     def alive(self) -> None:
         if self.expired:
             raise Expired()
+
+    @classmethod
+    def of(cls, settings: RunSettings, run: Run, session: str = "local") -> RunRecord:
+        """The record of ``run``, posed from ``settings``: what the views say of it comes from the run
+        (T, the tolerance, the latent shape, the rows per timestep, the sampler's name)."""
+        notes = []
+        if run.plan.projection is not None:
+            notes.append(run.plan.projection.line())
+        if not run.request.prompt:
+            notes.append(EMPTY_PROMPT)
+        return cls(
+            settings=settings.posed(run),
+            steps=run.steps,
+            tol=run.plan.tol,
+            latent_shape=run.latent_shape,
+            rows_per_step=run.rows_per_step,
+            sampler=run.sampler,
+            notes=notes,
+            session=session,
+        )
 
     def grew(self) -> None:
         """Tell the store this record's size now."""

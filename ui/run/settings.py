@@ -1,97 +1,33 @@
-"""Turn raw control values (from the browser or a gradio_client call) into a Request and a SolverConfig.
+"""Turn raw control values (from the browser or a gradio_client call) into ``RunSettings``: a Request
+and a SolverConfig.
 
 Everything that reaches the API is type-checked here before the library sees it: text must be a
 string of at most ``MAX_PROMPT`` characters, integers must be exact (a seed up to 2**63 − 1 is never
 rounded through a float), numbers finite, choices among their values. Ranges come from
-``paratta.config.specs``; the app's own caps (``Caps``) come on top. Messages quote at most a few
-dozen characters of what was sent, so a huge input never comes back as a huge error.
+``paratta.config.specs``; the app's own caps (``ui.serve.limits.Caps``) come on top. Messages quote at
+most a few dozen characters of what was sent (``ui.serve.guards.short``), so a huge input never comes
+back as a huge error.
 """
 
 from __future__ import annotations
 
 import math
-import os
 import re
-from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from paratta import Request, SolverConfig
-from paratta.config import MAX_PROMPT, Spec, specs
+from paratta.config import Spec
+
+from ..serve.guards import short
+from ..serve.limits import Caps
+from ..view.record import CONFIG_SPECS, REQUEST_SPECS, RunSettings
 
 EXACT_FLOAT_INT = 2**53  # above this a float cannot hold every integer (seeds go up to 2**63 − 1)
 # torch's CPU generator, which draws x_T and the DDPM noises, keeps a seed's low 32 bits: seed and
 # seed + 2**32 draw the same numbers.
 SEED_PERIOD = 2**32
 SEED_HINT = {"seed": f": type a whole number from 0 to {SEED_PERIOD - 1}, which give every x_T there is"}
-REQUEST_SPECS = specs(Request)
-CONFIG_SPECS = specs(SolverConfig)
 _INTEGER_TEXT = re.compile(r"[+-]?\d{1,25}")
-
-
-@dataclass(frozen=True)
-class Caps:
-    """Per-run limits so one visitor cannot hog a shared machine (stricter on a Hugging Face Space).
-
-    ``budget_s``: wall-clock seconds a run may take before it ends as if stopped; ``max_work_s``: the
-    most network time a run may be able to cost at worst (``ui.limits.work_bound``), in seconds of
-    the development CPU. Both can be set with ``PARATTA_BUDGET_S`` and ``PARATTA_MAX_WORK_S``.
-    """
-
-    max_steps: int
-    max_window: int
-    budget_s: float = 300.0
-    max_work_s: float = 1200.0
-
-    @classmethod
-    def from_env(cls) -> Caps:
-        on_space = bool(os.environ.get("SPACE_ID"))
-        steps, budget, work = (100, 30.0, 150.0) if on_space else (200, 300.0, 1200.0)
-        budget = as_float("PARATTA_BUDGET_S", os.environ.get("PARATTA_BUDGET_S", budget))
-        work = as_float("PARATTA_MAX_WORK_S", os.environ.get("PARATTA_MAX_WORK_S", work))
-        if budget <= 0 or work <= 0:
-            raise ValueError("PARATTA_BUDGET_S and PARATTA_MAX_WORK_S must be positive numbers of seconds")
-        return cls(steps, steps, budget, work)
-
-    def text(self) -> str:
-        """The one line under the controls that states the limits."""
-        return (
-            f"Limits here: T ≤ {self.max_steps}, window ≤ {self.max_window}, prompt ≤ {MAX_PROMPT} "
-            f"characters; a run ends after {self.budget_s:g} s as if stopped; settings that could need "
-            f"over {self.max_work_s:g} s of network time are refused; one job per visitor: a new Run, "
-            "Race or Teach replaces the one still running."
-        )
-
-
-@dataclass(frozen=True)
-class RunSettings:
-    """One run's settings, typed: the model's name, what to sample and how to solve it. A setting is
-    read by its declared name (``settings["window"]``) wherever it is kept."""
-
-    model: str
-    request: Request
-    config: SolverConfig
-
-    def __getitem__(self, name: str) -> Any:
-        if name == "model":
-            return self.model
-        if name in REQUEST_SPECS:
-            return getattr(self.request, name)
-        if name in CONFIG_SPECS:
-            return getattr(self.config, name)
-        raise KeyError(name)
-
-    def with_config(self, **changes: Any) -> RunSettings:
-        return replace(self, config=replace(self.config, **changes))
-
-    def as_dict(self) -> dict[str, Any]:
-        """Every setting by name (the run JSON's ``settings``)."""
-        return {"model": self.model, **asdict(self.request), **asdict(self.config)}
-
-
-def short(value: Any, limit: int = 40) -> str:
-    """``repr(value)`` cut to about ``limit`` characters, for error messages."""
-    text = repr(value) if not isinstance(value, (str, bytes)) or len(value) <= limit else repr(value[:limit])
-    return text if len(text) <= limit + 2 else text[:limit] + "…"
 
 
 def as_int(name: str, value: Any, hi: float | None = None) -> int:

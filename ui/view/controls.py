@@ -2,11 +2,13 @@
 model's defaults (``paratta.registry.model_defaults``): no range or default is typed here.
 
 ``WIDGETS`` maps each input, by setting name, to its group, its component and a short line under its
-label; the declared hint, in full, is under "What the settings mean". The most-used knobs come first
-(prompt, Run, model, T, solver, order, window); the rest sit in collapsed groups. Small events keep
-the panel coherent: order, window and the iteration budget follow T (``steps_changed``), a model
-switch brings that model's prompt, guidance and steps, and what does not apply is hidden (history
-only for Anderson, order and window not for sequential).
+label, in the order the sidebar reads; the declared hint, in full, is under "What the settings mean".
+The most-used knobs come first (prompt, Run, model, T, solver, order, window); the rest sit in
+collapsed groups. ``RUN_INPUT_NAMES`` is the order of the /run API's parameters (where each came in:
+a positional gradio_client call keeps its meaning). Small events keep the panel coherent: order,
+window and the iteration budget follow T (``steps_changed``, from the library's auto values: a run
+posed dry), a model switch brings that model's prompt, guidance and steps, and what does not apply is
+hidden (history only for Anderson, order and window not for sequential).
 """
 
 from __future__ import annotations
@@ -18,13 +20,14 @@ from typing import Any
 
 import gradio as gr
 
-from paratta import ModelDefaults, Request, SolverConfig
+from paratta import ModelDefaults, Request, SolverConfig, pose
 from paratta.config import Spec, specs
-from paratta.plans import resolve
+from paratta.planning.plan import Plan
 from paratta.samplers import SAMPLERS, family
 
-from .gpu import DEVICE
-from .settings import Caps
+from ..serve import models as served
+from ..serve.gpu import DEVICE
+from ..serve.limits import Caps
 
 REQUEST, CONFIG = specs(Request), specs(SolverConfig)
 CHOICE_LABELS = {  # how a choice reads in the panel; the values are the library's
@@ -66,16 +69,16 @@ class Panel:
         return self.defaults.steps
 
     @property
-    def auto(self) -> SolverConfig:
-        return resolve(SolverConfig(), self.T)  # the library's "auto" values for this T
+    def auto(self) -> Plan:
+        return auto_values(self.model, self.T)
 
     def value(self, spec: Spec) -> Any:
-        """A widget's first value: the model's own default, else the library's auto value for T, else the
-        declared default."""
+        """A widget's first value: the model's own default, else the library's auto value for T (a number
+        the declaration leaves to the run), else the declared default."""
         own = {"prompt": self.defaults.prompt, "guidance": self.defaults.guidance, "steps": self.T}
         if spec.name in own:
             return own[spec.name]
-        if spec.name in CONFIG and spec.default is None:
+        if spec.name in CONFIG and spec.kind is int and not isinstance(spec.default, int):
             return getattr(self.auto, spec.name)
         return spec.default
 
@@ -87,6 +90,12 @@ class Panel:
 
 
 Make = Callable[[Spec, Panel, str], gr.components.Component]
+
+
+def auto_values(model: Any, steps: int) -> Plan:
+    """The library's own values for T = ``steps`` (order min(20, T), window T, max iterations T): the
+    plan of the default settings, posed dry."""
+    return pose(model, Request(steps=steps), SolverConfig(), DEVICE, dry=True).plan
 
 
 def slider_widget(step: float = 1, **kw: Any) -> Make:
@@ -102,7 +111,7 @@ def families(model: Any) -> list[str]:
     """The sampler families ``model`` can be sampled with: its own ("auto"), and the other for a model
     that has both (``for_family``)."""
     own = family(model.scheduler_config)
-    both = getattr(model, "with_family", None) is not None
+    both = served.has_both_families(model)
     return [f for f in REQUEST["family"].choices if f in ("auto", own) or both]
 
 
@@ -135,7 +144,7 @@ def prompt_widget(spec: Spec, panel: Panel, info: str) -> gr.Textbox:
 def negative_widget(spec: Spec, panel: Panel, info: str) -> gr.Textbox:
     return gr.Textbox(
         spec.default, label=label(spec), info=info, max_lines=2,
-        visible=bool(getattr(panel.model, "takes_negative_prompt", False)),
+        visible=bool(panel.model.takes_negative_prompt),
     )  # fmt: skip
 
 
@@ -160,15 +169,15 @@ def size_widget(spec: Spec, panel: Panel, info: str) -> gr.Textbox:
 
 
 def size_update(name: str, model: Any) -> dict[str, Any]:
-    sized = bool(getattr(model, "takes_image_size", False))
-    own = model.image_size[0 if name == "height" else 1] if sized else ""
-    return {"label": f"{label(REQUEST[name])} (px)", "placeholder": f"{own}", "visible": sized}
+    size = served.image_size(model)
+    own = size[0 if name == "height" else 1] if size is not None else ""
+    return {"label": f"{label(REQUEST[name])} (px)", "placeholder": f"{own}", "visible": size is not None}
 
 
 def samplers(model: Any) -> list[str]:
     """The samplers ``model`` can be sampled with: a flow-matching model those with a flow form
     (``paratta.samplers.SAMPLERS``); a DDIM-family model (or one with both families) every sampler."""
-    flow_only = family(model.scheduler_config) == "flow" and getattr(model, "with_family", None) is None
+    flow_only = family(model.scheduler_config) == "flow" and not served.has_both_families(model)
     return [
         c
         for c in REQUEST["sampler"].choices
@@ -196,33 +205,38 @@ class Widget:
 # (named by their titles).
 TOP, MAIN, SAMPLER, DETAILS = "top", "main", "Sampler: seed, DDIM/DDPM, guidance", "Solver details"
 # Every input of the panel, by setting name (``model`` and ``window_auto`` are the app's own), in the order
-# of the /run API's parameters (docs/api.md): a new setting goes at the end, so a positional
-# gradio_client call keeps its meaning. Adding a setting: its declaration in paratta.config, one line here.
+# the sidebar reads, group by group. Adding a setting: its declaration in paratta.config, one line here
+# and its name at the end of RUN_INPUT_NAMES.
 WIDGETS: dict[str, Widget] = {
-    "model": Widget(MAIN, model_widget, "built-in, or the app's --model"),
     "prompt": Widget(TOP, prompt_widget),
     "negative_prompt": Widget(TOP, negative_widget, "steered away from when guidance > 1"),
-    "seed": Widget(SAMPLER, seed_widget, "fixes x_T; 0 … 2³² − 1 (x_T repeats every 2³²)"),
+    "model": Widget(MAIN, model_widget, "built-in, or the app's --model"),
     "steps": Widget(MAIN, slider_widget(), "sequential network calls"),
-    "eta": Widget(SAMPLER, slider_widget(0.05), "0 = DDIM, 1 = DDPM"),
-    "guidance": Widget(SAMPLER, slider_widget(0.5), "classifier-free; 1 = off"),
     "solver": Widget(MAIN, dropdown_widget, "Anderson (TAA) is ParaTAA"),
     "order": Widget(MAIN, slider_widget(), "steps each equation unrolls"),
     "window": Widget(MAIN, slider_widget(interactive=not WINDOW_AUTO), "steps solved per batched call"),
-    "history": Widget(DETAILS, slider_widget(), "iterates Anderson remembers"),
-    "tol": Widget(DETAILS, tol_widget, "empty: each rule's own"),
-    "max_iters": Widget(DETAILS, slider_widget(), "parallel iterations at most"),
-    "init": Widget(DETAILS, radio_widget, "the first guess of the trajectory"),
-    "stopping": Widget(DETAILS, radio_widget, "when the iteration ends"),
     "window_auto": Widget(MAIN, window_auto_widget),
     "family": Widget(MAIN, family_widget, "flow matching only where the model has it"),
     "height": Widget(MAIN, size_widget, "pixels; blank: the pipeline's own"),
     "width": Widget(MAIN, size_widget, "pixels; blank: the pipeline's own"),
     "sampler": Widget(MAIN, sampler_widget, "the model's own, or another on its noise schedule"),
+    "seed": Widget(SAMPLER, seed_widget, "fixes x_T; 0 … 2³² − 1 (x_T repeats every 2³²)"),
+    "eta": Widget(SAMPLER, slider_widget(0.05), "0 = DDIM, 1 = DDPM"),
+    "guidance": Widget(SAMPLER, slider_widget(0.5), "classifier-free; 1 = off"),
+    "history": Widget(DETAILS, slider_widget(), "iterates Anderson remembers"),
+    "tol": Widget(DETAILS, tol_widget, "empty: each rule's own"),
+    "max_iters": Widget(DETAILS, slider_widget(), "parallel iterations at most"),
+    "init": Widget(DETAILS, radio_widget, "the first guess of the trajectory"),
+    "stopping": Widget(DETAILS, radio_widget, "when the iteration ends"),
 }
-RUN_INPUT_NAMES = tuple(WIDGETS)
+# The /run API's parameters (docs/api.md), in the order each came in: a new one goes at the end, so a
+# positional gradio_client call keeps its meaning.
+RUN_INPUT_NAMES = (
+    "model", "prompt", "negative_prompt", "seed", "steps", "eta", "guidance", "solver", "order", "window",
+    "history", "tol", "max_iters", "init", "stopping", "window_auto", "family", "height", "width", "sampler",
+)  # fmt: skip
 # The /race API: the run's inputs less those each lane sets itself, with the contest after "stopping"
-# (where it came in; the inputs after it in WIDGETS came later).
+# (where it came in; the inputs after it came later).
 LANE_SETTINGS = ("solver", "init")
 _shared = [n for n in RUN_INPUT_NAMES if n not in LANE_SETTINGS]
 _at = _shared.index("stopping") + 1
@@ -241,6 +255,7 @@ class Controls:
     vocabulary: gr.Accordion  # "Words": shown for a model with a vocabulary
     words: gr.Markdown  # the vocabulary, by category
     note: gr.Markdown  # what the panel changed by itself (a knob clamped to a new T)
+    models: list[str]  # the models the panel offers, the default first
 
     def __getitem__(self, name: str) -> gr.components.Component:
         return self.inputs[name]
@@ -264,14 +279,14 @@ def slider_top(T: int) -> int:
 
 
 def prompt_hint(model: Any, defaults: ModelDefaults) -> str:
-    if getattr(model, "vocabulary", None):
+    if served.vocabulary(model):
         return "only this model's words (Words, below); empty: any of its images"
     return REQUEST["prompt"].hint + (" (required)" if defaults.requires_prompt else "")
 
 
 def words(model: Any) -> str:
     """The embedded model's vocabulary, by category ("" for a model that reads any text)."""
-    vocabulary = getattr(model, "vocabulary", None) or {}
+    vocabulary = served.vocabulary(model)
     return "  \n".join(f"**{cat}**: {', '.join(ws)}" for cat, ws in vocabulary.items() if cat != "ignored")
 
 
@@ -315,7 +330,8 @@ def build_controls(
         with gr.Accordion("What the settings mean", open=False):
             gr.Markdown(glossary(), elem_classes="legend")
     ordered = {name: inputs[name] for name in WIDGETS}
-    return Controls(ordered, run, stop, gr.State(panel.T), vocabulary, known, note)
+    models_offered = [default_model, *(m for m in models if m != default_model)]
+    return Controls(ordered, run, stop, gr.State(panel.T), vocabulary, known, note, models_offered)
 
 
 def solver_visibility(solver: str) -> tuple[dict, dict, dict, dict]:
@@ -345,18 +361,21 @@ def as_steps(value: Any) -> int | None:
     return T
 
 
-def steps_changed(steps: Any, order: Any, window: Any, max_iters: Any, previous: Any) -> tuple[Any, ...]:
+def steps_changed(
+    steps: Any, order: Any, window: Any, max_iters: Any, previous: Any, model: Any = None
+) -> tuple[Any, ...]:
     """Fit order, window and the iteration budget to a new T, and say which value was lowered.
 
     A knob that sat at the top of its range (= the previous T) was pinned there by a smaller T or left
     at "all": it goes back to the library's auto value for the new T (order min(20, T), window T,
-    budget T). Any other value is kept, clamped to T. So T 50 → 2 → 100 ends at order 20 and window
-    100, while a preset that sets T and a window together keeps its window.
+    budget T, ``auto_values`` of the panel's ``model``; the app's default model when none is given).
+    Any other value is kept, clamped to T. So T 50 → 2 → 100 ends at order 20 and window 100, while a
+    preset that sets T and a window together keeps its window.
     """
     T = as_steps(steps)
     if T is None:
         return gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip()  # the run itself will say what is wrong
-    auto = resolve(SolverConfig(), T)
+    auto = auto_values(model if model is not None else served.get_model(served.DEFAULT), T)
     last = as_steps(previous)
     lowered = []
 
@@ -409,9 +428,14 @@ def wire(c: Controls, describe: Any) -> None:
     )
     c["window_auto"].change(window_auto_changed, c["window_auto"], c["window"], **private)
     fitted = [c[n] for n in ("order", "window", "max_iters")]
+
+    def fit_to_steps(steps: Any, order: Any, window: Any, max_iters: Any, previous: Any, name: Any) -> Any:
+        served = name if name in c.models else c.models[0]  # a raw value: only a served model is looked up
+        return steps_changed(steps, order, window, max_iters, previous, describe(served)[0])
+
     c["steps"].change(
-        steps_changed,
-        [c["steps"], *fitted, c.last_steps],
+        fit_to_steps,
+        [c["steps"], *fitted, c.last_steps, c["model"]],
         [*fitted, c.last_steps, c.note],
         preprocess=False,  # a typed value outside the slider's range must not be an HTTP 500
         **private,
@@ -428,7 +452,7 @@ def wire(c: Controls, describe: Any) -> None:
         )
         return (
             gr.update(value=d.prompt, info=prompt_hint(model, d)),
-            gr.update(visible=bool(getattr(model, "takes_negative_prompt", False))),
+            gr.update(visible=bool(model.takes_negative_prompt)),
             gr.update(value=d.guidance),
             gr.update(value=d.steps),
             family_,

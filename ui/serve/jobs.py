@@ -1,9 +1,13 @@
 """One job per session, and a budget per job: the tickets Run, Race and Teach run under.
 
-- **Budget** (checked between streamed events): a job older than ``Caps.budget_s`` ends as if stopped.
+- **Budget** (checked between streamed events, and before every network call): a job older than
+  ``Caps.budget_s`` ends as if stopped.
 - **One job per session**: a session's new job (Run, Race or Teach) replaces the one still running,
-  which ends at its next event as if stopped; a job that starts while a newer one from its session is
-  already waiting in the queue ends at once, so only the newest of a burst runs.
+  which ends at its next network call as if stopped; a job that starts while a newer one from its
+  session is already waiting in the queue ends at once, so only the newest of a burst runs.
+- **Stop**: the session's running job is told at once (``stop_session``, from the ``/cancel``
+  request that Stop and a client's ``job.cancel()`` send, ``guards.Stops``) and ends at its next
+  network call (``Ticket.interrupted``, the plan's interrupt), instead of after its whole batch.
 
 ``JOBS`` is the process's one registry of running jobs (the queue it serves is the process's); what a
 ticket needs of the app that serves it (its queue) comes with the request that started it.
@@ -17,22 +21,20 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from paratta.evaluate import Interrupted
+
 from .cache import SWEEP, forget_folder
-from .gradio_private import newer_job_waiting
-from .settings import Caps
+from .gradio_private import is_job, newer_job_waiting
+from .limits import Caps
 
 E = TypeVar("E")
 
 REPLACED = "replaced by a newer job from the same session"
+STOPPED = "stopped by the user"
 JOB_APIS = frozenset({"run", "race", "teach"})
 # Run (and the warm-start chain's runs) and Race share one Gradio concurrency id: together they get the
 # queue's concurrency limit (1 on a Space), not one each.
 SAMPLER_QUEUE = "sampler"
-
-
-def is_job(event: Any) -> bool:
-    """A queued event of Run, Race or Teach (those with a ticket)."""
-    return event.concurrency_id == SAMPLER_QUEUE or getattr(event.fn, "api_name", None) in JOB_APIS
 
 
 @dataclass
@@ -55,8 +57,15 @@ class Ticket:
             self.end_with(REPLACED)
         return self.reason
 
+    def interrupted(self) -> bool:
+        """Must the job end now? Its reason is set (Stop, a newer job) or its budget is spent; asked
+        before every network call (the plan's interrupt), so it reads no queue."""
+        if self.reason is None and time.monotonic() - self.started > self.budget_s:
+            self.end_with(f"reached this app's time budget of {self.budget_s:g} s per run")
+        return self.reason is not None
+
     def end_with(self, reason: str) -> None:
-        """Ask the job to end at its next event (the first reason given stays)."""
+        """Ask the job to end at its next event or network call (the first reason given stays)."""
         with _REASONS:
             self.reason = self.reason or reason
 
@@ -89,7 +98,8 @@ class Jobs:
         this one waits (at most ``wait_s``) until it has, so one session never runs two jobs at once.
         Every job start also sweeps old files (``cache.SWEEP``)."""
         SWEEP()
-        ticket = Ticket(session_key(request), caps.budget_s, newer_job_waiting(request, is_job), self)
+        waiting = newer_job_waiting(request, SAMPLER_QUEUE, JOB_APIS)
+        ticket = Ticket(session_key(request), caps.budget_s, waiting, self)
         with self.lock:
             old = self.current.get(ticket.session)
             self.current[ticket.session] = ticket
@@ -116,7 +126,8 @@ JOBS = Jobs()
 
 
 def bounded(events: Iterator[E], ticket: Ticket) -> Iterator[E]:
-    """``events`` until the ticket says stop (checked first and after each one); the source is then closed."""
+    """``events`` until the ticket says stop (checked first and after each one, and inside the source
+    before each network call: ``Interrupted``); the source is then closed."""
     try:
         if ticket.check():  # a newer job of the session already waits: this one does no work
             return
@@ -124,6 +135,8 @@ def bounded(events: Iterator[E], ticket: Ticket) -> Iterator[E]:
             yield event
             if ticket.check():
                 return
+    except Interrupted:
+        return
     finally:
         close = getattr(events, "close", None)
         if close is not None:
@@ -133,6 +146,17 @@ def bounded(events: Iterator[E], ticket: Ticket) -> Iterator[E]:
 def session_key(request: Any) -> str:
     """The session hash of a ``gr.Request`` (``"local"`` when called without one, as tests do)."""
     return getattr(request, "session_hash", None) or "local"
+
+
+def is_job_event(fn: Any) -> bool:
+    """An event function of Run, Race or Teach (those with a ticket)."""
+    return is_job(fn, SAMPLER_QUEUE, JOB_APIS)
+
+
+def stop_session(session: str) -> None:
+    """Stop was pressed (or a client cancelled its job): the session's running job ends at its next
+    network call."""
+    JOBS.ask_to_end(session, STOPPED)
 
 
 def forget_session(request: Any) -> None:

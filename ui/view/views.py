@@ -3,7 +3,8 @@
 Used both while a run streams and when the slider scrubs a finished run (nothing is recomputed).
 The verdict leads with the hardware-free figure (parallel iterations against T sequential steps)
 and says plainly whether the image is the sequential one; wall-clock measured here comes with its
-reason, and a GPU projection only where a measured latency table exists (``paratta.parallel.latency``).
+reason, and a GPU projection only where a measured latency table exists (``paratta.planning.latency``).
+What the run is (its sampler, tolerance, plan) is read from its record, as its posed run said it.
 """
 
 from __future__ import annotations
@@ -14,10 +15,9 @@ from typing import Any
 
 import numpy as np
 
-from paratta.parallel.latency import NO_TABLE, LatencyTable, Projection, project, table_for
-from paratta.plans import resolve
+from paratta.planning.latency import NO_TABLE, LatencyTable, Projection, project, table_for
 
-from .gpu import DEVICE
+from ..serve.gpu import DEVICE
 from .record import IterationRow, RunRecord
 from .render import HeatmapScale, convergence_chart, difference_map, residual_heatmap, upscale
 
@@ -35,6 +35,7 @@ WHY_CPU = (
     "how many and picks the fastest W here); on a GPU about one until the device is full"
 )
 WHY_GPU = "on a GPU a batch of W evaluations costs about one call until the device is full"
+SAID_AS = {"flow Euler": "flow-matching Euler"}  # a library sampler name, as the page says it
 
 
 @dataclass
@@ -59,18 +60,17 @@ def plural(n: int, noun: str) -> str:
 
 
 def sampler_name(record: RunRecord) -> str:
-    """What the sequential reference is: the run's multistep sampler, DDIM (η = 0), DDPM (η = 1),
-    DDIM(η), or flow-matching Euler."""
-    if record.sampler:
-        return record.sampler
-    eta, family = record.settings.request.eta, record.settings.request.family
-    if family == "flow":
-        return "flow-matching Euler"
-    return "DDIM" if eta == 0 else "DDPM" if eta == 1 else f"DDIM (η = {eta:g})"
+    """What the sequential reference is: the run's sampler (``paratta.Run.sampler``: a multistep one,
+    flow-matching Euler), DDIM(η) said as DDIM (η = 0), DDPM (η = 1) or DDIM (η = …)."""
+    name = record.sampler or ("flow Euler" if record.settings["family"] == "flow" else "DDIM")
+    if name.startswith("DDIM"):
+        eta = record.settings.request.eta
+        return "DDIM" if eta == 0 else "DDPM" if eta == 1 else f"DDIM (η = {eta:g})"
+    return SAID_AS.get(name, name)
 
 
 def solver_name(record: RunRecord) -> str:
-    return SOLVER_NAMES.get(record.settings.config.solver, record.settings.config.solver)
+    return SOLVER_NAMES.get(record.settings["solver"], record.settings["solver"])
 
 
 def pair(record: RunRecord, k: int) -> tuple[np.ndarray | None, np.ndarray | None]:
@@ -101,11 +101,12 @@ def projection(record: RunRecord, k: int) -> Projection | None:
     table = latency_table(record.settings.model)
     if table is None:
         return None
-    config = resolve(record.settings.config, record.steps)
-    coarse = config.coarse_steps if config.init == "coarse" else 0  # run step by step before iteration 1
+    s = record.settings  # as the run's plan made them concrete
+    coarse = s["coarse_steps"] if s["init"] == "coarse" else 0  # run step by step before iteration 1
     windows = [hi - lo for lo, hi in (r.window for r in record.rows[:k])]
-    guidance = record.settings.request.guidance
-    return project(table, windows, record.steps, guidance, config.max_batch, coarse, record.rows_per_step)
+    # The batch as asked: the app's split of a CPU batch into short calls (for Stop) is not a GPU's.
+    given = s.config.max_batch if isinstance(s.config.max_batch, int) else None
+    return project(table, windows, record.steps, s.request.guidance, given, coarse, record.rows_per_step)
 
 
 def verdict(record: RunRecord, k: int) -> str:
@@ -122,7 +123,7 @@ def verdict(record: RunRecord, k: int) -> str:
     steps = f"**{plural(n, 'parallel iteration')}** instead of {plural(T, 'step')} ({T / n:.1f}× fewer)"
     if T == 1:
         steps = "1 step: nothing to run in parallel"
-    elif record.settings.config.solver == "sequential":
+    elif record.settings["solver"] == "sequential":
         steps = f"{n} iterations of one step each: the sequential sampler itself, no speed-up"
     if not row.converged:
         why = "stopped" if record.stopped else f"the budget of {n} iterations ended"
@@ -289,7 +290,7 @@ def race_verdict(records: dict[str, RunRecord]) -> str:
             f"{n} {'converged' if r.converged else 'not converged'}, {levels[n]}/255" for n, r in done.items()
         )
     )
-    if ra.tol != rb.tol or ra.settings.config.stopping != rb.settings.config.stopping:
+    if ra.tol != rb.tol or ra.settings["stopping"] != rb.settings["stopping"]:
         # Two stopping rules, each at its own tolerance: fewer iterations (parallel calls, the GPU's
         # wall-clock) and fewer evaluations (total work) can go to different lanes; say both.
         lanes = "; ".join(

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ctypes
 import gc
+import importlib.util
 import sys
 from collections.abc import Callable
 from typing import TypeVar
@@ -17,6 +18,9 @@ import torch
 F = TypeVar("F", bound=Callable)
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+# On ZeroGPU (``spaces`` installed) a decorated generator runs in another process: what it is handed
+# must pickle, so a job's interrupt (a callable of this process) stays here.
+ZERO_GPU = importlib.util.find_spec("spaces") is not None
 
 
 def gpu(fn: F, duration: int | Callable[..., int] = 120) -> F:
@@ -27,6 +31,15 @@ def gpu(fn: F, duration: int | Callable[..., int] = 120) -> F:
     except ImportError:
         return fn
     return spaces.GPU(duration=duration)(fn)
+
+
+def freeze_startup() -> None:
+    """Once the app is built: what start-up made (modules, models, the page) lives as long as the
+    process, so the collector stops walking it (``gc.freeze``) and ``release_memory``'s full collection
+    after each job walks only what jobs made. Without it, that collection walks every start-up object
+    and holds the interpreter while it does: Stop, and every other request, would wait for it."""
+    gc.collect()
+    gc.freeze()
 
 
 def release_memory() -> None:

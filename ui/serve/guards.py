@@ -4,6 +4,9 @@
 - **Calls** (``CheckedCalls``): a call of an event that does not exist, or with fewer inputs than it
   takes, is answered 422/404 with the reason before Gradio sees it; every call also makes sure the
   app's session state evicts made-up sessions before visitors' (``gradio_private.visitors_first``).
+- **Stop** (``Stops``): a request that cancels a Run, Race or Teach (the Stop button's, a client's
+  ``job.cancel()``) tells the session's job at once (``jobs.stop_session``), before Gradio waits for
+  the job's current update to end: the job ends at its next network call.
 - **Session state**: Gradio keeps ``gr.State`` for at most ``state_sessions()`` sessions.
 - **Probe** (``PARATTA_PROBE=1`` only, loopback clients only): ``GET /paratta/probe`` answers the counts of
   what the server holds for its visitors (``server_probe``), for the soak benchmark; read-only.
@@ -17,16 +20,21 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-from .gradio_private import held, visitors_first
-from .jobs import JOBS
+from .gradio_private import blocks_of_app, cancelled, events_of, held, visitors_first
+from .jobs import JOBS, is_job_event, stop_session
 from .keep import STORE
-from .settings import short
 
 STATE_SESSIONS = 200  # sessions whose gr.State Gradio keeps (the oldest go first); PARATTA_STATE_SESSIONS
 # The routes that call an event: the queue's join (by fn_index) and the named API routes (by name).
 CALL_PATH = re.compile(r"/(?:queue/join|(?:run|api|call|call/v2)/(?P<api>[^/]+))/?$")
 PROBE_PATH = "/paratta/probe"
 LOOPBACK = frozenset({"127.0.0.1", "::1"})
+
+
+def short(value: Any, limit: int = 40) -> str:
+    """``repr(value)`` cut to about ``limit`` characters, for messages that quote what a visitor sent."""
+    text = repr(value) if not isinstance(value, (str, bytes)) or len(value) <= limit else repr(value[:limit])
+    return text if len(text) <= limit + 2 else text[:limit] + "…"
 
 
 class NoUploads:
@@ -46,9 +54,10 @@ class NoUploads:
 
 
 def call_problem(fns: dict[Any, Any], api_name: str | None, body: bytes) -> tuple[int, str] | None:
-    """(status, reason) when a call's body names no event of ``fns`` or sends fewer inputs than the event
-    takes; None when Gradio can take it as it is (malformed JSON and wrong field types included: its own
-    validation answers those with a 422)."""
+    """(status, reason) when a call's body names no event of ``fns`` (by index: each with its
+    ``api_name``, ``name`` and ``inputs``, ``gradio_private.events_of``) or sends fewer inputs than the
+    event takes; None when Gradio can take it as it is (malformed JSON and wrong field types included:
+    its own validation answers those with a 422)."""
     try:
         payload = json.loads(body)
     except ValueError:
@@ -84,21 +93,42 @@ class CheckedCalls:
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         post = scope["type"] == "http" and scope.get("method") == "POST"
         match = CALL_PATH.search(scope.get("path", "")) if post else None
-        blocks = getattr(scope.get("app"), "get_blocks", None)
-        if match is None or blocks is None:
+        if match is None or blocks_of_app(scope.get("app")) is None:
             await self.app(scope, receive, send)
             return
         visitors_first(scope["app"])
         body = await _whole_body(receive)
         if body is None:  # the client went away
             return
-        problem = call_problem(blocks().fns, match.group("api"), body)
+        problem = call_problem(events_of(scope["app"]), match.group("api"), body)
         if problem is not None:
             status, reason = problem
             headers = [(b"content-type", b"application/json")]
             await send({"type": "http.response.start", "status": status, "headers": headers})
             await send({"type": "http.response.body", "body": json.dumps({"detail": reason}).encode()})
             return
+        await self.app(scope, _replay(body, receive), send)
+
+
+class Stops:
+    """ASGI middleware: a POST that cancels a job's event (``gradio_private.cancelled``) first tells the
+    session's job to end (``jobs.stop_session``), then goes on to Gradio unchanged, which cancels the
+    event once the job's current update has returned: at its next network call, not its batch's end."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        post = scope["type"] == "http" and scope.get("method") == "POST"
+        if not post or not scope.get("path", "").rstrip("/").endswith("/cancel"):
+            await self.app(scope, receive, send)
+            return
+        body = await _whole_body(receive)
+        if body is None:
+            return
+        found = cancelled(scope.get("app"), scope.get("path", ""), body)
+        if found is not None and is_job_event(found[1]):
+            stop_session(found[0])
         await self.app(scope, _replay(body, receive), send)
 
 
@@ -142,10 +172,10 @@ class Probe:
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         client = (scope.get("client") or ("",))[0]
-        blocks = getattr(scope.get("app"), "get_blocks", None)  # Starlette puts the app in the scope
+        app = scope.get("app")  # Starlette puts the app in the scope
         wanted = scope["type"] == "http" and scope.get("path", "").rstrip("/").endswith(PROBE_PATH)
-        if wanted and client in LOOPBACK and blocks is not None:
-            counts = await _counted(blocks)
+        if wanted and client in LOOPBACK and blocks_of_app(app) is not None:
+            counts = await _counted(lambda: blocks_of_app(app))
             headers = [(b"content-type", b"application/json"), (b"cache-control", b"no-store")]
             await send({"type": "http.response.start", "status": 200, "headers": headers})
             await send({"type": "http.response.body", "body": json.dumps(counts).encode()})
@@ -178,7 +208,7 @@ def launch_limits() -> dict[str, Any]:
     ``PARATTA_PROBE=1``, the loopback probe of what it holds)."""
     from starlette.middleware import Middleware
 
-    middleware = [Middleware(NoUploads), Middleware(CheckedCalls)]
+    middleware = [Middleware(NoUploads), Middleware(CheckedCalls), Middleware(Stops)]
     if os.environ.get("PARATTA_PROBE") == "1":
         middleware.append(Middleware(Probe))
     return {

@@ -20,7 +20,7 @@ import threading
 import time
 from pathlib import Path
 
-from gradio.utils import get_upload_folder
+from .gradio_private import cache_folder
 
 CACHE_FREQUENCY_S, CACHE_AGE_S = 300, 3600  # Gradio's cache: swept every 5 min, files kept for an hour
 
@@ -65,7 +65,7 @@ class Sweep:
             if now - self.last < frequency:
                 return
             self.last = now
-        remove_older(Path(get_upload_folder()), age, now)
+        remove_older(Path(cache_folder()), age, now)
         prune(Path(tempfile.gettempdir()) / "paratta-sessions", age)
 
 

@@ -11,8 +11,8 @@ Auto picks W* = argmin_{1 ≤ W ≤ T} t(W), the larger W on a tie. (2) is a fit
 counts (``paratta/data/iterations.json``, written by ``benchmarks/window_model.py``): κ says how fast
 the iterations grow as the window shrinks; n_T scales t(W) and does not move W*. ℓ comes from
 ``calibration.curve`` (a shipped table for this device, a cached calibration, or a new one). Every
-time made here is a projection and says so (``WindowPlan.line``). ``paratta.plan`` calls this once
-per run, before the iteration.
+time made here is a projection and says so (``WindowChoice.line``). ``paratta.plan`` calls this
+once per run, before the iteration.
 
 ``max_batch="auto"`` on CUDA: as many timesteps per call as fit in ``MEMORY_SHARE`` of the free
 memory, from the peak memory one calibration call takes per timestep; on a CPU: all.
@@ -30,11 +30,10 @@ from typing import Any
 import torch
 
 from paratta.config import SolverConfig
-from paratta.plans import WindowPlan
 from paratta.problem import Problem
 
-from .calibration import Curve, curve
-from .latency import LatencyTable, iteration_ms, rows_per_step
+from .calibration import curve
+from .latency import Curve, LatencyTable, Projection, iteration_ms, rows_per_step
 
 MODEL_PATH = Path(__file__).resolve().parents[1] / "data" / "iterations.json"
 MEMORY_SHARE = (
@@ -58,6 +57,60 @@ class IterationModel:
     def iterations(self, T: int, W: int, eta: float) -> float:
         kappa = self.kappa["0"] + eta * (self.kappa["1"] - self.kappa["0"])
         return min(float(T), self.full(T, eta) * (1 + kappa * (T / W - 1)))
+
+
+@dataclass(frozen=True)
+class WindowChoice:
+    """A window chosen for a device: where its latency curve came from, and what it projects."""
+
+    window: int
+    steps: int
+    ranks: int
+    max_batch: int | None
+    source: str  # the latency curve's source (``Curve.source``)
+    iterations: float  # expected iterations at the chosen window
+    projection: Projection  # the chosen window's wall-clock against sequential, on the curve's device
+    by_window: dict[int, float]  # projected seconds at W = T/8, T/4, T/2, T and the chosen one
+
+    @property
+    def device(self) -> str:
+        return self.projection.device
+
+    @property
+    def projected_s(self) -> float:
+        return self.projection.parallel_s
+
+    @property
+    def sequential_s(self) -> float:
+        return self.projection.sequential_s
+
+    @property
+    def speedup(self) -> float:
+        return self.projection.speedup
+
+    def line(self) -> str:
+        """One sentence for a stats line or a CLI summary."""
+        text = (
+            f"window auto: W = {self.window} of T = {self.steps}"
+            + (f" over {self.ranks} ranks" if self.ranks > 1 else "")
+            + f", projected {self.projected_s:.3g} s against {self.sequential_s:.3g} s sequential "
+            f"({self.speedup:.2f}×) on {self.device}, from the {self.source}"
+        )
+        if self.speedup <= 1.0:
+            text += "; on this device parallel sampling cannot beat sequential in wall-clock"
+        return text
+
+    def summary(self) -> dict[str, Any]:
+        """The fields a JSON summary carries."""
+        return {
+            "window": self.window,
+            "window_source": self.source,
+            "window_device": self.device,
+            "projected_seconds": round(self.projected_s, 4),
+            "projected_sequential_seconds": round(self.sequential_s, 4),
+            "projected_iterations": round(self.iterations, 1),
+            "max_batch": self.max_batch,
+        }
 
 
 @lru_cache(maxsize=1)
@@ -105,14 +158,16 @@ def auto_max_batch(problem: Problem, device: torch.device) -> int | None:
 
 
 def device_chooses(config: SolverConfig, device: torch.device) -> bool:
-    """Does ``config`` leave the window or max_batch to the device (auto, or the CUDA default)?"""
+    """Does ``config`` leave the window or max_batch to the device ("auto", or "device" on CUDA)?"""
     if config.solver == "sequential":
         return config.max_batch == "auto"
-    default_auto = config.window is None and device.type == "cuda"
+    default_auto = config.window == "device" and device.type == "cuda"
     return config.window == "auto" or default_auto or config.max_batch == "auto"
 
 
-def choose_window(problem: Problem, config: SolverConfig, device: torch.device, ranks: int = 1) -> WindowPlan:
+def choose_window(
+    problem: Problem, config: SolverConfig, device: torch.device, ranks: int = 1
+) -> WindowChoice:
     """The window of least projected wall-clock on ``device`` over ``ranks`` (a given window kept),
     and max_batch "auto" as a number; a calibration when no table or cached one fits."""
     T, eta = problem.steps, float(problem.request.eta)
@@ -122,15 +177,14 @@ def choose_window(problem: Problem, config: SolverConfig, device: torch.device, 
     if isinstance(config.window, int):
         W = config.window
     shown = {w: t[w] for w in sorted({max(1, T // 8), max(1, T // 4), max(1, T // 2), T, W})}
-    return WindowPlan(
+    sequential_s = T * measured.table.call_ms(rows_per_step(problem.guidance, problem.model)) / 1000
+    return WindowChoice(
         window=W,
         steps=T,
         ranks=ranks,
         max_batch=max_batch,
         source=measured.source,
-        device=measured.table.device,
         iterations=iteration_model().iterations(T, W, eta),
-        projected_s=t[W],
-        sequential_s=T * measured.table.call_ms(rows_per_step(problem.guidance, problem.model)) / 1000,
+        projection=Projection(t[W], sequential_s, measured.table.device),
         by_window=shown,
     )

@@ -1,7 +1,7 @@
 """Pure rendering: numpy in, numpy/bytes/text out. No Gradio, no torch; testable on their own.
 
 The residual heatmap is drawn straight into an RGB array by a colour-map lookup and the curves
-with PIL (``ui.plot``): both take milliseconds, far less than a matplotlib figure.
+with PIL (``ui.view.plot``): both take milliseconds, far less than a matplotlib figure.
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
-"""What the run generators (``ui.session``) hand to the handlers: one small frozen record per event.
+"""What the run generators (``ui.run.session``) hand to the handlers: one small frozen record per event.
 
 Records are picklable (a ZeroGPU worker sends them across processes) and hold no tensors but the
-solver's x_0, which ``run_events`` drops before an event leaves it. ``kind`` names each for logs.
+solver's x_0, which ``run_events`` drops before an event leaves it. ``Posed`` comes first and carries
+the run as posed (``paratta.Run``, detached from its problem). ``kind`` names each for logs.
 """
 
 from __future__ import annotations
@@ -12,7 +13,19 @@ from typing import ClassVar
 import numpy as np
 import torch
 
-from .record import IterationRow
+from paratta import Run
+
+from ..view.record import IterationRow
+
+
+@dataclass(frozen=True)
+class Posed:
+    """The run was posed (``paratta.pose``: its plan, sampler, size, work bound; a window the device
+    chose), detached from its problem; ``lane`` names a race's lane ("" the run's)."""
+
+    kind: ClassVar[str] = "posed"
+    run: Run
+    lane: str = ""
 
 
 @dataclass(frozen=True)
@@ -66,15 +79,4 @@ class SolveDone:
     trajectory: np.ndarray
 
 
-@dataclass(frozen=True)
-class WindowChosen:
-    """``window="auto"`` chose ``window`` (and ``max_batch``) for this device; ``line`` says how."""
-
-    kind: ClassVar[str] = "window"
-    window: int
-    max_batch: int | None
-    line: str
-    lane: str = ""  # a race lane's choice; "" the run's
-
-
-Event = WindowChosen | SequentialStep | ReferenceDone | IterateDone | Distances | SolveDone
+Event = Posed | SequentialStep | ReferenceDone | IterateDone | Distances | SolveDone

@@ -14,7 +14,11 @@ of at most ``max_batch`` timesteps (``iteration_ms``). The table is the device's
 The worst case of a solve (``evaluation_bound``): each parallel iteration finalises at least one
 more timestep, so iteration k evaluates at most min(W, T − k + 1) timesteps, for K = min(max_iters, T)
 iterations, after a coarse pass of ``coarse_steps`` single steps when the plan starts with one.
-``work_bound`` charges that, and the T single steps of the sequential reference, with the table.
+``work_bound`` charges that, and the T single steps of the sequential reference, with the table;
+``work`` keeps it for every K = 1 … T (``Work``), so a caller can say which budget would fit. A row's
+cost grows at least with the pixels: a run at another image size than the model's own is charged
+its area ratio (``area``). ``call_steps``: the most timesteps one call may hold to last at most a
+given time, for a solve that must answer an interrupt promptly.
 """
 
 from __future__ import annotations
@@ -27,22 +31,15 @@ from typing import Any
 
 import torch
 
-from paratta.plans import Plan
+from paratta.protocol import DiffusionModel
 
-from .latency import TABLE_NAME, TABLE_PATH, LatencyTable, iteration_ms, load_tables
+from .latency import TABLE_NAME, TABLE_PATH, Curve, LatencyTable, iteration_ms, load_tables
+from .plan import Plan
 
 CPU_TABLE_PATH = TABLE_PATH.with_name("latency-cpu.json")
 CPU_TABLE_NAME = "paratta/data/latency-cpu.json"
 SCALED_FROM = "shapes-unet"  # a network without its own CPU row is charged this one's, per parameter
 FLOOR = "shapes"  # … and at least this one's
-
-
-@dataclass(frozen=True)
-class Cost:
-    """A latency table for a model on a device, and where it comes from."""
-
-    table: LatencyTable
-    source: str
 
 
 @lru_cache(maxsize=1)
@@ -58,18 +55,18 @@ def parameters(model: Any) -> int:
     return sum(p.numel() for m in modules for p in m.parameters())
 
 
-def cost_table(name: str, model: Any, device: torch.device | str) -> Cost:
+def cost_table(name: str, model: Any, device: torch.device | str) -> Curve:
     """The latency table that charges ``model`` (called ``name``) on ``device`` (see the module doc),
     made non-decreasing in the rows (a call on more rows costs at least what one on fewer does), so
     that charging the most timesteps an iteration may evaluate bounds what it costs."""
     key, gpu = name.strip().rstrip("/"), torch.device(device).type == "cuda"
     shipped = load_tables().get(key) if gpu else None
     if shipped is not None:
-        return Cost(_envelope(shipped), f"the GPU latency table ({shipped.device}) in {TABLE_NAME}")
+        return Curve(_envelope(shipped), f"the GPU latency table ({shipped.device}) in {TABLE_NAME}")
     tables, counts = _cpu_tables()
     where = "the CPU latency table" + (" (no GPU table for this model)" if gpu else "")
     if key in tables:
-        return Cost(_envelope(tables[key]), f"{where} ({tables[key].device}) in {CPU_TABLE_NAME}")
+        return Curve(_envelope(tables[key]), f"{where} ({tables[key].device}) in {CPU_TABLE_NAME}")
     base = tables[SCALED_FROM]
     factor = parameters(model) / counts[SCALED_FROM]
     floor = tables[FLOOR]  # a small network still costs what the smallest embedded image model does
@@ -78,7 +75,7 @@ def cost_table(name: str, model: Any, device: torch.device | str) -> Cost:
     source = (
         f"{where} ({base.device}) in {CPU_TABLE_NAME}: {SCALED_FROM}'s, × {factor:.3g} for its parameters"
     )
-    return Cost(_envelope(scaled), source)
+    return Curve(_envelope(scaled), source)
 
 
 def _envelope(table: LatencyTable) -> LatencyTable:
@@ -104,3 +101,61 @@ def work_bound(plan: Plan, per_step: int, table: LatencyTable, lanes: int = 1) -
         iteration_ms(table, min(plan.window, T - k + 1), per_step, plan.max_batch) for k in range(1, K + 1)
     )
     return T + lanes * evaluation_bound(plan), (T * one + lanes * solve_ms) / 1000
+
+
+@dataclass(frozen=True)
+class Work:
+    """What a run's network calls may cost at worst on its device, charged with ``source``: its
+    sequential reference (T single steps), and its solve stopped after K = 1 … T iterations (index
+    K − 1; the plan's own K is ``iterations``), in timesteps evaluated and milliseconds, times ``area``."""
+
+    reference: tuple[int, float]  # (timesteps, ms)
+    solves: tuple[tuple[int, float], ...]  # (timesteps, ms) after K iterations, the coarse pass included
+    iterations: int
+    area: float
+    source: str
+
+    def solve(self, iterations: int | None = None) -> tuple[int, float]:
+        """(timesteps, ms) of the solve stopped after ``iterations`` (default the plan's K; at most T)."""
+        k = min(self.iterations if iterations is None else iterations, len(self.solves))
+        return self.solves[k - 1]
+
+    def bound(self, solves: int = 1, iterations: int | None = None) -> tuple[int, float]:
+        """(timesteps evaluated, seconds) at worst: the reference and ``solves`` solves of this plan, as
+        ``work_bound`` charges them."""
+        evaluations, ms = self.solve(iterations)
+        seconds = (self.reference[1] + solves * ms) / 1000 * self.area
+        return self.reference[0] + solves * evaluations, seconds
+
+
+def work(plan: Plan, per_step: int, curve: Curve, area: float = 1.0) -> Work:
+    """``work_bound`` of ``plan`` for every iteration budget K = 1 … T (``Work``)."""
+    T, table = plan.steps, curve.table
+    one = table.call_ms(per_step)
+    coarse = plan.coarse_steps if plan.init == "coarse" else 0
+    iterations = [
+        (
+            min(plan.window, T - k + 1),
+            iteration_ms(table, min(plan.window, T - k + 1), per_step, plan.max_batch),
+        )
+        for k in range(1, T + 1)
+    ]
+    steps = accumulate(n for n, _ in iterations)
+    ms = accumulate(m for _, m in iterations)
+    solves = tuple((coarse + n, coarse * one + m) for n, m in zip(steps, ms, strict=True))
+    return Work((T, T * one), solves, min(plan.max_iters, T), area, curve.source)
+
+
+def area(model: DiffusionModel, height: int | None, width: int | None) -> float:
+    """A run's image area over ``model``'s own size: a row's cost grows at least with the pixels."""
+    size = model.image_size if model.takes_image_size else None
+    if size is None or (height is None and width is None):
+        return 1.0
+    return (height or size[0]) * (width or size[1]) / (size[0] * size[1])
+
+
+def call_steps(table: LatencyTable, per_step: int, seconds: float, most: int) -> int:
+    """The most timesteps (≤ ``most``) one network call may hold and last at most ``seconds`` on
+    ``table`` (non-decreasing, as ``cost_table`` makes it); at least one."""
+    fits = [n for n in range(1, most + 1) if table.call_ms(n * per_step) <= 1000 * seconds]
+    return max(fits, default=1)

@@ -1,13 +1,14 @@
 """What visitors' sessions keep between events, bounded in bytes, and who counts as a visitor.
 
-- **Budget**: the run records and stored trajectories of all sessions together stay within
-  ``state_bytes()`` (``PARATTA_STATE_BYTES``, else ``STATE_SHARE`` of the machine's memory). Each holder
-  (a ``RunRecord``, a ``KeptArray``) tells the store its size whenever it grows; when the total is over
-  the budget, whole sessions go, least recently used first, never the one that just grew.
+- **Budget**: the run records, stored trajectories and Teach lessons of all sessions together stay
+  within ``state_bytes()`` (``PARATTA_STATE_BYTES``, else ``STATE_SHARE`` of the machine's memory). Each
+  holder (a ``RunRecord``, a ``KeptArray``, a ``Kept`` lesson) tells the store its size whenever it
+  grows; when the total is over the budget, whole sessions go, least recently used first, never the
+  one that just grew.
 - **Visitors first**: a session that loaded the page (the page's load event calls ``VISITORS.add``) is
   evicted only when no other session is left to evict, so a flood of made-up session hashes, which
-  never load the page, pushes out only each other. ``ui.gradio_private`` applies the same rule to the
-  sessions Gradio keeps ``gr.State`` for.
+  never load the page, pushes out only each other. ``ui.serve.gradio_private`` applies the same rule
+  to the sessions Gradio keeps ``gr.State`` for.
 - **Expiry, said**: what an evicted session kept is dropped; the next time the visitor uses it they
   get ``Expired``, a ``gr.Error`` that says so ("your last run expired; run again"), never a traceback.
 
@@ -130,12 +131,6 @@ class Store:
                 if not held:
                     del self.sessions[session]
 
-    def forget(self, session: str) -> None:
-        """The session ended (its page closed): what it held no longer counts."""
-        with self.lock:
-            held = self.sessions.pop(session, {})
-            self.total -= sum(size for _, size in held.values())
-
     def counts(self) -> dict[str, int]:
         with self.lock:
             return {"kept_bytes": self.total, "kept_sessions": len(self.sessions), "evicted": self.evicted}
@@ -162,6 +157,45 @@ class KeptArray:
         if self.array is None:
             raise Expired()
         return self.array
+
+
+class Kept:
+    """A value a session keeps whole in a ``gr.State`` (a Teach lesson), counted in ``STORE`` at
+    ``nbytes``: the bytes of the numpy arrays in it (``array_bytes``). Its attributes are the value's;
+    once evicted, ``get`` and every attribute raise ``Expired``."""
+
+    def __init__(self, session: str, value: Any) -> None:
+        self.value: Any = value
+        self.size = array_bytes(value)
+        STORE.hold(session, self)
+
+    def nbytes(self) -> int:
+        return 0 if self.value is None else self.size
+
+    def expire(self) -> None:
+        self.value = None
+
+    def get(self) -> Any:
+        if self.value is None:
+            raise Expired()
+        return self.value
+
+    def __getattr__(self, name: str) -> Any:  # only for names Kept itself lacks: the value's
+        if name.startswith("_") or name in ("value", "size"):
+            raise AttributeError(name)
+        return getattr(self.get(), name)
+
+
+def array_bytes(value: Any) -> int:
+    """The bytes of every numpy array in ``value``: in it, its dataclass fields, dicts, lists, tuples."""
+    if isinstance(value, np.ndarray):
+        return int(value.nbytes)
+    if isinstance(value, dict):
+        return sum(array_bytes(v) for v in value.values())
+    if isinstance(value, (list, tuple)):
+        return sum(array_bytes(v) for v in value)
+    fields = getattr(value, "__dataclass_fields__", None)
+    return sum(array_bytes(getattr(value, f)) for f in fields) if fields else 0
 
 
 def visitor(request: Any) -> None:

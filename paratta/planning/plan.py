@@ -1,25 +1,34 @@
 """A plan: every setting one solve reads, concrete, made once before the iteration starts.
 
-``SolverConfig`` holds the settings as declared, some of them auto (``None``, ``"auto"``); ``Plan``
-holds numbers only, so the iteration never decides anything. ``resolve`` fills the auto settings
-that depend only on T (pure, no device); the window and max_batch that depend on the device are
-chosen by ``paratta.parallel.plan.plan`` (exported as ``paratta.plan``), which then calls
-``resolve`` with them. A plan also carries the process group its network rows are split over (None:
-this process evaluates every row) and, when the window was chosen for a device, that choice's
-projection with its source (``WindowPlan``).
+``SolverConfig`` holds the settings as declared, some of them auto (``None``, ``"auto"``,
+``"device"``); ``Plan`` holds numbers only, so the iteration never decides anything. Planning is
+two steps: ``resolve`` fills the auto settings that depend only on T (pure, no device); ``plan``
+(``paratta.plan``) then lets the device choose the window and max_batch where the config leaves
+them to it (``window.choose_window``: a latency table, a cached calibration, or one made now), and,
+over a group, broadcasts rank 0's choice so that every rank solves with the same window.
+
+A plan also carries the process group its network rows are split over (None: this process
+evaluates every row), the window choice with its projection and source when the device made one
+(``WindowChoice``), and an interrupt: a check the network evaluation makes before each call, which
+ends the solve when it answers True (``paratta.evaluate.Interrupted``).
+
+Rows are split over ranks only when ``group`` is passed (the CLI under torchrun passes the group it
+joined): a call inside a process group set up by someone else solves the whole window alone.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any, Protocol
+from dataclasses import dataclass, replace
+from typing import Protocol
 
 import torch
 from torch import Tensor
 
-from .config import STATE_DTYPES, TOLERANCE, Init, SolverConfig, StateDtype, Stopping
+from paratta.config import STATE_DTYPES, TOLERANCE, Init, SolverConfig, StateDtype, Stopping
+from paratta.problem import Problem
+
+from .window import WindowChoice, choose_window, device_chooses
 
 
 class RowGroup(Protocol):
@@ -39,49 +48,9 @@ class RowGroup(Protocol):
         """All n rows on every rank, in order; this rank computes ``compute(start, stop)`` for its share."""
         ...
 
-
-@dataclass(frozen=True)
-class WindowPlan:
-    """A window chosen for a device: where its latency curve came from, and what it projects."""
-
-    window: int
-    steps: int
-    ranks: int
-    max_batch: int | None
-    source: str  # the latency curve's source (``paratta.parallel.calibration.Curve.source``)
-    device: str
-    iterations: float  # expected iterations at the chosen window
-    projected_s: float  # projected wall-clock at the chosen window
-    sequential_s: float  # projected wall-clock of the sequential sampler
-    by_window: dict[int, float]  # projected seconds at W = T/8, T/4, T/2, T and the chosen one
-
-    @property
-    def speedup(self) -> float:
-        return self.sequential_s / self.projected_s if self.projected_s > 0 else math.inf
-
-    def line(self) -> str:
-        """One sentence for a stats line or a CLI summary."""
-        text = (
-            f"window auto: W = {self.window} of T = {self.steps}"
-            + (f" over {self.ranks} ranks" if self.ranks > 1 else "")
-            + f", projected {self.projected_s:.3g} s against {self.sequential_s:.3g} s sequential "
-            f"({self.speedup:.2f}×) on {self.device}, from the {self.source}"
-        )
-        if self.speedup <= 1.0:
-            text += "; on this device parallel sampling cannot beat sequential in wall-clock"
-        return text
-
-    def summary(self) -> dict[str, Any]:
-        """The fields a JSON summary carries."""
-        return {
-            "window": self.window,
-            "window_source": self.source,
-            "window_device": self.device,
-            "projected_seconds": round(self.projected_s, 4),
-            "projected_sequential_seconds": round(self.sequential_s, 4),
-            "projected_iterations": round(self.iterations, 1),
-            "max_batch": self.max_batch,
-        }
+    def broadcast(self, obj: object) -> object:
+        """Rank 0's ``obj`` on every rank."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -104,7 +73,8 @@ class Plan:
     state_dtype: StateDtype
     device: torch.device | None = None  # where the solver state lives; None: the model's device
     group: RowGroup | None = None  # ranks sharing each call's rows; None: this process evaluates all
-    projection: WindowPlan | None = None  # set when the window or max_batch was chosen for a device
+    projection: WindowChoice | None = None  # set when the window or max_batch was chosen for a device
+    interrupt: Callable[[], bool] | None = None  # asked before each network call; True ends the solve
 
     @property
     def dtype(self) -> torch.dtype:
@@ -122,7 +92,7 @@ def resolve(
 
     Auto settings: order min(20, T), max_iters T, tol the stopping rule's own (``TOLERANCE``),
     coarse_steps max(2, T // 10), window T and max_batch None (every timestep in one call) unless
-    given as numbers; ``paratta.plan`` replaces the window and max_batch when the device chooses them.
+    given as numbers; ``plan`` replaces the window and max_batch when the device chooses them.
     ``solver="sequential"`` is the sequential sampler as a solve: window 1, order 1, history 1
     (Jacobi on one unknown at a time: each iteration finalises one step).
     """
@@ -148,3 +118,29 @@ def resolve(
         device=torch.device(device) if device is not None else None,
         group=group,
     )
+
+
+def plan(
+    problem: Problem,
+    config: SolverConfig | None = None,
+    device: torch.device | str | None = None,
+    group: RowGroup | None = None,
+) -> Plan:
+    """The concrete plan of one solve of ``problem`` (``ValueError`` naming a setting outside its range).
+
+    ``device`` is where the solver state lives (default: the model's); the window is chosen for the
+    model's device. Over a ``group`` every rank must call this together: rank 0 chooses, all get it.
+    """
+    config = config or SolverConfig()
+    planned = resolve(config, problem.steps, device=device, group=group)  # checked before any measurement
+    network = torch.device(problem.model.device)
+    if not device_chooses(config, network):
+        return planned
+    ranks = group.world if group is not None else 1
+    if group is None or group.world == 1:
+        chosen = choose_window(problem, config, network, ranks)
+    else:
+        mine = choose_window(problem, config, network, ranks) if group.rank == 0 else None
+        chosen = group.broadcast(mine)  # type: ignore[assignment]
+    window = chosen.window if config.solver != "sequential" else planned.window
+    return replace(planned, window=window, max_batch=chosen.max_batch, projection=chosen)

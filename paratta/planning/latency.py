@@ -1,4 +1,4 @@
-"""Projected wall-clock on the hardware ParaTAA was made for, from a measured batch-latency table.
+"""Batch-latency tables, and the wall-clock they project on the hardware ParaTAA was made for.
 
 On a CPU a batch of W network rows costs many single calls, so a parallel iteration buys little
 there (``calibration`` measures how little); on a GPU a batch costs about one call until the device
@@ -14,6 +14,8 @@ A timestep is one row, or two under classifier-free guidance (guidance ≠ 1: co
 unconditional halves in one batch). ``latency`` interpolates linearly between measured batch sizes;
 beyond the largest one the batch is split into chunks of that size (as ``max_batch`` does). Every
 figure made here is a projection and is labelled so (``Projection.label``); none is measured here.
+A table travels with where it comes from (``Curve``: shipped, calibrated here, scaled), and every
+speedup is a ``Projection``'s.
 """
 
 from __future__ import annotations
@@ -67,6 +69,14 @@ class LatencyTable:
         j = next(j for j, r in enumerate(self.rows) if r >= rows)
         r0, r1, m0, m1 = self.rows[j - 1], self.rows[j], self.ms[j - 1], self.ms[j]
         return m0 + (m1 - m0) * (rows - r0) / (r1 - r0)
+
+
+@dataclass(frozen=True)
+class Curve:
+    """A latency table and where it comes from (said wherever a figure made from it is shown)."""
+
+    table: LatencyTable
+    source: str  # a shipped table, a calibration (cached or made now, with its date), a scaled table
 
 
 @dataclass(frozen=True)

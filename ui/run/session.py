@@ -1,10 +1,14 @@
-"""The run generators: drive the library and yield small picklable events (``ui.events``).
+"""The run generators: pose a run once and drive the library, yielding small picklable events
+(``ui.run.events``).
 
-``run_events`` interleaves the sequential reference (streaming its progress) with one event per
-``paratta.solve`` iterate, then ``SolveDone`` with the full decode and the last trajectory.
-``race_events`` interleaves two lanes (``interleave``, written once): two solvers or stopping rules on
-the same problem, or two samplers, each on its own problem against its own sequential reference.
-Nothing here re-implements the solver or touches Gradio.
+``run_events`` poses the run (``paratta.pose``: its problem, plan, sampler and work; ``Posed``), then
+interleaves the sequential reference (streaming its progress) with one event per ``paratta.solve``
+iterate, then ``SolveDone`` with the full decode and the last trajectory. ``race_events`` interleaves
+two lanes (``interleave``, written once): two solvers or stopping rules on one problem (posed once,
+each lane planned on it), or two samplers, each on its own problem against its own sequential
+reference. A job's ``interrupt`` (Stop, a newer job, the budget) is asked before every network call,
+whose batch the run splits into calls of at most ``CALL_S`` on a CPU. Nothing here re-implements the
+solver or touches Gradio.
 
 Wall-clock figures are the time spent inside the library's generators only (``Busy``): the UI's
 own work while a generator is suspended at a ``yield`` is not charged to either sampler.
@@ -13,34 +17,43 @@ own work while a generator is suspended at a ``yield`` is not charged to either 
 from __future__ import annotations
 
 import time
-from collections.abc import Generator, Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import replace
 from typing import Any, Generic, TypeVar
 
 import numpy as np
 import torch
 
-from paratta import Iterate, Problem, SolverConfig, iterate_sequential, load_model, make_problem, plan, solve
+from paratta import Iterate, Problem, Run, SolverConfig, iterate_sequential, pose, solve
 from paratta.config import STOPPINGS, specs
+from paratta.evaluate import Interrupted
 from paratta.metrics import distance
-from paratta.problem import at_size
 from paratta.protocol import DiffusionModel
 
-from . import devices
-from .events import Distances, Event, IterateDone, ReferenceDone, SequentialStep, SolveDone, WindowChosen
-from .gpu import DEVICE
-from .keep import KeptArray
-from .record import IterationRow
-from .render import shrink, to_uint8
-from .settings import RunSettings
+from ..serve.gpu import DEVICE
+from ..serve.keep import KeptArray
+from ..serve.models import get_model
+from ..view.record import IterationRow, RunSettings
+from ..view.render import shrink, to_uint8
+from .events import Distances, Event, IterateDone, Posed, ReferenceDone, SequentialStep, SolveDone
 
 T_ = TypeVar("T_")
 PREVIEW_SIDE = 128  # stored previews are at most this big: memory stays small for long runs
 RACE_SOLVERS = ("jacobi", "anderson")
 # The samplers race: each sampler at a step count it is run with (lane: (sampler, T)).
 SAMPLER_RACE = {"DDIM-50": ("ddim", 50), "DPM++ 2M-20": ("dpm++2m", 20)}
+RACES = {
+    "solvers": "Jacobi vs Anderson",
+    "stopping": "budget vs per-step stopping rule (Anderson)",
+    "samplers": f"{' vs '.join(SAMPLER_RACE)}, each to its own sequential image (Anderson)",
+}
 WHOLE = ("window", "max_iters")  # at their T they mean "the whole trajectory", "as many as steps"
 REFERENCE_CHUNKS = 8  # the reference advances T/8 steps between two parallel iterations
+# The longest one network call may be projected to take on a CPU (its latency table): a batch is split
+# into calls this short, so that Stop (asked before each call) ends a run well within a second even
+# on a CPU that other work slows down several times.
+CALL_S = 0.1
+Interrupt = Callable[[], bool]  # a job's "must it end now?" (``ui.serve.jobs.Ticket.interrupted``)
 
 
 class Busy(Generic[T_]):
@@ -59,9 +72,19 @@ class Busy(Generic[T_]):
             yield item
 
 
-def get_model(name: str) -> DiffusionModel:
-    """The model on DEVICE, or on each of app.py's ``--devices`` with the rows split over them."""
-    return devices.load(name) if devices.DEVICES else load_model(name, device=DEVICE)
+def posed(
+    settings: RunSettings,
+    dry: bool = False,
+    interrupt: Interrupt | None = None,
+    problem: Problem | None = None,
+) -> Run:
+    """The run of ``settings`` on the app's model, posed once (``paratta.pose``); ``dry`` at the door.
+    On a CPU its batches are split into calls of at most ``CALL_S`` (the device's latency table)."""
+    call_s = CALL_S if DEVICE == "cpu" else None
+    model = get_model(settings.model)
+    return pose(
+        model, settings.request, settings.config, dry=dry, problem=problem, interrupt=interrupt, call_s=call_s
+    )
 
 
 def preview(model: DiffusionModel, x: torch.Tensor) -> np.ndarray:
@@ -74,11 +97,10 @@ def decode(model: DiffusionModel, x: torch.Tensor) -> np.ndarray:
 
 
 def check_init(
-    settings: RunSettings,
-    init: dict[str, Any] | None,
-    model: DiffusionModel,
+    settings: RunSettings, init: dict[str, Any] | None, latent_shape: tuple[int, ...]
 ) -> torch.Tensor | None:
-    """The stored trajectory for init="trajectory", checked against this run's T and latent shape."""
+    """The stored trajectory for init="trajectory", checked against this run's T and ``latent_shape``
+    (its posed run's)."""
     if settings.config.init != "trajectory":
         return None
     if not init or init.get("trajectory") is None:
@@ -88,12 +110,11 @@ def check_init(
         )
     kept = init["trajectory"]
     traj = kept.get() if isinstance(kept, KeptArray) else np.asarray(kept)  # Expired once evicted
-    expected = (settings.request.steps + 1, *model.latent_shape)
+    expected = (settings.request.steps + 1, *latent_shape)
     if traj.shape != expected:
         raise ValueError(
             f"the stored trajectory has T = {traj.shape[0] - 1} and latent shape "
-            f"{traj.shape[1:]}; this run needs T = {settings.request.steps} and "
-            f"{tuple(model.latent_shape)}"
+            f"{traj.shape[1:]}; this run needs T = {settings.request.steps} and {tuple(latent_shape)}"
         )
     return torch.from_numpy(traj)
 
@@ -102,14 +123,18 @@ def reference_steps(
     problem: Problem,
     model: DiffusionModel,
     frames: int = 10,
+    interrupt: Interrupt | None = None,
 ) -> Generator[Event | None, None, torch.Tensor]:
     """The sequential reference one step per item: a "sequential" preview event on about ``frames`` of
-    the steps, None on the others; then a "reference" event with its full decode. Returns its x_0."""
+    the steps, None on the others; then a "reference" event with its full decode. Returns its x_0.
+    ``interrupt`` is asked between steps (one network call each): True raises ``Interrupted``."""
     T = problem.steps
     every = max(1, T // frames)
     steps = Busy(iterate_sequential(problem))
     x0 = problem.x_T
     for step in steps:
+        if interrupt is not None and interrupt():
+            raise Interrupted(f"interrupted during the sequential reference, {T - step.index}/{T} steps done")
         x0, done = step.x, T - step.index
         if step.index == 0 or done % every == 0:
             yield SequentialStep(done, T, steps.seconds, preview(model, step.x))
@@ -120,10 +145,10 @@ def reference_steps(
 
 
 def reference_events(
-    problem: Problem, model: DiffusionModel, frames: int = 10
+    problem: Problem, model: DiffusionModel, frames: int = 10, interrupt: Interrupt | None = None
 ) -> Generator[Event, None, torch.Tensor]:
     """Stream the whole sequential reference (its preview events, then its full decode); return its x_0."""
-    reference = Reference(problem, model, frames)
+    reference = Reference(problem, model, frames, interrupt)
     yield from reference.advance()
     assert reference.x0 is not None
     return reference.x0
@@ -134,8 +159,10 @@ class Reference:
     the parallel iterations, so the first parallel frame does not wait for all T steps. ``x0`` is set
     once the last step is done."""
 
-    def __init__(self, problem: Problem, model: DiffusionModel, frames: int = 10) -> None:
-        self.steps = reference_steps(problem, model, frames)
+    def __init__(
+        self, problem: Problem, model: DiffusionModel, frames: int = 10, interrupt: Interrupt | None = None
+    ) -> None:
+        self.steps = reference_steps(problem, model, frames, interrupt)
         self.x0: torch.Tensor | None = None
 
     def advance(self, n: int | None = None) -> Iterator[Event]:
@@ -169,16 +196,15 @@ def iterate_row(it: Iterate, reference: torch.Tensor | None, seconds: float) -> 
 
 
 def solver_events(
-    problem: Problem,
-    settings: RunSettings,
-    model: DiffusionModel,
-    reference: torch.Tensor | None,
-    init: torch.Tensor | None,
-    lane: str,
+    run: Run, reference: torch.Tensor | None, init: torch.Tensor | None, lane: str
 ) -> Iterator[Event]:
-    """One "iterate" event per ``solve`` record, then "done" with the full decode and the trajectory.
-    Without a reference yet, each iterate event also carries its ``x0`` (for the distance, later)."""
-    iterates = Busy(solve(problem, settings.config, init_trajectory=init))
+    """One "iterate" event per ``solve`` record of the posed ``run``, then "done" with the full decode
+    and the trajectory. Without a reference yet, each iterate event also carries its ``x0`` (for the
+    distance, later)."""
+    problem = run.problem
+    assert problem is not None  # posed with its problem (not dry)
+    model = problem.model  # at the request's size, as the problem decodes
+    iterates = Busy(solve(problem, run.plan, init_trajectory=init))
     last = None
     for it in iterates:
         last = it
@@ -188,44 +214,24 @@ def solver_events(
         yield SolveDone(lane, decode(model, last.x0), last.trajectory.to(torch.float32).numpy())
 
 
-def _setup(settings: RunSettings) -> tuple[DiffusionModel, Problem, RunSettings, list[Event]]:
-    """The model, the problem, the settings with an auto window chosen, and the event that says so."""
-    model, problem = posed(settings)
-    return (model, problem, *planned(problem, settings))
-
-
-def posed(settings: RunSettings) -> tuple[DiffusionModel, Problem]:
-    """The model (at the request's size, as the problem decodes) and the problem of ``settings``."""
-    model = get_model(settings.model)
-    problem = make_problem(model, settings.request)
-    return at_size(model, settings.request.height, settings.request.width), problem
-
-
-def planned(problem: Problem, settings: RunSettings) -> tuple[RunSettings, list[Event]]:
-    """The settings with an auto window chosen, and the event that says so."""
-    chosen = plan(problem, settings.config).projection  # the device's choice, made once per solve
-    if chosen is None:
-        return settings, []
-    window = chosen.window if settings.config.solver != "sequential" else settings.config.window
-    config = replace(settings.config, window=window, max_batch=chosen.max_batch)
-    event = WindowChosen(chosen.window, chosen.max_batch, chosen.line())
-    return replace(settings, config=config), [event]
-
-
-def run_events(settings: RunSettings, init: dict[str, Any] | None = None) -> Iterator[Event]:
-    """The sequential reference and the parallel solver interleaved: about T/8 reference steps, one
-    parallel iteration, T/8 steps, … (on a CPU an iteration over W timesteps costs about W steps), so
-    the first ParaTAA frame comes early even for a large T. Iterations computed before the reference
-    ends get their distance to it in one "distances" event (for rows 1…n) once it ends; "done" comes
-    after the whole reference. Picklable events."""
-    model, problem, settings, chosen = _setup(settings)
-    yield from chosen
-    init_trajectory = check_init(settings, init, model)
+def run_events(
+    settings: RunSettings, init: dict[str, Any] | None = None, interrupt: Interrupt | None = None
+) -> Iterator[Event]:
+    """The run posed once (``Posed``), then the sequential reference and the parallel solver interleaved:
+    about T/8 reference steps, one parallel iteration, T/8 steps, … (on a CPU an iteration over W
+    timesteps costs about W steps), so the first ParaTAA frame comes early even for a large T.
+    Iterations computed before the reference ends get their distance to it in one "distances" event
+    (for rows 1…n) once it ends; "done" comes after the whole reference. Picklable events."""
+    run = posed(settings, interrupt=interrupt)
+    yield Posed(run.detached())
+    assert run.problem is not None
+    problem, model = run.problem, run.problem.model
+    init_trajectory = check_init(settings, init, run.latent_shape)
     chunk = -(-problem.steps // REFERENCE_CHUNKS)
-    reference = Reference(problem, model)
+    reference = Reference(problem, model, interrupt=interrupt)
     yield from reference.advance(chunk)
     early: list[torch.Tensor] = []  # x_0 of iterations that came before the reference's x_0
-    for event in solver_events(problem, settings, model, None, init_trajectory, "main"):
+    for event in solver_events(run, None, init_trajectory, "main"):
         if isinstance(event, IterateDone):
             assert event.x0 is not None
             if reference.x0 is None:
@@ -297,22 +303,28 @@ def fitted(config: SolverConfig, given: int, steps: int) -> SolverConfig:
     )
 
 
-def race_events(settings: RunSettings, contest: str = "solvers") -> Iterator[Event]:
-    """Each lane's sequential reference (one for both when they share the problem: its events carry no
-    lane), then the two lanes interleaved one event at a time (``lane`` names one)."""
+def race_events(
+    settings: RunSettings, contest: str = "solvers", interrupt: Interrupt | None = None
+) -> Iterator[Event]:
+    """Each lane posed (``Posed``, with its lane; lanes of one request share its problem, posed once and
+    planned for each lane), each problem's sequential reference (one for both when they share it: its
+    events carry no lane), then the two lanes interleaved one event at a time (``lane`` names one)."""
     lanes = race_lanes(settings, contest)
     shared = len({lane.request for lane in lanes.values()}) == 1
-    problems: dict[Any, tuple[DiffusionModel, Problem, torch.Tensor]] = {}  # by request: with its x_0
-    solvers = {}
+    runs: dict[str, Run] = {}
     for name, lane in lanes.items():
-        if lane.request not in problems:
-            model, problem = posed(lane)
-            reference = yield from tagged(reference_events(problem, model), "" if shared else name)
-            problems[lane.request] = model, problem, reference
-        model, problem, reference = problems[lane.request]
-        lane, chosen = planned(problem, lane)
-        yield from (replace(event, lane=name) for event in chosen)
-        solvers[name] = solver_events(problem, lane, model, reference, None, name)
+        known = next((r.problem for n, r in runs.items() if lanes[n].request == lane.request), None)
+        runs[name] = posed(lane, interrupt=interrupt, problem=known)
+        yield Posed(runs[name].detached(), name)
+    references: dict[Any, torch.Tensor] = {}  # by request: its reference's x_0
+    solvers = {}
+    for name, run in runs.items():
+        request, problem = lanes[name].request, run.problem
+        assert problem is not None
+        if request not in references:
+            events = reference_events(problem, problem.model, interrupt=interrupt)
+            references[request] = yield from tagged(events, "" if shared else name)
+        solvers[name] = solver_events(run, references[request], None, name)
     for _, event in interleave(solvers):
         yield event
 

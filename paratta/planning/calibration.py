@@ -17,7 +17,7 @@ import json
 import os
 import time
 import warnings
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -26,18 +26,10 @@ import torch
 from paratta.problem import Problem
 
 from .hardware import device_name
-from .latency import TABLE_NAME, LatencyTable, load_tables, rows_per_step
+from .latency import TABLE_NAME, Curve, LatencyTable, load_tables, rows_per_step
 
 CACHE_ENV = "PARATTA_CACHE_DIR"  # where calibrations are cached (default ~/.cache/paratta)
 SLOW_S = 0.25  # a call slower than this is timed once: repeating it would only add seconds
-
-
-@dataclass(frozen=True)
-class Curve:
-    """A latency table and where it comes from (said wherever a figure made from it is shown)."""
-
-    table: LatencyTable
-    source: str  # shipped table, cached calibration or a calibration made now; with its date
 
 
 def cache_dir() -> Path:
