@@ -204,3 +204,65 @@ def test_the_panel_reads_as_the_sidebar_and_the_api_keeps_its_order() -> None:
         "prompt",
         "negative_prompt",
     )  # a positional call keeps its meaning
+
+
+def test_the_page_asks_each_model_what_it_declares(isolated: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The panel's families, samplers, size and words, and the door's prompt checks, read the model's
+    declared capabilities (``paratta.protocol``): the mixtures have both families and a vocabulary, a
+    text-to-image pipeline reads any text and needs a prompt, DiT parses class names offline."""
+    from dataclasses import replace
+
+    import gradio as gr
+
+    from paratta import load_model
+    from paratta.models.diffusers.load import from_pipeline
+    from paratta.models.diffusers.tiny import tiny_dit_pipeline, tiny_sd3_pipeline, tiny_sd_pipeline
+    from ui.run import door
+    from ui.serve import models as served
+    from ui.view import controls
+
+    shapes, toy, unet = (load_model(name) for name in ("shapes", "toy2d", "shapes-unet"))
+    sd, sd3 = from_pipeline(tiny_sd_pipeline()), from_pipeline(tiny_sd3_pipeline())
+    dit = from_pipeline(tiny_dit_pipeline(id2label={0: "tench, Tinca tinca", 207: "golden retriever"}))
+    assert [served.has_both_families(m) for m in (shapes, toy, unet, sd, sd3, dit)] == [1, 1, 0, 0, 0, 0]
+    assert controls.families(shapes) == ["auto", "ddim", "flow"] and controls.families(sd3) == [
+        "auto",
+        "flow",
+    ]
+    assert "ddim" not in controls.samplers(sd3) and {"unipc", "dpm++2m"} <= set(controls.samplers(sd3))
+    assert controls.samplers(shapes) == controls.samplers(sd) == list(controls.REQUEST["sampler"].choices)
+    assert (
+        served.image_size(sd) == sd.image_size and served.image_size(shapes) is served.image_size(dit) is None
+    )
+    assert (
+        not controls.size_update("height", shapes)["visible"] and controls.size_update("width", sd)["visible"]
+    )
+    assert served.vocabulary(shapes) == dict(shapes.vocabulary) and served.vocabulary(sd) == {}
+    assert "red" in controls.words(shapes) and controls.words(sd) == ""
+    offline = {m.name: served.encodes_offline(m) for m in (shapes, toy, unet, sd, sd3, dit)}
+    assert offline == {shapes.name: True, toy.name: True, unet.name: True, sd.name: False, sd3.name: False,
+                       dit.name: True}  # fmt: skip
+
+    # The door: "needs a prompt" is the model's own ``defaults.requires_prompt``; a class name DiT does not
+    # know is refused before the queue (its parse runs no network), any text passes for a text encoder.
+    named = dict(FAST, model="sd", prompt="", steps=4, order=4, window=4, max_iters=4)
+    models = {"sd": sd, "dit": dit}
+    monkeypatch.setattr(door, "get_model", lambda name: models[name])
+    with pytest.raises(gr.Error, match="prompt is empty: this model needs a text prompt"):
+        door.settle(["sd"], named)
+    models["sd"] = replace_defaults(sd, replace(sd.defaults, requires_prompt=False))
+    assert door.settle(["sd"], named)[0].request.prompt == ""
+    settings, _ = door.settle(["dit"], dict(named, model="dit", prompt="tabby cat"))
+    with pytest.raises(ValueError, match="tabby cat"):
+        door.check_words(settings)
+    door.check_words(door.settle(["dit"], dict(named, model="dit", prompt="golden retriever"))[0])
+    door.check_words(door.settle(["sd"], dict(named, prompt="any words at all"))[0])
+
+
+def replace_defaults(model: Any, defaults: Any) -> Any:
+    """A shallow copy of ``model`` that declares ``defaults``."""
+    import copy
+
+    other = copy.copy(model)
+    other.defaults = defaults
+    return other

@@ -394,7 +394,7 @@ def build_demo(extra_model: str | None = None) -> gr.Blocks:
 
     def describe(name: str) -> tuple[Any, Any]:
         model = loaded.get(name) or get_model(name)
-        return model, model_defaults(name, model)
+        return model, model.defaults  # the declared defaults: its prompt, and whether it needs one
 
     # delete_cache: Gradio removes its cached frames and downloads on a timer (cache.delete_cache).
     with gr.Blocks(title="ParaTAA live — parallel diffusion sampling", delete_cache=delete_cache()) as demo:

@@ -66,7 +66,8 @@ class ReplicatedModel:
             self._sizes[height, width] = ReplicatedModel([at_size(r, height, width) for r in self.replicas])
         return self._sizes[height, width]
 
-    def __getattr__(self, name: str) -> Any:  # everything but predict is the first replica's
+    # Not a probe: every declared attribute (and the pipeline) is the first replica's, forwarded as it is.
+    def __getattr__(self, name: str) -> Any:
         return getattr(self.replicas[0], name)
 
     def predict(self, x: Tensor, t: Tensor, cond: Any, guidance: float) -> Tensor:

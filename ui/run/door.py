@@ -19,7 +19,7 @@ from typing import Any
 
 import gradio as gr
 
-from paratta import Run, model_defaults, pose
+from paratta import Run, pose
 from paratta.protocol import DiffusionModel
 
 from ..serve.gpu import DEVICE
@@ -110,8 +110,7 @@ def settle(
     model = get_model(name)
     try:
         caps = Caps.from_env()
-        needs_prompt = model_defaults(name, model).requires_prompt
-        settings = parse_settings(**named, caps=caps, needs_prompt=needs_prompt)
+        settings = parse_settings(**named, caps=caps, needs_prompt=model.defaults.requires_prompt)
         try:
             runs = job_runs(settings, model, race)  # a sampler, family or size the model cannot take
         except ValueError as err:

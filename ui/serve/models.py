@@ -1,13 +1,9 @@
-"""The app's models, loaded once onto their devices (``get_model``), and what the page may ask of a
-model beyond the protocol: one function per optional capability, the only place ``ui`` looks one up.
-
-Each capability is probed on the model here; once the model contract declares them as attributes
-(``paratta.protocol``), each function becomes a read of that attribute and nothing else changes.
+"""The app's models, loaded once onto their devices (``get_model``), and what the page asks of a model
+beyond the protocol's methods: one function per capability, each a read of what the model declares
+(``paratta.protocol.DiffusionModel``), so the page and the door ask in one place and probe nothing.
 """
 
 from __future__ import annotations
-
-from typing import Any
 
 from paratta import load_model
 from paratta.protocol import DiffusionModel
@@ -23,23 +19,23 @@ def get_model(name: str) -> DiffusionModel:
     return devices.load(name) if devices.DEVICES else load_model(name, device=DEVICE)
 
 
-def has_both_families(model: Any) -> bool:
+def has_both_families(model: DiffusionModel) -> bool:
     """Can both sampler families sample it (DDIM on ε and flow Euler on the velocity: the mixtures)?"""
-    return getattr(model, "with_family", None) is not None
+    return len(model.families) > 1
 
 
-def image_size(model: Any) -> tuple[int, int] | None:
+def image_size(model: DiffusionModel) -> tuple[int, int] | None:
     """The (height, width) a pipeline that takes an image size samples at by default; None for a model
     of one size."""
-    return tuple(model.image_size) if getattr(model, "takes_image_size", False) else None
+    return model.image_size if model.takes_image_size else None
 
 
-def vocabulary(model: Any) -> dict[str, tuple[str, ...]]:
+def vocabulary(model: DiffusionModel) -> dict[str, tuple[str, ...]]:
     """The words an embedded model's condition is made of, by category ({} for one that reads any text)."""
-    return dict(getattr(model, "vocabulary", None) or {})
+    return dict(model.vocabulary or {})
 
 
-def encodes_offline(model: Any) -> bool:
-    """Is its condition a parse of the prompt (no text encoder: the built-ins, a class-label model), so
-    that checking the prompt's words runs no network?"""
-    return getattr(model, "text_encoder", None) is None
+def encodes_offline(model: DiffusionModel) -> bool:
+    """Is its condition a parse of the prompt (a vocabulary, or a class-label model's class names: no
+    text encoder), so that checking the prompt's words runs no network?"""
+    return model.vocabulary is not None or model.labels is not None

@@ -29,7 +29,8 @@ class Batch:
         self.latent_shape = (count, *model.latent_shape)
         self.rows_per_timestep = count * model.rows_per_timestep
 
-    def __getattr__(self, name: str) -> Any:  # the declared capabilities and the pipeline are the model's
+    # Not a probe: the declared capabilities and the pipeline are the wrapped model's, forwarded as they are.
+    def __getattr__(self, name: str) -> Any:
         return getattr(self.model, name)
 
     def predict(self, x: Tensor, t: Tensor, cond: Any, guidance: float) -> Tensor:

@@ -61,9 +61,9 @@ class DiTModel(DiffusersModel):
         self.num_classes = int(config.num_embeds_ada_norm or 1000)
         self.latent_shape = (self.channels, int(config.sample_size), int(config.sample_size))
         self.scheduler_config = pipeline_scheduler_config(self.pipe.scheduler)
-        # Label → id, lower-cased (pipe.labels maps every comma-separated synonym of id2label; a pipeline
-        # built without id2label has no ``labels`` attribute: this adapter's one probe of its pipeline).
-        self.labels = {k.lower(): int(v) for k, v in (getattr(self.pipe, "labels", None) or {}).items()}
+        # Label → id, lower-cased (``DiTPipeline.__init__`` maps every comma-separated synonym of id2label;
+        # {} when it was built without one).
+        self.labels = {k.lower(): int(v) for k, v in self.pipe.labels.items()}
         # Class-conditional: "" samples the null class; an ImageNet DiT is shown with a class it knows.
         self.defaults = ModelDefaults("golden retriever" if "golden retriever" in self.labels else "", 4.0)
 
