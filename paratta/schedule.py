@@ -16,19 +16,33 @@ with every network output held fixed,
                └──── ``own``: reads row i alone ────┘    └─ the band: rows above ─┘
 
 so DDIM, Euler and flow Euler (B = 1) have d_i = ``own`` alone, and a multistep sampler adds the
-features of the rows above, which one batched call evaluates with row i. Everything is float64 on
-the CPU until ``to``.
+features of the rows above, which one batched call evaluates with row i.
+
+Any slopes s_j assumed for ∂f_j/∂x_{j+1} give the same recurrence, d taking what A leaves out:
+
+    (4)  x_i = Σ_b A_{i,b} x_{i+b+1} + d'_i,      A_{i,b} = [b = 0] p_i + w_{i,b} s_{i+b},
+
+so the triangular system keeps the sequential trajectory as its only solution whatever A; A decides
+how a correction at the inputs reaches x_i within one iteration (a linearisation of each step).
+``linear_part`` gives two: "published" is (3) (s = μ on the own row, the band held), "flow" the
+flow-matching frame for every sampler — x/(α + σ) moves while x̂_0 and ε̂ are held, so both have slope
+κ_j = 1/(α_j + σ_j) and the output its reading's (``reading``) — with the band carried too. It lies
+between ε held (right where x̂_0 follows x, at low noise) and x̂_0 held (right where the prediction
+ignores x, at high noise), and it is flow Euler's own split (A = 1). Everything is float64 on the CPU
+until ``to``.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, fields, replace
-from typing import Literal
+from typing import Literal, get_args
 
 import torch
 from torch import Tensor
 
 Frame = Literal["vp", "flow"]  # x = α x_0 + σ ε with α = √(1 − σ²) (VP) or α = 1 − σ (rectified flow)
+Split = Literal["flow", "published"]  # (4): the linear part the solver's update carries
+SPLITS: tuple[str, ...] = get_args(Split)
 
 
 @dataclass(frozen=True)
@@ -71,6 +85,21 @@ class Schedule:
     def a(self) -> Tensor:
         """(3): the coefficient of x_{i+1} with every network output held fixed."""
         return self.p + self.w[:, 0] * self.mu
+
+    def linear_part(self, split: Split) -> Tensor:
+        """(4): A (n, B) of ``split``; a coefficient that would read a row past x_T is zero."""
+        if split == "published":
+            return self.a[:, None]
+        if split != "flow":
+            raise ValueError(f"split must be one of {', '.join(SPLITS)}; got {split!r}")
+        j = torch.arange(self.num_steps, device=self.mu.device)
+        kappa = 1 / (self.alpha + self.sigma)
+        read_x, read_out = self.reading(j)
+        s = self.mu + self.nu * (kappa - read_x) / read_out  # the output's slope when x̂_0's is κ
+        s = torch.cat([s, s.new_zeros(self.band - 1)])
+        A = self.w * torch.stack([s[b : b + self.num_steps] for b in range(self.band)], 1)
+        A[:, 0] += self.p
+        return A
 
     @property
     def noise(self) -> Tensor:
@@ -137,18 +166,23 @@ class Schedule:
         above = [torch.cat([f[b:], f.new_zeros((b, *f.shape[1:]))]) for b in range(1, self.band)]
         return x + self.band_term(i, torch.stack(above, 1))
 
+    def reading(self, j: Tensor) -> tuple[Tensor, Tensor]:
+        """(r_x, r_o) per row j: x̂_0 = r_x x_{j+1} + r_o o_j, the output read as ``prediction_type`` says."""
+        alpha, sigma = self.alpha[j], self.sigma[j]
+        if self.prediction_type == "epsilon":  # x = α x̂_0 + σ ε
+            return 1 / alpha, -sigma / alpha
+        if self.prediction_type == "v_prediction":  # v = α ε − σ x̂_0, α² + σ² = 1
+            return alpha, -sigma
+        if self.prediction_type == "flow_prediction":  # v = ε − x̂_0, α = 1 − σ
+            return torch.ones_like(alpha), -sigma
+        return torch.zeros_like(alpha), torch.ones_like(alpha)  # sample
+
     def prediction(self, j: Tensor, x: Tensor, out: Tensor, clip: bool = True) -> tuple[Tensor, Tensor]:
         """(x̂_0, ε̂) at row j from x_{j+1} = ``x`` and the network's output, read as ``prediction_type``
         says (x̂_0 clamped when DDIM clips, unless ``clip`` is False); ε̂ from x = α x̂_0 + σ ε̂."""
         alpha, sigma = self._view(self.alpha[j], x), self._view(self.sigma[j], x)
-        if self.prediction_type == "epsilon":
-            x0 = (x - sigma * out) / alpha
-        elif self.prediction_type == "v_prediction":
-            x0 = alpha * x - sigma * out
-        elif self.prediction_type == "flow_prediction":
-            x0 = x - sigma * out
-        else:
-            x0 = out
+        read_x, read_out = self.reading(j)
+        x0 = self._view(read_x, x) * x + self._view(read_out, x) * out
         if self.clip is not None and clip:
             x0 = x0.clamp(-self.clip, self.clip)
         return x0, (x - alpha * x0) / sigma

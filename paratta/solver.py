@@ -4,7 +4,9 @@ Each iteration works on the window [lo, top) below the anchor x_top (final) in f
 
 1. **evaluate**: one batched network call gives the increments d_s for every unknown in the window;
 2. **residuals**: the anchor flow y (y_top = x_top, y_i = a_i y_{i+1} + d_i), the anchor residual
-   G = y − x, the order-k residual R (``system``) and the one-step residual r;
+   G = y − x and the one-step residual r, which the stopping rule reads, and the order-k residual R
+   (``system``) that drives the update: of the same published split, or of the linear part
+   ``Plan.split`` names (``Schedule.linear_part`` (4): the same evaluations, another part carried);
 3. **stop test**: the lowest index u the stopping rule lets the anchor move to (``stopping``);
 4. **update**: indices u…top−1 are set to y (their inputs are final, so x_u is final: the anchor
    moves to u); below u, x ← x + R (Jacobi) or the Anderson update (``anderson``);
@@ -35,7 +37,16 @@ from .evaluate import evaluate
 from .planning.plan import Plan
 from .problem import Problem
 from .stopping import band_reads, budget_anchor, per_step_anchor, sensitivity
-from .system import anchor_flow, order_products, order_residual, rms, step_residual
+from .system import (
+    anchor_flow,
+    band_flow,
+    band_order_residual,
+    band_transfer,
+    order_products,
+    order_residual,
+    rms,
+    step_residual,
+)
 
 
 @dataclass(frozen=True)
@@ -135,6 +146,8 @@ def solve(problem: Problem, plan: Plan, init_trajectory: Tensor | None = None) -
         torch.zeros(T, dtype=torch.bool, device=device),
     )
     anderson = cfg.solver in ("anderson", "anderson-global") and cfg.history > 1
+    # The update's linear part (4); None: the published one, which the stopping rule certifies.
+    A = coef.linear_part(cfg.split) if cfg.split != "published" else None
     # From a warm start the iterates first move along the difference of two trajectories only, so
     # early ratios underestimate L in the directions G points: partial freezes get no credit below 1.
     floor = 1.0 if cfg.init == "trajectory" else 0.0
@@ -170,7 +183,11 @@ def solve(problem: Problem, plan: Plan, init_trajectory: Tensor | None = None) -
         X = x[lo:top]
         G = anchor_flow(a, d, x[top]) - X
         k = min(cfg.order, top - lo)
-        R = order_residual(G, order_products(a, k), k)
+        if A is None:
+            R = order_residual(G, order_products(a, k), k)
+        else:
+            G_update = _split_residual(A[lo:top], a[:, None] * inputs + d, x, memory.inputs, lo, top)
+            R = band_order_residual(G_update, band_transfer(A[lo:top], k), k)
         g_rms, r_rms = rms(G), rms(step_residual(a, d, inputs, X))
 
         # 3. stop test
@@ -221,6 +238,20 @@ def solve(problem: Problem, plan: Plan, init_trajectory: Tensor | None = None) -
         )
         if top == 0:
             return
+
+
+def _split_residual(A: Tensor, step: Tensor, x: Tensor, evaluated_at: Tensor, lo: int, top: int) -> Tensor:
+    """G of (4) on the window: y_i = Σ_b A_{i,b} y_{i+b+1} + d'_i from the final states at and above the
+    anchor, d'_i = step_i − Σ_b A_{i,b} x'_{i+b+1}, x' where row i + b was evaluated: the iterate in the
+    window, a final row's last evaluation above it (``evaluated_at``), zero past x_T (A is zero there)."""
+    n, B = A.shape
+    T = x.shape[0] - 1
+    points = torch.cat([x[lo + 1 : top + 1], evaluated_at[top : min(top + B - 1, T)]])
+    points = torch.cat([points, points.new_zeros((n + B - 1 - points.shape[0], points.shape[1]))])
+    d = step - sum(A[:, b : b + 1] * points[b : b + n] for b in range(B))
+    above = x.new_zeros((B, x.shape[1]))
+    above[: min(B, T + 1 - top)] = x[top : top + B]
+    return band_flow(A, d, above) - x[lo:top]
 
 
 def _above(f: Tensor, remembered: Tensor, top: int, band: int) -> Tensor:

@@ -15,6 +15,11 @@ Every order has the sequential trajectory as its unique solution. Two quantities
   follows from F_i^(k) = y_i + P_{i,j} (x_j − y_j).
 
 All work is O(window × latent): cumulative sums over the window and elementwise products.
+
+A linear part that reads a band of B rows (``Schedule.linear_part``: x_i = Σ_b A_{i,b} x_{i+b+1} + d_i)
+has the same two quantities: ``band_flow`` runs its anchor flow, and F_i^(k) = y_i + Σ_b T_{i,b}
+(x_{j+b} − y_{j+b}) with T the homogeneous recurrence unrolled k steps (``band_transfer``), so
+R_i = G_i − Σ_b T_{i,b} G_{i+k+b} (``band_order_residual``; G = 0 at and above the anchor).
 """
 
 from __future__ import annotations
@@ -83,3 +88,45 @@ def step_residual(a: Tensor, d: Tensor, x_above: Tensor, x: Tensor) -> Tensor:
 def rms(v: Tensor) -> Tensor:
     """Root mean square over the latent axis: (n, D) → (n,)."""
     return v.pow(2).mean(1).sqrt()
+
+
+def band_flow(A: Tensor, d: Tensor, above: Tensor) -> Tensor:
+    """y_i = Σ_b A_{i,b} y_{i+b+1} + d_i for the window rows (row r is index lo + r), from y = x at and
+    above the anchor. ``A`` (n, B), ``d`` (n, D), ``above`` (B, D): x_top … x_{top+B−1} (zero rows past
+    x_T, where A is zero). One row is ``anchor_flow``; a wider band is a scan over the rows (float64)."""
+    if A.shape[1] == 1:
+        return anchor_flow(A[:, 0], d, above[0])
+    n, B = A.shape
+    A64 = A.double()
+    y = torch.cat([d.new_zeros((n, d.shape[1]), dtype=torch.float64), above.double()])
+    for r in range(n - 1, -1, -1):
+        y[r] = d[r].double() + A64[r] @ y[r + 1 : r + 1 + B]
+    return y[:n].to(d.dtype)
+
+
+def band_transfer(A: Tensor, order: int) -> Tensor:
+    """T (n, B): T_{i,b} with e_i = Σ_b T_{i,b} e_{i+k+b} for e_i = Σ_b A_{i,b} e_{i+b+1} (rows past the
+    window count as zero). One recurrence per row, run for all rows at once: k steps of (n, B) work."""
+    n, B = A.shape
+    if B == 1:
+        return order_products(A[:, 0], order)[:, None]
+    padded = torch.cat([A, A.new_zeros((order, B))])  # rows past the window: final, e = 0
+    rows = torch.arange(n, device=A.device)
+    eye = torch.eye(B, dtype=A.dtype, device=A.device)
+    # coefficients of e_{r+t}, e_{r+t+1}, … in terms of the boundary e_{r+k…r+k+B−1}, for t = k, then down
+    band = [eye[b].expand(n, B) for b in range(B)]
+    for t in range(order - 1, -1, -1):
+        a = padded[rows + t]  # (n, B): A_{r+t, ·}
+        band = [sum(a[:, b : b + 1] * band[b] for b in range(B))] + band[:-1]
+    return band[0]
+
+
+def band_order_residual(G: Tensor, T: Tensor, order: int) -> Tensor:
+    """R_i = G_i − Σ_b T_{i,b} G_{i+k+b}, G = 0 at and above the anchor (rows: index lo + r)."""
+    n, B = T.shape
+    R = G.clone()
+    for b in range(B):
+        shift = order + b
+        if shift < n:
+            R[: n - shift] -= T[: n - shift, b : b + 1] * G[shift:]
+    return R

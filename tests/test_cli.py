@@ -14,6 +14,7 @@ import torch
 from PIL import Image
 
 from paratta import Request, load_model, make_problem, sample_sequential
+from paratta.config import TOLERANCE
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -63,7 +64,7 @@ def test_sample_png_with_json_summary_and_comparison(tmp_path: Path) -> None:
     summary = json.loads(proc.stdout)
     assert summary["converged"] and 1 <= summary["iterations"] < 40
     assert summary["model_evaluations"] >= 40
-    assert summary["distance_to_sequential_rms"] <= 2e-3
+    assert summary["distance_to_sequential_rms"] <= TOLERANCE["budget"]
     for key in ("seconds", "max_residual", "model_seconds", "solver_seconds", "sequential_seconds"):
         assert summary[key] >= 0
     image = np.asarray(Image.open(out))
@@ -99,7 +100,7 @@ def test_latent_output_given_latents_and_trajectory_round_trip(tmp_path: Path) -
     assert np.allclose(traj[-1], x_T, atol=1e-6)
     model = load_model("shapes")
     problem = make_problem(model, Request("square", "", 0, 30, 0.0, 3.0), latents=torch.from_numpy(x_T))
-    assert np.sqrt(((x0 - sample_sequential(problem)[0].numpy()) ** 2).mean()) <= 2e-3
+    assert np.sqrt(((x0 - sample_sequential(problem)[0].numpy()) ** 2).mean()) <= TOLERANCE["budget"]
     # warm start from that trajectory with another prompt: still the exact sample of the new prompt
     proc = cli(
         "sample",
@@ -118,7 +119,7 @@ def test_latent_output_given_latents_and_trajectory_round_trip(tmp_path: Path) -
         "--output",
         str(tmp_path / "ring.png"),
     )
-    assert json.loads(proc.stdout)["distance_to_sequential_rms"] <= 2e-3
+    assert json.loads(proc.stdout)["distance_to_sequential_rms"] <= TOLERANCE["budget"]
 
 
 @pytest.mark.parametrize(
@@ -230,7 +231,7 @@ def test_bench_json_on_the_2d_model() -> None:
     assert set(rows) == {"jacobi", "anderson", "anderson-global"}
     for row in rows.values():
         assert row["converged"] and 1 <= row["iterations"] <= 25
-        assert row["distance_to_sequential"] <= 2e-3
+        assert row["distance_to_sequential"] <= TOLERANCE["budget"]
 
 
 def test_a_bare_sample_leaves_nothing_in_the_working_directory(tmp_path: Path, monkeypatch, capsys) -> None:

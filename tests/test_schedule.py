@@ -8,7 +8,7 @@ import pytest
 import torch
 from diffusers import DDIMScheduler
 
-from paratta.samplers import coefficients
+from paratta.samplers import SAMPLERS, coefficients, sampler_config
 from paratta.samplers.ddim import DDIMConfig, build, timesteps
 from paratta.samplers.grids import alphas_cumprod
 from paratta.samplers.trace import MAX_BAND, Trace, band_form
@@ -163,3 +163,54 @@ def test_eta_out_of_range(eta: float) -> None:
 def test_steps_out_of_range() -> None:
     with pytest.raises(ValueError, match="steps"):
         coefficients({}, 1001)
+
+
+def fake_output(coef, j: torch.Tensor, x: torch.Tensor, kappa: torch.Tensor) -> torch.Tensor:
+    """A network output at rows ``j`` whose x̂_0 and ε̂ both move as κ x (the flow frame's hypothesis: x/(α + σ)
+    moves, the prediction held), written in each prediction type's own terms."""
+    x0, eps = kappa[:, None] * x + 0.3, kappa[:, None] * x - 0.2
+    alpha, sigma = coef.alpha[j][:, None], coef.sigma[j][:, None]
+    return {
+        "epsilon": eps,
+        "v_prediction": alpha * eps - sigma * x0,
+        "flow_prediction": eps - x0,
+        "sample": x0,
+    }[coef.prediction_type]
+
+
+@pytest.mark.parametrize(
+    "config",
+    [{"prediction_type": p} for p in ("epsilon", "v_prediction", "sample")]
+    + [{"_class_name": "FlowMatchEulerDiscreteScheduler"}],
+    ids=["epsilon", "v", "sample", "flow"],
+)
+def test_each_linear_part_is_the_slope_of_its_steps_under_its_hypothesis(config) -> None:
+    """(4): "published" is (3)'s a (n, 1); "flow" is, row by row, the derivative of step i in the inputs
+    x_{i+b+1} when every feature is read from an output whose x̂_0 and ε̂ move as x/(α + σ) (finite
+    differences of ``features``); flow Euler's own is A = 1. Every sampler the model's prediction takes."""
+    names = [name for name in ("ddim", *SAMPLERS) if name not in ("auto",)]
+    checked = 0
+    for name in names:
+        try:
+            coef = coefficients(sampler_config(config, name), 12, 1.0 if name == "ddim" else 0.0)
+        except ValueError:
+            continue  # a sampler this prediction type cannot use (refused with its reason elsewhere)
+        assert torch.equal(coef.linear_part("published"), coef.a[:, None])
+        A = coef.linear_part("flow")
+        j = torch.arange(coef.num_steps)
+        kappa = 1 / (coef.alpha + coef.sigma)
+        x, h = torch.randn(coef.num_steps, 3, dtype=torch.float64), 1e-3
+        slope = (
+            coef.features(j, x + h, fake_output(coef, j, x + h, kappa))
+            - coef.features(j, x, fake_output(coef, j, x, kappa))
+        ) / h  # ∂f_j/∂x_{j+1} under the hypothesis, per row
+        s = torch.cat([slope[:, 0], slope.new_zeros(coef.band)])
+        for b in range(coef.band):
+            expected = coef.w[:, b] * s[b : b + coef.num_steps] + (coef.p if b == 0 else 0)
+            torch.testing.assert_close(A[:, b], expected, rtol=1e-6, atol=1e-9)
+        if coef.frame == "flow" and coef.prediction_type == "flow_prediction" and coef.band == 1:
+            torch.testing.assert_close(A[:, 0], torch.ones_like(A[:, 0]))
+        checked += 1
+    assert checked >= 3
+    with pytest.raises(ValueError, match="split"):
+        coef.linear_part("eps")

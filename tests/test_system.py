@@ -6,7 +6,15 @@ import pytest
 import torch
 
 from paratta.anderson import anderson_step
-from paratta.system import anchor_flow, order_products, order_residual, step_residual
+from paratta.system import (
+    anchor_flow,
+    band_flow,
+    band_order_residual,
+    band_transfer,
+    order_products,
+    order_residual,
+    step_residual,
+)
 
 
 def dense_F(a: torch.Tensor, d: torch.Tensor, x: torch.Tensor, order: int) -> torch.Tensor:
@@ -54,6 +62,47 @@ def test_sequential_trajectory_is_the_fixed_point_of_every_order() -> None:
         assert dense_F(a, d, x, order).sub(x[:n]).abs().max() < 1e-12
         G = anchor_flow(a, d, x[n]) - x[:n]
         assert order_residual(G, order_products(a, order), order).abs().max() < 1e-12
+
+
+def dense_band_F(A: torch.Tensor, d: torch.Tensor, x: torch.Tensor, order: int) -> torch.Tensor:
+    """F_i^(k)(x) of x_i = Σ_b A_{i,b} x_{i+b+1} + d_i: the recurrence substituted for every row below
+    j = min(i + k, n), the iterate kept from j on (rows n… are final), term by term, one row at a time."""
+    n, B = A.shape
+    out = torch.empty_like(d)
+    for i in range(n):
+        j = min(i + order, n)
+
+        def value(r: int, j: int = j) -> torch.Tensor:
+            if r >= j:
+                return x[r]
+            return d[r] + sum(A[r, b] * value(r + b + 1) for b in range(B))
+
+        out[i] = value(i)
+    return out
+
+
+@pytest.mark.parametrize("B", [2, 3])
+@pytest.mark.parametrize("n,order", [(1, 1), (5, 1), (5, 2), (7, 3), (7, 7), (8, 20), (9, 4)])
+def test_band_residuals_equal_the_written_out_system(n: int, order: int, B: int) -> None:
+    """A linear part reading B rows (a multistep term's band carried): G and the order-k residual R
+    against the system written out, the rows read above the window final (x_top … x_{top+B−1})."""
+    g = torch.Generator().manual_seed(n * 7 + order + B)
+    A = torch.cat([0.8 + 0.5 * torch.rand(n, 1, generator=g), -0.3 * torch.rand(n, B - 1, generator=g)], 1)
+    A = A.double()
+    d = torch.randn(n, 5, generator=g, dtype=torch.float64)
+    x = torch.randn(n + B, 5, generator=g, dtype=torch.float64)  # x_lo … x_top … x_{top+B−1}
+    k = min(order, n)
+    G = band_flow(A, d, x[n : n + B]) - x[:n]
+    torch.testing.assert_close(G, dense_band_F(A, d, x, n) - x[:n])
+    torch.testing.assert_close(
+        band_order_residual(G, band_transfer(A, k), k), dense_band_F(A, d, x, k) - x[:n]
+    )
+    one = A[:, :1]  # one row is the published system itself
+    G1 = band_flow(one, d, x[n : n + 1]) - x[:n]
+    torch.testing.assert_close(G1, anchor_flow(one[:, 0], d, x[n]) - x[:n])
+    torch.testing.assert_close(
+        band_order_residual(G1, band_transfer(one, k), k), order_residual(G1, order_products(one[:, 0], k), k)
+    )
 
 
 def dense_taa(X, R, dX, dR, lam, triangular):

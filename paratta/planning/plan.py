@@ -27,6 +27,7 @@ from torch import Tensor
 
 from paratta.config import STATE_DTYPES, TOLERANCE, Init, SolverConfig, StateDtype, Stopping
 from paratta.problem import Problem
+from paratta.schedule import Split
 
 from .window import WindowChoice, choose_window, device_chooses
 
@@ -71,6 +72,7 @@ class Plan:
     coarse_steps: int
     max_batch: int | None  # None: every timestep of the window in one call
     state_dtype: StateDtype
+    split: Split = "flow"  # the update's linear part (``Schedule.linear_part``)
     device: torch.device | None = None  # where the solver state lives; None: the model's device
     group: RowGroup | None = None  # ranks sharing each call's rows; None: this process evaluates all
     projection: WindowChoice | None = None  # set when the window or max_batch was chosen for a device
@@ -115,6 +117,7 @@ def resolve(
         coarse_steps=max(2, steps // 10) if config.coarse_steps is None else config.coarse_steps,
         max_batch=given_batch,
         state_dtype=config.state_dtype,
+        split="published" if sequential else config.split,
         device=torch.device(device) if device is not None else None,
         group=group,
     )
