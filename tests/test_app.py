@@ -242,6 +242,19 @@ def test_a_samplers_race_ends_each_sampler_on_its_own_sequential_image(app: Any)
     assert "the two samplers' own images differ by up to" in stats
 
 
+def test_a_splits_race_ends_both_lanes_on_one_sequential_image_and_the_flow_split_sooner(app: Any) -> None:
+    """The update's two linear parts on one problem: both lanes end on the same sequential image (the
+    split changes how the iterates move, never the fixed point), the flow split in fewer iterations."""
+    c = client(app)
+    args = {k: v for k, v in FAST.items() if k not in ("solver", "init")}
+    a, b, _, _, _, _, stats, info = c.predict(**args, contest="splits", api_name="/race")
+    assert set(info) == {"flow split", "published split"}, info
+    flow, published = info["flow split"], info["published split"]
+    assert flow["converged"] and published["converged"] and flow["same_image"] and published["same_image"]
+    assert flow["iteration"] < published["iteration"], (flow, published)
+    assert "**Flow split wins**" in stats and "both ended on the sequential DDIM image" in stats, stats
+
+
 @pytest.mark.slow
 def test_teach_tab_runs_both_solvers(app: Any) -> None:
     from gradio_client.exceptions import ValidationError

@@ -411,6 +411,7 @@ def race_labels(contest: str) -> tuple[dict, ...]:
     a, b = {
         "stopping": ("Budget rule", "Per-step rule"),
         "samplers": tuple(SAMPLER_RACE),
+        "splits": ("Flow split", "Published split (ε held)"),
     }.get(contest, ("Jacobi (fixed point)", "Anderson (TAA)"))
     sequential = f"Sequential: {a} | {b}" if contest == "samplers" else "Sequential reference"
     return (

@@ -267,6 +267,10 @@ def add_bench_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tol", type=float, default=None, help="stopping tolerance (default: each rule's auto)")
     window = specs(SolverConfig)["window"]
     p.add_argument("--window", type=value_parser(window), default=None, help=f"every row's W: {window.hint}")
+    split = specs(SolverConfig)["split"]
+    p.add_argument(
+        "--split", choices=split.choices, default=split.default, help=f"every row's split: {split.hint}"
+    )
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 … (default: the model's)")
     p.add_argument("--json", action="store_true", help="print rows as JSON instead of a table")
     p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
@@ -299,6 +303,8 @@ def check_arguments(args: argparse.Namespace) -> None:
         raise ValueError("--family applies to the table, not to --report (benchmarks/flow_vs_ddim.py)")
     if args.family == "flow" and any(eta != 0 for eta in args.eta or ()):
         raise ValueError("--eta must be 0 with --family flow (flow-matching Euler is deterministic)")
+    if args.report and args.split != specs(SolverConfig)["split"].default:
+        raise ValueError("--split applies to the table, not to --report (the report has both)")
     if args.report and args.sampler != "auto":
         raise ValueError("--sampler applies to the table, not to --report (benchmarks/samplers.py)")
     if deterministic(args) and any(eta != 0 for eta in args.eta or ()):
@@ -322,9 +328,14 @@ def bench_command(args: argparse.Namespace) -> list[Row]:
         print(f"machine: {machine()}; {tol_text(tol)}; {n_seeds} seed(s) per row; guidance {guidance:g}")
         print(table_header(), flush=True)
     rows, windows = [], []
-    given = f"window {args.window}" if args.window is not None else ""
+    given = " ".join(
+        [f"window {args.window}"] * (args.window is not None)
+        + [f"split {args.split}"] * (args.split != specs(SolverConfig)["split"].default)
+    )
     window = args.window if args.window is not None else specs(SolverConfig)["window"].default
-    configs = [(setting or given, replace(c, window=window)) for setting, c in solver_rows(tol)]
+    configs = [
+        (setting or given, replace(c, window=window, split=args.split)) for setting, c in solver_rows(tol)
+    ]
     etas = args.eta or ((0.0,) if deterministic(args) else ETAS)  # only DDIM takes η > 0
     for steps in args.steps or STEPS:
         for eta in etas:

@@ -51,14 +51,24 @@ class Figures:
 
 
 def rules(tol: float | None) -> list[tuple[str, SolverConfig]]:
-    return [("", SolverConfig(tol=tol)), ("", SolverConfig(stopping="per-step", tol=tol))]
+    """The budget rule at the defaults and with the published split, and the published algorithm (the
+    per-step rule on the published split)."""
+    published = "split published"
+    return [
+        ("", SolverConfig(tol=tol)),
+        (published, SolverConfig(split="published", tol=tol)),
+        (published, SolverConfig(stopping="per-step", split="published", tol=tol)),
+    ]
 
 
 def sweeps(T: int, tol: float | None) -> list[tuple[str, SolverConfig]]:
-    """One setting at a time away from the defaults (anderson, order min(20, T), window T, history 2, x_T)."""
+    """One setting at a time away from the defaults (anderson, order min(20, T), window T, history 2, x_T,
+    the flow split)."""
     configs = [
         ("", SolverConfig(tol=tol)),
+        ("split published", SolverConfig(split="published", tol=tol)),
         ("", SolverConfig(solver="jacobi", tol=tol)),
+        ("split published", SolverConfig(solver="jacobi", split="published", tol=tol)),
         ("", SolverConfig(solver="anderson-global", tol=tol)),
     ]
     configs += [(f"order {k}", SolverConfig(order=k, tol=tol)) for k in sorted({5, T})]
@@ -69,7 +79,7 @@ def sweeps(T: int, tol: float | None) -> list[tuple[str, SolverConfig]]:
 
 
 def plot_stops(rows: list[Row], path: Path) -> None:
-    """Median stop and oracle against T, both rules, one panel per η."""
+    """Median stop and oracle against T, each rule and split of ``rules``, one panel per η."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -78,20 +88,24 @@ def plot_stops(rows: list[Row], path: Path) -> None:
     etas = sorted({r.eta for r in rows})
     fig, axes = plt.subplots(1, len(etas), figsize=(4.6 * len(etas), 3.4), squeeze=False)
     for ax, eta in zip(axes[0], etas, strict=True):
-        for stopping, colour in (("budget", "C0"), ("per-step", "C3")):
+        lanes = sorted({(r.stopping, r.setting) for r in rows}, key=lambda lane: (lane[1], lane[0]))
+        for colour, (stopping, setting) in zip(("C0", "C2", "C3", "C1"), lanes, strict=False):
             sel = sorted(
-                (r.steps, r.iterations, r.oracle) for r in rows if r.eta == eta and r.stopping == stopping
+                (r.steps, r.iterations, r.oracle)
+                for r in rows
+                if r.eta == eta and r.stopping == stopping and r.setting == setting
             )
             if not sel:
                 continue
             T, stop, oracle = zip(*sel, strict=True)
-            ax.plot(T, stop, "o-", color=colour, label=f"{stopping}: stop")
+            name = f"{stopping}, {setting}" if setting else stopping
+            ax.plot(T, stop, "o-", color=colour, label=f"{name}: stop")
             ax.plot(
                 T,
                 [np.nan if o is None else o for o in oracle],
                 "s:",
                 color=colour,
-                label=f"{stopping}: oracle",
+                label=f"{name}: oracle",
             )
         ax.set(title=f"η = {eta:g}", xlabel="T (steps)", ylabel="parallel iterations (median)")
         ax.grid(alpha=0.3)
@@ -115,7 +129,11 @@ def plot_convergence(model_name: str, T: int, wanted: Figures, path: Path) -> No
     for label, config in (
         ("jacobi", SolverConfig(solver="jacobi", tol=wanted.tol)),
         ("anderson, budget", SolverConfig(tol=wanted.tol)),
-        ("anderson, per-step", SolverConfig(stopping="per-step", tol=wanted.tol)),
+        ("anderson, budget, split published", SolverConfig(split="published", tol=wanted.tol)),
+        (
+            "anderson, per-step, split published",
+            SolverConfig(stopping="per-step", split="published", tol=wanted.tol),
+        ),
     ):
         levels = [
             float((to_8bit(model, it.x0) - target).abs().max())
@@ -211,8 +229,10 @@ def report(models: list[str], out: Path, wanted: Figures | None = None) -> str:
         "level); *off > 1 level* counts seeds whose final image differs from the sequential one by more "
         "than one 8-bit level; *distance* is the RMS of x_0 − sequential x_0 in latent units. "
         "`budget` is paratta's rule (x_0 within tol of sequential, first order), `per-step` the "
-        "published one (one-step residual ≤ tol or ≤ tol·σ). Seconds are the library's own time "
-        "(network + solver), on the CPU named above (what a batch costs there: docs/gpu.md, auto window).",
+        "published one (one-step residual ≤ tol or ≤ tol·σ); *split published*: the update carries the "
+        "published linear part (ε held) instead of the default flow frame (docs/stopping.md). Seconds are "
+        "the library's own time (network + solver), on the CPU named above (what a batch costs there: "
+        "docs/gpu.md, auto window).",
     ]
     lines: list[str] = []
 

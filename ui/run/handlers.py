@@ -76,6 +76,8 @@ RACE_LABELS = {
     "budget": "Budget rule",
     "per-step": "Per-step rule",
     **{lane: lane for lane in SAMPLER_RACE},
+    "flow split": "Flow split",
+    "published split": "Published split",
 }
 SCRUB_OUTPUTS = RUN_OUTPUTS[:7]
 

@@ -29,6 +29,7 @@ from paratta.config import STOPPINGS, specs
 from paratta.evaluate import Interrupted
 from paratta.metrics import distance
 from paratta.protocol import DiffusionModel
+from paratta.schedule import SPLITS
 
 from ..serve.gpu import DEVICE
 from ..serve.keep import KeptArray
@@ -46,6 +47,7 @@ RACES = {
     "solvers": "Jacobi vs Anderson",
     "stopping": "budget vs per-step stopping rule (Anderson)",
     "samplers": f"{' vs '.join(SAMPLER_RACE)}, each to its own sequential image (Anderson)",
+    "splits": "flow vs published split: the linear part the update carries (Anderson)",
 }
 WHOLE = ("window", "max_iters")  # at their T they mean "the whole trajectory", "as many as steps"
 REFERENCE_CHUNKS = 8  # the reference advances T/8 steps between two parallel iterations
@@ -272,10 +274,13 @@ def race_lanes(settings: RunSettings, contest: str = "solvers") -> dict[str, Run
     """The two lanes of a race, each from x_T: Jacobi against Anderson ("solvers"); the budget stopping
     rule against the published per-step rule with the same solver ("stopping"); or the lanes of
     ``SAMPLER_RACE`` ("samplers"), DDIM (η = 0) and DPM++ 2M each at its own T, with the settings
-    bounded by T (window, order, …) fitted to each lane's T (``fitted``)."""
+    bounded by T (window, order, …) fitted to each lane's T (``fitted``); or the update's two linear
+    parts ("splits", ``Schedule.linear_part``) on one problem and rule."""
     config = replace(settings.config, init="xT")
     if contest == "stopping":
         return {rule: replace(settings, config=replace(config, stopping=rule)) for rule in STOPPINGS}
+    if contest == "splits":
+        return {f"{split} split": replace(settings, config=replace(config, split=split)) for split in SPLITS}
     if contest == "samplers":
         return {
             lane: RunSettings(

@@ -151,6 +151,7 @@ def checked(
         window=steps_,
         history=as_int("history", history),
         lam=as_float("lam", lam),
+        split="published",  # the lesson is the published iteration: Anderson's gain over Jacobi is there
     )
     config.validate(steps_)
     return request, config
