@@ -93,7 +93,8 @@ def test_each_pipeline_sequential_is_its_pipe_and_parataa_lands_within_its_bound
     assert float((sequential.images - expected).abs().max()) <= EXACT * scale, name
 
     parataa = call(ParaTAAPipeline.from_pipe(pipe), 5, arguments, **latent)
-    assert parataa.converged and parataa.iterations < parataa.steps, (name, parataa.iterations)
+    # random weights are no denoiser: the count is held to the triangular bound, not to a figure
+    assert parataa.converged and parataa.iterations <= parataa.steps, (name, parataa.iterations)
     if name != "dit":  # the bound is on latents; DiT's output is its decoded image
         gap = float((parataa.images.double() - expected.double()).pow(2).mean().sqrt())
         assert gap <= parataa.tol, (name, gap)

@@ -318,8 +318,8 @@ def test_the_pipelines_scheduler_is_honoured_and_parataa_ends_within_its_guarant
 ):
     """The sequential sampler equals ``pipe(..., generator=…, output_type="latent")`` (x_T and the
     sampler's own noises drawn from the same seeded generator) to 1e-4 of the largest latent value, and
-    ParaTAA (Jacobi and Anderson, W = T and W < T) ends within tol (RMS) of it in fewer iterations
-    than network calls."""
+    ParaTAA (Jacobi and Anderson, W = T and W < T) ends within tol (RMS) of it, within the triangular
+    bound T (random weights are no denoiser, so the flow split's count here is no figure)."""
     pipe = pipeline_with(cls, prediction, **config)
     model = StableDiffusionModel(pipe, device="cpu")
     request = Request(PROMPT, NEGATIVE, 3, STEPS, 0.0, 3.0)
@@ -335,7 +335,7 @@ def test_the_pipelines_scheduler_is_honoured_and_parataa_ends_within_its_guarant
     for solver in ("jacobi", "anderson"):
         for window in ("device", STEPS // 2):
             last = run(problem, SolverConfig(solver=solver, window=window, tol=tol))
-            assert last.converged and last.iteration < problem.steps, (solver, window, last.iteration)
+            assert last.converged and last.iteration <= problem.steps, (solver, window, last.iteration)
             assert last.spent <= tol and distance(last.x0, ref) <= tol, (solver, window)
 
 
