@@ -398,15 +398,21 @@ def test_every_flow_sampler_on_the_flow_mixture_ends_within_tol(sampler) -> None
 @pytest.mark.parametrize("sampler", EVERY[1:])
 @pytest.mark.parametrize("model_name", ["shapes", "shapes-unet"])
 def test_every_sampler_ends_within_tol_over_seeds(sampler, model_name) -> None:
+    """Every seed ends within tol of its sequential x_0, at guidance 3; the median run in fewer iterations
+    than network rows (a seed whose iterate first settles on another of the mixture's modes may take the
+    triangular bound: docs/stopping.md)."""
     model = load_model(model_name)
-    for seed in range(6 if model_name == "shapes" else 2):
-        for steps in (20, 30) if model_name == "shapes" else (20,):
+    for steps in (20, 30) if model_name == "shapes" else (20,):
+        iterations = []
+        for seed in range(6 if model_name == "shapes" else 2):
             request = Request("red circle", "", seed, steps, 0.0, 3.0, sampler=sampler)
             problem = make_problem(model, request)
             reference = sample_sequential(problem)[0]
             last = run(problem, SolverConfig())
-            assert last.converged and last.iteration < problem.steps, (seed, steps)
+            assert last.converged and last.iteration <= problem.steps, (seed, steps)
             assert distance(last.x0, reference) <= resolve(SolverConfig(), problem.steps).tol, (seed, steps)
+            iterations.append(last.iteration)
+        assert sorted(iterations)[(len(iterations) - 1) // 2] < problem.steps, (steps, iterations)
 
 
 # ---------------------------------------------------------------- the app
