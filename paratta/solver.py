@@ -196,6 +196,9 @@ def solve(problem: Problem, plan: Plan, init_trajectory: Tensor | None = None) -
         else:
             known = memory.evaluated[lo:top]
             L, K = sensitivity(inputs, own, a, memory.inputs[lo:top], memory.own[lo:top], known)
+            if A is not None:  # iterates moved by another linear part than the certified one need not
+                # probe the directions the network ignores, where the step's gain is a_i itself
+                K = torch.maximum(K, a.abs().to(K.dtype))
             reads = None
             if (
                 band > 1
