@@ -222,14 +222,20 @@ def test_race_streams_both_solvers_to_the_sequential_image(app: Any) -> None:
     assert info["anderson"]["iteration"] <= info["jacobi"]["iteration"]
 
 
-def test_a_samplers_race_ends_each_sampler_on_its_own_sequential_image(app: Any) -> None:
-    """DDIM-50 against DPM++ 2M-20: each lane converges to the image its own sampler gives sequentially,
-    the one /run gives for that sampler and T; the verdict says each lane's parallel and sequential
-    counts."""
+@pytest.mark.parametrize(
+    "contest,lanes", [("samplers", ("ddim", 50, "dpm++2m", 20)), ("unipc", ("unipc", 20, "dpm++2m", 20))]
+)
+def test_a_samplers_race_ends_each_sampler_on_its_own_sequential_image(app: Any, contest, lanes) -> None:
+    """DDIM-50 or UniPC-20 against DPM++ 2M-20: each lane converges to the image its own sampler gives
+    sequentially, the one /run gives for that sampler and T; the verdict says each lane's parallel and
+    sequential counts."""
+    from ui.run.session import SAMPLER_RACES
+
     c = client(app)
     args = {k: v for k, v in FAST.items() if k not in ("solver", "init")}
-    a, b, _, _, _, _, stats, info = c.predict(**args, contest="samplers", api_name="/race")
-    lanes = {"DDIM-50": ("ddim", 50, a), "DPM++ 2M-20": ("dpm++2m", 20, b)}
+    a, b, _, _, _, _, stats, info = c.predict(**args, contest=contest, api_name="/race")
+    first, second = SAMPLER_RACES[contest]
+    lanes = {first: (lanes[0], lanes[1], a), second: (lanes[2], lanes[3], b)}
     assert set(info) == set(lanes), info
     for lane, (sampler, T, image) in lanes.items():
         assert info[lane]["steps"] == T and info[lane]["converged"] and info[lane]["same_image"], info[lane]

@@ -29,7 +29,7 @@ from .run.handlers import (
     scrub_ready,
     use_as_init,
 )
-from .run.session import RACES, SAMPLER_RACE
+from .run.session import RACES, SAMPLER_RACES
 from .serve.cache import delete_cache
 from .serve.jobs import SAMPLER_QUEUE, forget_session
 from .serve.keep import visitor
@@ -410,10 +410,10 @@ def race_labels(contest: str) -> tuple[dict, ...]:
     """The panel titles for the chosen race: the two lanes, the sequential panel, the two residual charts."""
     a, b = {
         "stopping": ("Budget rule", "Per-step rule"),
-        "samplers": tuple(SAMPLER_RACE),
+        **{name: tuple(lanes) for name, lanes in SAMPLER_RACES.items()},
         "splits": ("Flow split", "Published split (ε held)"),
     }.get(contest, ("Jacobi (fixed point)", "Anderson (TAA)"))
-    sequential = f"Sequential: {a} | {b}" if contest == "samplers" else "Sequential reference"
+    sequential = f"Sequential: {a} | {b}" if contest in SAMPLER_RACES else "Sequential reference"
     return (
         gr.update(label=a),
         gr.update(label=b),

@@ -41,12 +41,18 @@ from .events import Distances, Event, IterateDone, Posed, ReferenceDone, Sequent
 T_ = TypeVar("T_")
 PREVIEW_SIDE = 128  # stored previews are at most this big: memory stays small for long runs
 RACE_SOLVERS = ("jacobi", "anderson")
-# The samplers race: each sampler at a step count it is run with (lane: (sampler, T)).
-SAMPLER_RACE = {"DDIM-50": ("ddim", 50), "DPM++ 2M-20": ("dpm++2m", 20)}
+# The samplers races: each sampler at a step count it is run with (contest: {lane: (sampler, T)}).
+SAMPLER_RACES = {
+    "samplers": {"DDIM-50": ("ddim", 50), "DPM++ 2M-20": ("dpm++2m", 20)},
+    "unipc": {"UniPC-20": ("unipc", 20), "DPM++ 2M-20": ("dpm++2m", 20)},
+}
 RACES = {
     "solvers": "Jacobi vs Anderson",
     "stopping": "budget vs per-step stopping rule (Anderson)",
-    "samplers": f"{' vs '.join(SAMPLER_RACE)}, each to its own sequential image (Anderson)",
+    **{
+        contest: f"{' vs '.join(lanes)}, each to its own sequential image (Anderson)"
+        for contest, lanes in SAMPLER_RACES.items()
+    },
     "splits": "flow vs published split: the linear part the update carries (Anderson)",
 }
 WHOLE = ("window", "max_iters")  # at their T they mean "the whole trajectory", "as many as steps"
@@ -273,22 +279,23 @@ _END = object()
 def race_lanes(settings: RunSettings, contest: str = "solvers") -> dict[str, RunSettings]:
     """The two lanes of a race, each from x_T: Jacobi against Anderson ("solvers"); the budget stopping
     rule against the published per-step rule with the same solver ("stopping"); or the lanes of
-    ``SAMPLER_RACE`` ("samplers"), DDIM (η = 0) and DPM++ 2M each at its own T, with the settings
-    bounded by T (window, order, …) fitted to each lane's T (``fitted``); or the update's two linear
-    parts ("splits", ``Schedule.linear_part``) on one problem and rule."""
+    ``SAMPLER_RACES`` ("samplers": DDIM-50 and DPM++ 2M-20; "unipc": UniPC-20 and DPM++ 2M-20), each
+    at its own T and η = 0, with the settings bounded by T (window, order, …) fitted to each lane's T
+    (``fitted``); or the update's two linear parts ("splits", ``Schedule.linear_part``) on one problem
+    and rule."""
     config = replace(settings.config, init="xT")
     if contest == "stopping":
         return {rule: replace(settings, config=replace(config, stopping=rule)) for rule in STOPPINGS}
     if contest == "splits":
         return {f"{split} split": replace(settings, config=replace(config, split=split)) for split in SPLITS}
-    if contest == "samplers":
+    if contest in SAMPLER_RACES:
         return {
             lane: RunSettings(
                 settings.model,
                 replace(settings.request, sampler=sampler, steps=T, eta=0.0, family="ddim"),
                 fitted(config, settings.request.steps, T),
             )
-            for lane, (sampler, T) in SAMPLER_RACE.items()
+            for lane, (sampler, T) in SAMPLER_RACES[contest].items()
         }
     return {name: replace(settings, config=replace(config, solver=name)) for name in RACE_SOLVERS}
 
