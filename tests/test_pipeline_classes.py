@@ -287,3 +287,28 @@ def test_the_cli_samples_each_folder_as_its_pipeline(name: str, tmp_path, capsys
     if name == "wan":  # a video: its frames side by side
         assert main([*argv, "--output", str(tmp_path / "strip.png")]) == 0
         assert Image.open(tmp_path / "strip.png").size == (81 * size["width"], size["height"])
+
+
+def test_the_app_shows_a_video_as_a_frame_strip_each_iteration(tmp_path, monkeypatch) -> None:
+    """Wan through the app: every iteration's preview and the final image are frame strips (eight evenly
+    spaced frames of the pipeline's default 81, side by side), and the run ends converged."""
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path))
+    monkeypatch.delenv("SPACE_ID", raising=False)
+    from ui.run.handlers import RUN_OUTPUTS, make_run_handler
+    from ui.view.render import STRIP_FRAMES
+
+    tiny.tiny_wan_pipeline().save_pretrained(tmp_path / "wan", safe_serialization=True)
+    folder = str(tmp_path / "wan")
+    named = dict(
+        prompt=PROMPT, negative_prompt="", seed=4, steps=STEPS, eta=0.0, guidance=4.0, solver="anderson",
+        order=STEPS, window=STEPS, history=2, tol="", max_iters=STEPS, init="xT", stopping="budget",
+        window_auto=False, family="auto",
+    )  # fmt: skip
+    frames = list(make_run_handler([folder])(model=folder, **named, height=48, width=32, init_state=None))
+    final = dict(zip(RUN_OUTPUTS, frames[-1], strict=True))
+    assert final["info"]["converged"], final["info"]
+    image = final["image"]
+    shape = np.asarray(Image.open(image) if isinstance(image, str) else image).shape
+    assert shape[1] * 48 == shape[0] * STRIP_FRAMES * 32, shape  # 8 frames of 48×32, side by side
+    previews = final["record"].previews
+    assert previews and all(p.shape[1] == STRIP_FRAMES * p.shape[0] * 32 // 48 for p in previews)

@@ -35,14 +35,28 @@ HEATMAP_LEGEND = (
 )
 
 
+STRIP_FRAMES = 8  # a video is shown as this many evenly spaced frames side by side, at most
+
+
 def to_uint8(image: np.ndarray) -> np.ndarray:
-    """A float image in [0, 1], (3, H, W) or (H, W, 3), → uint8 (H, W, 3)."""
+    """A float image in [0, 1], (3, H, W) or (H, W, 3), → uint8 (H, W, 3); a video (F, 3, H, W) → its
+    frame strip (``frame_strip``)."""
     a = np.asarray(image, dtype=np.float32)
+    if a.ndim == 4:
+        a = frame_strip(a)
     if a.ndim == 3 and a.shape[0] in (1, 3) and a.shape[-1] not in (1, 3):
         a = a.transpose(1, 2, 0)
     if a.shape[-1] == 1:
         a = np.repeat(a, 3, axis=-1)
     return (np.clip(np.nan_to_num(a), 0.0, 1.0) * 255 + 0.5).astype(np.uint8)
+
+
+def frame_strip(video: np.ndarray, most: int = STRIP_FRAMES) -> np.ndarray:
+    """Frames (F, 3, H, W) → (H, k·W, 3): k = min(F, ``most``) evenly spaced frames, first and last
+    included, left to right in time."""
+    F = video.shape[0]
+    picked = np.unique(np.linspace(0, F - 1, min(F, most)).round().astype(int))
+    return np.concatenate([video[f].transpose(1, 2, 0) for f in picked], axis=1)
 
 
 def shrink(image: np.ndarray, max_side: int = 128) -> np.ndarray:
