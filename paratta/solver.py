@@ -196,8 +196,9 @@ def solve(problem: Problem, plan: Plan, init_trajectory: Tensor | None = None) -
         else:
             known = memory.evaluated[lo:top]
             L, K = sensitivity(inputs, own, a, memory.inputs[lo:top], memory.own[lo:top], known)
-            if A is not None:  # iterates moved by another linear part than the certified one need not
-                # probe the directions the network ignores, where the step's gain is a_i itself
+            if A is not None and band == 1:  # iterates moved by another linear part than the certified
+                # one need not probe the directions the network ignores, where the step's gain is a_i
+                # itself; a banded step's gain in Φ carries its band's measured terms besides
                 K = torch.maximum(K, a.abs().to(K.dtype))
             reads = None
             if (
