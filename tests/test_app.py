@@ -543,3 +543,15 @@ def test_a_stopping_race_says_iterations_and_evaluations_of_each_rule_at_its_tol
     assert "wins" not in text  # fewer iterations and fewer evaluations went to different rules
     assert "**Budget rule** (tol 0.002): 11 parallel iterations, 362 network evaluations" in text
     assert "**Per-step rule** (tol 0.001): 12 parallel iterations, 305 network evaluations" in text
+
+
+def test_the_page_is_built_without_a_warning() -> None:
+    """A clean start: Gradio checks every event's function against its inputs when the page is built
+    (the load and unload events take the request Gradio fills in, typed as such)."""
+    import warnings
+
+    from ui.app import build_demo
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        build_demo()

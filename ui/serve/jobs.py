@@ -21,6 +21,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+import gradio as gr
+
 from paratta.evaluate import Interrupted
 
 from .cache import SWEEP, forget_folder
@@ -159,7 +161,7 @@ def stop_session(session: str) -> None:
     JOBS.ask_to_end(session, STOPPED)
 
 
-def forget_session(request: Any) -> None:
+def forget_session(request: gr.Request) -> None:
     """``demo.unload``: end the session's job and remove its download folder."""
     session = session_key(request)
     JOBS.ask_to_end(session, "the page was closed")

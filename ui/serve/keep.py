@@ -198,7 +198,7 @@ def array_bytes(value: Any) -> int:
     return sum(array_bytes(getattr(value, f)) for f in fields) if fields else 0
 
 
-def visitor(request: Any) -> None:
+def visitor(request: gr.Request) -> None:
     """The page's load event: the session that loaded it is a visitor's."""
     session = getattr(request, "session_hash", None)
     if session:
