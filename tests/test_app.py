@@ -555,3 +555,19 @@ def test_the_page_is_built_without_a_warning() -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         build_demo()
+
+
+def test_stop_before_a_run_has_drawn_says_so_and_a_stop_when_idle_changes_nothing() -> None:
+    """``after_stop``: a run in flight with no iteration of its own (the state still holds the last run,
+    or none) ends on a sentence; with no run in flight, Stop changes nothing."""
+    from ui.run.handlers import STOP_OUTPUTS, after_stop
+    from ui.view.record import RunRecord
+
+    finished = RunRecord(settings=typed(**DEFAULTS), steps=50, tol=1e-3, latent_shape=(3,))
+    finished.final_image = np.zeros((8, 8, 3), np.uint8)
+    for last in (None, finished):
+        shown = dict(zip(STOP_OUTPUTS, after_stop(last, in_flight=True), strict=True))
+        assert "Stopped** before the first parallel iteration" in shown["stats"], shown["stats"]
+        assert shown["info"]["phase"] == "stopped"
+        idle = after_stop(last, in_flight=False)
+        assert all(isinstance(v, dict) and v.get("__type__") == "update" for v in idle), idle

@@ -86,6 +86,9 @@ WARM_PROMPT, WARM_TOL = "red circle on blue", "2e-4"
 WARM = ({"prompt": WARM_PROMPT}, {"prompt": WARM_PROMPT, "tol": WARM_TOL, "init": "trajectory"})
 
 
+RUNNING = "Running…"  # the Run button's label while a run is in flight
+
+
 def busy(label: str, running: bool) -> gr.Button:
     """A button's run state, made when an event returns it (never inside the Blocks, where it would be
     placed on the page). A new Button, not ``gr.update``: the page applies an update equal to the last
@@ -304,7 +307,7 @@ def wire_run(p: Page, models: list[str]) -> list[Any]:
     sampler["validator"] = run_validator(list(named), models)  # bad settings are answered before the queue
     # Run always shows the Run tab; a refusal at the door ends the chain before the button changes.
     started = c.run.click(
-        lambda **_: (lock_scrub(), busy("Running…", True), gr.Tabs(selected="run")), None,
+        lambda **_: (lock_scrub(), busy(RUNNING, True), gr.Tabs(selected="run")), None,
         [p.slider, c.run, p.tabs], inputs_kwargs=named, **guarded(sampler["validator"]),
     )  # fmt: skip
     run_event = started.then(run, None, p.run_outputs(), inputs_kwargs=named, api_name="run", **sampler)
@@ -320,7 +323,7 @@ def wire_run(p: Page, models: list[str]) -> list[Any]:
             # (a lambda: the API name "use_as_init" belongs to the button's public event)
             event = event.success(lambda r: use_as_init(r), p.record, [p.init_state, p.init_note], **PRIVATE)
             event = event.success(lambda w=change: fill(c, w), None, fields, **PRIVATE)
-        event = event.then(lambda: (lock_scrub(), busy("Running…", True)), None, [p.slider, c.run], **PRIVATE)
+        event = event.then(lambda: (lock_scrub(), busy(RUNNING, True)), None, [p.slider, c.run], **PRIVATE)
         event = event.then(
             run, None, p.run_outputs(), inputs_kwargs=named, api_visibility="private", **sampler,
         )  # fmt: skip
@@ -361,8 +364,8 @@ def wire(p: Page, models: list[str], describe: Callable[[str], tuple[Any, Any]])
     c = p.controls
     stop_outputs = [*p.run_outputs()[:-1], p.slider, c.run, p.race]
     c.stop.click(None, cancels=jobs).then(
-        lambda r: (*after_stop(r), busy("Run", False), busy("Race", False)),
-        p.record,
+        lambda r, label: (*after_stop(r, label == RUNNING), busy("Run", False), busy("Race", False)),
+        [p.record, c.run],  # the Run button's label says whether a run was in flight
         stop_outputs,
         api_visibility="private",
     )

@@ -333,11 +333,15 @@ def scrub(record: RunRecord | None, k: Any) -> tuple[Any, ...]:
 STOP_OUTPUTS = (*SCRUB_OUTPUTS, "downloads", "slider")
 
 
-def after_stop(record: RunRecord | None) -> tuple[Any, ...]:
+def after_stop(record: RunRecord | None, in_flight: bool = False) -> tuple[Any, ...]:
     """Once Stop has cancelled a run: show its last iteration whole (images, heatmap, curves and stats
     of the same k: the iteration may have been computed but not shown yet), scrubbable and downloadable.
-    A second Stop, or a Stop after the run ended, changes nothing."""
+    A run ``in_flight`` with no iteration of its own yet (``record`` is still the last run's, or none)
+    ends with a sentence saying so. A second Stop, or a Stop after the run ended, changes nothing."""
     if record is None or not record.rows or not record.claim_stop():
+        if in_flight:
+            line = "**Stopped** before the first parallel iteration: nothing to show yet."
+            return Screen(STOP_OUTPUTS).show(stats=line, info={"phase": "stopped", "reason": STOPPED})
         return tuple(gr.skip() for _ in STOP_OUTPUTS)
     k = record.iterations
     record.notes.append(f"stopped by the user after iteration {k}")
