@@ -304,6 +304,16 @@ def test_stop_before_the_first_frame_says_so(page: Any) -> None:
     assert any(words in text for words in said) and "Starting" not in text, text
 
 
+def test_steps_typed_then_enter_then_run_answers_for_those_steps(page: Any) -> None:
+    """A visitor types T, presses Enter (no Tab, no click elsewhere) and presses Run: the answer is a
+    verdict for that T, not a refusal of order or window left at the old T."""
+    box = sidebar_number(page, "Steps T")
+    box.fill("30")
+    box.press("Enter")
+    said = run_to_verdict(page)
+    assert "instead of 30 steps" in said, said
+
+
 def test_how_it_works_renders_the_formulas(page: Any) -> None:
     page.get_by_text("How it works").click()
     page.locator(".katex").first.wait_for(state="visible", timeout=10_000)
