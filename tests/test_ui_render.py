@@ -253,3 +253,16 @@ def test_legend_keeps_a_one_solver_chart_to_one_row_and_wraps_when_narrow() -> N
     key = [LegendEntry("max residual", COLOURS[0]), LegendEntry("distance to sequential", COLOURS[0], True)]
     assert [len(r) for r in legend_layout(key, CHART_SIZE[0] - 12, TEXT_PX)] == [2]
     assert [len(r) for r in legend_layout(key, 150, TEXT_PX)] == [1, 1]
+
+
+def test_the_tolerance_line_says_what_each_rule_bounds() -> None:
+    """One rule per chart: its tolerance line names the quantity the rule bounds (the label is drawn,
+    so the chart differs from an unlabelled one); every stopping rule has its quantity."""
+    from paratta.config import STOPPINGS
+    from ui.view.views import BOUNDS
+
+    assert set(BOUNDS) == set(STOPPINGS)
+    series = {"anderson": ([1, 2, 3], [1.0, 0.1, 1e-3], [0.5, 0.05, 1e-4])}
+    plain = convergence_chart(series, 1e-3)
+    for words in BOUNDS.values():
+        assert not np.array_equal(convergence_chart(series, 1e-3, bounds=words), plain)

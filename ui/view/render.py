@@ -202,13 +202,15 @@ def convergence_chart(
     tol: float | dict[str, float],
     marker: int | None = None,
     size: tuple[int, int] = CHART_SIZE,
+    bounds: str = "",
 ) -> np.ndarray:
     """Log-scale curves per solver as an RGB image: max residual (solid) and distance to sequential (dashed).
 
     ``series`` maps a label to (iterations, max residuals, distances); ``marker`` draws a vertical
     line at that iteration (the one shown while scrubbing). The legend names each solver once by
     its colour and the two line styles once, so it stays short with two solvers in a narrow slot.
-    ``tol`` by label draws each solver's own tolerance in its colour where they differ.
+    ``tol`` by label draws each solver's own tolerance in its colour where they differ; one tolerance
+    is labelled with what it ``bounds`` (its stopping rule's quantity), when given.
     """
     lines = []
     for colour, (its, res, dist) in zip(COLOURS, series.values(), strict=False):
@@ -221,7 +223,8 @@ def convergence_chart(
         legend += STYLE_KEY
     tols = tol if isinstance(tol, dict) else dict.fromkeys(series, tol)
     if len(set(tols.values())) == 1:
-        hlines = [(next(iter(tols.values())), f"tolerance {next(iter(tols.values())):g}", FRAME)]
+        t = next(iter(tols.values()))
+        hlines = [(t, f"tol {t:g}: bounds {bounds}" if bounds else f"tolerance {t:g}", FRAME)]
     else:
         colours = dict(zip(series, COLOURS, strict=False))
         hlines = [

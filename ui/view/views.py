@@ -227,9 +227,14 @@ def heatmap(record: RunRecord, k: int) -> np.ndarray:
     return residual_heatmap(record.residual_matrix(k), anchors, windows, record.tol, scale=scale)[0]
 
 
+# What each stopping rule's tolerance bounds, for the tolerance line of the curves.
+BOUNDS = {"budget": "the distance", "per-step": "step residuals"}
+
+
 def curves(
     records: dict[str, RunRecord], tol: float | dict[str, float], marker: int | None = None
 ) -> np.ndarray:
+    rules = {rec.settings.config.stopping for rec in records.values()}
     series = {
         label: (
             [r.iteration for r in rec.rows],
@@ -238,7 +243,7 @@ def curves(
         )
         for label, rec in records.items()
     }
-    return convergence_chart(series, tol, marker)
+    return convergence_chart(series, tol, marker, bounds=BOUNDS[rules.pop()] if len(rules) == 1 else "")
 
 
 def frame(record: RunRecord, k: int, phase: str, with_curves: bool = True) -> Frame:
