@@ -21,6 +21,7 @@ from paratta.config import specs
 
 from .run.door import guarded, race_validator, run_validator, stepping_validator, use_validator
 from .run.handlers import (
+    RACE_LABELS,
     after_stop,
     lock_scrub,
     make_race_handler,
@@ -29,7 +30,7 @@ from .run.handlers import (
     scrub_ready,
     use_as_init,
 )
-from .run.session import RACES, SAMPLER_RACES
+from .run.session import RACES, SAMPLER_RACES, SPLITS, split_lane
 from .serve.cache import delete_cache
 from .serve.jobs import SAMPLER_QUEUE, forget_session
 from .serve.keep import visitor
@@ -414,7 +415,7 @@ def race_labels(contest: str) -> tuple[dict, ...]:
     a, b = {
         "stopping": ("Budget rule", "Per-step rule"),
         **{name: tuple(lanes) for name, lanes in SAMPLER_RACES.items()},
-        "splits": ("Flow split", "Published split (ε held)"),
+        "splits": tuple(RACE_LABELS[split_lane(split)] for split in SPLITS),
     }.get(contest, ("Jacobi (fixed point)", "Anderson (TAA)"))
     sequential = f"Sequential: {a} | {b}" if contest in SAMPLER_RACES else "Sequential reference"
     return (

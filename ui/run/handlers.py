@@ -40,7 +40,7 @@ from ..view.record import RunRecord, RunSettings
 from ..view.render import beside, gif_bytes, history_csv, history_json, upscale
 from .door import check_contest, check_init, job_bound, race_settings, settle, user_error
 from .events import Distances, IterateDone, Posed, ReferenceDone, SequentialStep, SolveDone
-from .session import SAMPLER_RACES, Interrupt, race_events, race_lanes, run_events
+from .session import SAMPLER_RACES, SPLITS, Interrupt, race_events, race_lanes, run_events, split_lane
 from .settings import frame_index
 
 ZERO_GPU_MARGIN_S = 10  # beyond a run's own bound: loading onto the GPU and the final decode
@@ -76,8 +76,7 @@ RACE_LABELS = {
     "budget": "Budget rule",
     "per-step": "Per-step rule",
     **{lane: lane for lanes in SAMPLER_RACES.values() for lane in lanes},
-    "flow split": "Flow split",
-    "published split": "Published split",
+    **{split_lane(split): split_lane(split).capitalize() for split in SPLITS},
 }
 SCRUB_OUTPUTS = RUN_OUTPUTS[:7]
 

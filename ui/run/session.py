@@ -276,6 +276,11 @@ def interleave(lanes: dict[str, Iterator[T_]]) -> Iterator[tuple[str, T_]]:
 _END = object()
 
 
+def split_lane(split: str) -> str:
+    """The splits race's lane of ``split`` ("flow split")."""
+    return f"{split} split"
+
+
 def race_lanes(settings: RunSettings, contest: str = "solvers") -> dict[str, RunSettings]:
     """The two lanes of a race, each from x_T: Jacobi against Anderson ("solvers"); the budget stopping
     rule against the published per-step rule with the same solver ("stopping"); or the lanes of
@@ -287,7 +292,7 @@ def race_lanes(settings: RunSettings, contest: str = "solvers") -> dict[str, Run
     if contest == "stopping":
         return {rule: replace(settings, config=replace(config, stopping=rule)) for rule in STOPPINGS}
     if contest == "splits":
-        return {f"{split} split": replace(settings, config=replace(config, split=split)) for split in SPLITS}
+        return {split_lane(split): replace(settings, config=replace(config, split=split)) for split in SPLITS}
     if contest in SAMPLER_RACES:
         return {
             lane: RunSettings(
