@@ -38,7 +38,9 @@ SAMPLER_CHOICES: tuple[str, ...] = get_args(Sampler)
 STATE_DTYPES = {"float64": torch.float64, "float32": torch.float32}
 
 MAX_STEPS = 1000  # diffusers' training grids have 1,000 timesteps
-MAX_SEED = 2**63 - 1  # torch.Generator.manual_seed takes any signed 64-bit integer
+# x_T and the DDPM noises are drawn by torch's CPU generator, which keeps a seed's low 32 bits: these
+# seeds give every x_T there is, and a larger one would only repeat one of them.
+MAX_SEED = 2**32 - 1
 MAX_PROMPT = 500  # characters: CLIP reads 77 tokens; a longer text only costs memory
 MAX_IMAGE_SIDE = 4096  # pixels: twice the largest side SD3 or Flux are trained at
 
@@ -83,8 +85,6 @@ class Spec:
         return text + "".join(f" or {w!r}" for w in self.words)
 
     def _fmt(self, v: float | None) -> str:
-        if v == MAX_SEED:
-            return "2**63 − 1"
         return str(int(v)) if self.kind is int else f"{v:g}"
 
     def check(self, value: Any, steps: int | None = None) -> None:

@@ -238,8 +238,10 @@ def test_after_stop_writes_one_file_set_however_often_it_is_called(isolated: Pat
         (dict(prompt=["red", "circle"]), "prompt must be text"),
         (dict(prompt="x" * 10_000_000), "at most 500 characters; got 10,000,000 characters"),
         (dict(negative_prompt={"a": 1}), "negative_prompt must be text"),
-        (dict(seed=2**63), r"seed must be an integer in \[0, 2\*\*63 − 1\]"),
-        (dict(seed=float(2**53 + 2)), "cannot hold integers above 2\\*\\*53 exactly"),
+        (dict(seed=2**32), r"seed must be an integer in \[0, 4294967295\]"),
+        (dict(seed=str(2**63)), r"seed must be an integer in \[0, 4294967295\]"),
+        (dict(seed=float(2**53 + 2)), r"seed 9.0072e\+15 is too large: type a whole number from 0 to"),
+        (dict(window=float(2**53 + 2)), "cannot hold integers above 2\\*\\*53 exactly"),
         (dict(seed=1.5), "seed must be a whole number"),
         (dict(steps=True), "steps must be an integer"),
         (dict(tol=float("nan")), "tol must be a finite number"),
@@ -269,11 +271,11 @@ def test_an_empty_tolerance_box_is_auto_and_a_typed_one_a_number() -> None:
     assert parse_settings(**dict(BASE, tol=" 2e-3 "), caps=Caps(200, 200)).config.tol == 2e-3
 
 
-def test_seeds_are_exact_up_to_2_63_minus_1() -> None:
+def test_seeds_are_exact_up_to_2_32_minus_1_from_an_int_a_float_or_digits() -> None:
     from ui.run.settings import parse_settings
     from ui.serve.limits import Caps
 
-    for seed in (2**63 - 1, str(2**63 - 1), 2**53 + 1, " 12345678901234567 ", 7.0):
+    for seed in (2**32 - 1, str(2**32 - 1), float(2**32 - 1), " 123456789 ", 7.0, 0):
         settings = parse_settings(**dict(BASE, seed=seed), caps=Caps(200, 200))
         assert settings.request.seed == int(str(seed).strip().split(".")[0])
 

@@ -2,7 +2,7 @@
 and a SolverConfig.
 
 Everything that reaches the API is type-checked here before the library sees it: text must be a
-string of at most ``MAX_PROMPT`` characters, integers must be exact (a seed up to 2**63 − 1 is never
+string of at most ``MAX_PROMPT`` characters, integers must be exact (a string of digits is never
 rounded through a float), numbers finite, choices among their values. Ranges come from
 ``paratta.config.specs``; the app's own caps (``ui.serve.limits.Caps``) come on top. Messages quote at
 most a few dozen characters of what was sent (``ui.serve.guards.short``), so a huge input never comes
@@ -16,17 +16,14 @@ import re
 from typing import Any
 
 from paratta import Request, SolverConfig
-from paratta.config import Spec
+from paratta.config import MAX_SEED, Spec
 
 from ..serve.guards import short
 from ..serve.limits import Caps
 from ..view.record import CONFIG_SPECS, REQUEST_SPECS, RunSettings
 
-EXACT_FLOAT_INT = 2**53  # above this a float cannot hold every integer (seeds go up to 2**63 − 1)
-# torch's CPU generator, which draws x_T and the DDPM noises, keeps a seed's low 32 bits: seed and
-# seed + 2**32 draw the same numbers.
-SEED_PERIOD = 2**32
-SEED_HINT = {"seed": f": type a whole number from 0 to {SEED_PERIOD - 1}, which give every x_T there is"}
+EXACT_FLOAT_INT = 2**53  # above this a float cannot hold every integer
+SEED_HINT = {"seed": f": type a whole number from 0 to {MAX_SEED}, which give every x_T there is"}
 _INTEGER_TEXT = re.compile(r"[+-]?\d{1,25}")
 
 

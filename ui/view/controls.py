@@ -220,7 +220,7 @@ WIDGETS: dict[str, Widget] = {
     "height": Widget(MAIN, size_widget, "pixels; blank: the pipeline's own"),
     "width": Widget(MAIN, size_widget, "pixels; blank: the pipeline's own"),
     "sampler": Widget(MAIN, sampler_widget, "the model's own, or another on its noise schedule"),
-    "seed": Widget(SAMPLER, seed_widget, "fixes x_T; 0 … 2³² − 1 (x_T repeats every 2³²)"),
+    "seed": Widget(SAMPLER, seed_widget, "fixes x_T; 0 … 4294967295 (2³² − 1): every x_T there is"),
     "eta": Widget(SAMPLER, slider_widget(0.05), "0 = DDIM, 1 = DDPM"),
     "guidance": Widget(SAMPLER, slider_widget(0.5), "classifier-free; 1 = off"),
     "history": Widget(DETAILS, slider_widget(), "iterates Anderson remembers"),
