@@ -53,6 +53,20 @@ class Collect(logging.Handler):
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    yield from serve(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def sd_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """The app opened on a tiny random-weight Stable Diffusion folder (``app.py --model FOLDER``), whose
+    image size is a setting of the page."""
+    from paratta.models.diffusers.tiny import save_tiny_sd
+
+    yield from serve(tmp_path_factory, str(save_tiny_sd(tmp_path_factory.mktemp("sd") / "tiny-sd")))
+
+
+def serve(tmp_path_factory: pytest.TempPathFactory, extra_model: str | None = None) -> Iterator[Any]:
+    """The app on 127.0.0.1 (``extra_model``: as ``app.py --model``), its server errors recorded."""
     tmp = tmp_path_factory.mktemp("gradio")
     errors = Collect()
     with pytest.MonkeyPatch.context() as mp:
@@ -64,7 +78,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
         from ui.app import build_demo, launch_options
 
         port = free_port()
-        demo = build_demo()
+        demo = build_demo(extra_model)
         demo.queue(default_concurrency_limit=2)
         demo.launch(
             prevent_thread_lock=True,
@@ -99,7 +113,12 @@ def browser(server: Any) -> Iterator[Any]:
 @pytest.fixture
 def page(browser: Any, server: Any) -> Iterator[Any]:
     """A fresh page (a fresh session) per test, recording failed file requests and HTTP 5xx answers."""
-    page = browser.new_page(viewport=VIEWPORT)
+    yield from open_page(browser, server, VIEWPORT)
+
+
+def open_page(browser: Any, server: Any, viewport: dict[str, int]) -> Iterator[Any]:
+    """The page at ``viewport``, once the app is drawn and still; closed after the test."""
+    page = browser.new_page(viewport=viewport)
     page.failures = []
     page.on("requestfailed", lambda r: broken(r) and page.failures.append(f"{r.url}: {r.failure}"))
     page.on("response", lambda r: r.status >= 500 and page.failures.append(f"{r.url}: HTTP {r.status}"))
@@ -370,46 +389,91 @@ def covered(element: Any) -> list[str]:
     )
 
 
-def said_at_the_door(page: Any, pattern: str) -> Any:
-    """The message of settings refused at the door (``ui.run.door``), shown at the input it names."""
-    message = page.get_by_text(re.compile(pattern)).filter(visible=True).first  # not a faded copy
-    message.wait_for(state="visible", timeout=60_000)
-    return message
-
-
 def test_no_stray_button_on_the_page(page: Any) -> None:
     texts = [b.inner_text().strip() for b in page.locator("button").all() if b.is_visible()]
     assert not [t for t in texts if t.startswith(("Running", "Racing"))], texts
 
 
-@pytest.mark.parametrize(
-    "prompt, seed, said",
-    [
-        ("purple elephant", None, "unknown word 'elephant'"),
-        ("red circle on blue", "1e26", "seed 1e\\+26 is too large: type a whole number from 0 to 4294967295"),
-        ("red circle on blue", "-5", "seed must be"),
-    ],
-)
-def test_run_and_race_are_idle_again_after_a_refusal_and_the_message_is_in_full_view(
-    page: Any, prompt: str, seed: str | None, said: str
+PHONE = {"width": 390, "height": 844}
+SAMPLER, DETAILS = "Sampler: seed, DDIM/DDPM, guidance", "Solver details"  # the sidebar's accordions
+# A refused setting, as a visitor sets it: (the accordion it sits in or None, its label, what is typed);
+# then the start of what the page says.
+REFUSALS: dict[str, tuple[tuple[str | None, str, str], str]] = {
+    "prompt": ((None, "Prompt", "purple elephant"), "unknown word 'elephant'"),
+    "seed": ((SAMPLER, "Seed", "-5"), "seed must be an integer in [0, 4294967295]; got -5"),
+    "seed 1e26": (
+        (SAMPLER, "Seed", "1e26"),
+        "seed 1e+26 is too large: type a whole number from 0 to 4294967295",
+    ),
+    "tolerance": ((DETAILS, "Tolerance", "0"), "tol must be a number in [1e-12, 10]; got 0"),
+    "size": ((None, "Height", "100000"), "height must be an integer in [8, 4096]; got 100000"),
+    "work cap": ((None, "Steps T", "200"), "these settings could need up to "),  # a race: two solvers
+}
+
+
+def refuse(page: Any, case: str) -> str:
+    """Set the case's refused setting on the page; returns the start of its message."""
+    (group, label, typed), said = REFUSALS[case]
+    if case == "work cap":  # the page allows it; the model's worst case is over the cap
+        page.locator("#sidebar-rest").get_by_label("Model", exact=True).click()
+        page.get_by_role("option", name="shapes-unet").click()
+        page.wait_for_function("() => document.querySelector('#prompt textarea').value === 'red circle'")
+        set_number(page, label, int(typed))
+        return said
+    if group is not None:
+        page.get_by_text(group).click()
+    box = (
+        page.locator("#prompt textarea")
+        if label == "Prompt"
+        else page.locator("#sidebar").get_by_label(label)
+    )
+    box.fill(typed)
+    box.press("Tab")
+    return said
+
+
+def said_by_the_button(page: Any, button: str, said: str, viewport: dict[str, int]) -> str:
+    """The door's message under ``button`` once it says ``said``: inside the viewport, in full, nothing
+    over it."""
+    note = page.locator(f".door-note[data-for='{button[1:]}']")
+    page.wait_for_function(
+        "([b, said]) => (document.querySelector(`.door-note[data-for='${b}']`)?.textContent || '')"
+        ".startsWith(said)",
+        arg=[button[1:], said],
+        timeout=60_000,
+    )
+    page.wait_for_timeout(300)  # scrolled into view by now
+    box = note.bounding_box()
+    assert box and 0 <= box["y"] and box["y"] + box["height"] <= viewport["height"] + 1, (button, box)
+    assert not covered(note), covered(note)
+    return note.inner_text()
+
+
+@pytest.mark.parametrize("viewport", [VIEWPORT, PHONE], ids=["1280", "390"])
+@pytest.mark.parametrize("case", list(REFUSALS))
+def test_a_refusal_is_said_under_the_button_pressed_in_view_and_the_buttons_are_idle_again(
+    browser: Any, request: pytest.FixtureRequest, case: str, viewport: dict[str, int]
 ) -> None:
-    page.locator("#prompt textarea").fill(prompt)
-    if seed is not None:
-        page.get_by_text("Sampler: seed, DDIM/DDPM, guidance").click()
-        box = page.locator("#sidebar-rest").get_by_label("Seed", exact=True)
-        box.fill(seed)
-        box.press("Tab")
-    page.locator("#run").click()
-    message = said_at_the_door(page, said)  # refused at the door: at the input, the run never queued
-    page.wait_for_function(IDLE, arg="#run", timeout=10_000)
-    page.wait_for_timeout(500)  # an overlay would be drawn by now
-    assert not covered(message), covered(message)
-    page.get_by_role("tab", name="Race").click()
-    page.locator("#race").click()
-    said_at_the_door(page, said)
-    page.wait_for_timeout(500)
-    page.wait_for_function(IDLE, arg="#race", timeout=10_000)
-    assert not page.failures, page.failures
+    """Refused at the door: the run never queues, the message is under its input (maybe out of view)
+    and under Run, in view; the same from the Race tab. (The image size is a setting of the diffusers
+    models only.)"""
+    server = request.getfixturevalue("sd_server" if case == "size" else "server")
+    for page in open_page(browser, server, viewport):
+        said = refuse(page, case)
+        page.locator("#run").click()
+        text = said_by_the_button(page, "#run", said, viewport)
+        at_input = page.locator("#sidebar .validation-error").first.inner_text()
+        assert at_input.strip() == text.strip()  # and under its input
+        if case == "work cap":  # the whole message, down to what fits
+            assert re.search(r"the cap here is 1200 s: .*\(max iterations ≤ \d+ fits\)$", text.strip()), text
+        page.wait_for_function(IDLE, arg="#run", timeout=10_000)
+        assert page.locator("#stats").inner_text().startswith("Press Run")  # nothing ran
+        page.get_by_role("tab", name="Race").click()
+        page.locator("#race").click()
+        said_by_the_button(page, "#race", said, viewport)
+        assert page.locator(".door-note[data-for='run']").inner_text() == ""  # said once, where pressed
+        page.wait_for_function(IDLE, arg="#race", timeout=10_000)
+        assert not page.failures, page.failures
 
 
 def test_run_and_race_are_idle_again_after_stop(page: Any) -> None:

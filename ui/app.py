@@ -19,7 +19,7 @@ import gradio as gr
 from paratta import BUILTIN_MODELS, Request, SolverConfig, model_defaults
 from paratta.config import specs
 
-from .run.door import guarded, race_validator, run_validator, stepping_validator, use_validator
+from .run.door import DOOR_JS, guarded, race_validator, run_validator, stepping_validator, use_validator
 from .run.handlers import (
     RACE_LABELS,
     after_stop,
@@ -64,6 +64,8 @@ CSS = """
 #race-stats h3 {font-size: 1.2em; margin: 0 0 4px 0}
 .legend {font-size: 0.8em; opacity: 0.8}
 .clamp-note, #panel-note p {font-size: 0.8em; color: var(--color-accent); margin: 2px 0 0 0}
+.door-note {font-size: 0.85em; color: var(--error-text-color, #b91c1c); margin: 4px 0 0 0}
+.door-note:empty {display: none}
 @media (max-width: 700px) {  /* phone: prompt and Run, then the results, then the other controls */
   #sidebar {display: contents !important}
   #sidebar-top {order: 1; flex: 1 1 100% !important}
@@ -405,6 +407,7 @@ def build_demo(extra_model: str | None = None) -> gr.Blocks:
         page = layout(models, extra_model or DEFAULT, describe, Caps.from_env())
         wire(page, models, describe)
         demo.load(None, js=CLAMP_JS)  # a slider's typed value set to its range's end is said in words
+        demo.load(None, js=DOOR_JS)  # a refusal is also said under the button pressed
         demo.load(visitor, None, None, **PRIVATE)  # the sessions that loaded the page are visitors' (keep)
         demo.unload(forget_session)  # the session's job ends and its download folder goes
     return demo

@@ -235,3 +235,45 @@ def guarded(validate: Validator) -> dict[str, Any]:
         "validator": validate,
         "concurrency_limit": None,
     }
+
+
+# The page's half of the door: the browser draws a refused setting's message under its input, which may
+# be out of view (folded in an accordion, or below the results on a phone). Every such message of the
+# sidebar is also said right under the job button last pressed (Run or Race), in full, and scrolled into
+# view; it goes when the inputs' messages go (the next check that passes).
+DOOR_JS = """() => {
+  let pressed = 'run';
+  const noteOf = (id) => {
+    const button = document.getElementById(id);
+    if (!button) return null;
+    let note = document.querySelector(`.door-note[data-for="${id}"]`);
+    if (!note) {
+      note = document.createElement('div');
+      note.className = 'door-note';
+      note.dataset.for = id;
+      note.setAttribute('role', 'alert');
+      (button.closest('.row') || button).after(note);
+    }
+    return note;
+  };
+  const say = (scroll) => {
+    const said = [...document.querySelectorAll('#sidebar .validation-error')]
+      .map((e) => e.textContent.trim()).filter(Boolean);
+    const text = [...new Set(said)].join(' · ');
+    for (const id of ['run', 'race']) {
+      const note = noteOf(id);
+      const want = id === pressed ? text : '';
+      if (note && note.textContent !== want) { note.textContent = want; scroll = scroll || !!want; }
+    }
+    const note = noteOf(pressed);
+    if (scroll && note && note.textContent) note.scrollIntoView({block: 'nearest'});
+  };
+  document.addEventListener('click', (e) => {
+    const button = e.target.closest && e.target.closest('#run, #race');
+    if (!button) return;
+    pressed = button.id;
+    setTimeout(() => say(true), 300);
+  }, true);
+  const watched = {childList: true, subtree: true, characterData: true};
+  new MutationObserver(() => say(false)).observe(document.body, watched);
+}"""
