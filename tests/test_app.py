@@ -100,6 +100,13 @@ def pixels(file: dict[str, Any]) -> np.ndarray:
     return np.asarray(Image.open(io.BytesIO(fetch(file))).convert("RGB"), dtype=np.int16)
 
 
+def test_a_run_of_toy2d_reports_the_distance_of_its_point_not_pixels(app: Any) -> None:
+    final = client(app).predict(**dict(DEFAULTS, model="toy2d", prompt="north"), api_name="/run")
+    assert final[INFO]["same_image"], final[STATS]
+    said = r"✓ \*\*Same point as sequential DDIM\*\* — .*; x₀ is \d\.\de-\d\d from the sequential x₀ "
+    assert re.search(said + r"\(Euclidean, in the plane's units\)", final[STATS]), final[STATS]
+
+
 def test_run_streams_every_iteration_and_ends_on_the_sequential_image(app: Any) -> None:
     c = client(app)
     job = c.submit(**DEFAULTS, api_name="/run")
@@ -244,8 +251,7 @@ def test_a_samplers_race_ends_each_sampler_on_its_own_sequential_image(app: Any,
         run = c.predict(**alone, api_name="/run")
         assert run[INFO]["iteration"] == info[lane]["iteration"]  # the same solve, run on its own
         assert np.array_equal(pixels(run[IMAGE]), pixels(image))
-    assert "each ended on its own sequential image" in stats
-    assert "the two samplers' own images differ by up to" in stats
+    assert "each ended on its own sequential point (distances " in stats, stats  # toy2d: points
 
 
 def test_a_splits_race_ends_both_lanes_on_one_sequential_image_and_the_flow_split_sooner(app: Any) -> None:
@@ -258,7 +264,7 @@ def test_a_splits_race_ends_both_lanes_on_one_sequential_image_and_the_flow_spli
     flow, published = info["flow split"], info["published split"]
     assert flow["converged"] and published["converged"] and flow["same_image"] and published["same_image"]
     assert flow["iteration"] < published["iteration"], (flow, published)
-    assert "**Flow split wins**" in stats and "both ended on the sequential DDIM image" in stats, stats
+    assert "**Flow split wins**" in stats and "both ended on the sequential DDIM point" in stats, stats
 
 
 @pytest.mark.slow
@@ -475,6 +481,36 @@ def test_verdict_says_same_image_only_when_it_is_true() -> None:
     assert "both ended on the sequential DDIM image" in race
 
 
+def test_a_model_of_points_is_judged_by_the_distance_of_its_points_in_the_planes_units() -> None:
+    from ui.view.record import IterationRow, RunRecord
+    from ui.view.views import race_verdict, verdict
+
+    def record(
+        rms: float, converged: bool = True, solver: str = "anderson", iterations: int = 9
+    ) -> RunRecord:
+        settings = typed(**dict(DEFAULTS, model="toy2d", solver=solver))
+        r = RunRecord(settings=settings, steps=50, tol=1e-3, latent_shape=(2,), points=True)
+        r.rows = [
+            IterationRow(k, (0, 50), 0 if converged and k == iterations else 7, 50 * k, 0.1 * k, 1e-2, rms,
+                         np.full(50, 1e-3), converged and k == iterations)
+            for k in range(1, iterations + 1)
+        ]  # fmt: skip
+        r.previews = [np.zeros((8, 8, 3), np.uint8)] * iterations
+        r.sequential_preview = r.sequential_image = np.zeros((8, 8, 3), np.uint8)
+        r.final_image = np.full((8, 8, 3), 200, np.uint8)  # the dots' pictures are not what is compared
+        return r
+
+    close = verdict(record(1e-5), 9)
+    assert close.startswith("✓ **Same point as sequential DDIM** — **9 parallel iterations** instead of 50")
+    assert "x₀ is 1.4e-05 from the sequential x₀ (Euclidean, in the plane's units)" in close
+    assert "/255" not in close and "pixel" not in close
+    far = verdict(record(0.2), 9)
+    assert "not the same point" in far and "x₀ is 2.8e-01 from the sequential x₀" in far
+    assert "not yet the sequential DDIM point" in verdict(record(1e-5, converged=False), 9)
+    race = race_verdict({"Jacobi": record(2e-5, solver="jacobi", iterations=12), "Anderson": record(1e-5)})
+    assert "both ended on the sequential DDIM point (distances 1.4e-05 and 2.8e-05)" in race
+
+
 def test_wall_clock_comes_with_its_reason_and_a_labelled_projection_where_a_table_exists(
     monkeypatch: Any,
 ) -> None:
@@ -571,3 +607,21 @@ def test_stop_before_a_run_has_drawn_says_so_and_a_stop_when_idle_changes_nothin
         assert shown["info"]["phase"] == "stopped"
         idle = after_stop(last, in_flight=False)
         assert all(isinstance(v, dict) and v.get("__type__") == "update" for v in idle), idle
+
+
+def test_the_prompt_hint_fits_the_kind_of_model() -> None:
+    """An embedded model's own words, a text encoder's any words, a class-conditional model's classes."""
+    from paratta.models.diffusers.dit import DiTModel
+    from paratta.models.diffusers.sd import StableDiffusionModel
+    from paratta.models.diffusers.tiny import tiny_dit_pipeline, tiny_sd_pipeline
+    from ui.serve.models import get_model
+    from ui.view.controls import prompt_hint
+
+    def hint(model: Any) -> str:
+        return prompt_hint(model, model.defaults)
+
+    assert hint(get_model("shapes")).startswith("only this model's words")
+    sd = hint(StableDiffusionModel(tiny_sd_pipeline(), device="cpu"))
+    assert "any words" in sd and "required" in sd and "vocabulary" not in sd
+    dit = DiTModel(tiny_dit_pipeline(id2label={0: "tench", 1: "goldfish"}), device="cpu")
+    assert hint(dit).startswith("one of its class names")

@@ -521,6 +521,7 @@ def test_the_samplers_race_runs_on_sd_and_is_refused_for_a_flow_model(folders, m
     assert {lane: final["info"][lane]["steps"] for lane in lanes} == lanes
     assert all(final["info"][lane]["converged"] and final["info"][lane]["same_image"] for lane in lanes)
     assert "each ended on its own sequential image" in final["stats"]
+    assert "the two samplers' own images differ by up to" in final["stats"]
 
 
 @pytest.mark.slow

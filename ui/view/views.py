@@ -91,6 +91,54 @@ def pixel_levels(record: RunRecord, k: int) -> int | None:
     return int(round(difference_map(image, reference)[1] * 255))
 
 
+def point_distance(record: RunRecord, k: int) -> float | None:
+    """Euclidean distance, in the plane's units, from iteration k's point x₀ to the sequential one (the
+    row's RMS distance times √n); None before the reference has ended."""
+    d = record.rows[k - 1].distance
+    return float(d * np.sqrt(np.prod(record.latent_shape))) if np.isfinite(d) else None
+
+
+def gap(record: RunRecord, k: int) -> str | None:
+    """How far iteration k's result is from the sequential one, in its own units: the largest 8-bit pixel
+    difference of two images ("3/255"), or the distance of two points ("2.1e-05"); None: no pair yet."""
+    if record.points:
+        d = point_distance(record, k)
+        return f"{d:.1e}" if d is not None else None
+    levels = pixel_levels(record, k)
+    return f"{levels}/255" if levels is not None else None
+
+
+def same(record: RunRecord, k: int) -> bool:
+    """Iteration k converged onto the sequential result: an image no 8-bit level further than
+    ``SAME_LEVELS`` from it, or a point within the tolerance (an RMS, as the stopping rule bounds it)."""
+    if not record.rows[k - 1].converged:
+        return False
+    if record.points:
+        d = point_distance(record, k)
+        return d is not None and d <= record.tol * np.sqrt(np.prod(record.latent_shape))
+    levels = pixel_levels(record, k)
+    return levels is not None and levels <= SAME_LEVELS
+
+
+def result(record: RunRecord) -> str:
+    """What a run ends on: an image, or a point of the plane."""
+    return "point" if record.points else "image"
+
+
+def gap_name(record: RunRecord) -> str:
+    return "distances" if record.points else "largest pixel differences"
+
+
+def how_far(record: RunRecord, k: int) -> str:
+    """The verdict's clause on the gap to the sequential result, units named."""
+    said = gap(record, k)
+    if said is None:
+        return f"no sequential {result(record)} to compare"
+    if record.points:
+        return f"x₀ is {said} from the sequential x₀ (Euclidean, in the plane's units)"
+    return f"largest pixel difference {said}"
+
+
 @lru_cache(maxsize=16)
 def latency_table(model: str) -> LatencyTable | None:
     return table_for(model)
@@ -114,12 +162,10 @@ def verdict(record: RunRecord, k: int) -> str:
 
     Only says "same image" when it is true: converged and no pixel more than one 8-bit level off.
     """
-    T, row, levels = record.steps, record.rows[k - 1], pixel_levels(record, k)
-    sampler = sampler_name(record)
+    T, row = record.steps, record.rows[k - 1]
+    sampler, thing = sampler_name(record), result(record)
     n = row.iteration
-    diff = (
-        f"largest pixel difference {levels}/255" if levels is not None else "no sequential image to compare"
-    )
+    diff = how_far(record, k)
     steps = f"**{plural(n, 'parallel iteration')}** instead of {plural(T, 'step')} ({T / n:.1f}× fewer)"
     if T == 1:
         steps = "1 step: nothing to run in parallel"
@@ -129,13 +175,13 @@ def verdict(record: RunRecord, k: int) -> str:
         why = "stopped" if record.stopped else f"the budget of {n} iterations ended"
         return (
             f"✗ **Not converged** — {why} with {T - row.anchor}/{T} timesteps final: "
-            f"not yet the sequential {sampler} image ({diff})"
+            f"not yet the sequential {sampler} {thing} ({diff})"
         )
-    if levels is not None and levels <= SAME_LEVELS:
-        return f"✓ **Same image as sequential {sampler}** — {steps}; {diff}"
+    if same(record, k):
+        return f"✓ **Same {thing} as sequential {sampler}** — {steps}; {diff}"
     return (
-        f"≈ **Converged to tolerance {record.tol:g}, but not the same image** — {steps}; {diff} "
-        f"(the tolerance is an RMS in latent units; a smaller one brings the image closer)"
+        f"≈ **Converged to tolerance {record.tol:g}, but not the same {thing}** — {steps}; {diff} "
+        f"(the tolerance is an RMS in latent units; a smaller one brings the {thing} closer)"
     )
 
 
@@ -200,7 +246,7 @@ def stats(record: RunRecord, k: int, phase: str) -> tuple[str, dict[str, Any]]:
         "steps": T,
         "final_steps": T - row.anchor,
         "converged": row.converged,
-        "same_image": bool(row.converged and levels is not None and levels <= SAME_LEVELS),
+        "same_image": same(record, k),  # for a model of points: the same point
         "verdict": head if ended else None,
         "evaluations": row.evaluations,
         "sequential_evaluations": T,
@@ -280,19 +326,17 @@ def race_verdict(records: dict[str, RunRecord]) -> str:
         return ""
     (a, ra), (b, rb) = sorted(done.items(), key=lambda item: item[1].iterations)
     sampler = sampler_name(ra)
-    levels = {name: pixel_levels(r, r.iterations) for name, r in done.items()}
-    both_same = all(
-        r.converged and levels[n] is not None and levels[n] <= SAME_LEVELS for n, r in done.items()
-    )
+    gaps = {name: gap(r, r.iterations) for name, r in done.items()}
+    both_same = all(same(r, r.iterations) for r in done.values())
+    thing, apart = result(ra), gap_name(ra)
     if (ra.steps, sampler) != (rb.steps, sampler_name(rb)):
-        return samplers_verdict(((a, ra), (b, rb)), levels, both_same)
+        return samplers_verdict(((a, ra), (b, rb)), gaps, both_same)
     ending = (
-        f"both ended on the sequential {sampler} image (largest pixel differences "
-        f"{levels[a]}/255 and {levels[b]}/255)"
+        f"both ended on the sequential {sampler} {thing} ({apart} {gaps[a]} and {gaps[b]})"
         if both_same
-        else "not both on the sequential image: "
+        else f"not both on the sequential {thing}: "
         + ", ".join(
-            f"{n} {'converged' if r.converged else 'not converged'}, {levels[n]}/255" for n, r in done.items()
+            f"{n} {'converged' if r.converged else 'not converged'}, {gaps[n]}" for n, r in done.items()
         )
     )
     if ra.tol != rb.tol or ra.settings["stopping"] != rb.settings["stopping"]:
@@ -317,7 +361,7 @@ def race_verdict(records: dict[str, RunRecord]) -> str:
 
 
 def samplers_verdict(
-    lanes: tuple[tuple[str, RunRecord], ...], levels: dict[str, int | None], both_same: bool
+    lanes: tuple[tuple[str, RunRecord], ...], gaps: dict[str, str | None], both_same: bool
 ) -> str:
     """Two samplers, each solved against its own sequential image: the parallel iterations and network
     evaluations of each beside its sequential step count, and how far apart the two samplers' images are."""
@@ -326,18 +370,21 @@ def samplers_verdict(
         f"evaluations (sequential: {r.steps} calls one after another)"
         for n, r in lanes
     )
+    thing, apart = result(lanes[0][1]), gap_name(lanes[0][1])
     ending = (
-        "each ended on its own sequential image (largest pixel differences "
-        + " and ".join(f"{levels[n]}/255" for n, _ in lanes)
+        f"each ended on its own sequential {thing} ({apart} "
+        + " and ".join(f"{gaps[n]}" for n, _ in lanes)
         + ")"
         if both_same
-        else "not both on their sequential images: "
-        + ", ".join(f"{n} {'' if r.converged else 'not '}converged, {levels[n]}/255" for n, r in lanes)
+        else f"not both on their sequential {thing}s: "
+        + ", ".join(f"{n} {'' if r.converged else 'not '}converged, {gaps[n]}" for n, r in lanes)
     )
     images = [r.sequential_image for _, r in lanes]
-    apart = (
+    between = (
         f"; the two samplers' own images differ by up to {round(difference_map(*images)[1] * 255)}/255"
-        if all(i is not None and i.shape == images[0].shape for i in images)
+        if thing == "image" and all(i is not None and i.shape == images[0].shape for i in images)
         else ""
     )
-    return f"### {said}\nFewer iterations means fewer parallel calls (wall-clock on a GPU) — {ending}{apart}"
+    return (
+        f"### {said}\nFewer iterations means fewer parallel calls (wall-clock on a GPU) — {ending}{between}"
+    )
