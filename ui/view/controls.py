@@ -279,9 +279,14 @@ def slider_top(T: int) -> int:
 
 
 def prompt_hint(model: Any, defaults: ModelDefaults) -> str:
+    """The prompt's hint for the kind of model: an embedded model's own words, a class-conditional
+    model's class names, or any text for a text encoder."""
     if served.vocabulary(model):
         return "only this model's words (Words, below); empty: any of its images"
-    return REQUEST["prompt"].hint + (" (required)" if defaults.requires_prompt else "")
+    if model.labels is not None:
+        return "one of its class names, or a class id; empty: unconditional"
+    required = "required" if defaults.requires_prompt else "empty: unconditional"
+    return f"what to draw, in any words: its text encoder reads them ({required})"
 
 
 def words(model: Any) -> str:
