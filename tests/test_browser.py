@@ -19,6 +19,13 @@ import pytest
 from tests.local import CHROMIUM, CHROMIUM_ARGS, free_port
 
 VIEWPORT = {"width": 1280, "height": 800}
+PHONE = {"width": 390, "height": 844}
+# How far an image panel's label badge reaches into its image, in pixels (≤ 0: it ends above it).
+BADGE_OVER = """(id) => {
+  const img = document.querySelector(`#${id} img`);
+  const badge = document.querySelector(`#${id} [data-testid=block-label]`);
+  return img && badge ? badge.getBoundingClientRect().bottom - img.getBoundingClientRect().top : null;
+}"""
 VERDICT = (
     "() => /Same image|Not converged|not the same image/.test(document.querySelector('#stats').innerText)"
 )
@@ -66,7 +73,8 @@ def sd_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
 
 
 def serve(tmp_path_factory: pytest.TempPathFactory, extra_model: str | None = None) -> Iterator[Any]:
-    """The app on 127.0.0.1 (``extra_model``: as ``app.py --model``), its server errors recorded."""
+    """The app on 127.0.0.1 as ``app.py`` serves it (``extra_model``: its ``--model``), its server
+    errors recorded."""
     tmp = tmp_path_factory.mktemp("gradio")
     errors = Collect()
     with pytest.MonkeyPatch.context() as mp:
@@ -76,6 +84,7 @@ def serve(tmp_path_factory: pytest.TempPathFactory, extra_model: str | None = No
         mp.delenv("SPACE_ID", raising=False)
         mp.setattr(tempfile, "tempdir", None)
         from ui.app import build_demo, launch_options
+        from ui.serve.guards import launch_limits
 
         port = free_port()
         demo = build_demo(extra_model)
@@ -85,6 +94,7 @@ def serve(tmp_path_factory: pytest.TempPathFactory, extra_model: str | None = No
             server_name="127.0.0.1",
             server_port=port,
             quiet=True,
+            **launch_limits(),  # as app.py serves it: Stop ends the session's job at its next call
             **launch_options(),
         )
         loggers = [logging.getLogger(n) for n in ("", "uvicorn", "uvicorn.error", "uvicorn.access")]
@@ -150,13 +160,13 @@ def set_number(page: Any, label: str, value: int) -> None:
     page.wait_for_timeout(400)  # the steps_changed event answers
 
 
-def visitor_click(page: Any, selector: str) -> None:
+def visitor_click(page: Any, selector: str, viewport: dict[str, int] = VIEWPORT) -> None:
     """A click where a visitor sees the element, with the mouse: it never scrolls the page. (Playwright's
     ``click`` retries a click whose target is covered or moving with ``scrollIntoView`` at block end,
     center, then start: on a busy machine the page ended at window.scrollY == 436, which is the Run
     button's top, scrolled by the test and not by the app.)"""
     box = page.locator(selector).first.bounding_box()
-    assert box and 0 <= box["y"] and box["y"] + box["height"] <= VIEWPORT["height"], (selector, box)
+    assert box and 0 <= box["y"] and box["y"] + box["height"] <= viewport["height"], (selector, box)
     x, y = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
     hit = f"(() => {{ const e = document.elementFromPoint({x}, {y}); return !!e?.closest('{selector}'); }})()"
     page.wait_for_function(hit, timeout=10_000)  # nothing over it: the mouse lands on the element
@@ -199,6 +209,8 @@ def test_default_run_ends_on_a_verdict_with_image_and_heatmap_above_the_fold(pag
         assert box and box["y"] >= 0 and box["y"] + box["height"] <= VIEWPORT["height"], (elem, box)
     assert not images_intact(page) and not page.failures
     assert page.locator("#run").inner_text() == "Run"  # back from "Running…"
+    for panel in ("paratta-image", "sequential-image", "diff-image"):
+        assert page.evaluate(BADGE_OVER, panel) <= 0, panel  # the badge ends above the image
 
 
 def test_twenty_default_runs_no_broken_image_and_no_server_traceback(page: Any, server: Any) -> None:
@@ -303,14 +315,31 @@ def test_stop_shows_one_consistent_frame_and_a_second_stop_changes_nothing(page:
     assert page.locator("#run").inner_text() == "Run"
 
 
-def test_steps_typed_then_enter_then_run_answers_for_those_steps(page: Any) -> None:
+@pytest.mark.parametrize("viewport", [VIEWPORT, PHONE], ids=["1280", "390"])
+def test_steps_typed_then_enter_then_run_answers_for_those_steps(
+    browser: Any, server: Any, viewport: dict[str, int]
+) -> None:
     """A visitor types T, presses Enter (no Tab, no click elsewhere) and presses Run: the answer is a
     verdict for that T, not a refusal of order or window left at the old T."""
-    box = sidebar_number(page, "Steps T")
-    box.fill("30")
-    box.press("Enter")
-    said = run_to_verdict(page)
-    assert "instead of 30 steps" in said, said
+    for page in open_page(browser, server, viewport):
+        box = sidebar_number(page, "Steps T")
+        box.fill("30")
+        box.press("Enter")
+        said = run_to_verdict(page)
+        assert "instead of 30 steps" in said, said
+
+
+def test_on_a_phone_a_run_ends_on_its_verdict_and_no_badge_covers_an_image(browser: Any, server: Any) -> None:
+    for page in open_page(browser, server, PHONE):
+        visitor_click(page, "#run", PHONE)
+        page.wait_for_function("() => document.querySelector('#run').innerText === 'Run'", timeout=120_000)
+        text = stats_say(page, "Same image as sequential DDIM")
+        box = page.locator("#stats").bounding_box()  # the verdict sits right under Run: in view
+        assert box and 0 <= box["y"] < PHONE["height"], box
+        assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]  # no sideways scroll
+        for panel in ("paratta-image", "sequential-image", "diff-image"):
+            assert page.evaluate(BADGE_OVER, panel) <= 0, panel  # the badge ends above the image
+        assert "parallel iterations instead of 50 steps" in text
 
 
 def test_how_it_works_renders_the_formulas(page: Any) -> None:
@@ -394,7 +423,6 @@ def test_no_stray_button_on_the_page(page: Any) -> None:
     assert not [t for t in texts if t.startswith(("Running", "Racing"))], texts
 
 
-PHONE = {"width": 390, "height": 844}
 SAMPLER, DETAILS = "Sampler: seed, DDIM/DDPM, guidance", "Solver details"  # the sidebar's accordions
 # A refused setting, as a visitor sets it: (the accordion it sits in or None, its label, what is typed);
 # then the start of what the page says.
@@ -541,3 +569,21 @@ def test_every_hint_of_the_sidebar_fits_in_three_lines(page: Any) -> None:
                           parseFloat(getComputedStyle(e).lineHeight)])"""
     )
     assert lines and all(n <= 3.2 for _, n in lines), sorted(lines, key=lambda x: -x[1])[:3]
+
+
+# Last in the module: the run it stops is the largest here, and its end is checked before the next test.
+def test_stop_before_the_first_parallel_iteration_says_so_and_the_server_is_free_again(page: Any) -> None:
+    page.locator("#sidebar-rest").get_by_label("Model", exact=True).click()
+    page.get_by_role("option", name="shapes-unet").click()
+    page.wait_for_function("() => document.querySelector('#prompt textarea').value === 'red circle'")
+    set_number(page, "Steps T", 100)  # its first parallel iteration takes seconds on a CPU
+    page.locator("#run").click()
+    page.wait_for_function(
+        "() => /Sequential reference: step/.test(document.querySelector('#stats').innerText)"
+    )
+    page.locator("#stop").click()
+    said = stats_say(page, "Stopped")
+    assert said.startswith("Stopped before the first parallel iteration"), said
+    page.wait_for_function(IDLE, arg="#run", timeout=10_000)
+    set_number(page, "Steps T", 10)  # the server answers the next run at once: the stopped one has ended
+    assert "instead of 10 steps" in run_to_verdict(page)

@@ -66,6 +66,11 @@ CSS = """
 .clamp-note, #panel-note p {font-size: 0.8em; color: var(--color-accent); margin: 2px 0 0 0}
 .door-note {font-size: 0.85em; color: var(--error-text-color, #b91c1c); margin: 4px 0 0 0}
 .door-note:empty {display: none}
+/* an image's label badge sits above the image and never covers it; the race's sequential panel names
+   both lanes, which may take two lines */
+.badged {padding-top: 38px !important}
+.badged label[data-testid="block-label"] {max-width: calc(100% - 44px)}
+#race-sequential.badged {padding-top: 62px !important}
 @media (max-width: 700px) {  /* phone: prompt and Run, then the results, then the other controls */
   #sidebar {display: contents !important}
   #sidebar-top {order: 1; flex: 1 1 100% !important}
@@ -105,7 +110,7 @@ PRESETS: list[tuple[str, dict[str, Any]]] = [
     ("Small window W = 10", {"window": 10}),
     ("Coarse start: a T/10-step sequential pass as the first guess", {"init": "coarse"}),
     ("DDPM (η = 1)", {"eta": 1.0}),
-    ("Flow matching: the mixture's exact velocity, Euler steps as SD3 and Flux take", {"family": "flow"}),
+    ("Flow matching: Euler steps, as SD3 and Flux take", {"family": "flow"}),
     ("shapes-unet: “red circle”, guidance 3", {"model": "shapes-unet"}),
 ]
 
@@ -128,7 +133,7 @@ def image(
     cover their top rows."""
     return gr.Image(
         label=label, format="png", interactive=False, elem_id=elem_id, buttons=["download"], height=height,
-        show_label=show_label,
+        show_label=show_label, elem_classes="badged" if show_label else None,
     )  # fmt: skip
 
 
