@@ -534,6 +534,9 @@ def test_wall_clock_comes_with_its_reason_and_a_labelled_projection_where_a_tabl
     assert info["projection"]["sequential_s"] == pytest.approx(4e-3)  # T × one guided step (2 rows)
     assert "**Projected**" in line and "projected on NVIDIA H200 from a measured batch-latency table" in line
     assert "not measured here" in line
+    line, info = views.wall_clock(r, 3)  # not converged yet: its time, no ratio
+    assert "**Projected** for these 3 iterations: ParaTAA 6 ms" in line and "no speed-up is claimed" in line
+    assert "×" not in line and info["projection"]["sequential_s"] is None
 
 
 def test_progress_line_says_why_the_preview_stands_still() -> None:

@@ -197,6 +197,13 @@ def wall_clock(record: RunRecord, k: int) -> tuple[str, dict[str, Any]]:
     p = projection(record, k)
     if p is None:
         return line + f" GPU projection: {NO_TABLE}.", {"projection": None}
+    if not row.converged:  # the sequential image is not reached yet: no speed-up to claim
+        line += (
+            f" **Projected** for these {plural(k, 'iteration')}: {name} {fmt_seconds(p.parallel_s)}, "
+            f"{p.label}; not converged, so no speed-up is claimed."
+        )
+        info = {"parallel_s": p.parallel_s, "sequential_s": None, "device": p.device, "label": p.label}
+        return line, {"projection": info}
     line += (
         f" **Projected**: {name} {fmt_seconds(p.parallel_s)}, sequential {fmt_seconds(p.sequential_s)} "
         f"({p.speedup:.1f}×), {p.label}."
