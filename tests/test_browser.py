@@ -418,6 +418,21 @@ def covered(element: Any) -> list[str]:
     )
 
 
+def test_use_as_initialisation_says_under_the_button_why_not_before_a_run_and_what_it_kept_after(
+    page: Any,
+) -> None:
+    page.get_by_role("button", name="Use this run as initialisation").click()
+    said = page.get_by_text(re.compile("Not stored: No finished run to use yet")).first
+    said.wait_for(state="visible", timeout=10_000)
+    box, button = said.bounding_box(), page.get_by_role("button", name="Use this run as initialisation")
+    assert box and 0 < box["y"] - button.bounding_box()["y"] < 120, box  # right under it
+    run_to_verdict(page)
+    button.click()  # now there is a run to keep
+    page.get_by_text(re.compile("Stored the final trajectory of “red circle on blue”")).wait_for(
+        timeout=10_000
+    )
+
+
 def test_no_stray_button_on_the_page(page: Any) -> None:
     texts = [b.inner_text().strip() for b in page.locator("button").all() if b.is_visible()]
     assert not [t for t in texts if t.startswith(("Running", "Racing"))], texts

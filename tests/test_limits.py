@@ -408,7 +408,7 @@ def test_state_is_bounded_in_bytes_the_oldest_session_goes_first_and_is_told(
     import gradio as gr
 
     from ui.run.door import use_validator
-    from ui.run.handlers import after_stop, scrub, use_as_init
+    from ui.run.handlers import after_stop, scrub, use_as_init, why_not_usable
     from ui.serve.keep import EXPIRED, STORE, Store, Visitors
 
     one = visit("budget-probe").nbytes()  # what one run keeps (PNG previews, float32 trajectory)
@@ -426,6 +426,9 @@ def test_state_is_bounded_in_bytes_the_oldest_session_goes_first_and_is_told(
             handler(records["oldest"])
     answer = use_validator(use_as_init)(records["oldest"])  # at the door, before the queue
     assert answer["is_valid"] is False and answer["message"] == EXPIRED
+    assert why_not_usable(records["oldest"]) == f"**Not stored:** {EXPIRED}"  # and under the button
+    assert why_not_usable(None).startswith("**Not stored:** No finished run to use yet")
+    assert why_not_usable(records["newest"]) == gr.skip()  # nothing to say: the event stores it
     warm = run_handler()(
         **dict(BASE, init="trajectory"), init_state=stored, request=SimpleNamespace(session_hash="older")
     )

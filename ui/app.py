@@ -29,6 +29,7 @@ from .run.handlers import (
     scrub,
     scrub_ready,
     use_as_init,
+    why_not_usable,
 )
 from .run.session import RACES, SAMPLER_RACES, SPLITS, split_lane
 from .serve.cache import delete_cache
@@ -386,6 +387,7 @@ def wire(p: Page, models: list[str], describe: Callable[[str], tuple[Any, Any]])
         concurrency_limit=4,
         validator=stepping_validator(scrub),
     )
+    p.use.click(why_not_usable, p.record, p.init_note, **PRIVATE)  # a refusal, said under the button
     p.use.click(
         use_as_init,
         p.record,

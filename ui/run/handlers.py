@@ -350,13 +350,30 @@ def after_stop(record: RunRecord | None, in_flight: bool = False) -> tuple[Any, 
     )
 
 
-def use_as_init(record: RunRecord | None) -> tuple[dict[str, Any], str]:
-    """Keep the last run's final trajectory for a next run with init = previous run's trajectory."""
+def check_usable(record: RunRecord | None) -> RunRecord:
+    """The run whose final trajectory can be kept; ``gr.Error`` naming why not (none, stopped, expired)."""
     if record is None or record.trajectory is None:
         raise gr.Error(
             "No finished run to use yet: run to the end first (a stopped run keeps no trajectory).",
             print_exception=False,
         )
+    return record
+
+
+def why_not_usable(record: RunRecord | None) -> Any:
+    """The Use button's answer on the page when there is nothing to keep: /use_as_init is then refused
+    at the door, on its one input, a ``gr.State`` the page cannot show a message on; this says it
+    under the button instead (and nothing when the run can be kept)."""
+    try:
+        check_usable(record)
+    except gr.Error as err:
+        return f"**Not stored:** {err.message}"
+    return gr.skip()
+
+
+def use_as_init(record: RunRecord | None) -> tuple[dict[str, Any], str]:
+    """Keep the last run's final trajectory for a next run with init = previous run's trajectory."""
+    record = check_usable(record)
     s = record.settings
     stored = {
         "trajectory": KeptArray(record.session, record.trajectory),  # counted in the sessions' budget
