@@ -348,6 +348,28 @@ def test_how_it_works_renders_the_formulas(page: Any) -> None:
     assert page.locator(".katex").count() > 5
 
 
+def test_on_a_phone_how_it_works_fits_the_screen_or_scrolls_in_its_box(browser: Any, server: Any) -> None:
+    """Every formula ends inside the screen, or sits in a box that scrolls sideways."""
+    for page in open_page(browser, server, PHONE):
+        page.get_by_text("How it works").click()
+        page.locator(".katex-display").first.wait_for(state="visible", timeout=10_000)
+        overflowing = page.evaluate(
+            """(width) => [...document.querySelectorAll('.katex')].filter((e) => {
+                 const r = e.getBoundingClientRect();
+                 if (r.width === 0 || r.right <= width + 1) return false;
+                 for (let p = e; p; p = p.parentElement) {
+                   const o = getComputedStyle(p).overflowX;
+                   const fits = p.getBoundingClientRect().right <= width + 1;
+                   if ((o === 'auto' || o === 'scroll') && fits) return false;
+                 }
+                 return true;
+               }).map((e) => e.textContent.slice(0, 40))""",
+            PHONE["width"],
+        )
+        assert page.locator(".katex").count() > 5 and not overflowing, overflowing
+        assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]
+
+
 def test_a_model_switch_brings_its_defaults_and_a_preset_fills_the_controls(page: Any) -> None:
     page.locator("#sidebar-rest").get_by_label("Model", exact=True).click()
     page.get_by_role("option", name="shapes-unet").click()
