@@ -359,7 +359,7 @@ APP_RUN = dict(
 )  # fmt: skip
 
 
-def test_the_app_runs_and_races_the_flow_family_to_its_sequential_image(monkeypatch, tmp_path) -> None:
+def test_the_app_runs_and_races_the_flow_family_to_its_sequential_point(monkeypatch, tmp_path) -> None:
     monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path))
     monkeypatch.delenv("SPACE_ID", raising=False)
     from ui.run.handlers import RACE_OUTPUTS, RUN_OUTPUTS, make_race_handler, make_run_handler
@@ -370,12 +370,12 @@ def test_the_app_runs_and_races_the_flow_family_to_its_sequential_image(monkeypa
     )
     info, record = final["info"], final["record"]
     assert info["converged"] and info["iteration"] < 20 and record.settings["family"] == "flow"
-    assert "Same image as sequential flow-matching Euler" in final["stats"]
+    assert "Same point as sequential flow-matching Euler" in final["stats"]  # toy2d: a point of the plane
     assert final["heatmap"] is not None and final["curves"] is not None
     raced = {n: APP_RUN[n] for n in RACE_INPUT_NAMES if n in APP_RUN} | {"contest": "solvers"}
     last = dict(zip(RACE_OUTPUTS, list(make_race_handler(["toy2d"])(**raced))[-1], strict=True))
     assert last["info"]["jacobi"]["converged"] and last["info"]["anderson"]["converged"]
-    assert "sequential flow-matching Euler image" in last["stats"]
+    assert "sequential flow-matching Euler point" in last["stats"]
     assert (
         RUN_INPUT_NAMES[-4:] == RACE_INPUT_NAMES[-4:] == ("family", "height", "width", "sampler")
     )  # new API inputs at the end
