@@ -621,6 +621,12 @@ def test_stop_before_the_first_parallel_iteration_says_so_and_the_server_is_free
     page.locator("#stop").click()
     said = stats_say(page, "Stopped")
     assert said.startswith("Stopped before the first parallel iteration"), said
+    # When Gradio's cancel lands before the run's own end, it marks the outputs with its bare "Error"
+    # badge (its status tracker, as Gradio 6 draws it): the page hides it, the sentence says it all.
+    badge = """() => { const t = document.createElement('div'); t.dataset.testid = 'status-tracker';
+      t.innerHTML = '<div class="clear-status"></div> <span class="error">Error</span>';
+      document.querySelector('#stats').appendChild(t); return getComputedStyle(t).display; }"""
+    assert page.evaluate(badge) == "none" and "Error" not in page.locator("#stats").inner_text()
     page.wait_for_function(IDLE, arg="#run", timeout=10_000)
     set_number(page, "Steps T", 10)  # the server answers the next run at once: the stopped one has ended
     assert "instead of 10 steps" in run_to_verdict(page)

@@ -72,6 +72,9 @@ CSS = """
 .badged {padding-top: 38px !important}
 .badged label[data-testid="block-label"] {max-width: calc(100% - 44px)}
 #race-sequential.badged {padding-top: 62px !important}
+/* a Run or Race that ends, however it ends (Stop, a refusal, a failure), says so in words in its stats
+   line; Gradio's bare "Error" badge over a cancelled event's outputs would only cover them */
+#results [data-testid="status-tracker"]:has(> .error) {display: none !important}
 @media (max-width: 700px) {  /* phone: prompt and Run, then the results, then the other controls */
   #sidebar {display: contents !important}
   #sidebar-top {order: 1; flex: 1 1 100% !important}
