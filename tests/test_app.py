@@ -489,7 +489,7 @@ def test_a_model_of_points_is_judged_by_the_distance_of_its_points_in_the_planes
         rms: float, converged: bool = True, solver: str = "anderson", iterations: int = 9
     ) -> RunRecord:
         settings = typed(**dict(DEFAULTS, model="toy2d", solver=solver))
-        r = RunRecord(settings=settings, steps=50, tol=1e-3, latent_shape=(2,), points=True)
+        r = RunRecord(settings=settings, steps=50, tol=1e-3, latent_shape=(2,))
         r.rows = [
             IterationRow(k, (0, 50), 0 if converged and k == iterations else 7, 50 * k, 0.1 * k, 1e-2, rms,
                          np.full(50, 1e-3), converged and k == iterations)

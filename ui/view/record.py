@@ -136,7 +136,6 @@ class RunRecord:
     latent_shape: tuple[int, ...]
     rows_per_step: int | None = None  # network rows a timestep costs; None: from the guidance (1 or 2)
     sampler: str | None = None  # the sampler's name (``paratta.Run.sampler``); None: DDIM(η) or flow Euler
-    points: bool = False  # a state is a point of the plane (its picture is drawn around it), not an image
     notes: list[str] = field(default_factory=list)  # clamps and other things the stats line must say
     session: str = "local"  # the session whose folder holds its downloads (ui.serve.cache.session_folder)
     stopped: bool = False  # set once by whoever ends the run (Stop, or its limits); read by the others
@@ -155,6 +154,11 @@ class RunRecord:
                 return False
             self.stopped = True
             return True
+
+    @property
+    def points(self) -> bool:
+        """A state of one axis (toy2d's (2,)) is a point of the plane, its picture drawn around it."""
+        return len(self.latent_shape) == 1
 
     def alive(self) -> None:
         if self.expired:
@@ -176,7 +180,6 @@ class RunRecord:
             latent_shape=run.latent_shape,
             rows_per_step=run.rows_per_step,
             sampler=run.sampler,
-            points=len(run.latent_shape) == 1,  # a state of one axis, toy2d's (2,), is a point
             notes=notes,
             session=session,
         )

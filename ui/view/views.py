@@ -114,8 +114,7 @@ def same(record: RunRecord, k: int) -> bool:
     if not record.rows[k - 1].converged:
         return False
     if record.points:
-        d = point_distance(record, k)
-        return d is not None and d <= record.tol * np.sqrt(np.prod(record.latent_shape))
+        return bool(record.rows[k - 1].distance <= record.tol)  # the RMS; NaN before the reference ends
     levels = pixel_levels(record, k)
     return levels is not None and levels <= SAME_LEVELS
 
